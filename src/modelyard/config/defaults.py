@@ -1,0 +1,46 @@
+"""The configuration built from the environment when no config file is given."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modelyard.config.loader import parse_config
+from modelyard.config.schema import Config
+
+__all__ = ["ENV_PROVIDERS", "config_from_env"]
+
+#: environment variable -> (provider name, kind, value key, default model or None)
+ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("OPENAI_API_KEY", "openai", "openai", "api_key", "gpt-4o-mini"),
+    ("ANTHROPIC_API_KEY", "anthropic", "anthropic", "api_key", "claude-sonnet-4-5"),
+    ("GEMINI_API_KEY", "gemini", "gemini", "api_key", "gemini-2.5-flash"),
+    ("OLLAMA_HOST", "ollama", "ollama", "base_url", None),
+)
+
+
+def config_from_env(env: Mapping[str, str]) -> Config:
+    """A provider for each of OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, OLLAMA_HOST that is set.
+
+    Each cloud provider also gets its well-known default model; the first one becomes the
+    ``default`` route, with the others as its fallbacks.  Any ``provider:model`` works too.
+    """
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for var, name, kind, key, default_model in ENV_PROVIDERS:
+        value = env.get(var)
+        if not value:
+            continue
+        if key == "base_url" and not value.startswith(("http://", "https://")):
+            value = f"http://{value}"
+        providers[name] = {"kind": kind, key: value}
+        if default_model is not None:
+            models[default_model] = {"provider": name}
+    data: dict[str, Any] = {"providers": providers, "models": models}
+    if env.get("MODELYARD_MASTER_KEY"):
+        data["server"] = {"master_key": env["MODELYARD_MASTER_KEY"]}
+    if models:
+        first, *rest = list(models)
+        data["routes"] = {"default": {"models": [first], "fallbacks": rest}}
+        data["default_route"] = "default"
+    return parse_config(data, env=env, source="environment")

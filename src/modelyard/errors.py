@@ -1,0 +1,288 @@
+"""Every error modelyard raises, with the HTTP status and OpenAI error type it maps to.
+
+The tree (status in brackets)::
+
+    ModelyardError [500, server_error]
+    ├── ConfigError [500]                      a config file or value is wrong; carries the YAML path
+    ├── InvalidRequestError [400]              the client's request is malformed or invalid
+    │   ├── ContextLengthExceededError [400]   code=context_length_exceeded
+    │   └── ContentPolicyError [400]           code=content_policy_violation
+    ├── AuthenticationError [401]
+    ├── PaymentRequiredError [402]
+    ├── PermissionDeniedError [403]
+    ├── NotFoundError [404]                    unknown model, route or provider
+    ├── PayloadTooLargeError [413]
+    ├── RateLimitError [429]                   carries retry_after (seconds)
+    ├── ServiceUnavailableError [503]          nothing can serve the request right now
+    └── UpstreamError [502]                    one upstream attempt failed
+        ├── UpstreamStatusError [502]          the upstream answered with an error status
+        ├── UpstreamConnectionError [502]      connect failure, reset, closed mid-response
+        ├── UpstreamTimeoutError [504]         connect, first-token, stall or total timeout
+        └── UpstreamMalformedError [502]       the upstream sent something we cannot parse
+
+Errors become OpenAI-style JSON in exactly one place: ``ModelyardError.to_openai()``, used by
+``modelyard.server.errors``.  Messages never contain secrets: adapters build them from upstream
+error bodies, never from request headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ContentPolicyError",
+    "ContextLengthExceededError",
+    "InvalidRequestError",
+    "ModelyardError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServiceUnavailableError",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamMalformedError",
+    "UpstreamStatusError",
+    "UpstreamTimeoutError",
+]
+
+
+class ModelyardError(Exception):
+    """Root of every modelyard error."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    @property
+    def status(self) -> int:
+        return self.status_code
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers for this error (for example ``Retry-After``)."""
+        return {}
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(ModelyardError):
+    """The configuration is invalid. ``path`` is the YAML path of the offending key."""
+
+    default_code = "config_error"
+
+    def __init__(self, message: str, *, path: str = "", source: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        origin = f"{source}: " if source else ""
+        super().__init__(f"{origin}{where}{message}")
+        self.path = path
+        self.reason = message
+        self.source = source
+
+
+class InvalidRequestError(ModelyardError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    default_code = "context_length_exceeded"
+
+
+class ContentPolicyError(InvalidRequestError):
+    default_code = "content_policy_violation"
+
+
+class AuthenticationError(ModelyardError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PaymentRequiredError(ModelyardError):
+    status_code = 402
+    error_type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
+class PermissionDeniedError(ModelyardError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFoundError(ModelyardError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class PayloadTooLargeError(ModelyardError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimitError(ModelyardError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after + 0.499)))}
+
+
+class ServiceUnavailableError(ModelyardError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "service_unavailable"
+
+
+class UpstreamError(ModelyardError):
+    """One attempt at an upstream provider failed.
+
+    ``retryable`` says whether trying again (on the same model, after a pause) may succeed.
+    """
+
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_error"
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.provider = provider
+        self.model = model
+        if retryable is not None:
+            self.retryable = retryable
+
+    @property
+    def kind(self) -> str:
+        """A short, stable name of the failure class (used in attempt records)."""
+        return type(self).__name__.removeprefix("Upstream").removesuffix("Error").lower() or "upstream"
+
+
+#: Upstream statuses that are worth another try: overload, rate limit, transient server errors.
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an HTTP error status (or an in-band error)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int,
+        provider: str = "",
+        model: str = "",
+        code: str | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            model=model,
+            code=code,
+            retryable=upstream_status in RETRYABLE_STATUSES,
+        )
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.param = param
+
+    @property
+    def status(self) -> int:
+        # What the client sees when this is the final error: the upstream's own 4xx status for
+        # request problems (bad parameters, unknown upstream model), 502 for everything else.
+        # A 401/403 from the upstream is modelyard's credential problem, not the client's.
+        if self.upstream_status in (400, 404, 413, 422):
+            return self.upstream_status
+        if self.upstream_status == 429:
+            return 429
+        if self.upstream_status in (503, 529):
+            return 503
+        if self.upstream_status == 504:
+            return 504
+        return 502
+
+    @property
+    def kind(self) -> str:
+        return f"status_{self.upstream_status}"
+
+    def headers(self) -> dict[str, str]:
+        if self.upstream_status == 429 and self.retry_after is not None:
+            return {"Retry-After": str(max(1, round(self.retry_after + 0.499)))}
+        return {}
+
+    def to_openai(self) -> dict[str, Any]:
+        body = super().to_openai()
+        if self.upstream_status == 429:
+            body["error"]["type"] = "rate_limit_error"
+        elif self.upstream_status in (400, 404, 413, 422):
+            body["error"]["type"] = "invalid_request_error"
+        return body
+
+
+class UpstreamConnectionError(UpstreamError):
+    default_code = "upstream_connection_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+    default_code = "upstream_timeout"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        phase: str = "total",
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.phase = phase
+
+    @property
+    def kind(self) -> str:
+        return f"timeout_{self.phase}"
+
+
+class UpstreamMalformedError(UpstreamError):
+    default_code = "upstream_malformed_response"

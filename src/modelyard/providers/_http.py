@@ -1,0 +1,140 @@
+"""HTTP plumbing shared by the adapters: error translation, Retry-After, SSE and NDJSON framing.
+
+Adapters never let an aiohttp or asyncio exception escape: everything that goes wrong on the
+wire becomes an :class:`~modelyard.errors.UpstreamError` here, in one place.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from modelyard.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamMalformedError,
+    UpstreamTimeoutError,
+)
+
+__all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors"]
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` (or ``retry-after-ms``) value: seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_after_from_headers(headers: aiohttp.typedefs.LooseHeaders | None) -> float | None:
+    if not headers:
+        return None
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    ms = get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = get("Retry-After")
+    return parse_retry_after(value if isinstance(value, str) else None)
+
+
+@asynccontextmanager
+async def translate_errors(provider: str, model: str) -> AsyncIterator[None]:
+    """Turn transport exceptions raised inside the block into UpstreamErrors."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        phase = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "total"
+        raise UpstreamTimeoutError(
+            f"{provider}: no answer from upstream model {model!r} in time ({phase} timeout)",
+            provider=provider,
+            model=model,
+            phase=phase,
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamConnectionError(
+            f"{provider}: the response from {model!r} was cut off ({type(exc).__name__})",
+            provider=provider,
+            model=model,
+        ) from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, ConnectionError, OSError) as exc:
+        raise UpstreamConnectionError(
+            f"{provider}: connection to upstream failed for {model!r} ({type(exc).__name__}: {exc})",
+            provider=provider,
+            model=model,
+        ) from exc
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+async def iter_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Lines of a response body, without line endings (handles ``\\r\\n``)."""
+    buffer = b""
+    async for chunk in resp.content.iter_any():
+        buffer += chunk
+        while True:
+            nl = buffer.find(b"\n")
+            if nl < 0:
+                break
+            line = buffer[:nl]
+            buffer = buffer[nl + 1 :]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            yield line
+    if buffer:
+        yield buffer.rstrip(b"\r")
+
+
+async def iter_sse(resp: aiohttp.ClientResponse, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
+    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines)."""
+    event = ""
+    data: list[str] = []
+    async for raw in iter_lines(resp):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UpstreamMalformedError(
+                f"{provider}: stream from {model!r} is not UTF-8", provider=provider, model=model
+            ) from exc
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if data:
+        yield SSEEvent(event or "message", "\n".join(data))

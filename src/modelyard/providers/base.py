@@ -1,0 +1,232 @@
+"""The one small interface every provider adapter implements.
+
+An adapter owns one pooled ``aiohttp.ClientSession`` (created on first use, inside the running
+loop) and translates between :mod:`modelyard.types` and its wire format, for streaming and
+non-streaming alike.  It raises only :class:`~modelyard.errors.ModelyardError` subclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from modelyard.config.schema import ProviderConfig
+from modelyard.errors import InvalidRequestError, UpstreamMalformedError, UpstreamStatusError
+from modelyard.providers._http import retry_after_from_headers, translate_errors
+from modelyard.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    HealthResult,
+    UpstreamModel,
+)
+
+__all__ = ["CallOptions", "Provider"]
+
+
+@dataclass(slots=True, frozen=True)
+class CallOptions:
+    """Per-attempt limits, resolved from the model, provider and route config."""
+
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+
+
+class Provider(ABC):
+    """A configured upstream: one wire format, one base URL, one credential, one connection pool."""
+
+    kind: ClassVar[str]
+    default_base_url: ClassVar[str]
+    #: True when the provider runs locally (data never leaves the machine/network)
+    local_by_default: ClassVar[bool] = False
+    supports_embeddings: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self.is_local = config.local if config.local is not None else self.local_by_default
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- the interface -------------------------------------------------------------------
+
+    @abstractmethod
+    async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
+        """One non-streaming completion."""
+
+    @abstractmethod
+    def stream(
+        self, request: ChatRequest, upstream_model: str, call: CallOptions
+    ) -> AsyncIterator[ChatChunk]:
+        """A streamed completion as OpenAI-style chunks (the last one may carry only usage)."""
+
+    async def embed(
+        self, request: EmbeddingRequest, upstream_model: str, call: CallOptions
+    ) -> EmbeddingResponse:
+        raise InvalidRequestError(
+            f"provider {self.name!r} ({self.kind}) does not serve embeddings", param="model"
+        )
+
+    @abstractmethod
+    async def list_models(self) -> list[UpstreamModel]:
+        """The models the upstream itself lists."""
+
+    async def health(self) -> HealthResult:
+        """A cheap probe: list the upstream's models."""
+        start = time.perf_counter()
+        try:
+            models = await self.list_models()
+        except Exception as exc:  # a probe reports, it does not raise
+            return HealthResult(False, (time.perf_counter() - start) * 1000, f"{type(exc).__name__}: {exc}")
+        return HealthResult(True, (time.perf_counter() - start) * 1000, f"{len(models)} models")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- helpers for adapters ------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that carry the credential. Override per wire format."""
+        return {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections,
+                limit_per_host=self.config.max_connections,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+            )
+            headers = {"User-Agent": "modelyard", **self.auth_headers(), **self.config.headers}
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=headers,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def timeout(self, call: CallOptions) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=call.timeout_s, sock_connect=call.connect_timeout_s)
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        model: str,
+        call: CallOptions,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request; yield the response once it has a 2xx status.
+
+        Transport failures inside the block (including while the caller reads the body or a
+        stream) become UpstreamErrors; error statuses become :meth:`error_from_response`.
+        """
+        data = orjson.dumps(body) if body is not None else None
+        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        if headers:
+            hdrs.update(headers)
+        async with (
+            translate_errors(self.name, model),
+            self.session.request(
+                method, url, data=data, params=params, headers=hdrs, timeout=self.timeout(call)
+            ) as resp,
+        ):
+            if resp.status >= 400:
+                raw = await resp.read()
+                raise self.error_from_response(resp.status, raw, resp.headers, model)
+            yield resp
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        model: str,
+        call: CallOptions,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        async with self.request(method, url, model=model, call=call, body=body, params=params) as resp:
+            raw = await resp.read()
+        return self.decode(raw, model)
+
+    def decode(self, raw: bytes, model: str) -> Any:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamMalformedError(
+                f"{self.name}: upstream sent invalid JSON for {model!r}: {raw[:200]!r}",
+                provider=self.name,
+                model=model,
+            ) from exc
+
+    def error_from_response(
+        self, status: int, raw: bytes, headers: Mapping[str, str], model: str
+    ) -> UpstreamStatusError:
+        """Build the error for an upstream error status. Adapters refine ``code`` and message."""
+        message, code, param = self.parse_error_body(raw)
+        code = code or classify_error_message(message)
+        return UpstreamStatusError(
+            f"{self.name} returned {status} for {model!r}: {message}",
+            upstream_status=status,
+            provider=self.name,
+            model=model,
+            code=code,
+            param=param,
+            retry_after=retry_after_from_headers(headers),
+        )
+
+    def parse_error_body(self, raw: bytes) -> tuple[str, str | None, str | None]:
+        """(message, code, param) from an error body. The default reads OpenAI's shape."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw.decode("utf-8", "replace").strip()
+            return (text[:500] or "no error body"), None, None
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code = err.get("code") or err.get("type")
+            return str(err.get("message") or body), str(code) if code else None, err.get("param")
+        if isinstance(err, str):
+            return err, None, None
+        return str(body)[:500], None, None
+
+
+def classify_error_message(message: str) -> str | None:
+    """Recognise context-length and content-policy errors from providers that give no code."""
+    m = message.lower()
+    if any(
+        s in m
+        for s in (
+            "context length",
+            "context_length",
+            "maximum context",
+            "context window",
+            "prompt is too long",
+            "too many tokens",
+            "input is too long",
+            "exceeds the maximum number of tokens",
+        )
+    ):
+        return "context_length_exceeded"
+    if any(s in m for s in ("content policy", "content_policy", "safety", "content management policy")):
+        return "content_policy_violation"
+    return None

@@ -1,0 +1,363 @@
+"""OpenAI Chat Completions wire format: OpenAI itself and every OpenAI-compatible server.
+
+vLLM, llama.cpp's server, DeepSeek, Groq, Together, and endpoint gateways such as StreamLake /
+Vanchin (``base_url: .../api/gateway/v1/endpoints``, model ``ep-xxxx``) all speak it.  Request
+fields modelyard does not know (``ChatRequest.extra``) are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from modelyard.errors import UpstreamConnectionError, UpstreamMalformedError, UpstreamStatusError
+from modelyard.providers._http import iter_sse
+from modelyard.providers.base import CallOptions, Provider
+from modelyard.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ChoiceDelta,
+    ContentPart,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    FinishReason,
+    ForcedTool,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    UpstreamModel,
+    Usage,
+)
+
+__all__ = ["OpenAIProvider", "encode_message", "encode_request"]
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    # non-standard values some compatible servers send
+    "eos": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+}
+
+
+# -- internal -> OpenAI ------------------------------------------------------------------
+
+
+def encode_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    if isinstance(m.content, list):
+        out["content"] = [
+            {"type": "text", "text": p.text}
+            if p.type == "text"
+            else {
+                "type": "image_url",
+                "image_url": {"url": p.image_url, **({"detail": p.detail} if p.detail else {})},
+            }
+            for p in m.content
+        ]
+    else:
+        out["content"] = m.content
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def encode_request(req: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    """The OpenAI request body for ``req``, addressed to upstream ``model``."""
+    body: dict[str, Any] = dict(req.extra)
+    body["model"] = model
+    body["messages"] = [encode_message(m) for m in req.messages]
+    for key in (
+        "temperature",
+        "top_p",
+        "n",
+        "seed",
+        "user",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "top_logprobs",
+        "parallel_tool_calls",
+    ):
+        value = getattr(req, key)
+        if value is not None:
+            body[key] = value
+    if req.max_tokens is not None:
+        body[req.max_tokens_field] = req.max_tokens
+    if req.stop is not None:
+        body["stop"] = req.stop
+    if req.tools is not None:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description is not None else {}),
+                    **({"parameters": t.parameters} if t.parameters is not None else {}),
+                    **({"strict": t.strict} if t.strict is not None else {}),
+                },
+            }
+            for t in req.tools
+        ]
+    if isinstance(req.tool_choice, ForcedTool):
+        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.name}}
+    elif req.tool_choice is not None:
+        body["tool_choice"] = req.tool_choice
+    rf = req.response_format
+    if rf is not None:
+        if rf.type == "json_schema":
+            schema: dict[str, Any] = {"name": rf.name or "response", "schema": rf.schema or {}}
+            if rf.strict is not None:
+                schema["strict"] = rf.strict
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        else:
+            body["response_format"] = {"type": rf.type}
+    if stream:
+        body["stream"] = True
+        # Always ask for usage: modelyard accounts every call; the client sees it only if it asked.
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+# -- OpenAI -> internal ------------------------------------------------------------------
+
+
+def decode_usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    prompt = int(data.get("prompt_tokens") or 0)
+    completion = int(data.get("completion_tokens") or 0)
+    details = data.get("prompt_tokens_details") or {}
+    out_details = data.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(data.get("total_tokens") or prompt + completion),
+        # OpenAI: prompt_tokens_details.cached_tokens; DeepSeek: prompt_cache_hit_tokens
+        cached_tokens=int(details.get("cached_tokens") or data.get("prompt_cache_hit_tokens") or 0),
+        reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
+    )
+
+
+def decode_finish(value: Any) -> FinishReason | None:
+    if value is None:
+        return None
+    return _FINISH.get(str(value), "stop")
+
+
+def decode_message(data: dict[str, Any]) -> Message:
+    content = data.get("content")
+    parts: str | list[ContentPart] | None
+    if isinstance(content, list):  # some compatible servers answer with parts
+        parts = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    else:
+        parts = content
+    calls = data.get("tool_calls")
+    return Message(
+        role="assistant",
+        content=parts,
+        tool_calls=[
+            ToolCall(
+                id=str(c.get("id") or ""),
+                name=str((c.get("function") or {}).get("name") or ""),
+                arguments=str((c.get("function") or {}).get("arguments") or ""),
+            )
+            for c in calls
+        ]
+        if calls
+        else None,
+        refusal=data.get("refusal"),
+    )
+
+
+def decode_response(data: Any, model: str) -> ChatResponse:
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ValueError("response has no 'choices' list")
+    return ChatResponse(
+        id=str(data.get("id") or ""),
+        created=int(data.get("created") or time.time()),
+        model=str(data.get("model") or model),
+        choices=[
+            Choice(
+                index=int(c.get("index", i)),
+                message=decode_message(c.get("message") or {}),
+                finish_reason=decode_finish(c.get("finish_reason")),
+                logprobs=c.get("logprobs"),
+            )
+            for i, c in enumerate(data["choices"])
+        ],
+        usage=decode_usage(data.get("usage")),
+        system_fingerprint=data.get("system_fingerprint"),
+    )
+
+
+def decode_chunk(data: dict[str, Any], model: str) -> ChatChunk:
+    choices = []
+    for c in data.get("choices") or []:
+        delta = c.get("delta") or {}
+        calls = delta.get("tool_calls")
+        choices.append(
+            ChoiceDelta(
+                index=int(c.get("index") or 0),
+                role=delta.get("role"),
+                content=delta.get("content"),
+                tool_calls=[
+                    ToolCallDelta(
+                        index=int(tc.get("index") or 0),
+                        id=tc.get("id"),
+                        name=(tc.get("function") or {}).get("name"),
+                        arguments=(tc.get("function") or {}).get("arguments"),
+                    )
+                    for tc in calls
+                ]
+                if calls
+                else None,
+                finish_reason=decode_finish(c.get("finish_reason")),
+                logprobs=c.get("logprobs"),
+                refusal=delta.get("refusal"),
+            )
+        )
+    return ChatChunk(
+        id=str(data.get("id") or ""),
+        created=int(data.get("created") or 0),
+        model=str(data.get("model") or model),
+        choices=choices,
+        usage=decode_usage(data.get("usage")),
+        system_fingerprint=data.get("system_fingerprint"),
+    )
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    supports_embeddings = True
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.config.api_key is None:
+            return {}
+        return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
+
+    async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
+        data = await self.request_json(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            model=upstream_model,
+            call=call,
+            body=encode_request(request, upstream_model, stream=False),
+        )
+        try:
+            return decode_response(data, upstream_model)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UpstreamMalformedError(
+                f"{self.name}: unexpected response shape from {upstream_model!r}: {exc}",
+                provider=self.name,
+                model=upstream_model,
+            ) from exc
+
+    async def stream(
+        self, request: ChatRequest, upstream_model: str, call: CallOptions
+    ) -> AsyncIterator[ChatChunk]:
+        body = encode_request(request, upstream_model, stream=True)
+        finished = False
+        async with self.request(
+            "POST", f"{self.base_url}/chat/completions", model=upstream_model, call=call, body=body
+        ) as resp:
+            async for event in iter_sse(resp, provider=self.name, model=upstream_model):
+                if event.data == "[DONE]":
+                    return
+                try:
+                    data = orjson.loads(event.data)
+                    if not isinstance(data, dict):
+                        raise TypeError("chunk is not an object")
+                    if "error" in data:
+                        raise self._stream_error(data["error"], upstream_model)
+                    chunk = decode_chunk(data, upstream_model)
+                except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+                    raise UpstreamMalformedError(
+                        f"{self.name}: malformed stream chunk from {upstream_model!r}: {event.data[:200]!r}",
+                        provider=self.name,
+                        model=upstream_model,
+                    ) from exc
+                if any(c.finish_reason for c in chunk.choices):
+                    finished = True
+                yield chunk
+        if not finished:
+            raise UpstreamConnectionError(
+                f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",
+                provider=self.name,
+                model=upstream_model,
+            )
+
+    def _stream_error(self, err: Any, model: str) -> UpstreamStatusError:
+        message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        code = err.get("code") if isinstance(err, dict) else None
+        return UpstreamStatusError(
+            f"{self.name} reported an error mid-stream for {model!r}: {message}",
+            upstream_status=500,
+            provider=self.name,
+            model=model,
+            code=str(code) if code else None,
+        )
+
+    async def embed(
+        self, request: EmbeddingRequest, upstream_model: str, call: CallOptions
+    ) -> EmbeddingResponse:
+        body: dict[str, Any] = dict(request.extra)
+        body.update({"model": upstream_model, "input": request.input, "encoding_format": "float"})
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if request.user is not None:
+            body["user"] = request.user
+        data = await self.request_json(
+            "POST", f"{self.base_url}/embeddings", model=upstream_model, call=call, body=body
+        )
+        try:
+            items = sorted(data["data"], key=lambda d: d.get("index", 0))
+            vectors = [_vector(d["embedding"]) for d in items]
+            usage = decode_usage(data.get("usage")) or Usage()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamMalformedError(
+                f"{self.name}: unexpected embeddings response from {upstream_model!r}",
+                provider=self.name,
+                model=upstream_model,
+            ) from exc
+        return EmbeddingResponse(model=str(data.get("model") or upstream_model), data=vectors, usage=usage)
+
+    async def list_models(self) -> list[UpstreamModel]:
+        data = await self.request_json(
+            "GET", f"{self.base_url}/models", model="(list models)", call=CallOptions(timeout_s=15)
+        )
+        items = data.get("data") if isinstance(data, dict) else None
+        return [
+            UpstreamModel(id=str(m.get("id")), owned_by=str(m.get("owned_by") or ""))
+            for m in items or []
+            if isinstance(m, dict) and m.get("id")
+        ]
+
+
+def _vector(value: Any) -> list[float]:
+    if isinstance(value, str):  # base64 of little-endian float32
+        raw = base64.b64decode(value)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return [float(v) for v in value]

@@ -1,0 +1,228 @@
+"""The one internal request/response shape.
+
+Every provider adapter translates from these to its wire format and back, inside its own
+module.  They follow OpenAI's Chat Completions vocabulary (roles, finish reasons, tool calls),
+because that is the API modelyard serves; they are plain dataclasses, cheap to build on the hot
+path.  Pydantic is used only at the edges (config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+#: OpenAI finish reasons. Adapters map their provider's stop reasons onto these.
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(slots=True)
+class ContentPart:
+    """One part of a multi-part message: text, or an image (URL or ``data:`` URI)."""
+
+    type: Literal["text", "image"]
+    text: str = ""
+    image_url: str = ""
+    detail: str | None = None
+
+    @property
+    def media_type(self) -> str | None:
+        """The media type of a ``data:`` URI image (``image/png``), else None."""
+        if self.image_url.startswith("data:"):
+            return self.image_url[5:].split(";", 1)[0].split(",", 1)[0] or None
+        return None
+
+    @property
+    def base64_data(self) -> str | None:
+        """The base64 payload of a ``data:...;base64,`` image, else None."""
+        if self.image_url.startswith("data:") and ";base64," in self.image_url:
+            return self.image_url.split(";base64,", 1)[1]
+        return None
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON document, as OpenAI sends it
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+
+    def text(self) -> str:
+        """The text of the message, with multi-part text parts joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if p.type == "text")
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+#: ``"auto" | "none" | "required"`` or a forced function name.
+ToolChoice = Literal["auto", "none", "required"] | str
+
+
+@dataclass(slots=True)
+class ForcedTool:
+    name: str
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A chat completion request, independent of any wire format.
+
+    ``model`` is what the client asked for (a route, a model, or ``provider:upstream``);
+    the upstream model name is passed to the adapter separately.  ``extra`` holds request
+    fields modelyard does not know: OpenAI-compatible adapters pass them through unchanged.
+    """
+
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    include_usage: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    #: which key the client used for max_tokens; OpenAI-compatible upstreams get the same one
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    n: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | ForcedTool | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: modelyard's own per-request options (body field ``modelyard`` / ``X-Modelyard-*`` headers)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    #: input tokens served from the provider's prompt cache (billed at the cached rate)
+    cached_tokens: int = 0
+    #: input tokens written to the provider's prompt cache (Anthropic cache_creation_input_tokens)
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    #: True when counted by modelyard rather than reported by the provider
+    estimated: bool = False
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int
+    message: Message
+    finish_reason: FinishReason | None
+    logprobs: Any = None
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass(slots=True)
+class ChoiceDelta:
+    index: int = 0
+    role: Role | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: FinishReason | None = None
+    logprobs: Any = None
+    refusal: str | None = None
+
+    def has_output(self) -> bool:
+        """True when this delta carries something the client will see as an answer."""
+        return bool(self.content or self.tool_calls or self.refusal or self.finish_reason)
+
+
+@dataclass(slots=True)
+class ChatChunk:
+    """One streamed chunk. A chunk with no choices and a ``usage`` is the final usage report."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChoiceDelta]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    model: str
+    input: list[str] | list[list[int]]
+    dimensions: int | None = None
+    user: str | None = None
+    #: what the client wants back: "float" or "base64" (the OpenAI SDK asks for base64)
+    encoding_format: Literal["float", "base64"] = "float"
+    extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EmbeddingResponse:
+    model: str
+    data: list[list[float]]
+    usage: Usage
+
+
+@dataclass(slots=True)
+class UpstreamModel:
+    """A model as listed by a provider's own model-listing endpoint."""
+
+    id: str
+    owned_by: str = ""
+    context_window: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HealthResult:
+    ok: bool
+    latency_ms: float
+    detail: str = ""

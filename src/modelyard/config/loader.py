@@ -116,14 +116,8 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 if ref in seen:
                     problems.append((f"routes.{name}.{key}[{i}]", f"duplicate entry {ref!r}"))
                 seen.add(ref)
-    if (
-        cfg.default_route is not None
-        and cfg.default_route not in cfg.routes
-        and (cfg.default_route not in cfg.models)
-    ):
-        problems.append(
-            ("default_route", _unknown("route or model", cfg.default_route, {**cfg.routes, **cfg.models}))
-        )
+    if cfg.default_route is not None and cfg.default_route not in cfg.routes and (cfg.default_route not in cfg.models):
+        problems.append(("default_route", _unknown("route or model", cfg.default_route, {**cfg.routes, **cfg.models})))
     return problems
 
 

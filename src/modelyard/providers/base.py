@@ -64,17 +64,11 @@ class Provider(ABC):
         """One non-streaming completion."""
 
     @abstractmethod
-    def stream(
-        self, request: ChatRequest, upstream_model: str, call: CallOptions
-    ) -> AsyncIterator[ChatChunk]:
+    def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         """A streamed completion as OpenAI-style chunks (the last one may carry only usage)."""
 
-    async def embed(
-        self, request: EmbeddingRequest, upstream_model: str, call: CallOptions
-    ) -> EmbeddingResponse:
-        raise InvalidRequestError(
-            f"provider {self.name!r} ({self.kind}) does not serve embeddings", param="model"
-        )
+    async def embed(self, request: EmbeddingRequest, upstream_model: str, call: CallOptions) -> EmbeddingResponse:
+        raise InvalidRequestError(f"provider {self.name!r} ({self.kind}) does not serve embeddings", param="model")
 
     @abstractmethod
     async def list_models(self) -> list[UpstreamModel]:

@@ -275,9 +275,7 @@ class OpenAIProvider(Provider):
                 model=upstream_model,
             ) from exc
 
-    async def stream(
-        self, request: ChatRequest, upstream_model: str, call: CallOptions
-    ) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         body = encode_request(request, upstream_model, stream=True)
         finished = False
         async with self.request(
@@ -320,9 +318,7 @@ class OpenAIProvider(Provider):
             code=str(code) if code else None,
         )
 
-    async def embed(
-        self, request: EmbeddingRequest, upstream_model: str, call: CallOptions
-    ) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, upstream_model: str, call: CallOptions) -> EmbeddingResponse:
         body: dict[str, Any] = dict(request.extra)
         body.update({"model": upstream_model, "input": request.input, "encoding_format": "float"})
         if request.dimensions is not None:

@@ -386,9 +386,7 @@ class FakeServer:
         content_type: str = "text/event-stream",
     ) -> web.StreamResponse:
         """Send pre-encoded stream frames, applying stream faults; ``terminal`` ends a clean stream."""
-        resp = web.StreamResponse(
-            status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
-        )
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
         await resp.prepare(request)
         f = fault or Fault()
         if f.first_token_delay_s:

@@ -87,8 +87,7 @@ class FakeOpenAI(FakeServer):
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         frames = [
-            _sse(c)
-            for c in _stream_chunks(cid, created, prompt.model, reply, n, usage if include_usage else None)
+            _sse(c) for c in _stream_chunks(cid, created, prompt.model, reply, n, usage if include_usage else None)
         ]
         return await self.write_stream(
             request,
@@ -231,8 +230,7 @@ def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
 def _logprobs(reply: Reply) -> dict[str, Any]:
     return {
         "content": [
-            {"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []}
-            for p in reply.pieces()
+            {"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []} for p in reply.pieces()
         ],
         "refusal": None,
     }
@@ -266,9 +264,7 @@ def _stream_chunks(
 
     out: list[dict[str, Any]] = []
     for i in range(n):
-        out.append(
-            chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        )
+        out.append(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
     for i in range(n):
         for piece in reply.pieces():
             out.append(chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}]))

@@ -14,6 +14,7 @@ The tree (status in brackets)::
     ├── PayloadTooLargeError [413]
     ├── RateLimitError [429]                   carries retry_after (seconds)
     ├── ServiceUnavailableError [503]          nothing can serve the request right now
+    ├── AllAttemptsFailedError [502/503/504]   every candidate failed; lists each attempt
     └── UpstreamError [502]                    one upstream attempt failed
         ├── UpstreamStatusError [502]          the upstream answered with an error status
         ├── UpstreamConnectionError [502]      connect failure, reset, closed mid-response
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AllAttemptsFailedError",
     "AuthenticationError",
     "ConfigError",
     "ContentPolicyError",
@@ -286,3 +288,38 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamMalformedError(UpstreamError):
     default_code = "upstream_malformed_response"
+
+
+class AllAttemptsFailedError(ModelyardError):
+    """Every candidate of a route failed. Lists each attempt (model, error class, status), no secrets.
+
+    The status is 504 when the last failure was a timeout, 503 when nothing could be tried or
+    every model was overloaded / rate limited, else 502.
+    """
+
+    error_type = "upstream_error"
+    default_code = "all_attempts_failed"
+
+    def __init__(self, message: str, *, attempts: list[dict[str, Any]], last: ModelyardError | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last = last
+
+    @property
+    def status(self) -> int:
+        last = self.last
+        if isinstance(last, UpstreamTimeoutError):
+            return 504
+        if last is None or isinstance(last, RateLimitError | ServiceUnavailableError):
+            return 503
+        if isinstance(last, UpstreamStatusError) and last.upstream_status in (429, 503, 529):
+            return 503
+        return 502
+
+    def headers(self) -> dict[str, str]:
+        return self.last.headers() if self.last is not None and self.status == 503 else {}
+
+    def to_openai(self) -> dict[str, Any]:
+        body = super().to_openai()
+        body["error"]["attempts"] = self.attempts
+        return body

@@ -17,7 +17,7 @@ import orjson
 
 from modelyard.errors import UpstreamConnectionError, UpstreamMalformedError, UpstreamStatusError
 from modelyard.providers._http import iter_sse
-from modelyard.providers.base import CallOptions, Provider
+from modelyard.providers.base import CallOptions, Provider, classify_error_message
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -77,6 +77,8 @@ def encode_message(m: Message) -> dict[str, Any]:
         ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.refusal is not None:
+        out["refusal"] = m.refusal
     return out
 
 
@@ -277,7 +279,9 @@ class OpenAIProvider(Provider):
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         body = encode_request(request, upstream_model, stream=True)
-        finished = False
+        # choice indices seen, and those that reached a finish_reason (n > 1 streams interleave)
+        seen: set[int] = set()
+        finished: set[int] = set()
         async with self.request(
             "POST", f"{self.base_url}/chat/completions", model=upstream_model, call=call, body=body
         ) as resp:
@@ -297,10 +301,12 @@ class OpenAIProvider(Provider):
                         provider=self.name,
                         model=upstream_model,
                     ) from exc
-                if any(c.finish_reason for c in chunk.choices):
-                    finished = True
+                for c in chunk.choices:
+                    seen.add(c.index)
+                    if c.finish_reason:
+                        finished.add(c.index)
                 yield chunk
-        if not finished:
+        if not finished or seen - finished:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",
                 provider=self.name,
@@ -310,12 +316,16 @@ class OpenAIProvider(Provider):
     def _stream_error(self, err: Any, model: str) -> UpstreamStatusError:
         message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
         code = err.get("code") if isinstance(err, dict) else None
+        status = 500
+        if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+            # vLLM and some gateways put the HTTP status in ``code``
+            status, code = code, None
         return UpstreamStatusError(
             f"{self.name} reported an error mid-stream for {model!r}: {message}",
-            upstream_status=500,
+            upstream_status=status,
             provider=self.name,
             model=model,
-            code=str(code) if code else None,
+            code=str(code) if code else classify_error_message(str(message)),
         )
 
     async def embed(self, request: EmbeddingRequest, upstream_model: str, call: CallOptions) -> EmbeddingResponse:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from modelyard.testing.fake_anthropic import FakeAnthropic
     from modelyard.testing.fake_gemini import FakeGemini
     from modelyard.testing.fake_ollama import FakeOllama
-
     from modelyard.testing.fake_openai import FakeOpenAI
 
 __all__ = [

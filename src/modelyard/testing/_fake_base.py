@@ -125,7 +125,40 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _value_for(schema: dict[str, Any], name: str = "value") -> Any:
+def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
+    """The subschema a local ``$ref`` (``#/$defs/Name``) points at; ``{}`` when it cannot be found."""
+    node: Any = root
+    if not ref.startswith("#"):
+        return {}
+    for part in ref[1:].split("/"):
+        if not part:
+            continue
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _value_for(schema: dict[str, Any], name: str = "value", root: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    """An instance valid for ``schema`` (the subset of JSON Schema that structured outputs use)."""
+    root = schema if root is None else root
+    if "$ref" in schema:
+        if depth > 32:
+            return None
+        return _value_for(_resolve_ref(str(schema["$ref"]), root), name, root, depth + 1)
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, dict)]
+        if options:
+            # the first non-null option; null once deep inside a recursive schema
+            non_null = [o for o in options if o.get("type") != "null"]
+            if (depth > 8 and len(non_null) < len(options)) or not non_null:
+                return None
+            return _value_for(non_null[0], name, root, depth + 1)
+    if schema.get("allOf"):
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for sub in schema["allOf"]:
+            if isinstance(sub, dict):
+                merged.update(_resolve_ref(str(sub["$ref"]), root) if "$ref" in sub else sub)
+        return _value_for(merged, name, root, depth + 1)
     if schema.get("enum"):
         return schema["enum"][0]
     if "const" in schema:
@@ -136,9 +169,11 @@ def _value_for(schema: dict[str, Any], name: str = "value") -> Any:
     if kind == "object" or "properties" in schema:
         props = schema.get("properties", {})
         required = schema.get("required", list(props))
-        return {k: _value_for(props[k], k) for k in required if k in props}
+        return {k: _value_for(props[k], k, root, depth + 1) for k in required if k in props}
     if kind == "array":
-        return [_value_for(schema.get("items", {}), name)]
+        if depth > 8 and not schema.get("minItems"):
+            return []
+        return [_value_for(schema.get("items", {}), name, root, depth + 1)]
     if kind == "integer":
         return 1
     if kind == "number":
@@ -446,9 +481,11 @@ class FakeServer:
         return None
 
     async def _ctl_add_fault(self, request: web.Request) -> web.Response:
-        data = orjson.loads(await request.read())
-        model = data.pop("model", "*")
         try:
+            data = orjson.loads(await request.read())
+            if not isinstance(data, dict):
+                raise TypeError("a fault must be a JSON object")
+            model = data.pop("model", "*")
             self.inject(model, Fault.from_json(data))
         except (TypeError, ValueError) as exc:
             return self.json({"error": str(exc)}, 400)

@@ -190,7 +190,7 @@ class FakeOpenAI(FakeServer):
             prompt.stop = [stop] if isinstance(stop, str) else list(stop)
         for tool in body.get("tools") or []:
             fn = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+            if not isinstance(fn, dict) or tool.get("type") != "function" or not fn.get("name"):
                 raise self.bad_request("Invalid tool: expected {type: 'function', function: {name, ...}}")
             prompt.tools.append((fn["name"], fn.get("parameters") or {}))
         choice = body.get("tool_choice")

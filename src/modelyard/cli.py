@@ -1,0 +1,216 @@
+"""The ``modelyard`` command line: serve, config check, models, fake-provider."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelyard.errors import ConfigError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="modelyard",
+    help="A self-hosted LLM gateway and model router with an OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Work with config files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (default: ./modelyard.yaml if present, else the environment)."
+    ),
+]
+
+
+def _default_config(path: Path | None) -> Path | None:
+    if path is not None:
+        return path
+    candidate = Path("modelyard.yaml")
+    return candidate if candidate.exists() else None
+
+
+def _fail(console: Console, exc: ConfigError) -> None:
+    console.print(f"[bold red]config error[/]: {exc.message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: server.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: server.port, 4000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    watch: Annotated[bool, typer.Option(help="Reload the config file when it changes.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from modelyard.server.factory import ENV_CONFIG, ENV_WATCH, build_gateway
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = _default_config(config)
+    try:
+        gateway = build_gateway(path, watch=watch)
+    except ConfigError as exc:
+        _fail(console, exc)
+        return
+    cfg = gateway.holder.current.config
+    bind_host = host or cfg.server.host
+    bind_port = port or cfg.server.port
+    source = str(path) if path else "environment (no modelyard.yaml)"
+    console.print(
+        f"modelyard on http://{bind_host}:{bind_port}  config: {source}  "
+        f"providers: {', '.join(cfg.providers) or 'none'}  routes: {', '.join(cfg.routes) or 'none'}",
+        highlight=False,
+    )
+    if not cfg.providers:
+        console.print(
+            "[yellow]No provider is configured.[/] Set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or "
+            "OLLAMA_HOST, or write modelyard.yaml (see README: 'Configure'), then restart or send SIGHUP.",
+            highlight=False,
+        )
+    common = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_level": log_level.lower(),
+        "access_log": False,
+        "loop": _loop(),
+        "http": _http(),
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        from modelyard.server.app import create_app
+
+        uvicorn.run(create_app(gateway), **common)  # type: ignore[arg-type]
+        return
+    os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""
+    os.environ[ENV_WATCH] = "1" if watch else "0"
+    uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _http() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to validate.")]) -> None:
+    """Validate a config file; on error print the YAML path of the bad key and why (exit 2)."""
+    from modelyard.config import load_config
+
+    console = Console()
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        _fail(console, exc)
+        return
+    console.print(
+        f"[green]ok[/]: {file}: {len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.routes)} routes"
+        + (f", default route {cfg.default_route}" if cfg.default_route else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def models(config: ConfigOpt = None) -> None:
+    """A table of the configured models and routes."""
+    from modelyard.config.source import ConfigSource
+
+    console = Console()
+    try:
+        cfg = ConfigSource(_default_config(config)).load()
+    except ConfigError as exc:
+        _fail(console, exc)
+        return
+    table = Table(title="models")
+    for col in ("name", "provider", "kind", "upstream model", "in $/Mtok", "out $/Mtok", "context", "tags"):
+        table.add_column(col)
+    for name, m in cfg.models.items():
+        p = cfg.providers[m.provider]
+        table.add_row(
+            name,
+            m.provider,
+            p.kind,
+            m.model or name,
+            "" if m.input_cost_per_mtok is None else f"{m.input_cost_per_mtok:g}",
+            "" if m.output_cost_per_mtok is None else f"{m.output_cost_per_mtok:g}",
+            "" if m.context_window is None else str(m.context_window),
+            ", ".join(m.tags),
+        )
+    console.print(table)
+    routes = Table(title="routes")
+    for col in ("name", "models", "fallbacks", "strategy", "default"):
+        routes.add_column(col)
+    for name, r in cfg.routes.items():
+        routes.add_row(
+            name, ", ".join(r.models), ", ".join(r.fallbacks), r.strategy, "yes" if name == cfg.default_route else ""
+        )
+    console.print(routes)
+    if not cfg.providers:
+        console.print("No provider configured: see README ('Configure').")
+
+
+@app.command("fake-provider")
+def fake_provider(
+    kind: Annotated[str, typer.Option(help="openai, anthropic, gemini or ollama.")] = "openai",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9100,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Run a fake provider that speaks a real wire format, with fault injection (see docs/testing.md)."""
+    import asyncio
+
+    from modelyard.testing import FAKE_KINDS, fake_class
+
+    if kind not in FAKE_KINDS:
+        Console(stderr=True).print(f"[red]unknown kind {kind!r}[/]: choose {', '.join(FAKE_KINDS)}")
+        raise typer.Exit(2)
+    fake = fake_class(kind)(host, port)
+
+    async def run() -> None:
+        await fake.start()
+        base = getattr(fake, "base_url", fake.url)
+        Console().print(
+            f"fake {kind} provider on {fake.url}  (base_url for modelyard: {base}; faults: POST /_fake/faults)"
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fake.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

@@ -1,0 +1,685 @@
+"""Anthropic Messages API wire format (``POST {base}/v1/messages``).
+
+Translation choices, where the OpenAI vocabulary has no exact Anthropic counterpart:
+
+* ``system`` / ``developer`` messages, wherever they appear, become the top-level ``system``
+  (one string, or several text blocks when there were several such messages).
+* Consecutive messages of the same Anthropic role are merged into one message with several
+  content blocks; ``tool`` messages become ``tool_result`` blocks of a user message, placed
+  before any other block of that message (the API requires tool results to come first).
+  Empty and whitespace-only text parts are dropped (the API rejects them), and trailing
+  whitespace is stripped from a final assistant message (a prefill may not end with it).
+* ``max_tokens`` is required by Anthropic: the request's value, else ``DEFAULT_MAX_TOKENS``.
+* ``temperature`` is clamped to Anthropic's range [0, 1] (OpenAI accepts up to 2).
+* ``n`` > 1 is rejected (one answer per call); ``seed``, penalties and ``logprobs`` have no
+  Anthropic equivalent and are ignored.  From ``extra`` only Anthropic's own ``top_k``,
+  ``service_tier`` and top-level ``cache_control`` (automatic prompt caching) are passed on.
+* ``response_format`` (``json_object`` / ``json_schema``): the base Messages API has no JSON
+  mode that every model supports (``output_config.format`` structured outputs exist only on
+  recent models), so JSON mode is done with a tool, which works on every model: a system
+  instruction plus a synthetic tool (``json_response``) whose ``input_schema`` is the schema,
+  forced with ``tool_choice`` (``{"type": "any"}`` when the client offered tools of its own, so
+  the model may still call those).  The tool's input is turned back into the text ``content``
+  and the call is not reported as a tool call.  Tool inputs must be JSON objects, so a schema
+  whose top level is not an object is wrapped as ``{"value": <schema>}`` and unwrapped again.
+* Finish reasons: ``end_turn`` / ``stop_sequence`` / ``pause_turn`` -> ``stop``, ``max_tokens``
+  / ``model_context_window_exceeded`` -> ``length``, ``tool_use`` -> ``tool_calls``, ``refusal``
+  -> ``content_filter``.
+* Usage: Anthropic's ``input_tokens`` excludes cached tokens, OpenAI's ``prompt_tokens``
+  includes them, so ``prompt_tokens = input + cache_read + cache_creation``;
+  ``cached_tokens = cache_read_input_tokens``, ``cache_write_tokens =
+  cache_creation_input_tokens``.
+* Thinking and server-tool blocks in answers are skipped (OpenAI's format cannot carry them).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from modelyard.errors import (
+    InvalidRequestError,
+    UpstreamConnectionError,
+    UpstreamMalformedError,
+    UpstreamStatusError,
+)
+from modelyard.providers._http import iter_sse
+from modelyard.providers.base import CallOptions, Provider, classify_error_message
+from modelyard.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ChoiceDelta,
+    ContentPart,
+    FinishReason,
+    ForcedTool,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    UpstreamModel,
+    Usage,
+)
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicProvider",
+    "EncodedRequest",
+    "JsonTool",
+    "StreamTranslator",
+    "decode_response",
+    "decode_stop",
+    "decode_usage",
+    "encode_messages",
+    "encode_request",
+    "error_status",
+    "parse_error",
+]
+
+DEFAULT_API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+JSON_TOOL_NAME = "json_response"
+
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Anthropic error ``type`` -> the HTTP status it comes with (used for in-band stream errors)
+_ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+#: request fields from ``ChatRequest.extra`` that are Anthropic's own and passed on unchanged
+_EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control")
+
+_TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+# -- internal -> Anthropic ---------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class JsonTool:
+    """The synthetic tool that carries a JSON-mode answer."""
+
+    name: str
+    #: the schema's top level was not an object: the answer is ``input["value"]``
+    wrapped: bool = False
+
+    def answer(self, tool_input: Any) -> str:
+        value = tool_input.get("value") if self.wrapped and isinstance(tool_input, dict) else tool_input
+        return orjson.dumps(value).decode()
+
+
+@dataclass(slots=True)
+class EncodedRequest:
+    body: dict[str, Any]
+    json_tool: JsonTool | None = None
+
+
+def _bad(message: str, param: str = "messages") -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+def encode_image(part: ContentPart) -> dict[str, Any]:
+    url = part.image_url
+    if url.startswith("data:"):
+        data, media_type = part.base64_data, part.media_type
+        if not data or not media_type:
+            raise _bad("image data URIs must be base64-encoded: data:<media type>;base64,<data>")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _bad("image_url must be an http(s) URL or a base64 data: URI")
+
+
+def _content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content.strip() else []
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if part.type == "image":
+            blocks.append(encode_image(part))
+        elif part.text.strip():
+            blocks.append({"type": "text", "text": part.text})
+    return blocks
+
+
+def _tool_input(call: ToolCall) -> dict[str, Any]:
+    if not call.arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(call.arguments)
+    except orjson.JSONDecodeError:
+        raise _bad(f"the arguments of tool call {call.id!r} are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _bad(f"the arguments of tool call {call.id!r} must be a JSON object")
+    return value
+
+
+def _tool_result(m: Message) -> dict[str, Any]:
+    if not m.tool_call_id:
+        raise _bad("a message with role 'tool' needs a tool_call_id")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+    if isinstance(m.content, str):
+        if m.content:
+            block["content"] = m.content
+    elif m.content:
+        parts = _content_blocks(m.content)
+        if parts:
+            block["content"] = parts
+    return block
+
+
+def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system texts, Anthropic messages) for OpenAI-style ``messages``."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role in ("system", "developer"):
+            text = m.text()
+            if text.strip():
+                system.append(text)
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        if m.role == "tool":
+            blocks = [_tool_result(m)]
+        else:
+            blocks = _content_blocks(m.content)
+            if m.role == "assistant" and m.tool_calls:
+                blocks += [
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c)} for c in m.tool_calls
+                ]
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":  # tool results first (stable: keeps their order)
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    if turns and turns[-1]["role"] == "assistant":
+        _strip_prefill(turns)
+    for turn in turns:
+        blocks = turn["content"]
+        if len(blocks) == 1 and blocks[0]["type"] == "text":
+            turn["content"] = blocks[0]["text"]
+    return system, turns
+
+
+def _strip_prefill(turns: list[dict[str, Any]]) -> None:
+    """A final assistant message may not end with whitespace."""
+    blocks = turns[-1]["content"]
+    if blocks[-1]["type"] == "text":
+        text = blocks[-1]["text"].rstrip()
+        if text:
+            blocks[-1] = {"type": "text", "text": text}
+        else:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
+
+
+def encode_tool(t: Tool) -> dict[str, Any]:
+    schema = dict(t.parameters) if t.parameters else {"type": "object", "properties": {}}
+    schema.setdefault("type", "object")
+    out: dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        out["description"] = t.description
+    out["input_schema"] = schema
+    return out
+
+
+def encode_tool_choice(choice: str | ForcedTool | None, parallel: bool | None) -> dict[str, Any] | None:
+    if choice is None and parallel is not False:
+        return None
+    if isinstance(choice, ForcedTool):
+        out: dict[str, Any] = {"type": "tool", "name": choice.name}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    else:
+        out = {"type": "auto"}
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _json_tool(rf: ResponseFormat, taken: set[str]) -> tuple[JsonTool, dict[str, Any]]:
+    base = _TOOL_NAME_BAD.sub("_", rf.name or "")[:56] or JSON_TOOL_NAME
+    name, n = base, 1
+    while name in taken:  # never shadow one of the client's own tools
+        n += 1
+        name = f"{base}_{n}"
+    wrapped = False
+    if rf.type == "json_schema" and rf.schema:
+        schema = dict(rf.schema)
+        if schema.get("type") != "object" and not ("properties" in schema and "type" not in schema):
+            defs: dict[str, Any] = {k: schema.pop(k) for k in ("$defs", "definitions") if k in schema}
+            schema = {"type": "object", "properties": {"value": schema}, "required": ["value"], **defs}
+            wrapped = True
+        schema.setdefault("type", "object")
+        description = "Give the final answer. The input is the answer, and must match this schema."
+    else:
+        schema = {"type": "object"}
+        description = "Give the final answer. The input is the answer, as a JSON object."
+    tool = {"name": name, "description": description, "input_schema": schema}
+    return JsonTool(name, wrapped), tool
+
+
+def encode_request(req: ChatRequest, model: str, *, stream: bool) -> EncodedRequest:
+    """The Anthropic request body for ``req``, addressed to upstream ``model``."""
+    if req.n is not None and req.n > 1:
+        raise _bad("Anthropic models return one choice per request: 'n' must be 1", "n")
+    system, messages = encode_messages(req.messages)
+    body: dict[str, Any] = {key: req.extra[key] for key in _EXTRA_PASSTHROUGH if key in req.extra}
+    body["model"] = model
+    body["max_tokens"] = req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
+    body["messages"] = messages
+    if req.temperature is not None:
+        body["temperature"] = min(1.0, max(0.0, req.temperature))
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        stops = [s for s in req.stop if s]
+        if stops:
+            body["stop_sequences"] = stops
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    tools = [encode_tool(t) for t in req.tools or []]
+    choice = encode_tool_choice(req.tool_choice, req.parallel_tool_calls) if tools else None
+    json_tool: JsonTool | None = None
+    rf = req.response_format
+    if rf is not None and rf.type != "text" and not isinstance(req.tool_choice, ForcedTool):
+        if choice is not None and choice["type"] == "none":
+            tools, choice = [], None
+        json_tool, tool_def = _json_tool(rf, {t["name"] for t in tools})
+        if tools:
+            choice = {"type": "any", **({k: v for k, v in (choice or {}).items() if k != "type"})}
+        else:
+            choice = {"type": "tool", "name": json_tool.name}
+            if req.parallel_tool_calls is False:
+                choice["disable_parallel_tool_use"] = True
+        tools.append(tool_def)
+        system.append(
+            f"Give your final answer by calling the `{json_tool.name}` tool: its input is the answer, as JSON"
+            + (" that matches the tool's input schema" if rf.type == "json_schema" and rf.schema else "")
+            + ". Do not write the answer as plain text."
+        )
+    if tools:
+        body["tools"] = tools
+    if choice is not None:
+        body["tool_choice"] = choice
+    if len(system) == 1:
+        body["system"] = system[0]
+    elif system:
+        body["system"] = [{"type": "text", "text": s} for s in system]
+    if stream:
+        body["stream"] = True
+    return EncodedRequest(body, json_tool)
+
+
+# -- Anthropic -> internal ---------------------------------------------------------------
+
+
+def decode_stop(value: Any) -> FinishReason | None:
+    if value is None:
+        return None
+    return _STOP.get(str(value), "stop")
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def decode_usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    fresh = _int(data.get("input_tokens"))
+    read = _int(data.get("cache_read_input_tokens"))
+    write = _int(data.get("cache_creation_input_tokens"))
+    output = _int(data.get("output_tokens"))
+    prompt = fresh + read + write
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=output,
+        total_tokens=prompt + output,
+        cached_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) -> ChatResponse:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise ValueError("response has no 'content' list")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in data["content"]:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "tool_use":
+            tool_input = block.get("input")
+            if json_tool is not None and block.get("name") == json_tool.name:
+                texts.append(json_tool.answer(tool_input))
+            else:
+                calls.append(
+                    ToolCall(
+                        id=str(block.get("id") or ""),
+                        name=str(block.get("name") or ""),
+                        arguments=orjson.dumps(tool_input if tool_input is not None else {}).decode(),
+                    )
+                )
+    finish = decode_stop(data.get("stop_reason"))
+    if finish == "tool_calls" and not calls:  # only the JSON-mode tool was called
+        finish = "stop"
+    message = Message(
+        role="assistant",
+        content="".join(texts) if texts or not calls else None,
+        tool_calls=calls or None,
+    )
+    return ChatResponse(
+        id=str(data.get("id") or ""),
+        created=int(time.time()),
+        model=str(data.get("model") or model),
+        choices=[Choice(index=0, message=message, finish_reason=finish)],
+        usage=decode_usage(data.get("usage")),
+    )
+
+
+def parse_error(body: Any) -> tuple[str, str | None]:
+    """(message, Anthropic error type) from ``{"type": "error", "error": {"type", "message"}}``."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        etype = err.get("type")
+        return str(err.get("message") or etype or body), str(etype) if etype else None
+    if isinstance(err, str):
+        return err, None
+    return str(body)[:500], None
+
+
+def error_status(error_type: str | None) -> int:
+    """The HTTP status an Anthropic error type comes with (500 when unknown)."""
+    return _ERROR_STATUS.get(error_type or "", 500)
+
+
+def classify(message: str, error_type: str | None) -> str | None:
+    """Our error code for an Anthropic error: context length and content filtering are recognised."""
+    m = message.lower()
+    if "exceed context limit" in m or "context window" in m:
+        return "context_length_exceeded"
+    if "content filtering policy" in m:
+        return "content_policy_violation"
+    return classify_error_message(message) or error_type
+
+
+@dataclass(slots=True)
+class _Block:
+    kind: str  # "text" | "tool" | "json" | "other"
+    tool_index: int = -1
+    buffer: list[str] = field(default_factory=list)
+
+
+class StreamTranslator:
+    """Turns Anthropic stream events into OpenAI-style chunks, one event at a time.
+
+    Pure (no I/O), so it is tested directly.  :meth:`feed` raises
+    :class:`UpstreamStatusError` for an in-band ``error`` event, and ``KeyError`` /
+    ``TypeError`` / ``ValueError`` / ``AttributeError`` for events it cannot make sense of.
+    """
+
+    def __init__(self, model: str, json_tool: JsonTool | None = None, *, provider: str = "") -> None:
+        self.model = model
+        self.json_tool = json_tool
+        self.provider = provider
+        self.id = ""
+        self.created = int(time.time())
+        self.stop_reason: str | None = None
+        self.done = False
+        self._usage: dict[str, Any] = {}
+        self._blocks: dict[int, _Block] = {}
+        self._tools = 0
+        self._finish_sent = False
+        self._usage_sent = False
+
+    @property
+    def complete(self) -> bool:
+        """True when the answer is whole: ``message_stop`` arrived, or at least a stop reason."""
+        return self.done or self.stop_reason is not None
+
+    def _chunk(self, delta: ChoiceDelta | None = None, usage: Usage | None = None) -> ChatChunk:
+        return ChatChunk(
+            id=self.id, created=self.created, model=self.model, choices=[delta] if delta else [], usage=usage
+        )
+
+    def _finish(self) -> ChatChunk:
+        self._finish_sent = True
+        finish = decode_stop(self.stop_reason or "end_turn")
+        if finish == "tool_calls" and self._tools == 0:
+            finish = "stop"
+        return self._chunk(ChoiceDelta(finish_reason=finish))
+
+    def usage_chunk(self) -> list[ChatChunk]:
+        """The final usage-only chunk (once)."""
+        if self._usage_sent:
+            return []
+        self._usage_sent = True
+        return [self._chunk(usage=decode_usage(self._usage) or Usage())]
+
+    def feed(self, data: dict[str, Any]) -> list[ChatChunk]:
+        kind = data["type"]
+        if kind == "message_start":
+            message = data["message"]
+            self.id = str(message.get("id") or "")
+            self.model = str(message.get("model") or self.model)
+            self._usage.update(message.get("usage") or {})
+            return [self._chunk(ChoiceDelta(role="assistant", content=""))]
+        if kind == "content_block_start":
+            return self._block_start(int(data["index"]), data["content_block"])
+        if kind == "content_block_delta":
+            return self._block_delta(int(data["index"]), data["delta"])
+        if kind == "content_block_stop":
+            return self._block_stop(int(data["index"]))
+        if kind == "message_delta":
+            usage = data.get("usage") or {}
+            # usage counts on message_delta are cumulative: they replace, and absent ones stay
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
+            reason = (data.get("delta") or {}).get("stop_reason")
+            if reason is not None:
+                self.stop_reason = str(reason)
+                if not self._finish_sent:
+                    return [self._finish()]
+            return []
+        if kind == "message_stop":
+            self.done = True
+            out = [] if self._finish_sent else [self._finish()]
+            return out + self.usage_chunk()
+        if kind == "error":
+            raise self.in_band_error(data.get("error"))
+        return []  # ping, and event types added to the API later
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[ChatChunk]:
+        btype = block.get("type")
+        if btype == "text":
+            self._blocks[index] = _Block("text")
+            text = block.get("text")
+            return [self._chunk(ChoiceDelta(content=text))] if text else []
+        if btype == "tool_use":
+            if self.json_tool is not None and block.get("name") == self.json_tool.name:
+                self._blocks[index] = _Block("json")
+                return []
+            self._blocks[index] = _Block("tool", tool_index=self._tools)
+            self._tools += 1
+            call = ToolCallDelta(index=self._tools - 1, id=str(block["id"]), name=str(block["name"]), arguments="")
+            return [self._chunk(ChoiceDelta(tool_calls=[call]))]
+        self._blocks[index] = _Block("other")
+        return []
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> list[ChatChunk]:
+        block = self._blocks.get(index) or _Block("other")
+        dtype = delta.get("type")
+        if dtype == "text_delta" and block.kind == "text":
+            text = str(delta["text"])
+            return [self._chunk(ChoiceDelta(content=text))] if text else []
+        if dtype == "input_json_delta":
+            fragment = str(delta["partial_json"])
+            if not fragment:
+                return []
+            if block.kind == "tool":
+                call = ToolCallDelta(index=block.tool_index, arguments=fragment)
+                return [self._chunk(ChoiceDelta(tool_calls=[call]))]
+            if block.kind == "json":
+                assert self.json_tool is not None
+                if self.json_tool.wrapped:
+                    block.buffer.append(fragment)
+                    return []
+                return [self._chunk(ChoiceDelta(content=fragment))]
+        return []  # thinking, signature and citation deltas
+
+    def _block_stop(self, index: int) -> list[ChatChunk]:
+        block = self._blocks.get(index)
+        if block is None or block.kind != "json" or self.json_tool is None or not self.json_tool.wrapped:
+            return []
+        raw = "".join(block.buffer)
+        answer = self.json_tool.answer(orjson.loads(raw) if raw else {})
+        return [self._chunk(ChoiceDelta(content=answer))]
+
+    def in_band_error(self, err: Any) -> UpstreamStatusError:
+        message, etype = parse_error({"error": err})
+        return UpstreamStatusError(
+            f"{self.provider} reported an error mid-stream for {self.model!r}: {message}",
+            upstream_status=error_status(etype),
+            provider=self.provider,
+            model=self.model,
+            code=classify(message, etype),
+        )
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.config.api_version or DEFAULT_API_VERSION}
+        if self.config.api_key is not None:
+            headers["x-api-key"] = self.config.api_key.get_secret_value()
+        return headers
+
+    def parse_error_body(self, raw: bytes) -> tuple[str, str | None, str | None]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw.decode("utf-8", "replace").strip()
+            return (text[:500] or "no error body"), classify_error_message(text), None
+        message, etype = parse_error(body)
+        return message, classify(message, etype), None
+
+    async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
+        encoded = encode_request(request, upstream_model, stream=False)
+        data = await self.request_json(
+            "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
+        )
+        if isinstance(data, dict) and data.get("type") == "error":
+            raise self._in_band(data.get("error"), upstream_model)
+        try:
+            return decode_response(data, upstream_model, encoded.json_tool)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UpstreamMalformedError(
+                f"{self.name}: unexpected response shape from {upstream_model!r}: {exc}",
+                provider=self.name,
+                model=upstream_model,
+            ) from exc
+
+    async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
+        encoded = encode_request(request, upstream_model, stream=True)
+        translator = StreamTranslator(upstream_model, encoded.json_tool, provider=self.name)
+        async with self.request(
+            "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
+        ) as resp:
+            async for event in iter_sse(resp, provider=self.name, model=upstream_model):
+                try:
+                    data = orjson.loads(event.data)
+                    if not isinstance(data, dict):
+                        raise TypeError("event data is not an object")
+                    data.setdefault("type", event.event)
+                    chunks = translator.feed(data)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise UpstreamMalformedError(
+                        f"{self.name}: malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
+                        provider=self.name,
+                        model=upstream_model,
+                    ) from exc
+                for chunk in chunks:
+                    yield chunk
+                if translator.done:
+                    return
+        if not translator.complete:
+            raise UpstreamConnectionError(
+                f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",
+                provider=self.name,
+                model=upstream_model,
+            )
+        for chunk in translator.usage_chunk():
+            yield chunk
+
+    def _in_band(self, err: Any, model: str) -> UpstreamStatusError:
+        return StreamTranslator(model, provider=self.name).in_band_error(err)
+
+    async def list_models(self) -> list[UpstreamModel]:
+        models: list[UpstreamModel] = []
+        params: dict[str, str] = {"limit": "1000"}
+        for _ in range(100):  # pages; a bound against a server that never says has_more=false
+            data = await self.request_json(
+                "GET",
+                f"{self.base_url}/v1/models",
+                model="(list models)",
+                call=CallOptions(timeout_s=15),
+                params=params,
+            )
+            items = data.get("data") if isinstance(data, dict) else None
+            models += [_model(m) for m in items or [] if isinstance(m, dict) and m.get("id")]
+            if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
+                break
+            params = {"limit": "1000", "after_id": str(data["last_id"])}
+        return models
+
+
+def _model(m: Mapping[str, Any]) -> UpstreamModel:
+    details = {k: m[k] for k in ("display_name", "created_at", "max_tokens") if m.get(k) is not None}
+    window = m.get("max_input_tokens")
+    return UpstreamModel(
+        id=str(m["id"]),
+        owned_by="anthropic",
+        context_window=int(window) if isinstance(window, int) else None,
+        details=details,
+    )

@@ -1,0 +1,1 @@
+"""Routing: strategies, circuit breakers, limits, live stats, output validators and the router loop."""

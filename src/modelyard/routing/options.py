@@ -1,0 +1,98 @@
+"""Per-request routing options: the body field ``modelyard`` or ``X-Modelyard-*`` headers.
+
+With the OpenAI SDK: ``client.chat.completions.create(..., extra_body={"modelyard": {"fallback": False}})``
+or ``extra_headers={"X-Modelyard-Local-Only": "true"}``.  The body wins over a header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import InvalidRequestError
+
+__all__ = ["RequestOptions", "parse_options"]
+
+_PREFER = {"custom": "custom", "provider": "provider", "local": "local"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(slots=True, frozen=True)
+class RequestOptions:
+    #: use this route instead of the body's ``model``
+    route: str | None = None
+    #: false: try only the first choice, never a fallback
+    fallback: bool = True
+    #: never send the request to a non-local provider, even on failure
+    local_only: bool = False
+    #: order candidates with this tag first: custom | provider | local
+    prefer: str | None = None
+    #: a task type (picks a route through the route's task map)
+    task: str | None = None
+    #: deadline for the whole request, in seconds
+    timeout_s: float | None = None
+    #: cap on attempts (never above the route's own max_attempts)
+    max_attempts: int | None = None
+
+
+DEFAULT_OPTIONS = RequestOptions()
+
+_FIELDS = ("route", "fallback", "local_only", "prefer", "task", "timeout_s", "max_attempts")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    where = f"modelyard.{name}"
+    if name in ("fallback", "local_only"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise InvalidRequestError(f"Invalid '{where}': expected true or false", param=where, code="invalid_value")
+    if name in ("timeout_s",):
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            f = -1.0
+        if isinstance(value, bool) or f <= 0:
+            raise InvalidRequestError(
+                f"Invalid '{where}': expected a positive number", param=where, code="invalid_value"
+            )
+        return f
+    if name == "max_attempts":
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            n = 0
+        if isinstance(value, bool) or n < 1:
+            raise InvalidRequestError(f"Invalid '{where}': expected an integer >= 1", param=where, code="invalid_value")
+        return n
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"Invalid '{where}': expected a string", param=where, code="invalid_value")
+    if name == "prefer" and value not in _PREFER:
+        raise InvalidRequestError(
+            f"Invalid '{where}': expected one of {', '.join(_PREFER)}", param=where, code="invalid_value"
+        )
+    return value
+
+
+def parse_options(body_options: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> RequestOptions:
+    """Merge ``X-Modelyard-*`` headers and the body's ``modelyard`` object (body wins)."""
+    values: dict[str, Any] = {}
+    if headers:
+        for name in _FIELDS:
+            raw = headers.get("x-modelyard-" + name.replace("_", "-"))
+            if raw is not None:
+                values[name] = _coerce(name, raw)
+    for key, raw in body_options.items():
+        if key not in _FIELDS:
+            # later features add options; unknown ones are an error, not silently ignored
+            known = ", ".join(_FIELDS)
+            raise InvalidRequestError(
+                f"Unknown option 'modelyard.{key}' (known: {known})", param=f"modelyard.{key}", code="invalid_value"
+            )
+        values[key] = _coerce(key, raw)
+    if not values:
+        return DEFAULT_OPTIONS
+    return RequestOptions(**values)

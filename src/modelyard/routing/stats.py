@@ -1,0 +1,102 @@
+"""Live figures for one model: in-flight count, latency EWMAs, recent success rate, last error.
+
+Latency and time-to-first-token averages are fed by successful requests only: failures are
+either very fast (a refused connection) or very slow (a timeout), and both would mislead the
+latency strategy.  Failing models are kept out of rotation by the circuit breaker instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+__all__ = ["ModelStats"]
+
+
+class ModelStats:
+    """Passive health and live figures for one model (asyncio only: no locking)."""
+
+    __slots__ = (
+        "_alpha",
+        "_latency_ms",
+        "_ok_in_window",
+        "_outcomes",
+        "_ttft_ms",
+        "failures",
+        "in_flight",
+        "last_error",
+        "last_error_at",
+        "requests",
+    )
+
+    def __init__(self, alpha: float = 0.2, window: int = 100) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must be in (0, 1]")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._alpha = alpha
+        self._outcomes: deque[bool] = deque(maxlen=window)
+        self._ok_in_window = 0
+        self._latency_ms: float | None = None
+        self._ttft_ms: float | None = None
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def start(self) -> None:
+        self.in_flight += 1
+
+    def finish(self) -> None:
+        if self.in_flight > 0:
+            self.in_flight -= 1
+
+    def record(self, *, ok: bool, latency_ms: float, ttft_ms: float | None = None, error: str | None = None) -> None:
+        """Record one finished request."""
+        self.requests += 1
+        outcomes = self._outcomes
+        if len(outcomes) == outcomes.maxlen and outcomes[0]:
+            self._ok_in_window -= 1
+        outcomes.append(ok)
+        if ok:
+            self._ok_in_window += 1
+            self._latency_ms = self._ewma(self._latency_ms, latency_ms)
+            if ttft_ms is not None:
+                self._ttft_ms = self._ewma(self._ttft_ms, ttft_ms)
+        else:
+            self.failures += 1
+            self.last_error = error or "unknown error"
+            self.last_error_at = time.time()
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self._latency_ms
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return self._ttft_ms
+
+    @property
+    def success_rate(self) -> float:
+        """Share of successes among the last ``window`` outcomes (1.0 when there are none)."""
+        n = len(self._outcomes)
+        return self._ok_in_window / n if n else 1.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "in_flight": self.in_flight,
+            "requests": self.requests,
+            "failures": self.failures,
+            "success_rate": self.success_rate,
+            "latency_ms": self._latency_ms,
+            "ttft_ms": self._ttft_ms,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+    def _ewma(self, current: float | None, sample: float) -> float:
+        if current is None:
+            return float(sample)
+        return current + self._alpha * (sample - current)

@@ -1,0 +1,206 @@
+"""The runtime: one immutable config turned into providers, deployments and routes, swapped atomically.
+
+``RuntimeHolder.current`` is read once per request; a reload builds a complete new
+:class:`Runtime` first (a bad config never replaces a good one), then swaps the reference.
+Requests in flight keep the runtime they started with; providers the new runtime no longer
+uses are closed when the last of those requests finishes.  Providers and per-model state
+(breakers, limiters, figures) whose config did not change are carried over, so connection
+pools stay warm and an open breaker stays open across a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from modelyard.config.schema import Config, ModelConfig, RouteConfig
+from modelyard.errors import NotFoundError
+from modelyard.providers import build_provider
+from modelyard.providers.base import CallOptions, Provider
+from modelyard.routing.breaker import CircuitBreaker
+from modelyard.routing.deployment import Deployment, ModelState, Route
+from modelyard.routing.limiter import ModelLimiter
+from modelyard.routing.strategies import make_strategy
+
+__all__ = ["Runtime", "RuntimeHolder"]
+
+log = logging.getLogger("modelyard.runtime")
+
+_ADHOC_LIMIT = 1024
+
+
+def _new_state(name: str, cfg: ModelConfig) -> ModelState:
+    return ModelState(
+        breaker=CircuitBreaker(),
+        limiter=ModelLimiter(
+            name,
+            max_concurrency=cfg.max_concurrency,
+            max_queue=cfg.max_queue,
+            queue_timeout_s=cfg.queue_timeout_s,
+            rpm=cfg.rpm,
+            tpm=cfg.tpm,
+        ),
+    )
+
+
+class Runtime:
+    """Everything a request needs, precomputed from one config version."""
+
+    def __init__(self, config: Config, *, previous: Runtime | None = None, version: int = 1) -> None:
+        self.config = config
+        self.version = version
+        self.active = 0
+        self.retired = False
+        self._closed = False
+        self.providers: dict[str, Provider] = {}
+        for name, pcfg in config.providers.items():
+            old = previous.providers.get(name) if previous else None
+            self.providers[name] = old if old is not None and old.config == pcfg else build_provider(name, pcfg)
+        self.models: dict[str, Deployment] = {
+            name: self._deployment(name, mcfg, previous) for name, mcfg in config.models.items()
+        }
+        self.routes: dict[str, Route] = {name: self._route(name, rcfg) for name, rcfg in config.routes.items()}
+        self._adhoc: OrderedDict[str, Route] = OrderedDict()
+        self.default_route = config.default_route
+
+    def _deployment(self, name: str, cfg: ModelConfig, previous: Runtime | None) -> Deployment:
+        provider = self.providers[cfg.provider]
+        pcfg = provider.config
+        old = previous.models.get(name) if previous else None
+        state = old.state if old is not None and old.config == cfg else _new_state(name, cfg)
+        return Deployment(
+            name=name,
+            provider=provider,
+            upstream=cfg.model or name,
+            config=cfg,
+            call=CallOptions(
+                timeout_s=cfg.timeout_s or pcfg.timeout_s,
+                connect_timeout_s=cfg.connect_timeout_s or pcfg.connect_timeout_s,
+            ),
+            ttft_timeout_s=cfg.ttft_timeout_s,
+            stall_timeout_s=cfg.stall_timeout_s,
+            state=state,
+        )
+
+    def _route(self, name: str, cfg: RouteConfig) -> Route:
+        return Route(
+            name=name,
+            pool=[self.models[m] for m in cfg.models],
+            fallbacks=[self.models[m] for m in cfg.fallbacks],
+            strategy=make_strategy(cfg.strategy),
+            config=cfg,
+        )
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def resolve(self, target: str) -> Route:
+        """A route for what the client asked for: a route, a model, or ``provider:upstream-model``."""
+        route = self.routes.get(target)
+        if route is not None:
+            return route
+        route = self._adhoc.get(target)
+        if route is not None:
+            self._adhoc.move_to_end(target)
+            return route
+        dep = self.models.get(target)
+        if dep is None:
+            provider_name, sep, upstream = target.partition(":")
+            provider = self.providers.get(provider_name) if sep else None
+            if provider is None or not upstream:
+                raise NotFoundError(self._not_found_message(target), param="model")
+            cfg = ModelConfig(provider=provider_name, model=upstream)
+            dep = self._deployment(target, cfg, None)
+        route = Route(
+            name=target,
+            pool=[dep],
+            fallbacks=[],
+            strategy=make_strategy("priority"),
+            config=RouteConfig(models=(target,)),
+        )
+        self._adhoc[target] = route
+        if len(self._adhoc) > _ADHOC_LIMIT:
+            self._adhoc.popitem(last=False)
+        return route
+
+    def _not_found_message(self, target: str) -> str:
+        if not self.providers:
+            return (
+                f"unknown model {target!r}: no provider is configured. Set OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+                "GEMINI_API_KEY or OLLAMA_HOST, or write modelyard.yaml (see README)."
+            )
+        names = sorted(self.routes) + sorted(self.models)
+        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        return (
+            f"unknown model or route {target!r}. Use a route or model ({shown or 'none configured'}) "
+            f"or provider:model with a configured provider ({', '.join(sorted(self.providers))}); "
+            "GET /v1/models lists them."
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def close_unused(self, successor: Runtime | None) -> None:
+        """Close providers that ``successor`` does not carry over."""
+        if self._closed:
+            return
+        self._closed = True
+        keep = {id(p) for p in successor.providers.values()} if successor else set()
+        for provider in self.providers.values():
+            if id(provider) not in keep:
+                await provider.aclose()
+
+
+class RuntimeHolder:
+    """Holds the current runtime; the one way configuration changes at run time."""
+
+    def __init__(self, config: Config, *, source: str | None = None) -> None:
+        self.current = Runtime(config)
+        self.source = source
+        self._lock = asyncio.Lock()
+        self._pending_close: set[asyncio.Task[None]] = set()
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[Runtime]:
+        """Pin the current runtime for the duration of one request (streams included)."""
+        rt = self.current
+        rt.active += 1
+        try:
+            yield rt
+        finally:
+            rt.active -= 1
+            if rt.retired and rt.active == 0:
+                self._schedule_close(rt)
+
+    async def swap(self, config: Config) -> Runtime:
+        """Build a runtime from ``config`` and make it current. Raises (and keeps the old one) on error."""
+        async with self._lock:
+            old = self.current
+            new = Runtime(config, previous=old, version=old.version + 1)
+            self.current = new
+            old.retired = True
+            if old.active == 0:
+                self._schedule_close(old)
+            log.info(
+                "config version %d is live (%d providers, %d models, %d routes)",
+                new.version,
+                len(new.providers),
+                len(new.models),
+                len(new.routes),
+            )
+            return new
+
+    def release(self, rt: Runtime) -> None:
+        """Called when the last request pinned to a retired runtime ends."""
+        self._schedule_close(rt)
+
+    def _schedule_close(self, rt: Runtime) -> None:
+        task = asyncio.get_running_loop().create_task(rt.close_unused(self.current))
+        self._pending_close.add(task)
+        task.add_done_callback(self._pending_close.discard)
+
+    async def aclose(self) -> None:
+        if self._pending_close:
+            await asyncio.gather(*self._pending_close, return_exceptions=True)
+        await self.current.close_unused(None)

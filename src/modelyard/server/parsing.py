@@ -1,0 +1,359 @@
+"""OpenAI request bodies -> the internal shape, with 400s that name the offending parameter.
+
+Hand-written rather than a pydantic model: the request path is hot, and a body that is only
+forwarded does not need a full object graph.  Fields modelyard does not know are kept in
+``extra`` and passed through unchanged to OpenAI-compatible upstreams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from modelyard.errors import InvalidRequestError
+from modelyard.types import (
+    ChatRequest,
+    ContentPart,
+    EmbeddingRequest,
+    ForcedTool,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+)
+
+__all__ = ["decode_body", "parse_chat_request", "parse_embedding_request"]
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_CHAT_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stop",
+        "seed",
+        "user",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "modelyard",
+    }
+)
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequestError("the request body is empty: send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    return body
+
+
+def _bad(param: str, message: str) -> InvalidRequestError:
+    return InvalidRequestError(f"Invalid '{param}': {message}", param=param, code="invalid_value")
+
+
+def _num(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _bad(key, f"expected a number between {lo} and {hi}, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise _bad(key, f"must be between {lo} and {hi}, got {v}")
+    return float(v)
+
+
+def _int(body: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(key, f"expected an integer, got {type(v).__name__}")
+    if v < lo or (hi is not None and v > hi):
+        raise _bad(key, f"must be between {lo} and {hi}" if hi is not None else f"must be at least {lo}")
+    return v
+
+
+def _bool(body: dict[str, Any], key: str) -> bool | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        raise _bad(key, f"expected a boolean, got {type(v).__name__}")
+    return v
+
+
+def _str(body: dict[str, Any], key: str) -> str | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise _bad(key, f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequestError(
+            "you must provide a model parameter: a route, a model, or provider:model (see GET /v1/models)",
+            param="model",
+            code="missing_required_parameter",
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise _bad("model", "expected a non-empty string")
+    return model
+
+
+def _content(raw: Any, where: str, role: str) -> str | list[ContentPart] | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list):
+        raise _bad(f"{where}.content", "expected a string or an array of content parts")
+    parts: list[ContentPart] = []
+    for j, part in enumerate(raw):
+        p = f"{where}.content[{j}]"
+        if not isinstance(part, dict):
+            raise _bad(p, "expected an object")
+        ptype = part.get("type")
+        if ptype == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad(f"{p}.text", "expected a string")
+            parts.append(ContentPart(type="text", text=text))
+        elif ptype == "image_url":
+            if role != "user":
+                raise _bad(p, f"image parts are only allowed in user messages, not {role}")
+            img = part.get("image_url")
+            url = img.get("url") if isinstance(img, dict) else img if isinstance(img, str) else None
+            if not isinstance(url, str) or not url:
+                raise _bad(f"{p}.image_url.url", "expected an image URL or a data: URI")
+            detail = img.get("detail") if isinstance(img, dict) else None
+            parts.append(ContentPart(type="image", image_url=url, detail=detail))
+        elif ptype == "refusal" and role == "assistant":
+            parts.append(ContentPart(type="text", text=str(part.get("refusal") or "")))
+        else:
+            raise _bad(f"{p}.type", f"unsupported content part type {ptype!r} (supported: text, image_url)")
+    return parts
+
+
+def _message(raw: Any, i: int) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(raw, dict):
+        raise _bad(where, "expected an object with 'role' and 'content'")
+    role = raw.get("role")
+    if role not in _ROLES:
+        raise _bad(f"{where}.role", f"expected one of {', '.join(sorted(_ROLES))}, got {role!r}")
+    content = _content(raw.get("content"), where, role)
+    tool_calls: list[ToolCall] | None = None
+    raw_calls = raw.get("tool_calls")
+    if raw_calls is not None:
+        if role != "assistant" or not isinstance(raw_calls, list):
+            raise _bad(f"{where}.tool_calls", "tool_calls must be an array on an assistant message")
+        tool_calls = []
+        for k, c in enumerate(raw_calls):
+            fn = c.get("function") if isinstance(c, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _bad(f"{where}.tool_calls[{k}].function.name", "expected a string")
+            args = fn.get("arguments", "")
+            if not isinstance(args, str):
+                args = orjson.dumps(args).decode()
+            tool_calls.append(ToolCall(id=str(c.get("id") or f"call_{i}_{k}"), name=fn["name"], arguments=args))
+    tool_call_id = raw.get("tool_call_id")
+    if role == "tool":
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise _bad(f"{where}.tool_call_id", "a tool message needs the id of the tool call it answers")
+    elif content is None and not tool_calls:
+        raise _bad(f"{where}.content", "a message needs content")
+    name = raw.get("name")
+    return Message(
+        role=role,
+        content=content,
+        name=name if isinstance(name, str) else None,
+        tool_calls=tool_calls or None,
+        tool_call_id=tool_call_id if role == "tool" else None,
+    )
+
+
+def _tools(raw: Any) -> list[Tool] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _bad("tools", "expected an array of tools")
+    tools = []
+    for i, t in enumerate(raw):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(t, dict) or t.get("type", "function") != "function" or not isinstance(fn, dict):
+            raise _bad(f"tools[{i}]", "expected {type: 'function', function: {name, parameters}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"tools[{i}].function.name", "expected a non-empty string")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise _bad(f"tools[{i}].function.parameters", "expected a JSON Schema object")
+        desc = fn.get("description")
+        strict = fn.get("strict")
+        tools.append(
+            Tool(
+                name=name,
+                description=desc if isinstance(desc, str) else None,
+                parameters=params,
+                strict=strict if isinstance(strict, bool) else None,
+            )
+        )
+    return tools
+
+
+def _tool_choice(raw: Any) -> Any:
+    if raw is None:
+        return None
+    if raw in ("auto", "none", "required"):
+        return raw
+    if isinstance(raw, dict):
+        fn = raw.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return ForcedTool(fn["name"])
+    raise _bad("tool_choice", "expected 'auto', 'none', 'required' or {type: 'function', function: {name}}")
+
+
+def _response_format(raw: Any) -> ResponseFormat | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _bad("response_format", "expected an object such as {type: 'json_object'}")
+    rtype = raw.get("type")
+    if rtype in ("text", "json_object"):
+        return ResponseFormat(type=rtype)
+    if rtype == "json_schema":
+        js = raw.get("json_schema")
+        if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
+            raise _bad("response_format.json_schema", "expected {name, schema: {...}}")
+        strict = js.get("strict")
+        return ResponseFormat(
+            type="json_schema",
+            schema=js.get("schema") or {},
+            name=js.get("name") if isinstance(js.get("name"), str) else None,
+            strict=strict if isinstance(strict, bool) else None,
+        )
+    raise _bad("response_format.type", f"expected 'text', 'json_object' or 'json_schema', got {rtype!r}")
+
+
+def _stop(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw) and len(raw) <= 16:
+        return list(raw)
+    raise _bad("stop", "expected a string or an array of up to 16 strings")
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    opts = body.get("modelyard")
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise _bad("modelyard", "expected an object of modelyard options")
+    return opts
+
+
+def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
+    model = _model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            "'messages' must be a non-empty array of {role, content} objects",
+            param="messages",
+            code="invalid_value" if messages is not None else "missing_required_parameter",
+        )
+    stream = _bool(body, "stream") or False
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise _bad("stream_options", "expected an object")
+    max_tokens = _int(body, "max_completion_tokens", 1)
+    field = "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", 1)
+        field = "max_tokens"
+    temperature = _num(body, "temperature", 0, 2)
+    top_p = _num(body, "top_p", 0, 1)
+    presence = _num(body, "presence_penalty", -2, 2)
+    frequency = _num(body, "frequency_penalty", -2, 2)
+    return ChatRequest(
+        model=model,
+        messages=[_message(m, i) for i, m in enumerate(messages)],
+        stream=stream,
+        include_usage=bool(stream_options and stream_options.get("include_usage")),
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        max_tokens_field=field,  # type: ignore[arg-type]
+        n=_int(body, "n", 1, 128),
+        stop=_stop(body.get("stop")),
+        seed=_int(body, "seed", -(2**63)),
+        user=_str(body, "user"),
+        presence_penalty=presence,
+        frequency_penalty=frequency,
+        logprobs=_bool(body, "logprobs"),
+        top_logprobs=_int(body, "top_logprobs", 0, 20),
+        tools=_tools(body.get("tools")),
+        tool_choice=_tool_choice(body.get("tool_choice")),
+        parallel_tool_calls=_bool(body, "parallel_tool_calls"),
+        response_format=_response_format(body.get("response_format")),
+        extra={k: v for k, v in body.items() if k not in _CHAT_KNOWN},
+        options=_options(body),
+    )
+
+
+def parse_embedding_request(body: dict[str, Any]) -> EmbeddingRequest:
+    model = _model(body)
+    raw = body.get("input")
+    inputs: list[str] | list[list[int]]
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        inputs = list(raw)
+    elif isinstance(raw, list) and raw and all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        inputs = [list(raw)]
+    elif (
+        isinstance(raw, list)
+        and raw
+        and all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in raw)
+    ):
+        inputs = [list(x) for x in raw]
+    else:
+        raise InvalidRequestError(
+            "'input' must be a string, an array of strings, or an array of token arrays (non-empty)",
+            param="input",
+            code="invalid_value" if raw is not None else "missing_required_parameter",
+        )
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise _bad("encoding_format", "expected 'float' or 'base64'")
+    known = {"model", "input", "encoding_format", "dimensions", "user", "modelyard"}
+    return EmbeddingRequest(
+        model=model,
+        input=inputs,
+        dimensions=_int(body, "dimensions", 1),
+        user=_str(body, "user"),
+        encoding_format="base64" if fmt == "base64" else "float",
+        extra={k: v for k, v in body.items() if k not in known},
+        options=_options(body),
+    )

@@ -161,6 +161,19 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
     return cfg
 
 
+def _restore(node: Any, hidden: Mapping[str, str]) -> Any:
+    if not hidden:
+        return node
+    if isinstance(node, dict):
+        return {_restore(k, hidden): _restore(v, hidden) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_restore(v, hidden) for v in node]
+    if isinstance(node, str) and "__modelyard_env_" in node:
+        for key, original in hidden.items():
+            node = node.replace(key, original)
+    return node
+
+
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file."""
     p = Path(path)
@@ -168,8 +181,17 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=str(p)) from None
+    # ``${VAR}`` is not valid inside a YAML flow mapping ({...}), so hide each one behind a plain
+    # placeholder while parsing and put it back before interpolation.
+    hidden: dict[str, str] = {}
+
+    def hide(match: re.Match[str]) -> str:
+        key = f"__modelyard_env_{len(hidden)}__"
+        hidden[key] = match.group(0)
+        return key
+
     try:
-        data = yaml.safe_load(text)
+        data = _restore(yaml.safe_load(_VAR.sub(hide, text)), hidden)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

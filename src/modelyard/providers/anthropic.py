@@ -19,7 +19,8 @@ Translation choices, where the OpenAI vocabulary has no exact Anthropic counterp
   recent models), so JSON mode is done with a tool, which works on every model: a system
   instruction plus a synthetic tool (``json_response``) whose ``input_schema`` is the schema,
   forced with ``tool_choice`` (``{"type": "any"}`` when the client offered tools of its own, so
-  the model may still call those).  The tool's input is turned back into the text ``content``
+  the model may still call those; a client's forced tool call takes precedence over JSON mode).
+  The tool's input is turned back into the text ``content``
   and the call is not reported as a tool call.  Tool inputs must be JSON objects, so a schema
   whose top level is not an object is wrapped as ``{"value": <schema>}`` and unwrapped again.
 * Finish reasons: ``end_turn`` / ``stop_sequence`` / ``pause_turn`` -> ``stop``, ``max_tokens``

@@ -74,59 +74,20 @@ API_VERSION = "v1beta"
 #: separates a tool call id from the Gemini thought signature carried inside it
 SIGNATURE_SEP = "__thought__"
 
-_FILTER_REASONS = frozenset(
-    {
-        "SAFETY",
-        "RECITATION",
-        "BLOCKLIST",
-        "PROHIBITED_CONTENT",
-        "SPII",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_RECITATION",
-        "LANGUAGE",
-    }
-)
-_LENGTH_REASONS = frozenset({"MAX_TOKENS"})
-
-_MIME_BY_EXT = {
-    "png": "image/png",
+_FILTER_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE"}) | {
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+}
+_MIME_BY_EXT = {ext: f"image/{ext}" for ext in ("png", "webp", "gif", "heic", "heif", "bmp")} | {
     "jpg": "image/jpeg",
     "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "heic": "image/heic",
-    "heif": "image/heif",
-    "bmp": "image/bmp",
     "pdf": "application/pdf",
 }
-
-#: the fields of Gemini's ``Schema`` (an OpenAPI 3.0 subset) that ``parameters`` accepts
-_SCHEMA_KEYS = frozenset(
-    {
-        "type",
-        "format",
-        "title",
-        "description",
-        "nullable",
-        "enum",
-        "maxItems",
-        "minItems",
-        "properties",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "example",
-        "anyOf",
-        "propertyOrdering",
-        "default",
-        "items",
-        "minimum",
-        "maximum",
-    }
+#: ``Schema`` fields (Gemini's OpenAPI 3.0 subset) copied unchanged from a JSON schema
+_PLAIN_SCHEMA_KEYS = (
+    *("title", "description", "minItems", "maxItems", "minLength", "maxLength", "pattern", "minProperties"),
+    *("maxProperties", "minimum", "maximum", "default", "propertyOrdering"),
 )
 _TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"})
 #: ``format`` values Gemini accepts, per type
@@ -135,6 +96,7 @@ _FORMATS = {"STRING": {"enum", "date-time"}, "NUMBER": {"float", "double"}, "INT
 #: OpenAI ``reasoning_effort`` -> Gemini 2.5 thinking budget (Gemini's own OpenAI-compatible mapping)
 _EFFORT_BUDGET = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 
+_VERSIONED = re.compile(r"/v1(?:alpha|beta)?$")
 _RETRY_DELAY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)s\s*$")
 
 
@@ -306,12 +268,7 @@ def _convert(schema: Any, defs: Mapping[str, Any], depth: int) -> dict[str, Any]
         out["nullable"] = True
     if "const" in schema:
         schema.setdefault("enum", [schema["const"]])
-    for key in ("title", "description", "minItems", "maxItems", "minLength", "maxLength", "pattern"):
-        if key in schema:
-            out[key] = schema[key]
-    for key in ("minProperties", "maxProperties", "minimum", "maximum", "default", "propertyOrdering"):
-        if key in schema:
-            out[key] = schema[key]
+    out.update((key, schema[key]) for key in _PLAIN_SCHEMA_KEYS if key in schema)
     if "example" in schema:
         out["example"] = schema["example"]
     elif isinstance(schema.get("examples"), list) and schema["examples"]:
@@ -468,7 +425,7 @@ def decode_finish(reason: Any, has_calls: bool) -> FinishReason | None:
     if not reason:
         return None
     reason = str(reason)
-    if reason in _LENGTH_REASONS:
+    if reason == "MAX_TOKENS":
         return "length"
     if reason in _FILTER_REASONS:
         return "content_filter"
@@ -661,6 +618,7 @@ class StreamDecoder:
             texts, calls = split_parts(cand.get("content"))
             text = "".join(texts)
             reason = cand.get("finishReason")
+            logprobs = decode_logprobs(cand.get("logprobsResult"))
             if not state.started and (text or calls or reason):
                 state.started = True
                 out.append(self._chunk(ChoiceDelta(index=index, role="assistant", content="")))
@@ -671,18 +629,12 @@ class StreamDecoder:
                 ]
                 state.calls += len(calls)
                 state.emitted = True
-                out.append(self._chunk(ChoiceDelta(index=index, content=text or None, tool_calls=deltas or None)))
+                delta = ChoiceDelta(index=index, content=text or None, tool_calls=deltas or None, logprobs=logprobs)
+                out.append(self._chunk(delta))
+                logprobs = None
             if reason:
                 state.finish = decode_finish(reason, state.calls > 0)
-                out.append(
-                    self._chunk(
-                        ChoiceDelta(
-                            index=index,
-                            finish_reason=state.finish,
-                            logprobs=decode_logprobs(cand.get("logprobsResult")),
-                        )
-                    )
-                )
+                out.append(self._chunk(ChoiceDelta(index=index, finish_reason=state.finish, logprobs=logprobs)))
         return out
 
     @property
@@ -732,14 +684,12 @@ def parse_google_error(raw: bytes) -> tuple[str, str | None, str | None, float |
         match = _RETRY_DELAY.match(str(detail.get("retryDelay") or ""))
         if match:
             delay = float(match.group(1))
-    code = classify_error_message(message)
-    if code is None:
-        if "API_KEY_INVALID" in reasons or status == "UNAUTHENTICATED":
-            code = "invalid_api_key"
-        elif status == "RESOURCE_EXHAUSTED":
-            code = "rate_limit_exceeded"
-        elif status:
-            code = status.lower()
+    if "API_KEY_INVALID" in reasons or status == "UNAUTHENTICATED":
+        code: str | None = "invalid_api_key"
+    elif status == "RESOURCE_EXHAUSTED":
+        code = "rate_limit_exceeded"
+    else:
+        code = classify_error_message(message) or (status.lower() if status else None)
     return message, code, status, delay
 
 
@@ -753,8 +703,13 @@ class GeminiProvider(Provider):
             return {}
         return {"x-goog-api-key": self.config.api_key.get_secret_value()}
 
+    @property
+    def api_root(self) -> str:
+        """``{base_url}/v1beta``, or the base URL itself when it already names an API version."""
+        return self.base_url if _VERSIONED.search(self.base_url) else f"{self.base_url}/{API_VERSION}"
+
     def url(self, model: str, method: str) -> str:
-        return f"{self.base_url}/{API_VERSION}/{model_path(model)}:{method}"
+        return f"{self.api_root}/{model_path(model)}:{method}"
 
     # -- chat ----------------------------------------------------------------------------
 
@@ -863,7 +818,7 @@ class GeminiProvider(Provider):
             params = {"pageSize": "1000", **({"pageToken": token} if token else {})}
             data = await self.request_json(
                 "GET",
-                f"{self.base_url}/{API_VERSION}/models",
+                f"{self.api_root}/models",
                 model="(list models)",
                 call=CallOptions(timeout_s=15),
                 params=params,
@@ -919,18 +874,8 @@ class GeminiProvider(Provider):
 def _decode_model(m: dict[str, Any]) -> UpstreamModel:
     name = str(m["name"])
     limit = m.get("inputTokenLimit")
-    details = {
-        k: m[k]
-        for k in (
-            "displayName",
-            "description",
-            "version",
-            "outputTokenLimit",
-            "supportedGenerationMethods",
-            "thinking",
-        )
-        if k in m
-    }
+    keys = ("displayName", "description", "version", "outputTokenLimit", "supportedGenerationMethods", "thinking")
+    details: dict[str, Any] = {k: m[k] for k in keys if k in m}
     return UpstreamModel(
         id=name.removeprefix("models/"),
         owned_by="google",

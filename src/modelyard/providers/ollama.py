@@ -61,6 +61,7 @@ from modelyard.types import (
 __all__ = [
     "LoadedModel",
     "OllamaProvider",
+    "StreamDecoder",
     "decode_chat_response",
     "encode_chat_request",
     "encode_message",
@@ -301,8 +302,8 @@ def decode_chat_response(data: Any, model: str) -> ChatResponse:
 
 
 @dataclass(slots=True)
-class _StreamState:
-    """What the stream decoder remembers between NDJSON lines."""
+class StreamDecoder:
+    """Turns Ollama's NDJSON stream lines into chunks, remembering what it needs between lines."""
 
     id: str
     model: str
@@ -404,9 +405,10 @@ class OllamaProvider(Provider):
         return super().error_from_response(status, raw, headers, model)
 
     def _inband_error(self, err: Any, model: str, status: int = 500) -> UpstreamStatusError:
+        """An ``{"error": ...}`` object in a 200 answer (Ollama sends one mid-stream when generation fails)."""
         message = str(err.get("message", err) if isinstance(err, dict) else err)
         return UpstreamStatusError(
-            f"{self.name} reported an error mid-stream for {model!r}: {message}",
+            f"{self.name} reported an error for {model!r}: {message}",
             upstream_status=status,
             provider=self.name,
             model=model,
@@ -416,7 +418,7 @@ class OllamaProvider(Provider):
     def _malformed(self, model: str, what: str) -> UpstreamMalformedError:
         return UpstreamMalformedError(f"{self.name}: {what} from {model!r}", provider=self.name, model=model)
 
-    def _lines(self, raw: bytes, model: str) -> dict[str, Any] | None:
+    def _line(self, raw: bytes, model: str) -> dict[str, Any] | None:
         """One NDJSON line as an object (None for a blank line)."""
         if not raw.strip():
             return None
@@ -442,12 +444,12 @@ class OllamaProvider(Provider):
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         body = encode_chat_request(request, upstream_model, stream=True, keep_alive=self.config.keep_alive)
-        state = _StreamState(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=upstream_model)
+        state = StreamDecoder(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=upstream_model)
         async with self.request(
             "POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body
         ) as resp:
             async for raw in iter_lines(resp):
-                data = self._lines(raw, upstream_model)
+                data = self._line(raw, upstream_model)
                 if data is None:
                     continue
                 if "error" in data:
@@ -595,7 +597,7 @@ class OllamaProvider(Provider):
             "POST", f"{self.base_url}/api/pull", model=model, call=self._admin(timeout_s), body=body
         ) as resp:
             async for raw in iter_lines(resp):
-                data = self._lines(raw, model)
+                data = self._line(raw, model)
                 if data is None:
                     continue
                 if "error" in data:

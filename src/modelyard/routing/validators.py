@@ -192,8 +192,6 @@ def _child(path: str, key: str | int) -> str:
 
 def _equal(a: Any, b: Any) -> bool:
     """JSON equality: booleans are not numbers, 1 == 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):

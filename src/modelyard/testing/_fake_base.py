@@ -156,8 +156,15 @@ def _value_for(schema: dict[str, Any], name: str = "value", root: dict[str, Any]
     if schema.get("allOf"):
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         for sub in schema["allOf"]:
-            if isinstance(sub, dict):
-                merged.update(_resolve_ref(str(sub["$ref"]), root) if "$ref" in sub else sub)
+            part = _resolve_ref(str(sub["$ref"]), root) if isinstance(sub, dict) and "$ref" in sub else sub
+            if isinstance(part, dict):
+                props = {**merged.get("properties", {}), **part.get("properties", {})}
+                required = [*merged.get("required", []), *part.get("required", [])]
+                had_required = "required" in merged or "required" in part
+                merged.update(part)
+                merged["properties"] = props
+                if had_required:
+                    merged["required"] = list(dict.fromkeys(required))
         return _value_for(merged, name, root, depth + 1)
     if schema.get("enum"):
         return schema["enum"][0]

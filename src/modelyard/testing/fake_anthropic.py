@@ -74,7 +74,7 @@ class FakeAnthropic(FakeServer):
         api_key: str | None = None,
     ) -> None:
         super().__init__(host, port)
-        self.models = models or ["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "claude-opus-4-1-20250805"]
+        self.models = models or ["claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5-20251001"]
         #: when set, requests must carry exactly this key
         self.api_key = api_key
 
@@ -156,7 +156,7 @@ class FakeAnthropic(FakeServer):
             )
         seen = self.seen_before([body.get("system"), body.get("messages"), body.get("tools")])
         reply = make_reply(prompt)
-        message = _message(prompt, reply, body, cacheable=cacheable, seen=seen)
+        message = _message(prompt, reply, cacheable=cacheable, seen=seen)
         if fault is not None and fault.code == "refusal":
             message["content"] = []
             message["stop_reason"] = "refusal"
@@ -222,16 +222,7 @@ class FakeAnthropic(FakeServer):
         prompt.message_count = len(turns)
         pending: set[str] = set()  # tool_use ids of the previous (assistant) turn
         for i, (role, blocks) in enumerate(turns):
-            if pending and role == "user":
-                answered = {b["tool_use_id"] for b in blocks if b["type"] == "tool_result"}
-                missing = pending - answered
-                if missing:
-                    raise self.bad_request(
-                        f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately "
-                        f"after: {', '.join(sorted(missing))}. Each `tool_use` block must have a corresponding "
-                        "`tool_result` block in the next message."
-                    )
-            text = ""
+            text = result_text = ""
             uses: set[str] = set()
             has_result = False
             for j, block in enumerate(blocks):
@@ -266,17 +257,25 @@ class FakeAnthropic(FakeServer):
                             f"messages.{i}: tool_result blocks must come first in the content, before any other block"
                         )
                     has_result = True
-                    text += self._tool_result_text(block.get("content"), where)
+                    result_text += self._tool_result_text(block.get("content"), where)
                 elif btype in ("thinking", "redacted_thinking", "document"):
                     pass
                 else:
                     raise self.bad_request(f"{where}.type: Input tag {btype!r} does not match any of the expected tags")
+            if pending and role == "user":
+                missing = pending - {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+                if missing:
+                    raise self.bad_request(
+                        f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately "
+                        f"after: {', '.join(sorted(missing))}. Each `tool_use` block must have a corresponding "
+                        "`tool_result` block in the next message."
+                    )
             if role == "user":
                 prompt.has_tool_result = has_result
                 if text or not has_result:
                     prompt.last_user_text = text
             pending = uses
-            texts.append(text)
+            texts += [result_text, text]
         if turns and turns[-1][0] == "assistant":
             last = turns[-1][1][-1]
             if last.get("type") == "text" and last["text"] != last["text"].rstrip():
@@ -471,7 +470,7 @@ def _fields(prompt: Prompt) -> dict[str, Any]:
     return {name: getattr(prompt, name) for name in Prompt.__dataclass_fields__}
 
 
-def _message(prompt: Prompt, reply: Reply, body: dict[str, Any], *, cacheable: bool, seen: bool) -> dict[str, Any]:
+def _message(prompt: Prompt, reply: Reply, *, cacheable: bool, seen: bool) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if reply.text:
         content.append({"type": "text", "text": reply.text})

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -157,9 +158,8 @@ class FakeOllama(FakeServer):
     ) -> None:
         super().__init__(host, port)
         names = models if models is not None else ["llama3.2:latest", "mistral:7b", "nomic-embed-text:latest"]
-        self.installed: dict[str, InstalledModel] = {}
-        for name in names:
-            self.install(name)
+        self._initial = [_canonical(n) for n in names]
+        self.installed: dict[str, InstalledModel] = {name: InstalledModel.guess(name) for name in self._initial}
         #: names the fake "registry" can pull
         self.pullable: set[str] = {_canonical(n) for n in (pullable or ["qwen2.5:0.5b", "llava:latest"])}
         #: True: answer tool calls with an ``id`` like Ollama >= 0.12; False: no id, like older versions
@@ -207,11 +207,14 @@ class FakeOllama(FakeServer):
             self._stream_errors.setdefault(_canonical(model), []).append(_StreamError(message, after, times))
 
     def reset(self) -> None:
+        """Also forget loaded models, load times and pulled models (back to the initial install set)."""
         super().reset()
         with self._lock:
             self._loaded.clear()
             self._load_counts.clear()
+            self._load_times.clear()
             self._stream_errors.clear()
+            self.installed = {name: InstalledModel.guess(name) for name in self._initial}
 
     # -- FakeServer hooks --------------------------------------------------------------
 
@@ -282,7 +285,7 @@ class FakeOllama(FakeServer):
             if keep_alive <= 0:
                 self._loaded.pop(model, None)
             else:
-                self._loaded[model] = time.time() + min(keep_alive, _FOREVER_S)
+                self._loaded[model] = math.inf if math.isinf(keep_alive) else time.time() + keep_alive
 
     def _unload(self, model: str) -> None:
         with self._lock:

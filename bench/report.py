@@ -1,0 +1,275 @@
+"""Turn a run's results into the bar verdicts, bench/results/*.json, bench/results/latest.md and the block
+between the markers in docs/performance.md."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from targets import BENCH, ROOT
+
+RESULTS = BENCH / "results"
+DOCS = ROOT / "docs" / "performance.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+DOCS_INTRO = """# Performance
+
+How modelyard compares with talking to the upstream directly (the floor), with a minimal aiohttp
+pass-through proxy (the ceiling for any Python gateway) and with the LiteLLM proxy, measured side by side
+in one run on the same machine by `make bench` (see `bench/README.md` for the method and the caveats).
+The block below is rewritten by every full run.
+
+"""
+ANY = "any"
+
+
+def _cell(r: dict[str, Any], key: str) -> dict[str, Any]:
+    for c in r.get("cells", []):
+        if c["cell"] == key:
+            return dict(c.get("median", {}))
+    return {}
+
+
+def _get(r: dict[str, Any], key: str, target: str, field: str) -> float | None:
+    m = _cell(r, key).get(target) or {}
+    v = m.get(field)
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _why(r: dict[str, Any], key: str, *targets: str) -> str:
+    for t in targets:
+        info = r.get("targets", {}).get(t)
+        if info is None:
+            return f"{t} not in this run"
+        if info["status"] != "ok":
+            return f"{t} {info['status']}: {info['reason'][:160]}"
+    if not _cell(r, key):
+        return f"cell {key} not in this run"
+    for t in targets:
+        m = _cell(r, key).get(t) or {}
+        if "error" in m:
+            return f"{t}: {m['error'][:160]}"
+    return "no data"
+
+
+def _fmt(v: float | None, unit: str = "", nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "int":
+        return str(int(v))
+    return f"{v:.{nd}f}{unit}"
+
+
+def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bar, check by check: PASS / FAIL, or N/A with the reason when a figure is missing."""
+    bars: list[dict[str, Any]] = []
+    k64, k1, s1, k256 = "json/0ms/c64", "json/0ms/c1", "stream/0ms/c1", "json/50ms/c256"
+
+    def add(check: str, value: float | None, bar: str, ok: Callable[[float], bool], unit: str, why: str) -> None:
+        status = "N/A" if value is None else ("PASS" if ok(value) else "FAIL")
+        bars.append(
+            {
+                "check": check,
+                "measured": _fmt(value, unit),
+                "value": value,
+                "bar": bar,
+                "status": status,
+                "note": why if value is None else "",
+            }
+        )
+
+    def ratio(key: str, a: str, b: str) -> float | None:
+        x, y = _get(r, key, a, "rps"), _get(r, key, b, "rps")
+        return x / y if x is not None and y else None
+
+    def added(key: str, t: str, field: str) -> float | None:
+        x, d = _get(r, key, t, field), _get(r, key, "direct", field)
+        return x - d if x is not None and d is not None else None
+
+    my = "modelyard"
+    add(
+        "throughput vs minimal proxy (json, 64 conn, 0 ms)",
+        ratio(k64, my, "minimal"),
+        ">= 0.50x",
+        lambda v: v >= 0.5,
+        "x",
+        _why(r, k64, my, "minimal"),
+    )
+    add(
+        "throughput vs LiteLLM (json, 64 conn, 0 ms, 1 worker each)",
+        ratio(k64, my, "litellm"),
+        ">= 20x",
+        lambda v: v >= 20,
+        "x",
+        _why(r, k64, my, "litellm"),
+    )
+    a50, m50 = added(k1, my, "p50_ms"), added(k1, "minimal", "p50_ms")
+    add("added p50 latency (json, 1 conn)", a50, "<= 1.0 ms", lambda v: v <= 1.0, " ms", _why(r, k1, my, "direct"))
+    gap = a50 - m50 if a50 is not None and m50 is not None else None
+    why = _why(r, k1, my, "minimal", "direct")
+    add("added p50 minus the minimal proxy's (json, 1 conn)", gap, "<= 0.5 ms", lambda v: v <= 0.5, " ms", why)
+    a99 = added(k1, my, "p99_ms")
+    add("added p99 latency (json, 1 conn)", a99, "<= 3.0 ms", lambda v: v <= 3.0, " ms", _why(r, k1, my, "direct"))
+    tt = added(s1, my, "ttft_p50_ms")
+    add("added TTFT p50 (stream, 1 conn)", tt, "<= 1.5 ms", lambda v: v <= 1.5, " ms", _why(r, s1, my, "direct"))
+    errs = _get(r, k256, my, "errors")
+    add("errors (json, 50 ms upstream, 256 conn)", errs, "0", lambda v: v == 0, "int", _why(r, k256, my))
+    p99 = _get(r, k256, my, "p99_ms")
+    add("p99 latency (json, 50 ms upstream, 256 conn)", p99, "<= 60 ms", lambda v: v <= 60, " ms", _why(r, k256, my))
+    info = r.get("targets", {}).get(my) or {}
+    up = info.get("status") == "ok"
+    why_t = _why(r, "", my)
+    rss = info.get("idle_rss_mb") if up else None
+    add("idle RSS (1 worker)", rss, "<= 80 MB", lambda v: v <= 80, " MB", why_t)
+    cold = info.get("cold_start_s") or []
+    cs = statistics.median(cold) if up and cold else None
+    add("cold start to first answer (median)", cs, "<= 1.5 s", lambda v: v <= 1.5, " s", why_t)
+    imp = r.get("import_time") or {}
+    why = imp.get("error", "not measured")
+    add("`import modelyard`", imp.get("import_ms"), "<= 300 ms", lambda v: v <= 300, " ms", why)
+    w = ratio(k64, "modelyard-w2", my)
+    add("--workers 2 vs 1 (json, 64 conn, 0 ms)", w, ">= 1.60x", lambda v: v >= 1.6, "x", _why(r, k64, f"{my}-w2", my))
+    busy = _get(r, k64, "modelyard-w2", "machine_busy")
+    if w is not None and busy is not None and busy >= 0.9 and w < 1.6:
+        bars[-1]["status"] = "N/A"
+        bars[-1]["note"] = f"machine saturated ({busy:.0%} busy incl. load generator and mock): not judged"
+    soak = r.get("soak") or {}
+    why = soak.get("error", "not run (use --soak 10)")
+    add("RSS growth over the soak (64 conn)", soak.get("growth_pct"), "< 10 %", lambda v: v < 10, " %", why)
+    return bars
+
+
+def markdown_bar(bars: list[dict[str, Any]]) -> str:
+    lines = ["| check | measured | bar | result | note |", "| --- | ---: | --- | --- | --- |"]
+    for b in bars:
+        note = b["note"].replace("|", "/").replace("\n", " ")
+        lines.append(f"| {b['check']} | {b['measured']} | {b['bar']} | **{b['status']}** | {note} |")
+    return "\n".join(lines)
+
+
+def _targets_table(r: dict[str, Any]) -> str:
+    lines = [
+        "| target | status | procs | cold start s | idle RSS MB | idle PSS MB | idle CPU % | peak RSS MB (load) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for name, t in r.get("targets", {}).items():
+        cold = t.get("cold_start_s") or []
+        cs = f"{statistics.median(cold):.2f} (n={len(cold)})" if cold else "-"
+        lines.append(
+            f"| {name} | {t['status']} | {t.get('processes') or '-'} | {cs} | {_fmt(t.get('idle_rss_mb'), nd=1)} | "
+            f"{_fmt(t.get('idle_pss_mb'), nd=1)} | {_fmt(t.get('idle_cpu_pct'), nd=1)} | "
+            f"{_fmt(t.get('peak_rss_mb'), nd=1)} |"
+        )
+        if t["status"] != "ok":
+            notes.append(f"- **{name}** {t['status']}: `{' '.join(t['reason'].split())[:400]}`")
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _cells_tables(r: dict[str, Any]) -> str:
+    groups: dict[tuple[bool, int], list[dict[str, Any]]] = {}
+    for c in r.get("cells", []):
+        groups.setdefault((c["stream"], c["delay_ms"]), []).append(c)
+    out = []
+    for (stream, delay), cells in groups.items():
+        out.append(f"### {'streaming' if stream else 'non-streaming'}, upstream delay {delay} ms\n")
+        out.append(
+            "| conns | target | RPS | p50 ms | p99 ms | +p50 | +p99 | TTFT p50 | +TTFT | CPU ms/req | errors | busy |"
+        )
+        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for c in sorted(cells, key=lambda c: c["connections"]):
+            med = c.get("median", {})
+            base = med.get("direct") or {}
+            for name, m in med.items():
+                if "error" in m:
+                    out.append(f"| {c['connections']} | {name} | failed: {m['error'][:80]} ||||||||||")
+                    continue
+
+                def d(f: str, m: dict[str, Any] = m, name: str = name, base: dict[str, Any] = base) -> str:
+                    if name == "direct" or m.get(f) is None or base.get(f) is None:
+                        return "-"
+                    return f"{m[f] - base[f]:+.2f}"
+
+                busy = f"{m['machine_busy']:.0%}" if m.get("machine_busy") is not None else "-"
+                ttft = _fmt(m.get("ttft_p50_ms")) if stream else "-"
+                out.append(
+                    f"| {c['connections']} | {name} | {m['rps']:,.0f} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
+                    f"{d('p50_ms')} | {d('p99_ms')} | {ttft} | {d('ttft_p50_ms') if stream else '-'} | "
+                    f"{_fmt(m.get('target_cpu_ms_per_req'), nd=3)} | {m['errors']} | {busy} |"
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m, v, s = r.get("machine", {}), r.get("versions", {}), r.get("settings", {})
+    parts = [
+        f"Run {r.get('started')} -> {r.get('finished')}"
+        + (" (**interrupted: partial**)" if r.get("interrupted") else ""),
+        f"Machine: {m.get('nproc')} cores, {m.get('cpu')}, {m.get('ram_gb')} GB RAM, Linux {m.get('kernel')}, "
+        f"Python {m.get('python')}; background load before the run: {r.get('background_busy', 0):.0%}.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        f"Settings: {s.get('repeats')} interleaved repeat(s), {s.get('duration')} s measured after "
+        f"{s.get('warmup')} s warm-up per run, load generator `{s.get('engine')}`, {s.get('chunks')} chunks per "
+        f"stream; medians over repeats (errors summed).",
+        "",
+        "#### The bar",
+        "",
+        markdown_bar(r.get("bar", [])),
+        "",
+        "#### Targets",
+        "",
+        _targets_table(r),
+        "",
+    ]
+    imp = r.get("import_time") or {}
+    if imp.get("top"):
+        tops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp["top"][:6])
+        parts += [
+            f"`import modelyard`: {imp['import_ms']} ms over a bare interpreter ({imp['bare_interpreter_ms']} ms); "
+            f"heaviest: {tops}.",
+            "",
+        ]
+    soak = r.get("soak") or {}
+    if soak.get("growth_pct") is not None:
+        lg = soak.get("load", {})
+        parts += [
+            f"Soak: {soak['target']} {soak['minutes']} min at 64 connections, {lg.get('rps', '-')} RPS, "
+            f"{lg.get('errors', '-')} errors; RSS {soak['baseline_rss_mb']} MB (at {soak['baseline_at_s']} s) -> "
+            f"{soak['final_rss_mb']} MB ({soak['growth_pct']:+.1f} %).",
+            "",
+        ]
+    parts += [
+        "#### Per cell",
+        "",
+        "+p50/+p99/+TTFT: added over `direct` (the mock upstream alone) in the same cell. CPU ms/req: the "
+        "target's own process tree (utime+stime). busy: the whole machine (target + mock + load generator).",
+        "",
+        _cells_tables(r),
+    ]
+    return "\n".join(parts)
+
+
+def write(r: dict[str, Any], stamp: str, update_docs: bool = True) -> list[Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ".gitkeep").touch()
+    js = RESULTS / f"{stamp}.json"
+    js.write_text(json.dumps(r, indent=1, default=str) + "\n")
+    body = markdown(r)
+    latest = RESULTS / "latest.md"
+    latest.write_text(f"# modelyard benchmark: latest run\n\n{body}\n")
+    paths = [js, latest]
+    if update_docs:
+        text = DOCS.read_text() if DOCS.exists() else DOCS_INTRO + f"{START}\n{END}\n"
+        if START not in text or END not in text:
+            text = text.rstrip() + f"\n\n{START}\n{END}\n"
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        DOCS.parent.mkdir(parents=True, exist_ok=True)
+        DOCS.write_text(f"{head}{START}\n## Latest results\n\n{body}\n{END}{tail}")
+        paths.append(DOCS)
+    return paths

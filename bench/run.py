@@ -1,0 +1,356 @@
+"""modelyard benchmark harness: floor (direct to the mock), ceiling (minimal proxy), modelyard and LiteLLM,
+side by side in one run, repeats interleaved round-robin so drift cancels, medians reported.
+
+    make bench                                   # full matrix (about 35 min with LiteLLM)
+    make bench ARGS="--quick"                    # smoke run, about 3 min
+    .venv/bin/python bench/run.py --quick --targets direct,minimal --skip-litellm
+    .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
+
+Writes bench/results/<timestamp>.json and bench/results/latest.md and refreshes the block between
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` in docs/performance.md. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procs
+import report
+import sysinfo
+from targets import (
+    ALL_TARGETS,
+    BENCH,
+    BUILD,
+    LITELLM_KEY,
+    Target,
+    cold_start_samples,
+    ensure_litellm,
+    launch,
+    measure_idle,
+    post,
+)
+
+MEDIAN_FIELDS = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "target_cpu_ms_per_req",
+    "target_cpu_util",
+    "loadgen_cpu_ms_per_req",
+    "machine_busy",
+)
+START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "litellm": 240.0}
+
+
+@dataclass(frozen=True)
+class Cell:
+    stream: bool
+    delay_ms: int
+    conns: int
+
+    @property
+    def key(self) -> str:
+        return f"{'stream' if self.stream else 'json'}/{self.delay_ms}ms/c{self.conns}"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build_cells(args: argparse.Namespace) -> list[Cell]:
+    if args.quick and not args.connections:
+        return [Cell(False, 0, 1), Cell(True, 0, 1), Cell(False, 0, 64), Cell(True, 0, 64), Cell(False, 50, 256)]
+    conns = [int(c) for c in (args.connections or "1,16,64,256").split(",")]
+    delays = [int(d) for d in args.delays.split(",")]
+    modes = [m.strip() for m in args.modes.split(",")]
+    return [Cell(m == "stream", d, c) for d in delays for m in modes for c in conns]
+
+
+def set_mock(port: int, **cfg: float) -> None:
+    status, body = post(port, json.dumps(cfg).encode(), "", path="/_mock/config")
+    if status != 200:
+        raise RuntimeError(f"mock config failed: {status} {body[:200]!r}")
+
+
+def run_loadgen(t: Target, cell: Cell, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", t.url, "-c", str(cell.conns)]
+    cmd += ["-d", str(args.duration), "-w", str(args.warmup), "--pid", str(t.pid), "--api-key", t.api_key]
+    cmd += ["--engine", args.engine, "--timeout", str(args.timeout)] + (["--stream"] if cell.stream else [])
+    hard = args.warmup + args.duration + min(args.timeout, 5.0) + 30.0
+    with (logdir / "loadgen.log").open("ab") as err:
+        err.write(f"\n# {shlex.join(cmd)}\n".encode())
+        err.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    tree = procs.process_tree(t.pid)
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None:
+            if time.monotonic() - t0 > hard:
+                procs.stop(proc)
+                return {"error": f"load generator did not finish within {hard:.0f}s"}
+            rss = procs.rss_bytes(tree) / 2**20
+            t.peak_rss_mb = round(max(t.peak_rss_mb or 0.0, rss), 1)
+            time.sleep(0.5)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+    finally:
+        procs.stop(proc)
+    try:
+        return dict(json.loads(out.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"error": f"load generator failed (exit {proc.returncode}); see {logdir / 'loadgen.log'}"}
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return {"error": runs[-1].get("error", "no runs") if runs else "no runs"}
+    out: dict[str, Any] = {"repeats": len(good)}
+    for f in MEDIAN_FIELDS:
+        vals = [r[f] for r in good if r.get(f) is not None]
+        out[f] = round(statistics.median(vals), 4) if vals else None
+    out["errors"] = sum(int(r.get("errors", 0)) for r in good)
+    out["requests"] = sum(int(r.get("requests", 0)) for r in good)
+    kinds: dict[str, int] = {}
+    for r in good:
+        for k, v in (r.get("error_kinds") or {}).items():
+            kinds[k] = kinds.get(k, 0) + int(v)
+    out["error_kinds"] = kinds
+    return out
+
+
+def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, logdir: Path) -> None:
+    """Start every target in ``args.names`` (appended to ``out`` as soon as they exist, for cleanup)."""
+    upstream = f"http://127.0.0.1:{mock.port}"
+    extra = shlex.split(args.modelyard_args)
+    for name in args.names:
+        if name == "direct":
+            out.append(mock)
+            continue
+        t = Target(name, workers=2 if name.endswith("-w2") else 1)
+        out.append(t)
+        if name.startswith("litellm"):
+            t.api_key = LITELLM_KEY
+            if args.litellm_unavailable:
+                t.status, t.reason = "unavailable", args.litellm_unavailable
+                continue
+        timeout = START_TIMEOUT[name.split("-")[0]]
+        if name.startswith("modelyard") and args.cold_starts > 0:
+            log(f"{name}: {args.cold_starts} cold-start samples")
+            cold_start_samples(t, upstream, logdir, extra, args.cold_starts, timeout)
+        log(f"starting {name}")
+        took = launch(t, upstream, logdir, extra, timeout)
+        if took is None:
+            log(f"{name}: FAILED: {t.reason}")
+            continue
+        t.cold_start_s.insert(0, round(took, 3))
+        t.status = "ok"
+        measure_idle(t)
+        log(f"{name}: up in {took:.2f}s, idle RSS {t.idle_rss_mb} MB, idle CPU {t.idle_cpu_pct}%")
+
+
+def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespace, mock: Target, logdir: Path) -> Any:
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c.key: {t.name: [] for t in targets} for c in cells}
+    total = args.repeats * len(cells)
+    step = 0
+    for rep in range(args.repeats):
+        for cell in cells:
+            step += 1
+            set_mock(mock.port, delay_ms=cell.delay_ms, chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms)
+            order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
+            for t in order:
+                if not t.ok:
+                    continue
+                if not t.alive():
+                    t.fail(f"died during the run: {procs.tail(t.log, 6) if t.log else ''}")
+                    log(f"{t.name}: {t.reason}")
+                    continue
+                res = run_loadgen(t, cell, args, logdir)
+                runs[cell.key][t.name].append(res)
+                if "error" in res:
+                    log(f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['error']}")
+                    continue
+                ttft = f" ttft {res['ttft_p50_ms']}ms" if cell.stream else ""
+                log(
+                    f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['rps']:>8} rps  p50 {res['p50_ms']}ms "
+                    f"p99 {res['p99_ms']}ms{ttft}  cpu {res['target_cpu_ms_per_req']}ms/req  err {res['errors']}"
+                )
+    return [
+        {
+            "cell": c.key,
+            "stream": c.stream,
+            "delay_ms": c.delay_ms,
+            "connections": c.conns,
+            "runs": runs[c.key],
+            "median": {name: median_of(r) for name, r in runs[c.key].items() if r},
+        }
+        for c in cells
+    ]
+
+
+def run_soak(t: Target, minutes: float, args: argparse.Namespace, mock: Target, logdir: Path) -> dict[str, Any]:
+    """Memory-flat check: ``minutes`` at 64 connections, RSS of the target's tree sampled every few seconds."""
+    set_mock(mock.port, delay_ms=0, chunks=args.chunks, chunk_delay_ms=0)
+    dur = minutes * 60.0
+    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", t.url, "-c", "64", "-d", str(dur), "-w", "5"]
+    cmd += ["--pid", str(t.pid), "--api-key", t.api_key, "--engine", args.engine]
+    log(f"soak: {t.name}, {minutes} min at 64 connections")
+    samples: list[tuple[float, float]] = []
+    with (logdir / "loadgen.log").open("ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < dur + 60:
+            rss = procs.rss_bytes(procs.process_tree(t.pid)) / 2**20
+            samples.append((round(time.monotonic() - t0, 1), round(rss, 1)))
+            time.sleep(5.0)
+        out = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
+    finally:
+        procs.stop(proc)
+    try:
+        lg = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        lg = {"error": "load generator failed"}
+    base_t = max(30.0, 0.1 * dur)
+    after = [s for s in samples if s[0] >= base_t] or samples
+    if len(after) < 2:
+        return {"target": t.name, "minutes": minutes, "error": "too few samples", "samples": samples, "load": lg}
+    baseline = after[0][1]
+    final = statistics.median(s[1] for s in after[-3:])
+    growth = (final - baseline) / baseline * 100 if baseline else None
+    log(f"soak: RSS {baseline} MB -> {final} MB ({growth:+.1f}%)" if growth is not None else "soak: no RSS")
+    return {
+        "target": t.name,
+        "minutes": minutes,
+        "baseline_at_s": after[0][0],
+        "baseline_rss_mb": baseline,
+        "final_rss_mb": final,
+        "growth_pct": round(growth, 2) if growth is not None else None,
+        "samples": samples,
+        "load": lg,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 5 cells, 1 repeat, short windows (~3 min)")
+    ap.add_argument("--duration", type=float, help="measured seconds per run (default 5, quick 3)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1.5, quick 1)")
+    ap.add_argument("--repeats", type=int, help="interleaved repeats, medians reported (default 3, quick 1)")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS), help=f"comma list from {','.join(ALL_TARGETS)}")
+    ap.add_argument("--skip-litellm", action="store_true", help="leave the LiteLLM targets out")
+    ap.add_argument("--no-install", action="store_true", help="do not pip-install LiteLLM if it is missing")
+    ap.add_argument("--soak", type=float, default=0.0, metavar="MINUTES", help="memory-flat check at 64 connections")
+    ap.add_argument("--connections", help="comma list (default 1,16,64,256)")
+    ap.add_argument("--delays", default="0,50", help="upstream delays in ms, comma list (default 0,50)")
+    ap.add_argument("--modes", default="json,stream", help="json,stream")
+    ap.add_argument("--engine", choices=["raw", "aiohttp"], default="raw", help="load generator client")
+    ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout of the load generator")
+    ap.add_argument("--chunks", type=int, default=16, help="content chunks per mock stream")
+    ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="gap between mock stream chunks")
+    ap.add_argument("--cold-starts", type=int, help="extra cold-start samples for modelyard (default 3, quick 2)")
+    ap.add_argument("--import-runs", type=int, help="fresh interpreters for the import time (default 9, quick 5)")
+    ap.add_argument("--modelyard-args", default="", help="extra arguments for `modelyard serve`")
+    ap.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.duration = args.duration if args.duration is not None else (3.0 if q else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 1.5)
+    args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
+    args.cold_starts = args.cold_starts if args.cold_starts is not None else (2 if q else 3)
+    args.import_runs = args.import_runs if args.import_runs is not None else (5 if q else 9)
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_TARGETS]
+    if unknown:
+        ap.error(f"unknown targets {unknown}; choose from {ALL_TARGETS}")
+    if args.skip_litellm:
+        names = [n for n in names if not n.startswith("litellm")]
+    args.names = names
+    args.litellm_unavailable = ""
+    return args
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logdir = BUILD / "logs" / stamp
+    logdir.mkdir(parents=True, exist_ok=True)
+    cells = build_cells(args) if args.repeats > 0 else []
+    result: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "logs": str(logdir)}
+    result["settings"] = {
+        k: getattr(args, k)
+        for k in ("quick", "duration", "warmup", "repeats", "engine", "chunks", "chunk_delay_ms", "timeout", "soak")
+    }
+    result["settings"]["cells"] = [c.key for c in cells]
+    result["settings"]["targets"] = args.names
+    log(f"logs in {logdir}; {len(cells)} cells x {args.repeats} repeats x {len(args.names)} targets")
+    result["machine"] = sysinfo.machine()
+    result["background_busy"] = sysinfo.background_busy(2.0)
+    if result["background_busy"] > 0.15:
+        log(f"WARNING: the machine is {result['background_busy']:.0%} busy before the run: figures will be noisy")
+    if any(n.startswith("modelyard") for n in args.names):
+        log("import time of modelyard")
+        result["import_time"] = sysinfo.import_time(args.import_runs)
+    if any(n.startswith("litellm") for n in args.names):
+        ok, reason = ensure_litellm(not args.no_install, logdir / "litellm-install.log")
+        args.litellm_unavailable = "" if ok else reason
+    result["versions"] = sysinfo.versions()
+    mock = Target("direct", port=procs.free_port(), log=logdir / "mock.log")
+    mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock.port), "--chunks", str(args.chunks)]
+    targets: list[Target] = []
+    mock_proc: subprocess.Popen[bytes] | None = None
+    exit_code = 0
+    try:
+        t0 = time.perf_counter()
+        mock_proc = procs.spawn(mock_cmd, log=mock.log or logdir / "mock.log")
+        mock.external_pid = mock_proc.pid
+        if not procs.wait_until(lambda: sysinfo.healthy(mock.port), 15.0):
+            raise RuntimeError(f"mock upstream did not start: {procs.tail(logdir / 'mock.log')}")
+        mock.status, mock.cold_start_s = "ok", [round(time.perf_counter() - t0, 3)]
+        measure_idle(mock, settle=0.2, window=0.5)
+        start_targets(targets, args, mock, logdir)
+        if cells:
+            result["cells"] = run_matrix(targets, cells, args, mock, logdir)
+        if args.soak > 0:
+            soak_t = next((t for t in targets if t.ok and t.name in ("modelyard", "modelyard-w2", "minimal")), None)
+            result["soak"] = run_soak(soak_t, args.soak, args, mock, logdir) if soak_t else {"error": "no target"}
+    except KeyboardInterrupt:
+        log("interrupted: stopping everything and writing partial results")
+        result["interrupted"] = True
+        exit_code = 130
+    finally:
+        for t in targets:
+            if t.proc is not None:
+                procs.stop(t.proc)
+        if mock_proc is not None:
+            procs.stop(mock_proc)
+    result["targets"] = {t.name: t.summary() for t in targets} or {"direct": mock.summary()}
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    result["bar"] = report.evaluate(result)
+    paths = report.write(result, stamp, update_docs=not args.no_docs)
+    log("wrote " + ", ".join(str(p) for p in paths))
+    print(report.markdown_bar(result["bar"]))
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

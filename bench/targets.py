@@ -1,0 +1,251 @@
+"""The systems under test: how each is started, checked for readiness and measured at idle.
+
+Targets: ``direct`` (the mock upstream itself: the floor), ``minimal`` (bench/minimal_proxy.py: the ceiling for
+a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers) and ``litellm`` /
+``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2 workers).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shlex
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import procs
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BUILD = BENCH / "build"
+LITELLM_VENV = BUILD / "litellm-venv"
+LITELLM_KEY = "sk-bench-7f3a9c2e51d84b6a9e0c4d2f8b1a6e3c"
+ALL_TARGETS = ("direct", "minimal", "modelyard", "modelyard-w2", "litellm", "litellm-w2")
+CHAT_PATH = "/v1/chat/completions"
+PROBE_BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}],"max_tokens":8}'
+
+
+@dataclass
+class Target:
+    name: str
+    workers: int = 1
+    port: int = 0
+    api_key: str = "sk-bench"
+    proc: subprocess.Popen[bytes] | None = None
+    external_pid: int = 0  # for ``direct``: the mock, owned by the runner
+    log: Path | None = None
+    status: str = "pending"  # ok | failed | unavailable
+    reason: str = ""
+    cold_start_s: list[float] = field(default_factory=list)
+    idle_rss_mb: float | None = None
+    idle_pss_mb: float | None = None
+    idle_cpu_pct: float | None = None
+    peak_rss_mb: float | None = None
+    processes: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else self.external_pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{CHAT_PATH}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def alive(self) -> bool:
+        if self.proc is None:
+            return self.external_pid > 0 and Path(f"/proc/{self.external_pid}").exists()
+        return self.proc.poll() is None
+
+    def fail(self, reason: str) -> None:
+        self.status = "failed"
+        self.reason = reason
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "workers": self.workers,
+            "processes": self.processes,
+            "cold_start_s": self.cold_start_s,
+            "idle_rss_mb": self.idle_rss_mb,
+            "idle_pss_mb": self.idle_pss_mb,
+            "idle_cpu_pct": self.idle_cpu_pct,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+
+
+def render(template: Path, out: Path, **values: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(string.Template(template.read_text()).substitute(values))
+    return out
+
+
+def post(port: int, body: bytes, api_key: str, path: str = CHAT_PATH, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def answers(port: int, api_key: str) -> bool:
+    try:
+        status, body = post(port, PROBE_BODY, api_key, timeout=3.0)
+    except OSError:
+        return False
+    return status == 200 and b'"choices"' in body
+
+
+def modelyard_bin() -> Path:
+    for candidate in (ROOT / ".venv" / "bin" / "modelyard", Path(sys.executable).parent / "modelyard"):
+        if candidate.exists():
+            return candidate
+    return ROOT / ".venv" / "bin" / "modelyard"
+
+
+def litellm_version() -> str | None:
+    py = LITELLM_VENV / "bin" / "python"
+    if not py.exists():
+        return None
+    try:
+        out = subprocess.run(
+            [str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def ensure_litellm(install: bool, log: Path) -> tuple[bool, str]:
+    """(available, reason). Installs ``litellm[proxy]`` into bench/build/litellm-venv when missing and allowed."""
+    if (LITELLM_VENV / "bin" / "litellm").exists() and litellm_version():
+        return True, ""
+    if not install:
+        return False, "not installed (bench/build/litellm-venv) and --no-install given"
+    print(f"[bench] installing litellm[proxy] into {LITELLM_VENV} (once; log: {log})", file=sys.stderr)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        ["python3", "-m", "venv", str(LITELLM_VENV)],
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "--upgrade", "pip"],
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]", "uvloop"],
+    ]
+    with log.open("ab") as fh:
+        for step in steps:
+            try:
+                rc = subprocess.run(step, stdout=fh, stderr=subprocess.STDOUT, timeout=1800).returncode
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return False, f"install failed: {exc}"
+            if rc != 0:
+                return False, f"install failed ({shlex.join(step[:3])}... exit {rc}); see {log}"
+    if not litellm_version():
+        return False, f"installed but `import litellm` fails; see {log}"
+    return True, ""
+
+
+def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str]) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    if t.name == "minimal":
+        cmd = [sys.executable, str(BENCH / "minimal_proxy.py"), "--port", str(t.port), "--upstream", upstream]
+        return cmd, env
+    if t.name.startswith("modelyard"):
+        cfg = render(
+            BENCH / "modelyard.bench.yaml",
+            workdir / "modelyard.yaml",
+            PORT=str(t.port),
+            UPSTREAM=upstream,
+            API_KEY=t.api_key,
+        )
+        cmd = [str(modelyard_bin()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(t.port)]
+        if t.workers > 1:
+            cmd += ["--workers", str(t.workers)]
+        return cmd + extra_modelyard, env
+    if t.name.startswith("litellm"):
+        cfg = render(BENCH / "litellm.bench.yaml", workdir / "litellm.yaml", UPSTREAM=upstream, API_KEY=t.api_key)
+        env.update(
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            LITELLM_TELEMETRY="False",
+            LITELLM_LOG="ERROR",
+            DISABLE_ADMIN_UI="True",
+            NO_DOCS="True",
+        )
+        cmd = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1"]
+        cmd += ["--port", str(t.port), "--num_workers", str(t.workers)]
+        return cmd, env
+    raise ValueError(f"unknown target {t.name}")
+
+
+def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], timeout: float) -> float | None:
+    """Start ``t`` (a fresh port), wait for its first 200 answer. Returns spawn→first-answer seconds, or None."""
+    t.port = procs.free_port()
+    workdir = logdir / t.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    t.log = logdir / f"{t.name}.log"
+    try:
+        cmd, env = command(t, upstream, workdir, extra_modelyard)
+    except (OSError, KeyError, ValueError) as exc:
+        t.fail(f"cannot build command: {exc}")
+        return None
+    with t.log.open("a") as fh:
+        fh.write(f"\n# {shlex.join(cmd)}\n")
+    t0 = time.perf_counter()
+    try:
+        t.proc = procs.spawn(cmd, log=t.log, env=env, cwd=workdir)
+    except OSError as exc:
+        t.fail(f"cannot start: {exc}")
+        return None
+    deadline = t0 + timeout
+    while time.perf_counter() < deadline:
+        if t.proc.poll() is not None:
+            t.fail(f"exited with {t.proc.returncode} before answering: {procs.tail(t.log, 6)}")
+            return None
+        if answers(t.port, t.api_key):
+            return time.perf_counter() - t0
+        time.sleep(0.01)
+    t.fail(f"no 200 answer within {timeout:.0f}s: {procs.tail(t.log, 6)}")
+    procs.stop(t.proc)
+    return None
+
+
+def measure_idle(t: Target, settle: float = 1.0, window: float = 2.0) -> None:
+    """RSS/PSS after the first answer and a short settle; CPU used while idle (background tasks)."""
+    time.sleep(settle)
+    tree = procs.process_tree(t.pid)
+    t.processes = len(tree)
+    cpu0 = procs.cpu_seconds(tree)
+    time.sleep(window)
+    tree = procs.process_tree(t.pid)
+    t.idle_cpu_pct = round((procs.cpu_seconds(tree) - cpu0) / window * 100, 1)
+    t.idle_rss_mb = round(procs.rss_bytes(tree) / 2**20, 1)
+    t.idle_pss_mb = round(procs.pss_bytes(tree) / 2**20, 1)
+
+
+def cold_start_samples(t: Target, upstream: str, logdir: Path, extra: list[str], n: int, timeout: float) -> None:
+    """Extra spawn→first-answer samples on throwaway instances (each killed right after)."""
+    for _ in range(n):
+        probe = Target(t.name, workers=t.workers, api_key=t.api_key)
+        try:
+            took = launch(probe, upstream, logdir / "cold", extra, timeout)
+        finally:
+            if probe.proc is not None:
+                procs.stop(probe.proc)
+        if took is None:
+            break
+        t.cold_start_s.append(round(took, 3))

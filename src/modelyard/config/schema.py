@@ -11,15 +11,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
+    "BudgetConfig",
+    "CacheConfig",
     "Config",
     "ModelConfig",
     "ProviderConfig",
     "ProviderKind",
     "RouteConfig",
     "ServerConfig",
+    "UsageConfig",
 ]
 
-ProviderKind = Literal["openai", "anthropic", "gemini", "ollama"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
 Strategy = Literal["round_robin", "random", "weighted", "least_busy", "latency", "cost", "priority"]
 
 
@@ -51,8 +54,21 @@ class ProviderConfig(_Strict):
     api_version: str | None = None
     #: True for providers that run on this machine or network (Ollama is local by default)
     local: bool | None = None
-    #: Ollama: how long the server keeps a model loaded after a request (``5m``, ``-1``, ``0``)
+    #: local models (Ollama, llamacpp): how long a model stays loaded when idle (``30m``, ``-1`` never, ``0``)
     keep_alive: str | int | None = None
+    #: Ollama: pull a missing model through /api/pull instead of failing
+    auto_pull: bool = False
+    #: llamacpp: a folder of ``.gguf`` files, each served under its file name without the extension
+    models_dir: str | None = None
+    #: local models to load at start-up
+    preload: tuple[str, ...] = ()
+    #: local models: at most this many loaded at once (least recently used idle one is unloaded)
+    max_loaded: int | None = Field(None, ge=1)
+    #: local models: memory budget for loaded models, in MB
+    memory_budget_mb: float | None = Field(None, gt=0)
+    #: llamacpp: context size and threads per loaded model
+    n_ctx: int = Field(4096, ge=128)
+    n_threads: int | None = Field(None, ge=1)
 
     @field_validator("base_url")
     @classmethod
@@ -87,16 +103,72 @@ class ModelConfig(_Strict):
     supports_prefill: bool = False
     #: what the model serves: chat completions, embeddings, or both
     mode: Literal["chat", "embedding"] = "chat"
+    #: local models: load at start-up; idle time before unloading (overrides the provider's)
+    preload: bool = False
+    keep_alive: str | int | None = None
+    #: local models: longest wait for a load before failing over (when the route allows fallback)
+    load_timeout_s: float | None = Field(None, gt=0)
 
 
 class RouteConfig(_Strict):
     models: tuple[str, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
     strategy: Strategy = "round_robin"
+    #: same-model retries for retryable errors
     retries: int = Field(1, ge=0)
+    #: attempts in total, over all models
     max_attempts: int = Field(4, ge=1)
+    #: deadline for the whole request, in seconds
     timeout_s: float | None = Field(None, gt=0)
     description: str | None = None
+    #: per-route defaults of the request options
+    fallback: bool = True
+    local_first: bool = False
+    local_only: bool = False
+    prefer: Literal["custom", "provider", "local"] | None = None
+    #: task type -> model or route (the request option ``task`` picks one)
+    tasks: dict[str, str] = Field(default_factory=dict)
+    #: output validators: non_empty, json, json_schema, regex:..., python:pkg.module:fn
+    validators: tuple[str, ...] = ()
+    #: schema for the ``json_schema`` validator (else the request's response_format schema)
+    json_schema: dict[str, Any] | None = None
+    #: the model whose price "savings" are measured against
+    baseline_model: str | None = None
+    #: exact-match response cache lifetime for this route (unset: no caching)
+    cache_ttl_s: float | None = Field(None, gt=0)
+
+
+class BudgetConfig(_Strict):
+    """A spending or token limit. ``scope`` + ``target`` say what it covers."""
+
+    name: str
+    scope: Literal["global", "organization", "key", "route", "model"] = "global"
+    #: the organisation id, key id, route or model it covers; unset: each one of the scope separately
+    target: str | None = None
+    limit_usd: float | None = Field(None, gt=0)
+    limit_tokens: int | None = Field(None, gt=0)
+    period: Literal["day", "month", "total"] = "month"
+    #: fractions of the limit at which to record an alert (and call the webhook) once per period
+    alert_at: tuple[float, ...] = (0.8,)
+    #: fraction of the limit at which requests are refused with 429 (the emergency stop)
+    stop_at: float = Field(1.0, gt=0)
+    webhook: str | None = None
+
+
+class UsageConfig(_Strict):
+    #: flush queued usage records at least this often
+    flush_interval_ms: int = Field(100, ge=1)
+    #: and whenever this many are queued
+    batch_size: int = Field(500, ge=1)
+    #: records held in memory while the store is down, before spilling to ``spill_path``
+    max_queue: int = Field(10000, ge=1)
+    spill_path: str = "./modelyard-usage-spill.jsonl"
+
+
+class CacheConfig(_Strict):
+    #: where cached responses live: memory (per process) or redis (the ``state`` URL)
+    backend: Literal["memory", "redis"] = "memory"
+    max_entries: int = Field(10000, ge=1)
 
 
 class Config(_Strict):
@@ -106,6 +178,11 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     default_route: str | None = None
+    #: shared state (budgets, rate limits, cache): "memory" for one process, or a redis:// URL
+    state: str = "memory"
+    budgets: tuple[BudgetConfig, ...] = ()
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     def describe(self) -> dict[str, Any]:
         """A summary safe to show (no secrets)."""

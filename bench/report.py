@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sysinfo import SERVE_IMPORTS
 from targets import BENCH, ROOT
 
 RESULTS = BENCH / "results"
@@ -227,13 +228,14 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     imp = r.get("import_time") or {}
-    if imp.get("top"):
-        tops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp["top"][:6])
-        parts += [
-            f"`import modelyard`: {imp['import_ms']} ms over a bare interpreter ({imp['bare_interpreter_ms']} ms); "
-            f"heaviest: {tops}.",
-            "",
-        ]
+    if imp.get("import_ms") is not None:
+        tops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp.get("top", [])[:5])
+        line = f"`import modelyard`: {imp['import_ms']} ms over a bare interpreter ({imp['bare_interpreter_ms']} ms)"
+        line += f" (heaviest: {tops})." if tops else "."
+        if imp.get("serve_imports_ms") is not None:
+            stops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp.get("serve_top", [])[:6])
+            line += f" What `modelyard serve` imports (`{SERVE_IMPORTS}`): {imp['serve_imports_ms']} ms ({stops})."
+        parts += [line, ""]
     soak = r.get("soak") or {}
     if soak.get("growth_pct") is not None:
         lg = soak.get("load", {})

@@ -89,37 +89,58 @@ def _timed(cmd: list[str]) -> tuple[float, int, str]:
     return (time.perf_counter() - t0) * 1000, out.returncode, out.stderr
 
 
+SERVE_IMPORTS = "import modelyard.cli, modelyard.server.factory, uvicorn"
+
+
+def _imports(trace: str) -> list[tuple[int, int, str]]:
+    """(cumulative us, depth, module) rows of ``-X importtime`` output."""
+    rows = []
+    for line in trace.splitlines():
+        parts = line.split("|")
+        if not line.startswith("import time:") or len(parts) < 3 or "cumulative" in line:
+            continue
+        raw = parts[2].rstrip()
+        rows.append((int(parts[1].strip()), (len(raw) - len(raw.lstrip()) - 1) // 2, raw.strip()))
+    return rows
+
+
+def _heaviest(trace: str, startup: set[str], n: int = 8) -> list[dict[str, Any]]:
+    """Top imports by cumulative time (depth <= 2), leaving out what a bare interpreter imports anyway."""
+    rows = sorted(
+        ((us, name) for us, depth, name in _imports(trace) if depth <= 2 and name not in startup), reverse=True
+    )
+    return [{"module": name, "cumulative_ms": round(us / 1000, 1)} for us, name in rows[:n]]
+
+
 def import_time(runs: int) -> dict[str, Any]:
-    """Median wall time of fresh ``python -c "import modelyard"`` minus a bare interpreter start.
+    """Median wall time of fresh ``python -c "import modelyard"`` minus a bare interpreter start, and the same for
+    what ``modelyard serve`` imports before it can answer (information, to explain the cold start).
 
     Runs from / so the repo checkout is not on sys.path (the installed package is what is measured).
-    ``top`` lists the heaviest imports (cumulative, from ``-X importtime``) to show where the time goes.
     """
     py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-    bare: list[float] = []
-    full: list[float] = []
-    _timed([py, "-c", "import modelyard"])  # warm the page cache and __pycache__
+    stmts = {"import": "import modelyard", "serve": SERVE_IMPORTS}
+    times: dict[str, list[float]] = {"bare": [], "import": [], "serve": []}
+    for stmt in stmts.values():
+        _timed([py, "-c", stmt])  # warm the page cache and __pycache__
     for _ in range(runs):
-        bare.append(_timed([py, "-c", "pass"])[0])
-        ms, rc, err = _timed([py, "-c", "import modelyard"])
-        if rc != 0:
-            return {"error": f"import modelyard failed: {err.strip().splitlines()[-1] if err.strip() else rc}"}
-        full.append(ms)
-    _, _, trace = _timed([py, "-X", "importtime", "-c", "import modelyard"])
-    rows: list[tuple[int, str]] = []
-    for line in trace.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        parts = line.split("|")
-        name = parts[2].rstrip()
-        depth = (len(name) - len(name.lstrip())) // 2
-        if depth <= 2:
-            rows.append((int(parts[1].strip()), name.strip()))
-    rows.sort(reverse=True)
-    return {
-        "import_ms": round(statistics.median(full) - statistics.median(bare), 1),
-        "bare_interpreter_ms": round(statistics.median(bare), 1),
-        "with_import_ms": round(statistics.median(full), 1),
-        "runs": runs,
-        "top": [{"module": n, "cumulative_ms": round(us / 1000, 1)} for us, n in rows[:8]],
-    }
+        times["bare"].append(_timed([py, "-c", "pass"])[0])
+        for key, stmt in stmts.items():
+            ms, rc, err = _timed([py, "-c", stmt])
+            if rc != 0:
+                last = err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"
+                if key == "import":
+                    return {"error": f"import modelyard failed: {last}"}
+                stmts.pop("serve")
+                break
+            times[key].append(ms)
+    bare = statistics.median(times["bare"])
+    out: dict[str, Any] = {"import_ms": round(statistics.median(times["import"]) - bare, 1)}
+    out["bare_interpreter_ms"] = round(bare, 1)
+    out["runs"] = runs
+    startup = {name for _, _, name in _imports(_timed([py, "-X", "importtime", "-c", "pass"])[2])}
+    if times["serve"] and "serve" in stmts:
+        out["serve_imports_ms"] = round(statistics.median(times["serve"]) - bare, 1)
+        out["serve_top"] = _heaviest(_timed([py, "-X", "importtime", "-c", SERVE_IMPORTS])[2], startup)
+    out["top"] = _heaviest(_timed([py, "-X", "importtime", "-c", "import modelyard"])[2], startup)
+    return out

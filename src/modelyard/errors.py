@@ -19,7 +19,8 @@ The tree (status in brackets)::
         ├── UpstreamStatusError [502]          the upstream answered with an error status
         ├── UpstreamConnectionError [502]      connect failure, reset, closed mid-response
         ├── UpstreamTimeoutError [504]         connect, first-token, stall or total timeout
-        └── UpstreamMalformedError [502]       the upstream sent something we cannot parse
+        ├── UpstreamMalformedError [502]       the upstream sent something we cannot parse
+        └── UpstreamValidationError [502]      the answer failed the route's output validators
 
 Errors become OpenAI-style JSON in exactly one place: ``ModelyardError.to_openai()``, used by
 ``modelyard.server.errors``.  Messages never contain secrets: adapters build them from upstream
@@ -49,6 +50,7 @@ __all__ = [
     "UpstreamMalformedError",
     "UpstreamStatusError",
     "UpstreamTimeoutError",
+    "UpstreamValidationError",
 ]
 
 
@@ -288,6 +290,17 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamMalformedError(UpstreamError):
     default_code = "upstream_malformed_response"
+
+
+class UpstreamValidationError(UpstreamError):
+    """The upstream answered, but the answer failed an output validator (the next model is tried)."""
+
+    default_code = "invalid_output"
+    retryable = False
+
+    @property
+    def kind(self) -> str:
+        return "validation"
 
 
 class AllAttemptsFailedError(ModelyardError):

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from modelyard.config.schema import Config, ModelConfig, RouteConfig
-from modelyard.errors import NotFoundError
+from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.routing.breaker import CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
+from modelyard.routing.validators import build_validators
 
 __all__ = ["Runtime", "RuntimeHolder"]
 
@@ -92,6 +93,7 @@ class Runtime:
             fallbacks=[self.models[m] for m in cfg.fallbacks],
             strategy=make_strategy(cfg.strategy),
             config=cfg,
+            validators=build_validators(cfg.validators, json_schema=cfg.json_schema),
         )
 
     # -- resolution ----------------------------------------------------------------------
@@ -124,6 +126,20 @@ class Runtime:
         if len(self._adhoc) > _ADHOC_LIMIT:
             self._adhoc.popitem(last=False)
         return route
+
+    def for_task(self, route: Route, task: str) -> Route:
+        """The route a task type picks: the route's ``tasks`` map, else a route named after the task."""
+        ref = route.config.tasks.get(task)
+        if ref is not None:
+            return self.resolve(ref)
+        if task in self.routes:
+            return self.routes[task]
+        known = sorted(set(route.config.tasks) | set(self.routes))
+        raise InvalidRequestError(
+            f"unknown task {task!r} for route {route.name!r} (known: {', '.join(known) or 'none'})",
+            param="modelyard.task",
+            code="invalid_value",
+        )
 
     def _not_found_message(self, target: str) -> str:
         if not self.providers:

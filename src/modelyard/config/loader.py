@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
+from modelyard.routing.validators import build_validator
 
 __all__ = ["interpolate", "load_config", "parse_config"]
 
@@ -116,6 +117,18 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 if ref in seen:
                     problems.append((f"routes.{name}.{key}[{i}]", f"duplicate entry {ref!r}"))
                 seen.add(ref)
+        for task, ref in route.tasks.items():
+            if ref not in cfg.models and ref not in cfg.routes:
+                problems.append(
+                    (f"routes.{name}.tasks.{task}", _unknown("model or route", ref, {**cfg.models, **cfg.routes}))
+                )
+        if route.baseline_model is not None and route.baseline_model not in cfg.models:
+            problems.append((f"routes.{name}.baseline_model", _unknown("model", route.baseline_model, cfg.models)))
+        for i, spec in enumerate(route.validators):
+            try:
+                build_validator(spec, json_schema=route.json_schema)
+            except ValueError as exc:
+                problems.append((f"routes.{name}.validators[{i}]", str(exc)))
     if cfg.default_route is not None and cfg.default_route not in cfg.routes and (cfg.default_route not in cfg.models):
         problems.append(("default_route", _unknown("route or model", cfg.default_route, {**cfg.routes, **cfg.models})))
     return problems

@@ -50,6 +50,8 @@ class ProviderConfig(_Strict):
     connect_timeout_s: float = Field(5.0, gt=0)
     #: size of the pooled connection set to this provider
     max_connections: int = Field(256, ge=1)
+    #: seconds between active health checks (a cheap model listing); 0 turns them off
+    health_check_interval_s: float = Field(30.0, ge=0)
     #: Anthropic ``anthropic-version`` header
     api_version: str | None = None
     #: True for providers that run on this machine or network (Ollama is local by default)

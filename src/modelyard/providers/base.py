@@ -30,7 +30,35 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["CallOptions", "Provider"]
+__all__ = ["CallOptions", "Provider", "ProviderHealth"]
+
+
+@dataclass(slots=True)
+class ProviderHealth:
+    """The provider's active health check results (passive health lives with each model's figures)."""
+
+    ok: bool = True
+    checked_at: float | None = None
+    latency_ms: float | None = None
+    detail: str = ""
+    consecutive_failures: int = 0
+
+    def record(self, result: HealthResult, *, unhealthy_after: int = 2) -> None:
+        self.checked_at = time.time()
+        self.latency_ms = result.latency_ms
+        self.detail = result.detail
+        if result.ok:
+            self.consecutive_failures = 0
+            self.ok = True
+        else:
+            self.consecutive_failures += 1
+            self.ok = self.consecutive_failures < unhealthy_after
+
+    @property
+    def state(self) -> str:
+        if self.consecutive_failures == 0:
+            return "healthy"
+        return "degraded" if self.ok else "unhealthy"
 
 
 @dataclass(slots=True, frozen=True)
@@ -55,6 +83,7 @@ class Provider(ABC):
         self.config = config
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self.is_local = config.local if config.local is not None else self.local_by_default
+        self.health_state = ProviderHealth()
         self._session: aiohttp.ClientSession | None = None
 
     # -- the interface -------------------------------------------------------------------

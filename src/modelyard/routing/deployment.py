@@ -7,6 +7,7 @@ request path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelyard.config.schema import ModelConfig, ProviderConfig, RouteConfig
 from modelyard.providers.base import CallOptions, Provider
@@ -14,6 +15,9 @@ from modelyard.routing.breaker import CircuitBreaker
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.stats import ModelStats
 from modelyard.routing.strategies import Strategy
+
+if TYPE_CHECKING:
+    from modelyard.routing.validators import Validator
 
 __all__ = ["Deployment", "ModelState", "Route"]
 
@@ -82,6 +86,8 @@ class Route:
     fallbacks: list[Deployment]
     strategy: Strategy
     config: RouteConfig
+    #: output validators, built once from the route config
+    validators: list[Validator] = field(default_factory=list)
 
     @property
     def retries(self) -> int:

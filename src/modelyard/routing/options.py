@@ -21,12 +21,14 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(slots=True, frozen=True)
 class RequestOptions:
+    """What the client asked for; None means "not given" (the route's default applies)."""
+
     #: use this route instead of the body's ``model``
     route: str | None = None
     #: false: try only the first choice, never a fallback
-    fallback: bool = True
+    fallback: bool | None = None
     #: never send the request to a non-local provider, even on failure
-    local_only: bool = False
+    local_only: bool | None = None
     #: order candidates with this tag first: custom | provider | local
     prefer: str | None = None
     #: a task type (picks a route through the route's task map)

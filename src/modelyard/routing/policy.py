@@ -20,6 +20,7 @@ from modelyard.errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
+    UpstreamValidationError,
 )
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ class RetryPolicy:
             if exc.code == "context_length_exceeded":
                 window = dep.config.context_window
                 return Decision(keep=lambda d: _larger(d, window), counts_against_model=False)
-        if not isinstance(exc, UpstreamError):
-            return Decision(counts_against_model=False)
+        if not isinstance(exc, UpstreamError) or isinstance(exc, UpstreamValidationError):
+            return Decision(counts_against_model=False)  # a bad answer is recorded, not a health signal
         if isinstance(exc, UpstreamTimeoutError):
             return Decision()  # fail over; a silent upstream is not asked again
         if not exc.retryable:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.errors import (
@@ -23,12 +23,17 @@ from modelyard.errors import (
     ServiceUnavailableError,
     UpstreamError,
     UpstreamTimeoutError,
+    UpstreamValidationError,
 )
+from modelyard.providers.base import CallOptions
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.limiter import Slot
 from modelyard.routing.options import RequestOptions
+from modelyard.routing.plan import Plan, plan_for
 from modelyard.routing.policy import Decision, RetryPolicy
-from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
+from modelyard.routing.streams import Continuation, RoutedStream
+from modelyard.routing.validators import ValidationFailed, Validator, build_validators
+from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 
 __all__ = ["Attempt", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
 
@@ -75,89 +80,6 @@ class RouteResult:
         return self.deployment.name != self.first_choice
 
 
-@dataclass(slots=True)
-class RoutedStream:
-    """A committed stream: the chunks read while holding back, then the rest of the upstream stream."""
-
-    result: RouteResult
-    head: list[ChatChunk]
-    tail: AsyncIterator[ChatChunk]
-    slot: Slot
-    started: float
-    ttft_ms: float
-    usage: Usage | None = None
-    _closed: bool = field(default=False)
-
-    async def chunks(self) -> AsyncIterator[ChatChunk]:
-        """Every chunk, in order. Upstream errors after the head propagate (the server reports them)."""
-        dep = self.result.deployment
-        stall = dep.stall_timeout_s
-        ok = False
-        error: BaseException | None = None
-        try:
-            for chunk in self.head:
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                yield chunk
-            while True:
-                try:
-                    if stall is not None:
-                        async with asyncio.timeout(stall):
-                            chunk = await anext(self.tail)
-                    else:
-                        chunk = await anext(self.tail)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise UpstreamTimeoutError(
-                        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
-                        provider=dep.provider.name,
-                        model=dep.name,
-                        phase="stall",
-                    ) from None
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                yield chunk
-            ok = True
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            await self._finish(ok, error)
-
-    async def abort(self) -> None:
-        """Release everything if the stream was not consumed to the end (idempotent)."""
-        await self._finish(False, None)
-
-    async def _finish(self, ok: bool, error: BaseException | None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        dep = self.result.deployment
-        latency = (time.perf_counter() - self.started) * 1000
-        attempt = self.result.attempts[-1]
-        attempt.latency_ms = latency
-        attempt.usage = self.usage
-        if not ok and isinstance(error, ModelyardError):
-            attempt.ok = False
-            attempt.error_class = _error_class(error)
-            attempt.message = error.message
-        self.result.upstream_s += latency / 1000
-        dep.state.stats.finish()
-        if ok:
-            dep.state.stats.record(ok=True, latency_ms=latency, ttft_ms=self.ttft_ms)
-            dep.state.breaker.record_success()
-        elif isinstance(error, UpstreamError):
-            dep.state.stats.record(ok=False, latency_ms=latency, ttft_ms=self.ttft_ms, error=attempt.message)
-            dep.state.breaker.record_failure()
-        else:  # the client went away: says nothing about the model
-            dep.state.breaker.release_probe()
-        self.slot.release(self.usage.total_tokens if self.usage else None)
-        aclose = getattr(self.tail, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def estimate_tokens(req: ChatRequest) -> int:
     """A fast upper-bound estimate of a request's tokens (about 4 characters a token), for rate limits."""
     chars = 0
@@ -183,53 +105,34 @@ def _status_of(exc: ModelyardError) -> int | None:
 
 
 class Router:
-    """Tries a route's candidates in order until one answers, within the route's limits."""
+    """Tries a plan's candidates in order until one answers, within the route's limits."""
 
     def __init__(self, policy: RetryPolicy | None = None) -> None:
         self.policy = policy or RetryPolicy()
 
-    # -- candidate selection ---------------------------------------------------------------
-
-    def candidates(self, route: Route, opts: RequestOptions, *, stream: bool) -> list[Deployment]:
-        ordered = route.strategy.order(route.pool, stream=stream)
-        if opts.prefer is not None:
-            ordered.sort(key=lambda d: 0 if opts.prefer in d.config.tags else 1)
-        if opts.fallback:
-            ordered += [d for d in route.fallbacks if d not in ordered]
-        else:
-            ordered = ordered[:1]
-        if opts.local_only:
-            ordered = [d for d in ordered if d.is_local]
-        return ordered
-
     # -- the attempt loop -----------------------------------------------------------------
 
-    async def run(
-        self,
-        route: Route,
-        opts: RequestOptions,
-        est_tokens: int,
-        call: Any,
-        *,
-        stream: bool = False,
-    ) -> tuple[Any, RouteResult, Slot]:
-        """Run ``call(deployment, timeout_s)`` over the candidates; return its value, the result and the held slot.
+    async def run(self, plan: Plan, est_tokens: int, call: Any) -> tuple[Any, RouteResult, Slot]:
+        """Run ``call(deployment, remaining_s)`` over the candidates; return its value, the result and the held slot.
 
         The caller releases the slot (for streams, when the stream ends).
         """
-        candidates = self.candidates(route, opts, stream=stream)
+        route = plan.route
+        candidates = plan.candidates
         if not candidates:
-            why = " (local_only is set and no local model is in the route)" if opts.local_only else ""
-            raise ServiceUnavailableError(f"route {route.name!r} has no model to try{why}")
-        timeout = opts.timeout_s or route.timeout_s
-        deadline = time.monotonic() + timeout if timeout else None
-        max_attempts = opts.max_attempts or route.max_attempts
+            if plan.local_only:
+                raise ServiceUnavailableError(
+                    f"local_only is enforced and route {route.name!r} has no local model "
+                    f"(left out: {', '.join(plan.excluded) or 'none'}); nothing was sent to a cloud provider"
+                )
+            raise ServiceUnavailableError(f"route {route.name!r} has no model to try")
+        deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else None
         result = RouteResult(route=route.name, deployment=candidates[0], attempts=[], first_choice=candidates[0].name)
-        queue = list(candidates)
+        queue = _health_ordered(candidates)
         tries: dict[str, int] = {}
         skipped: list[str] = []
         last: ModelyardError | None = None
-        while queue and len(result.attempts) < max_attempts:
+        while queue and len(result.attempts) < plan.max_attempts:
             dep, slot = await self._acquire(queue, est_tokens, deadline, skipped)
             if dep is None or slot is None:
                 break
@@ -279,16 +182,12 @@ class Router:
                 slot.release(0)
                 raise
             elapsed = (time.perf_counter() - start) * 1000
-            attempt = Attempt(number=number, model=dep.name, provider=dep.provider.name, ok=True, latency_ms=elapsed)
-            result.attempts.append(attempt)
+            result.attempts.append(
+                Attempt(number=number, model=dep.name, provider=dep.provider.name, ok=True, latency_ms=elapsed)
+            )
             result.deployment = dep
-            if not stream:
-                result.upstream_s += elapsed / 1000
-                dep.state.stats.finish()
-                dep.state.stats.record(ok=True, latency_ms=elapsed)
-                dep.state.breaker.record_success()
             return value, result, slot
-        raise self._exhausted(route, result, last, skipped)
+        raise self._exhausted(plan, result, last, skipped)
 
     async def _acquire(
         self,
@@ -343,26 +242,32 @@ class Router:
             queue.insert(0, dep)
 
     def _exhausted(
-        self, route: Route, result: RouteResult, last: ModelyardError | None, skipped: list[str]
+        self, plan: Plan, result: RouteResult, last: ModelyardError | None, skipped: list[str]
     ) -> ModelyardError:
+        route = plan.route
         final = self.policy.final_error(last, result.attempts)
         if final is not None:
             return final
         attempts = [a.public() for a in result.attempts]
         attempts += [{"model": name, "error": "circuit_open", "status": None, "message": None} for name in skipped]
+        local = (
+            f" local_only was enforced: no cloud model was tried (left out: {', '.join(plan.excluded)})."
+            if plan.local_only and plan.excluded
+            else ""
+        )
         if not result.attempts:
             if isinstance(last, RateLimitError):
                 return last
             return AllAttemptsFailedError(
                 f"no model of route {route.name!r} can take the request now "
-                f"({', '.join(skipped) or 'none'} unavailable: circuit open); try again shortly",
+                f"({', '.join(skipped) or 'none'} unavailable: circuit open); try again shortly.{local}",
                 attempts=attempts,
                 last=ServiceUnavailableError("circuit open"),
             )
         summary = "; ".join(f"{a.model}: {a.error_class}{f' {a.status}' if a.status else ''}" for a in result.attempts)
         return AllAttemptsFailedError(
             f"all {len(result.attempts)} attempts on route {route.name!r} failed ({summary}). "
-            f"Last error: {last.message if last else 'unknown'}",
+            f"Last error: {last.message if last else 'unknown'}.{local}",
             attempts=attempts,
             last=last,
         )
@@ -370,15 +275,27 @@ class Router:
     # -- the three kinds of call --------------------------------------------------------------
 
     async def chat(self, route: Route, req: ChatRequest, opts: RequestOptions) -> tuple[ChatResponse, RouteResult]:
-        async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
-            return await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
+        plan = plan_for(route, opts, stream=False)
+        validators = _validators(route, req)
 
-        response, result, slot = await self.run(route, opts, estimate_tokens(req), call)
-        result.attempts[-1].usage = response.usage
-        slot.release(response.usage.total_tokens if response.usage else None)
+        async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
+            response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
+            if validators:
+                _validate(validators, [c.message.text() for c in response.choices if not c.message.tool_calls], dep)
+            return response
+
+        response, result, slot = await self.run(plan, estimate_tokens(req), call)
+        _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 
     async def stream(self, route: Route, req: ChatRequest, opts: RequestOptions) -> RoutedStream:
+        plan = plan_for(route, opts, stream=True)
+        routed = await self._stream_plan(plan, req, _validators(route, req))
+        if plan.fallback and (req.n or 1) == 1:
+            routed.continuation = self._continuation(plan, req, routed)
+        return routed
+
+    async def _stream_plan(self, plan: Plan, req: ChatRequest, validators: list[Validator]) -> RoutedStream:
         started: dict[str, float] = {}
 
         async def call(dep: Deployment, remaining: float | None) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
@@ -390,13 +307,7 @@ class Router:
             head: list[ChatChunk] = []
             try:
                 async with asyncio.timeout(ttft):
-                    while True:
-                        chunk = await anext(iterator)
-                        head.append(chunk)
-                        if any(c.has_output() for c in chunk.choices):
-                            break
-            except StopAsyncIteration:
-                pass
+                    await _read_head(iterator, head, whole=bool(validators))
             except TimeoutError:
                 await _aclose(iterator)
                 raise UpstreamTimeoutError(
@@ -408,31 +319,106 @@ class Router:
             except BaseException:
                 await _aclose(iterator)
                 raise
+            if validators and not any(c.tool_calls for ch in head for c in ch.choices):
+                # Validated streams are held back whole: nothing reaches the client until the answer passed.
+                _validate(validators, ["".join(c.content or "" for ch in head for c in ch.choices)], dep)
             return head, iterator
 
-        (head, tail), result, slot = await self.run(route, opts, estimate_tokens(req), call, stream=True)
+        (head, tail), result, slot = await self.run(plan, estimate_tokens(req), call)
         ttft_ms = (time.perf_counter() - started["t"]) * 1000
         result.attempts[-1].ttft_ms = ttft_ms
         return RoutedStream(result=result, head=head, tail=tail, slot=slot, started=started["t"], ttft_ms=ttft_ms)
 
+    def _continuation(self, plan: Plan, req: ChatRequest, original: RoutedStream) -> Continuation:
+        async def continue_stream(error: ModelyardError, partial: str) -> RoutedStream | None:
+            failed = original.result.deployment
+            candidates = [d for d in plan.candidates if d.config.supports_prefill and d is not failed]
+            if not candidates or not partial:
+                return None
+            follow_req = replace(req, messages=[*req.messages, Message(role="assistant", content=partial)])
+            follow_plan = replace(plan, candidates=candidates, max_attempts=min(2, len(candidates)))
+            try:
+                follow = await self._stream_plan(follow_plan, follow_req, [])
+            except ModelyardError:
+                return None  # the client sees the original failure, not the continuation's rejection
+            original.result.attempts.extend(follow.result.attempts)
+            return follow
+
+        return continue_stream
+
     async def embed(
         self, route: Route, req: EmbeddingRequest, opts: RequestOptions
     ) -> tuple[EmbeddingResponse, RouteResult]:
+        plan = plan_for(route, opts, stream=False)
+
         async def call(dep: Deployment, remaining: float | None) -> EmbeddingResponse:
             return await dep.provider.embed(req, dep.upstream, _call_options(dep, remaining))
 
         est = sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in req.input)
-        response, result, slot = await self.run(route, opts, est, call)
-        result.attempts[-1].usage = response.usage
-        slot.release(response.usage.total_tokens)
+        response, result, slot = await self.run(plan, est, call)
+        _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 
 
-def _call_options(dep: Deployment, remaining: float | None) -> Any:
+def _settle(result: RouteResult, slot: Slot, usage: Usage | None, latency_ms: float | None) -> None:
+    """A non-streaming success: figures, breaker and slot."""
+    dep = result.deployment
+    attempt = result.attempts[-1]
+    attempt.usage = usage
+    result.upstream_s += attempt.latency_ms / 1000
+    dep.state.stats.finish()
+    dep.state.stats.record(ok=True, latency_ms=attempt.latency_ms)
+    dep.state.breaker.record_success()
+    slot.release(usage.total_tokens if usage else None)
+
+
+async def _read_head(iterator: AsyncIterator[ChatChunk], head: list[ChatChunk], *, whole: bool) -> None:
+    """Read until the first chunk with output (or the whole stream when ``whole``)."""
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        head.append(chunk)
+        if not whole and any(c.has_output() for c in chunk.choices):
+            return
+
+
+def _validators(route: Route, req: ChatRequest) -> list[Validator]:
+    if not route.config.validators:
+        return []
+    schema = route.config.json_schema
+    if schema is None and req.response_format is not None and req.response_format.type == "json_schema":
+        schema = req.response_format.schema
+    if "json_schema" in route.config.validators and schema is not route.config.json_schema:
+        return build_validators(route.config.validators, json_schema=schema)
+    return route.validators
+
+
+def _validate(validators: list[Validator], texts: list[str], dep: Deployment) -> None:
+    for text in texts:
+        for validator in validators:
+            try:
+                validator(text)
+            except ValidationFailed as exc:
+                raise UpstreamValidationError(
+                    f"the answer of {dep.name!r} failed validation: {exc.reason}",
+                    provider=dep.provider.name,
+                    model=dep.name,
+                ) from None
+
+
+def _health_ordered(candidates: list[Deployment]) -> list[Deployment]:
+    """Candidates whose provider fails its active health check go last (still tried if nothing else works)."""
+    healthy = [d for d in candidates if d.provider.health_state.ok]
+    if len(healthy) == len(candidates):
+        return list(candidates)
+    return healthy + [d for d in candidates if not d.provider.health_state.ok]
+
+
+def _call_options(dep: Deployment, remaining: float | None) -> CallOptions:
     if remaining is None or remaining >= dep.call.timeout_s:
         return dep.call
-    from modelyard.providers.base import CallOptions
-
     return CallOptions(timeout_s=max(0.001, remaining), connect_timeout_s=min(dep.call.connect_timeout_s, remaining))
 
 

@@ -26,7 +26,9 @@ from starlette.types import Receive, Scope, Send
 
 from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError, ModelyardError, PayloadTooLargeError
-from modelyard.routing.options import parse_options
+from modelyard.routing.deployment import Route
+from modelyard.routing.health import HealthMonitor
+from modelyard.routing.options import RequestOptions, parse_options
 from modelyard.routing.router import RoutedStream, Router, RouteResult
 from modelyard.runtime import Runtime, RuntimeHolder
 from modelyard.server.errors import (
@@ -36,6 +38,7 @@ from modelyard.server.errors import (
     unexpected_error_handler,
 )
 from modelyard.server.parsing import decode_body, parse_chat_request, parse_embedding_request
+from modelyard.server.status import status_payload
 from modelyard.server.wire import DONE, encode_chunk, encode_embeddings, encode_response, encode_usage, sse_error
 from modelyard.types import ChatChunk, Usage
 
@@ -110,11 +113,12 @@ def _headers(request_id: str, result: RouteResult, overhead_ms: float) -> dict[s
     }
 
 
-def _target(rt: Runtime, model: str, route_opt: str | None) -> str:
-    target = route_opt or model
+def _route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
+    target = opts.route or model
     if target == "default" and "default" not in rt.routes and rt.default_route:
-        return rt.default_route
-    return target
+        target = rt.default_route
+    route = rt.resolve(target)
+    return rt.for_task(route, opts.task) if opts.task else route
 
 
 class _SSEResponse(StreamingResponse):
@@ -147,7 +151,7 @@ class _Handlers:
         holder = gw.holder
         async with holder.use() as rt:
             try:
-                route = rt.resolve(_target(rt, req.model, opts.route))
+                route = _route(rt, req.model, opts)
                 if not req.stream:
                     response, result = await gw.router.chat(route, req, opts)
                     overhead = (time.perf_counter() - t0 - result.upstream_s) * 1000
@@ -243,7 +247,7 @@ class _Handlers:
             req = parse_embedding_request(decode_body(await _read_body(request, gw.max_body)))
             opts = parse_options(req.options, request.headers)
             async with gw.holder.use() as rt:
-                route = rt.resolve(_target(rt, req.model, opts.route))
+                route = _route(rt, req.model, opts)
                 response, result = await gw.router.embed(route, req, opts)
         except ModelyardError as exc:
             return error_response(exc, request_id)
@@ -294,6 +298,9 @@ class _Handlers:
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
+    async def status(self, request: Request) -> Response:
+        return Response(orjson.dumps(status_payload(self.gw.holder.current)), media_type=_JSON)
+
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=_JSON)
 
@@ -337,6 +344,8 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         _install_reload(gw, tasks)
+        monitor = HealthMonitor(lambda: gw.holder.current.providers)
+        monitor.start()
         rt = gw.holder.current
         if not rt.providers:
             log.warning(
@@ -344,6 +353,7 @@ def create_app(gw: Gateway) -> FastAPI:
                 "or write modelyard.yaml (see README), then restart or send SIGHUP."
             )
         yield
+        await monitor.aclose()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -369,6 +379,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_route("/v1/models", handlers.models, methods=["GET"])
     app.add_route("/models", handlers.models, methods=["GET"])
     app.add_route("/health", handlers.health, methods=["GET"])
+    app.add_route("/v1/status", handlers.status, methods=["GET"])
     app.add_route("/ready", handlers.ready, methods=["GET"])
     app.add_exception_handler(ModelyardError, modelyard_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)

@@ -101,6 +101,8 @@ class Prompt:
     max_tokens: int | None = None
     stop: Sequence[str] = ()
     image_count: int = 0
+    #: the partial answer of a trailing assistant message (assistant prefill), which the reply continues
+    prefill: str = ""
 
 
 @dataclass(slots=True)
@@ -213,6 +215,8 @@ def make_reply(prompt: Prompt, *, seen_before: bool = False) -> Reply:
         text = orjson.dumps({"model": prompt.model, "answer": prompt.last_user_text}).decode()
     else:
         text = f"{prompt.model} says: {prompt.last_user_text}".strip()
+        if prompt.prefill:
+            text = f" (continued by {prompt.model})"
     finish = "stop"
     for stop in prompt.stop:
         if stop and stop in text:

@@ -176,6 +176,9 @@ class FakeOpenAI(FakeServer):
                 prompt.has_tool_result = False
             texts.append(text)
         prompt.all_text = " ".join(texts)
+        last = messages[-1]
+        if last.get("role") == "assistant" and isinstance(last.get("content"), str) and not last.get("tool_calls"):
+            prompt.prefill = last["content"]
         for key in ("max_tokens", "max_completion_tokens"):
             value = body.get(key)
             if value is not None:

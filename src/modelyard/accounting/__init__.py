@@ -1,0 +1,1 @@
+"""Accounting: prices and cost, budgets and quotas, usage records and the response cache."""

@@ -1,0 +1,310 @@
+"""Prices and cost: a built-in price table, per-model overrides, the cost of a call, token estimates.
+
+Prices are USD per million tokens.  :func:`price_for` looks the upstream model up in the table
+(tolerating provider prefixes and dated/versioned suffixes) and lets the model's config override
+each field; :func:`cost` applies a price to a :class:`~modelyard.types.Usage` in OpenAI's convention
+(``prompt_tokens`` includes cached reads and cache writes).
+
+Token estimates never touch the network: :func:`estimate_input_tokens` is a calibrated
+characters-per-token heuristic (tiktoken is deliberately not used: it downloads its BPE files on
+first use, and modelyard must work offline).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelyard.config.schema import ModelConfig
+from modelyard.types import ChatRequest, Usage
+
+__all__ = [
+    "PRICE_TABLE",
+    "Price",
+    "cost",
+    "estimate_input_tokens",
+    "estimate_text_tokens",
+    "lookup_price",
+    "normalize_model_name",
+    "price_for",
+    "worst_case_cost",
+    "worst_case_output_tokens",
+]
+
+#: Anthropic bills 5-minute cache writes at 1.25x the base input price.
+CACHE_WRITE_MULTIPLIER = 1.25
+#: Output allowance when neither the request nor the model config caps it.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens. ``cached_input`` None: cached reads cost ``input``;
+    ``cache_write`` None: cache writes cost ``input * 1.25``."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+def _p(inp: float, cached: float | None, out: float, write: float | None = None) -> Price:
+    return Price(input=inp, output=out, cached_input=cached, cache_write=write)
+
+
+# Sources (stored copies of the providers' official pricing pages, read for this table in 2026):
+# - OpenAI: https://platform.openai.com/docs/pricing (now developers.openai.com/api/docs/pricing),
+#   standard tier; GPT-4.1/4o/o-series figures as listed 2025-06-03, GPT-5 family as listed from
+#   2025-08 (cached input 90% off for GPT-5, 75% for GPT-4.1/o3/o4-mini, 50% for GPT-4o/o1).
+# - Anthropic: https://platform.claude.com/docs/en/about-claude/pricing ("Model pricing": base input,
+#   5-minute cache writes, cache hits, output).  1-hour cache writes (2x input) are not modelled.
+# - Google: https://ai.google.dev/gemini-api/docs/pricing, paid tier, text input, prompts <= 200k tokens
+#   (Gemini 2.5 Pro doubles its input price above 200k; that tier is not modelled).
+# Batch, flex and priority tiers are not modelled.  Override any field per model in the config
+# (input_cost_per_mtok, output_cost_per_mtok, cached_input_cost_per_mtok).
+PRICE_TABLE: dict[str, Price] = {
+    # OpenAI ------------------------------------------------------------------------------
+    "gpt-5": _p(1.25, 0.125, 10.00),
+    "gpt-5-chat": _p(1.25, 0.125, 10.00),
+    "gpt-5.1": _p(1.25, 0.125, 10.00),
+    "gpt-5-mini": _p(0.25, 0.025, 2.00),
+    "gpt-5-nano": _p(0.05, 0.005, 0.40),
+    "gpt-4.1": _p(2.00, 0.50, 8.00),
+    "gpt-4.1-mini": _p(0.40, 0.10, 1.60),
+    "gpt-4.1-nano": _p(0.10, 0.025, 0.40),
+    "gpt-4o": _p(2.50, 1.25, 10.00),
+    "gpt-4o-2024-05-13": _p(5.00, None, 15.00),
+    "gpt-4o-mini": _p(0.15, 0.075, 0.60),
+    "o1": _p(15.00, 7.50, 60.00),
+    "o1-pro": _p(150.00, None, 600.00),
+    "o1-mini": _p(1.10, 0.55, 4.40),
+    "o3": _p(2.00, 0.50, 8.00),
+    "o3-pro": _p(20.00, None, 80.00),
+    "o3-mini": _p(1.10, 0.55, 4.40),
+    "o4-mini": _p(1.10, 0.275, 4.40),
+    "text-embedding-3-small": _p(0.02, None, 0.0),
+    "text-embedding-3-large": _p(0.13, None, 0.0),
+    "text-embedding-ada-002": _p(0.10, None, 0.0),
+    # Anthropic (input, cache read, output, 5-minute cache write) -------------------------
+    "claude-opus-4-7": _p(5.00, 0.50, 25.00, 6.25),
+    "claude-opus-4-6": _p(5.00, 0.50, 25.00, 6.25),
+    "claude-opus-4-5": _p(5.00, 0.50, 25.00, 6.25),
+    "claude-opus-4-1": _p(15.00, 1.50, 75.00, 18.75),
+    "claude-opus-4": _p(15.00, 1.50, 75.00, 18.75),
+    "claude-sonnet-4-6": _p(3.00, 0.30, 15.00, 3.75),
+    "claude-sonnet-4-5": _p(3.00, 0.30, 15.00, 3.75),
+    "claude-sonnet-4": _p(3.00, 0.30, 15.00, 3.75),
+    "claude-3-7-sonnet": _p(3.00, 0.30, 15.00, 3.75),
+    "claude-3-5-sonnet": _p(3.00, 0.30, 15.00, 3.75),
+    "claude-haiku-4-5": _p(1.00, 0.10, 5.00, 1.25),
+    "claude-3-5-haiku": _p(0.80, 0.08, 4.00, 1.00),
+    "claude-3-opus": _p(15.00, 1.50, 75.00, 18.75),
+    "claude-3-haiku": _p(0.25, 0.03, 1.25, 0.30),
+    # Google Gemini ----------------------------------------------------------------------
+    "gemini-2.5-pro": _p(1.25, 0.125, 10.00),
+    "gemini-2.5-flash": _p(0.30, 0.03, 2.50),
+    "gemini-2.5-flash-lite": _p(0.10, 0.01, 0.40),
+    "gemini-2.0-flash": _p(0.10, 0.025, 0.40),
+    "gemini-2.0-flash-lite": _p(0.075, None, 0.30),
+}
+
+#: Other spellings of table entries.
+_ALIASES = {
+    "claude-opus-4-0": "claude-opus-4",
+    "claude-sonnet-4-0": "claude-sonnet-4",
+    "chatgpt-4o": "gpt-4o",
+}
+
+#: ``provider/model`` and ``provider:model`` prefixes that are not part of the model name.
+_PREFIXES = frozenset(
+    {"openai", "anthropic", "gemini", "google", "azure", "vertex_ai", "vertex", "bedrock", "models", "openrouter"}
+)
+
+#: Suffixes stripped one at a time (dates, versions, previews, aliases) until a table entry matches.
+_SUFFIXES = (
+    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # OpenAI snapshots: gpt-4o-2024-08-06
+    re.compile(r"[-@]\d{8}$"),  # Anthropic snapshots: claude-sonnet-4-5-20250929, Vertex @20240620
+    re.compile(r"-v\d+(:\d+)?$"),  # Bedrock versions: ...-v2:0
+    re.compile(r"-(latest|exp)$"),
+    re.compile(r"-(preview|exp)(-\d{2}-\d{2,4})?$"),  # Gemini previews: -preview-05-20, -exp-03-25
+    re.compile(r"-\d{3}$"),  # Gemini stable versions: gemini-2.0-flash-001
+)
+
+
+def normalize_model_name(name: str) -> str:
+    """Lower-case, without a known provider prefix (``openai/``, ``models/``, ``anthropic.``)."""
+    n = name.strip().lower()
+    while True:
+        head, sep, rest = n.partition("/")
+        if sep and rest:
+            n = rest
+            continue
+        head, sep, rest = n.partition(":")
+        if sep and rest and head in _PREFIXES:
+            n = rest
+            continue
+        break
+    for vendor in ("anthropic.", "us.anthropic.", "eu.anthropic.", "apac.anthropic."):
+        if n.startswith(vendor):
+            n = n[len(vendor) :]
+    return n
+
+
+def lookup_price(upstream_model: str) -> Price | None:
+    """The built-in price of a model, or None when the table does not know it."""
+    n = normalize_model_name(upstream_model)
+    for _ in range(len(_SUFFIXES) + 1):
+        hit = PRICE_TABLE.get(_ALIASES.get(n, n))
+        if hit is not None:
+            return hit
+        for pattern in _SUFFIXES:
+            stripped = pattern.sub("", n)
+            if stripped != n and stripped:
+                n = stripped
+                break
+        else:
+            return None
+    return None
+
+
+def price_for(model_cfg: ModelConfig | None, upstream_model: str) -> Price | None:
+    """The price of a model: the table's, with each field the config sets taking precedence.
+
+    None when neither the table nor the config knows anything (the call is then free: local models).
+    """
+    base = lookup_price(upstream_model)
+    if model_cfg is None:
+        return base
+    inp, out, cached = model_cfg.input_cost_per_mtok, model_cfg.output_cost_per_mtok, model_cfg.cached_input_cost_per_mtok
+    if inp is None and out is None and cached is None:
+        return base
+    if base is None:
+        return Price(input=inp or 0.0, output=out or 0.0, cached_input=cached)
+    return Price(
+        input=base.input if inp is None else inp,
+        output=base.output if out is None else out,
+        cached_input=base.cached_input if cached is None else cached,
+        # not a config field: follows the input price when that is overridden (1.25x)
+        cache_write=base.cache_write if inp is None else None,
+    )
+
+
+def cost(price: Price | None, usage: Usage) -> float:
+    """USD for one call. ``prompt_tokens`` includes cached reads and cache writes (OpenAI's convention)."""
+    if price is None:
+        return 0.0
+    cached = max(0, usage.cached_tokens)
+    written = max(0, usage.cache_write_tokens)
+    fresh = max(0, usage.prompt_tokens - cached - written)
+    cached_rate = price.input if price.cached_input is None else price.cached_input
+    write_rate = price.input * CACHE_WRITE_MULTIPLIER if price.cache_write is None else price.cache_write
+    total = (
+        fresh * price.input
+        + cached * cached_rate
+        + written * write_rate
+        + max(0, usage.completion_tokens) * price.output
+    )
+    return total / 1_000_000
+
+
+def worst_case_cost(price: Price | None, input_tokens: int, max_output_tokens: int) -> float:
+    """USD if every input token is fresh and the model writes ``max_output_tokens``."""
+    if price is None:
+        return 0.0
+    return (max(0, input_tokens) * price.input + max(0, max_output_tokens) * price.output) / 1_000_000
+
+
+def worst_case_output_tokens(req: ChatRequest, model_cfg: ModelConfig | None, input_tokens: int) -> int:
+    """The most output a request can produce: its max_tokens (capped by the model's), else the model's
+    cap, else what the context window leaves, else :data:`DEFAULT_MAX_OUTPUT_TOKENS`; times ``n``."""
+    cap = model_cfg.max_output_tokens if model_cfg else None
+    window = model_cfg.context_window if model_cfg else None
+    if req.max_tokens is not None:
+        out = min(req.max_tokens, cap) if cap else req.max_tokens
+    elif cap:
+        out = cap
+    elif window:
+        out = max(1, window - input_tokens)
+    else:
+        out = DEFAULT_MAX_OUTPUT_TOKENS
+    return max(0, out) * max(1, req.n or 1)
+
+
+# -- token estimates -------------------------------------------------------------------------
+
+#: Average characters per token of English prose and code for current BPE tokenizers
+#: (cl100k/o200k, Claude's, Gemini's are all close to 4; code and JSON run nearer 3.5).
+#: We use 3.6 to err on the high side: the estimate feeds budget reservations.
+CHARS_PER_TOKEN = 3.6
+#: CJK ideographs, kana and hangul: about one token per character.
+CJK_TOKENS_PER_CHAR = 1.0
+#: Other non-ASCII letters (accented Latin, Cyrillic, Greek, ...): about two characters a token.
+OTHER_CHARS_PER_TOKEN = 2.0
+#: Per-message framing (role, separators) and reply priming, as in OpenAI's chat format.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REPLY = 3
+#: An image, whatever its size (high detail: OpenAI's 1024x1024 tile count is 765, Claude's
+#: largest is ~1,600); ``detail: low`` is OpenAI's fixed 85.
+TOKENS_PER_IMAGE = 1600
+TOKENS_PER_LOW_DETAIL_IMAGE = 85
+
+
+def _is_cjk(cp: int) -> bool:
+    return 0x2E80 <= cp <= 0x9FFF or 0xAC00 <= cp <= 0xD7AF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x2FFFF
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of a text by character class; never less than one token per whitespace-separated word."""
+    if not text:
+        return 0
+    if text.isascii():
+        return max(math.ceil(len(text) / CHARS_PER_TOKEN), len(text.split()))
+    ascii_chars = cjk = other = 0
+    for ch in text:
+        cp = ord(ch)
+        if cp < 128:
+            ascii_chars += 1
+        elif _is_cjk(cp):
+            cjk += 1
+        else:
+            other += 1
+    estimate = ascii_chars / CHARS_PER_TOKEN + cjk * CJK_TOKENS_PER_CHAR + other / OTHER_CHARS_PER_TOKEN
+    return max(math.ceil(estimate), len(text.split()))
+
+
+def _json_tokens(value: Any) -> int:
+    return estimate_text_tokens(orjson.dumps(value).decode())
+
+
+def estimate_input_tokens(req: ChatRequest) -> int:
+    """An estimate of a chat request's input tokens: text, images, tool calls and definitions, framing."""
+    total = TOKENS_PER_REPLY
+    for m in req.messages:
+        total += TOKENS_PER_MESSAGE
+        if m.name:
+            total += 1 + estimate_text_tokens(m.name)
+        if isinstance(m.content, str):
+            total += estimate_text_tokens(m.content)
+        elif m.content:
+            for part in m.content:
+                if part.type == "image":
+                    total += TOKENS_PER_LOW_DETAIL_IMAGE if part.detail == "low" else TOKENS_PER_IMAGE
+                else:
+                    total += estimate_text_tokens(part.text)
+        for call in m.tool_calls or ():
+            total += 3 + estimate_text_tokens(call.name) + estimate_text_tokens(call.arguments)
+        if m.refusal:
+            total += estimate_text_tokens(m.refusal)
+    if req.tools:
+        total += 8
+        for tool in req.tools:
+            total += 6 + estimate_text_tokens(tool.name) + estimate_text_tokens(tool.description or "")
+            if tool.parameters:
+                total += _json_tokens(tool.parameters)
+    if req.response_format is not None and req.response_format.schema:
+        total += _json_tokens(req.response_format.schema)
+    return total

@@ -1,0 +1,79 @@
+"""Active health checks, and the health state of each model (active + passive).
+
+A model is ``unhealthy`` when its breaker is open or its provider failed two active checks in a
+row, ``degraded`` when its breaker is half-open, its recent success rate is under 90 % or its
+provider failed the last check, and ``healthy`` otherwise.  Unhealthy providers' models are tried
+last while another candidate is available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from modelyard.providers.base import Provider
+from modelyard.routing.deployment import Deployment
+
+__all__ = ["HealthMonitor", "model_health"]
+
+log = logging.getLogger("modelyard.health")
+
+
+def model_health(dep: Deployment) -> str:
+    breaker = dep.state.breaker.state
+    provider = dep.provider.health_state
+    if breaker == "open" or not provider.ok:
+        return "unhealthy"
+    stats = dep.state.stats
+    if breaker == "half_open" or provider.consecutive_failures or (stats.requests >= 5 and stats.success_rate < 0.9):
+        return "degraded"
+    return "healthy"
+
+
+class HealthMonitor:
+    """Probes every provider of the current runtime at its ``health_check_interval_s``."""
+
+    def __init__(self, providers: Callable[[], dict[str, Provider]], tick_s: float = 1.0) -> None:
+        self._providers = providers
+        self._tick_s = tick_s
+        self._next: dict[int, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for provider in list(self._providers().values()):
+                interval = provider.config.health_check_interval_s
+                if interval <= 0:
+                    continue
+                due = self._next.get(id(provider))
+                if due is None:
+                    self._next[id(provider)] = now + interval
+                elif now >= due:
+                    self._next[id(provider)] = now + interval
+                    task = loop.create_task(self.check(provider))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+            await asyncio.sleep(self._tick_s)
+
+    async def check(self, provider: Provider) -> None:
+        result = await provider.health()
+        before = provider.health_state.state
+        provider.health_state.record(result)
+        after = provider.health_state.state
+        if after != before:
+            log.warning("provider %s is %s (%s)", provider.name, after, result.detail)

@@ -1,0 +1,61 @@
+"""A request's plan: the effective options (request over route defaults) and the ordered candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelyard.routing.deployment import Deployment, Route
+from modelyard.routing.options import RequestOptions
+
+__all__ = ["Plan", "origin", "plan_for"]
+
+
+def origin(dep: Deployment) -> str:
+    """``local`` (runs on this machine/network), ``custom`` (tagged custom) or ``provider`` (a cloud API)."""
+    if dep.is_local:
+        return "local"
+    if "custom" in dep.config.tags:
+        return "custom"
+    return "provider"
+
+
+@dataclass(slots=True, frozen=True)
+class Plan:
+    route: Route
+    candidates: list[Deployment]
+    fallback: bool
+    local_only: bool
+    timeout_s: float | None
+    max_attempts: int
+    #: models left out by local_only (for the error message)
+    excluded: tuple[str, ...] = ()
+
+
+def plan_for(route: Route, opts: RequestOptions, *, stream: bool) -> Plan:
+    cfg = route.config
+    fallback = cfg.fallback if opts.fallback is None else opts.fallback
+    local_only = cfg.local_only if opts.local_only is None else opts.local_only
+    prefer = opts.prefer or cfg.prefer
+    ordered = route.strategy.order(route.pool, stream=stream)
+    if fallback:
+        ordered += [d for d in route.fallbacks if d not in ordered]
+    if cfg.local_first:
+        ordered.sort(key=lambda d: 0 if d.is_local else 1)  # stable: keeps the strategy's order within each
+    if prefer is not None:
+        ordered.sort(key=lambda d: 0 if origin(d) == prefer else 1)
+    excluded: tuple[str, ...] = ()
+    if local_only:
+        excluded = tuple(d.name for d in ordered if not d.is_local)
+        ordered = [d for d in ordered if d.is_local]
+    if not fallback:
+        ordered = ordered[:1]
+    max_attempts = min(opts.max_attempts, cfg.max_attempts) if opts.max_attempts else cfg.max_attempts
+    return Plan(
+        route=route,
+        candidates=ordered,
+        fallback=fallback,
+        local_only=local_only,
+        timeout_s=opts.timeout_s or cfg.timeout_s,
+        max_attempts=max_attempts,
+        excluded=excluded,
+    )

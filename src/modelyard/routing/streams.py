@@ -1,0 +1,158 @@
+"""A committed stream: what was held back, the rest of the upstream stream, and what happens if it breaks.
+
+Before the first content token nothing has reached the client, so the router fails over
+invisibly.  After it, a failure must never look like a clean, truncated answer: the stream
+either continues on a fallback model that supports assistant prefill (the original messages
+plus the partial answer; only the rest is streamed), or ends with an error event naming the
+original cause.  If the continuation is itself rejected, the client sees the original failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from modelyard.errors import ModelyardError, UpstreamError, UpstreamTimeoutError
+from modelyard.types import ChatChunk, Usage
+
+if TYPE_CHECKING:
+    from modelyard.routing.limiter import Slot
+    from modelyard.routing.router import RouteResult
+
+__all__ = ["Continuation", "RoutedStream"]
+
+#: given the error and the partial answer, a stream that continues it (or None)
+Continuation = Callable[[ModelyardError, str], Awaitable["RoutedStream | None"]]
+
+
+@dataclass(slots=True)
+class RoutedStream:
+    result: RouteResult
+    head: list[ChatChunk]
+    tail: AsyncIterator[ChatChunk]
+    slot: Slot
+    started: float
+    ttft_ms: float
+    usage: Usage | None = None
+    continuation: Continuation | None = None
+    #: set when a continuation model finished the answer
+    continued_by: RoutedStream | None = None
+    _closed: bool = field(default=False)
+
+    async def chunks(self) -> AsyncIterator[ChatChunk]:
+        """Every chunk, in order. A failure after content started continues or raises the original error."""
+        partial: list[str] = []
+        tool_call_seen = False
+        finished = False
+        try:
+            async for chunk in self._own_chunks():
+                for c in chunk.choices:
+                    if c.content:
+                        partial.append(c.content)
+                    if c.tool_calls:
+                        tool_call_seen = True
+                    if c.finish_reason:
+                        finished = True
+                yield chunk
+        except ModelyardError as exc:
+            if finished or tool_call_seen or self.continuation is None:
+                raise
+            follow = await self.continuation(exc, "".join(partial))
+            if follow is None:
+                raise
+            self.continued_by = follow
+            async for chunk in follow.chunks():
+                if chunk.usage is not None:
+                    self.usage = _add(self.usage, chunk.usage)
+                for c in chunk.choices:
+                    c.role = None  # the client already has the role chunk
+                yield chunk
+
+    async def _own_chunks(self) -> AsyncIterator[ChatChunk]:
+        dep = self.result.deployment
+        stall = dep.stall_timeout_s
+        ok = False
+        error: BaseException | None = None
+        try:
+            for chunk in self.head:
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+                yield chunk
+            while True:
+                try:
+                    if stall is not None:
+                        async with asyncio.timeout(stall):
+                            chunk = await anext(self.tail)
+                    else:
+                        chunk = await anext(self.tail)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UpstreamTimeoutError(
+                        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
+                        provider=dep.provider.name,
+                        model=dep.name,
+                        phase="stall",
+                    ) from None
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+                yield chunk
+            ok = True
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await self._finish(ok, error)
+
+    async def abort(self) -> None:
+        """Release everything if the stream was not consumed to the end (idempotent)."""
+        await self._finish(False, None)
+        if self.continued_by is not None:
+            await self.continued_by.abort()
+
+    async def _finish(self, ok: bool, error: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        dep = self.result.deployment
+        latency = (time.perf_counter() - self.started) * 1000
+        attempt = self.result.attempts[-1]
+        attempt.latency_ms = latency
+        attempt.usage = self.usage
+        self.result.upstream_s += latency / 1000
+        dep.state.stats.finish()
+        if ok:
+            dep.state.stats.record(ok=True, latency_ms=latency, ttft_ms=self.ttft_ms)
+            dep.state.breaker.record_success()
+        elif isinstance(error, ModelyardError):
+            attempt.ok = False
+            attempt.error_class = error.kind if isinstance(error, UpstreamError) else type(error).__name__
+            attempt.message = error.message
+            dep.state.stats.record(ok=False, latency_ms=latency, ttft_ms=self.ttft_ms, error=error.message)
+            dep.state.breaker.record_failure()
+        else:  # the client went away: says nothing about the model
+            dep.state.breaker.release_probe()
+        self.slot.release(self.usage.total_tokens if self.usage else None)
+        aclose = getattr(self.tail, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # closing a broken upstream must not mask the real outcome
+                pass
+
+
+def _add(a: Usage | None, b: Usage) -> Usage:
+    if a is None:
+        return b
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        estimated=a.estimated or b.estimated,
+    )

@@ -1,0 +1,95 @@
+"""One redis.asyncio client from the ``state`` URL, Lua scripts loaded once, and clear errors.
+
+``redis-py`` connects lazily: :func:`redis_client` never does I/O, :func:`check_redis` pings and
+turns a refused or timed-out connection into :class:`StateUnavailableError` naming the host (never
+the password).  :class:`LuaScript` runs a script by SHA (``EVALSHA``) and loads it only when the
+server answers ``NOSCRIPT`` (first use, a Redis restart, ``SCRIPT FLUSH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+from redis.exceptions import RedisError as RedisError
+
+from modelyard.errors import ConfigError, ServiceUnavailableError
+
+__all__ = [
+    "LuaScript",
+    "RedisError",
+    "StateUnavailableError",
+    "check_redis",
+    "is_redis_url",
+    "redact_url",
+    "redis_client",
+]
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class StateUnavailableError(ServiceUnavailableError):
+    """The shared-state store (Redis) cannot be reached or answered with an error."""
+
+    default_code = "state_unavailable"
+
+
+def is_redis_url(url: str) -> bool:
+    return url.startswith(_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+def redis_client(url: str, *, connect_timeout_s: float = 2.0, timeout_s: float = 5.0) -> Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``). No I/O happens here."""
+    if not is_redis_url(url):
+        raise ConfigError(f"expected a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}", path="state")
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+def unavailable(url: str, exc: BaseException) -> StateUnavailableError:
+    """The error to raise when a Redis command failed: names the server, never the password."""
+    return StateUnavailableError(f"shared state at {redact_url(url)} is unavailable: {type(exc).__name__}: {exc}")
+
+
+async def check_redis(client: Redis, url: str) -> None:
+    """Ping the server; raise :class:`StateUnavailableError` with a clear message when unreachable."""
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise unavailable(url, exc) from exc
+
+
+class LuaScript:
+    """A Lua script run with ``EVALSHA``; loaded with ``SCRIPT LOAD`` only on ``NOSCRIPT``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Redis, keys: list[str], args: list[str | bytes | int | float]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            loaded = await client.script_load(self.source)
+            if loaded != self.sha:  # pragma: no cover - a server that hashes differently
+                self.sha = loaded
+            return await client.evalsha(self.sha, len(keys), *keys, *args)

@@ -1,0 +1,153 @@
+"""The database connection: one SQLAlchemy async engine made from the configured URL.
+
+``sqlite:///./x.db`` runs on aiosqlite, ``postgresql://`` (or ``postgres://``) on asyncpg; a URL
+that already names a driver (``postgresql+asyncpg://``) is used as given.  SQLite connections run in
+WAL mode with a busy timeout, foreign keys on and real transactions (SQLAlchemy emits ``BEGIN``,
+so DDL is transactional too); write transactions take the write lock up front
+(``BEGIN IMMEDIATE``) so that concurrent writers wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["Database", "async_url"]
+
+log = logging.getLogger("modelyard.storage")
+
+#: SQLite waits this long for another connection's write lock before failing
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_IMMEDIATE = "modelyard_immediate"
+
+
+def async_url(url: str) -> URL:
+    """The configured database URL with an async driver (aiosqlite or asyncpg) filled in."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg")
+    return parsed
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:")
+
+
+class Database:
+    """An async engine plus the few things the stores need from it.
+
+    ``connect_args`` go to the driver (for example ``{"server_settings": {"search_path": "s"}}``
+    for asyncpg).  Call :meth:`aclose` when done: it disposes the engine's connection pool.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        pool_timeout_s: float = 30.0,
+        connect_args: dict[str, Any] | None = None,
+        echo: bool = False,
+    ) -> None:
+        self.url = async_url(url)
+        self.dialect = self.url.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "connect_args": dict(connect_args or {})}
+        if self.dialect == "sqlite":
+            if _is_memory(self.url):
+                kwargs["poolclass"] = StaticPool
+            else:
+                Path(str(self.url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s)
+            kwargs["connect_args"].setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        else:
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout_s,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            self._install_sqlite_hooks(memory=_is_memory(self.url))
+        self._closed = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def _install_sqlite_hooks(self, *, memory: bool) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # SQLAlchemy, not the sqlite3 module, decides when a transaction begins (see _on_begin)
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                if not memory:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    # WAL + NORMAL: a committed transaction survives a process crash (not a power cut)
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+            finally:
+                cursor.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed on success and rolled back on error."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def begin_write(self) -> AsyncIterator[AsyncConnection]:
+        """Like :meth:`begin`, for transactions that write (on SQLite: ``BEGIN IMMEDIATE``)."""
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_IMMEDIATE: True})
+            async with conn.begin():
+                yield conn
+
+    async def ping(self, timeout_s: float = 5.0) -> bool:
+        """True when the database answers ``SELECT 1`` within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means "not reachable now"
+            log.debug("database ping failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close every pooled connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"

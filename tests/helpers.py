@@ -27,8 +27,14 @@ def free_port() -> int:
 class ServerProcess:
     """``modelyard serve`` in a subprocess, on a free loopback port, with its output captured to a file."""
 
-    def __init__(self, config: dict[str, Any] | None, workdir: Path, *, args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        workdir: Path,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.config_path = workdir / "modelyard.yaml"

@@ -12,10 +12,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from modelyard.config import Config, load_config
     from modelyard.errors import ModelyardError
+    from modelyard.sdk import ChatResult, Gateway, StreamResult
 
-__all__ = ["Config", "ModelyardError", "__version__", "load_config"]
+__all__ = ["ChatResult", "Config", "Gateway", "ModelyardError", "StreamResult", "__version__", "load_config"]
 
 _LAZY = {
+    "Gateway": "modelyard.sdk",
+    "ChatResult": "modelyard.sdk",
+    "StreamResult": "modelyard.sdk",
     "Config": "modelyard.config",
     "load_config": "modelyard.config",
     "ModelyardError": "modelyard.errors",

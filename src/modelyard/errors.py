@@ -313,10 +313,19 @@ class AllAttemptsFailedError(ModelyardError):
     error_type = "upstream_error"
     default_code = "all_attempts_failed"
 
-    def __init__(self, message: str, *, attempts: list[dict[str, Any]], last: ModelyardError | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: list[dict[str, Any]],
+        last: ModelyardError | None,
+        records: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.last = last
+        #: the router's full attempt records (for in-process callers)
+        self.records = records or []
 
     @property
     def status(self) -> int:

@@ -20,7 +20,7 @@ from modelyard.config.schema import Config, ModelConfig, RouteConfig
 from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions, Provider
-from modelyard.routing.breaker import CircuitBreaker
+from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
@@ -34,8 +34,16 @@ _ADHOC_LIMIT = 1024
 
 
 def _new_state(name: str, cfg: ModelConfig) -> ModelState:
+    b = cfg.breaker
+    settings = BreakerSettings(
+        failure_threshold=b.failure_threshold,
+        error_rate=b.error_rate,
+        window_s=b.window_s,
+        min_requests=b.min_requests,
+        cooldown_s=b.cooldown_s,
+    )
     return ModelState(
-        breaker=CircuitBreaker(),
+        breaker=CircuitBreaker(settings),
         limiter=ModelLimiter(
             name,
             max_concurrency=cfg.max_concurrency,

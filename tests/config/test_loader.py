@@ -123,7 +123,11 @@ def test_unknown_references_are_errors() -> None:
 
 
 def test_route_and_model_name_clash() -> None:
-    data = {"providers": {"p": {"kind": "openai"}}, "models": {"x": {"provider": "p"}}, "routes": {"x": {"models": ["x"]}}}
+    data = {
+        "providers": {"p": {"kind": "openai"}},
+        "models": {"x": {"provider": "p"}},
+        "routes": {"x": {"models": ["x"]}},
+    }
     with pytest.raises(ConfigError) as info:
         parse_config(data, env={})
     assert info.value.path == "routes.x"

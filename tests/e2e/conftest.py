@@ -43,7 +43,9 @@ def gateway_config(fakes: dict[str, FakeServer], **server: Any) -> dict[str, Any
         kind: {"kind": kind, "base_url": base_url(fake), "api_key": f"sk-test-{kind}-secret"}
         for kind, fake in fakes.items()
     }
-    models: dict[str, Any] = {name: {"provider": kind, "model": upstream} for kind, (name, upstream) in CHAT_MODELS.items()}
+    models: dict[str, Any] = {
+        name: {"provider": kind, "model": upstream} for kind, (name, upstream) in CHAT_MODELS.items()
+    }
     models["emb"] = {"provider": "openai", "model": "text-embedding-3-small", "mode": "embedding"}
     models["gpt-mini"] = {"provider": "openai", "model": "gpt-4o-mini"}
     return {

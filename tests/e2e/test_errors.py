@@ -17,8 +17,9 @@ from tests.helpers import ServerProcess
 
 def post(server: ServerProcess, body: Any, path: str = "/v1/chat/completions", **kw: Any) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return httpx.post(server.url + path, content=content, headers={"content-type": "application/json"}, timeout=30,
-                      **kw)
+    return httpx.post(
+        server.url + path, content=content, headers={"content-type": "application/json"}, timeout=30, **kw
+    )
 
 
 def assert_openai_error(resp: httpx.Response, status: int) -> dict[str, Any]:
@@ -38,8 +39,9 @@ def test_malformed_json(server: ServerProcess) -> None:
 def test_wrong_types(server: ServerProcess) -> None:
     err = assert_openai_error(post(server, {"model": "gpt", "messages": "hello"}), 400)
     assert err["param"] == "messages"
-    err = assert_openai_error(post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}],
-                                            "temperature": "warm"}), 400)
+    err = assert_openai_error(
+        post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "temperature": "warm"}), 400
+    )
     assert err["param"] == "temperature"
 
 
@@ -79,12 +81,16 @@ def test_unknown_path_and_method(server: ServerProcess) -> None:
 
 
 def test_unknown_option(server: ServerProcess) -> None:
-    err = assert_openai_error(post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}],
-                                            "modelyard": {"colour": "red"}}), 400)
+    err = assert_openai_error(
+        post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "modelyard": {"colour": "red"}}),
+        400,
+    )
     assert err["param"] == "modelyard.colour"
 
 
-def test_all_attempts_failed_lists_attempts_without_secrets(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+def test_all_attempts_failed_lists_attempts_without_secrets(
+    server: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
     fakes["openai"].inject("*", status=500)
     fakes["anthropic"].inject("*", status=529)
     resp = post(server, {"model": "main", "messages": [{"role": "user", "content": "x"}]})
@@ -99,8 +105,9 @@ def test_all_attempts_failed_lists_attempts_without_secrets(server: ServerProces
 
 def test_upstream_timeout_is_504(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].inject("gpt-4o", hang=True)
-    resp = post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}],
-                         "modelyard": {"timeout_s": 0.5}})
+    resp = post(
+        server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "modelyard": {"timeout_s": 0.5}}
+    )
     assert_openai_error(resp, 504)
     assert fakes["openai"].attempts("gpt-4o") == 1  # a silent upstream is not asked again
 
@@ -114,8 +121,7 @@ def test_upstream_400_passes_through(server: ServerProcess, fakes: dict[str, Fak
 
 def test_upstream_429_with_retry_after(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].inject("gpt-4o", status=429, retry_after="30")
-    resp = post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}],
-                         "modelyard": {"timeout_s": 5}})
+    resp = post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "modelyard": {"timeout_s": 5}})
     assert_openai_error(resp, 503)
     assert "retry-after" in resp.headers
     assert fakes["openai"].attempts("gpt-4o") == 1  # 30 s does not fit a 5 s deadline: no waiting, no hammering
@@ -132,11 +138,13 @@ def test_sdk_raises_typed_errors(server: ServerProcess) -> None:
 def test_stream_cut_after_start_ends_with_error_event(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].inject("gpt-4o", cut_after=3)
     got: list[str] = []
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as c, pytest.raises(
-        openai.APIError
-    ) as info:
-        for chunk in c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "a b c d e f"}],
-                                               stream=True):
+    with (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as c,
+        pytest.raises(openai.APIError) as info,
+    ):
+        for chunk in c.chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "a b c d e f"}], stream=True
+        ):
             got += [ch.delta.content or "" for ch in chunk.choices]
     assert got  # content had started: no silent failover, no truncated "success"
     assert "incomplete" in str(info.value)
@@ -162,9 +170,31 @@ def test_health_and_ready(server: ServerProcess) -> None:
 
 bodies = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=6),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(
-        st.sampled_from(["model", "messages", "role", "content", "stream", "tools", "n", "max_tokens", "input",
-                         "type", "modelyard", "response_format", "tool_choice", "stop"]), c, max_size=4),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "model",
+                    "messages",
+                    "role",
+                    "content",
+                    "stream",
+                    "tools",
+                    "n",
+                    "max_tokens",
+                    "input",
+                    "type",
+                    "modelyard",
+                    "response_format",
+                    "tool_choice",
+                    "stop",
+                ]
+            ),
+            c,
+            max_size=4,
+        )
+    ),
     max_leaves=10,
 )
 

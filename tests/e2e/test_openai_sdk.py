@@ -56,7 +56,10 @@ async def test_chat_async_and_stream_agree(sdk: openai.OpenAI, server: ServerPro
         msgs = [{"role": "user", "content": "stream me a reply please"}]
         full = await aclient.chat.completions.create(model=model, messages=msgs)  # type: ignore[arg-type]
         stream = await aclient.chat.completions.create(
-            model=model, messages=msgs, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model=model,
+            messages=msgs,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         parts: list[str] = []
         usage = None
@@ -75,9 +78,7 @@ async def test_chat_async_and_stream_agree(sdk: openai.OpenAI, server: ServerPro
 
 @pytest.mark.parametrize("model", MODELS)
 def test_stream_without_include_usage_sends_no_usage(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
-    chunks = list(
-        sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True)
-    )
+    chunks = list(sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True))
     assert chunks and all(c.usage is None for c in chunks)
 
 
@@ -138,8 +139,12 @@ def test_json_mode(sdk: openai.OpenAI, server: ServerProcess, model: str) -> Non
 def test_image_parts(sdk: openai.OpenAI, server: ServerProcess, model: str, fakes: dict[str, FakeServer]) -> None:
     resp = sdk.chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "what is this"},
-                                               {"type": "image_url", "image_url": {"url": PNG}}]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": PNG}}],
+            }
+        ],
     )
     assert resp.choices[0].message.content
     kind = next(k for k in KINDS if CHAT_MODELS[k][0] == model)
@@ -149,17 +154,23 @@ def test_image_parts(sdk: openai.OpenAI, server: ServerProcess, model: str, fake
 
 def test_max_tokens_length_and_stop(sdk: openai.OpenAI, server: ServerProcess) -> None:
     c = sdk
-    resp = c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "one two three four"}],
-                                     max_tokens=2)
+    resp = c.chat.completions.create(
+        model="gpt", messages=[{"role": "user", "content": "one two three four"}], max_tokens=2
+    )
     assert resp.choices[0].finish_reason == "length"
-    resp = c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "alpha STOP beta"}],
-                                     stop=["STOP"])
+    resp = c.chat.completions.create(
+        model="gpt", messages=[{"role": "user", "content": "alpha STOP beta"}], stop=["STOP"]
+    )
     assert "beta" not in (resp.choices[0].message.content or "")
 
 
 def test_n_and_passthrough_fields(sdk: openai.OpenAI, server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     resp = sdk.chat.completions.create(
-        model="gpt", messages=[{"role": "user", "content": "hi"}], n=2, seed=3, user="u-1",
+        model="gpt",
+        messages=[{"role": "user", "content": "hi"}],
+        n=2,
+        seed=3,
+        user="u-1",
         extra_body={"vendor_knob": {"x": 1}},
     )
     assert len(resp.choices) == 2
@@ -182,18 +193,14 @@ def test_provider_colon_model(sdk: openai.OpenAI, server: ServerProcess, fakes: 
 
 
 def test_default_route_and_route_name(sdk: openai.OpenAI, server: ServerProcess) -> None:
-    raw = sdk.chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "hi"}]
-    )
+    raw = sdk.chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-modelyard-route"] == "main"
     assert raw.parse().model == "gpt"
 
 
 def test_fallback_is_named(sdk: openai.OpenAI, server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].inject("gpt-4o", status=503)
-    raw = sdk.chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "hi"}]
-    )
+    raw = sdk.chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-modelyard-fallback"] == "true"
     assert raw.headers["x-modelyard-model"] == "gpt-mini"
     assert raw.parse().model == "gpt-mini"

@@ -14,8 +14,9 @@ from tests.helpers import ServerProcess, wait_for
 
 
 def chat(url: str, model: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]},
-                      timeout=10)
+    return httpx.post(
+        f"{url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}, timeout=10
+    )
 
 
 def version(url: str) -> int:
@@ -63,9 +64,12 @@ def test_inflight_stream_finishes_on_old_config(fakes: dict[str, FakeServer], tm
     srv = ServerProcess(cfg, tmp_path)
     try:
         fakes["openai"].inject("gpt-4o", first_token_delay_s=0.2, stall_after=2, stall_s=1.0, times=1)
-        with httpx.stream("POST", f"{srv.url}/v1/chat/completions", timeout=20,
-                          json={"model": "gpt", "stream": True,
-                                "messages": [{"role": "user", "content": "one two three four"}]}) as resp:
+        with httpx.stream(
+            "POST",
+            f"{srv.url}/v1/chat/completions",
+            timeout=20,
+            json={"model": "gpt", "stream": True, "messages": [{"role": "user", "content": "one two three four"}]},
+        ) as resp:
             assert resp.status_code == 200
             del cfg["models"]["gpt"]
             cfg["routes"]["main"] = {"models": ["gpt-mini"]}

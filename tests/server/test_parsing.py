@@ -23,19 +23,36 @@ def test_full_request_round_trip() -> None:
     body = chat(
         messages=[
             {"role": "system", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "what is"},
-                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA",
-                                                                             "detail": "low"}}]},
-            {"role": "assistant", "content": None,
-             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": "42"},
         ],
-        stream=True, stream_options={"include_usage": True}, temperature=0.5, top_p=0.9,
-        max_completion_tokens=100, n=2, stop="END", seed=7, user="u1", logprobs=True, top_logprobs=3,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0.5,
+        top_p=0.9,
+        max_completion_tokens=100,
+        n=2,
+        stop="END",
+        seed=7,
+        user="u1",
+        logprobs=True,
+        top_logprobs=3,
         tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}],
         tool_choice={"type": "function", "function": {"name": "f"}},
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
-        some_vendor_field={"a": 1}, modelyard={"fallback": False},
+        some_vendor_field={"a": 1},
+        modelyard={"fallback": False},
     )
     req = parse_chat_request(body)
     assert req.stream and req.include_usage
@@ -95,8 +112,13 @@ def test_embeddings_inputs() -> None:
     assert parse_embedding_request({"model": "e", "input": "a", "encoding_format": "base64"}).encoding_format == (
         "base64"
     )
-    for bad in ({"model": "e"}, {"model": "e", "input": []}, {"model": "e", "input": [None]},
-                {"model": "e", "input": "a", "encoding_format": "hex"}, {"model": "e", "input": "a", "dimensions": 0}):
+    for bad in (
+        {"model": "e"},
+        {"model": "e", "input": []},
+        {"model": "e", "input": [None]},
+        {"model": "e", "input": "a", "encoding_format": "hex"},
+        {"model": "e", "input": "a", "dimensions": 0},
+    ):
         with pytest.raises(InvalidRequestError):
             parse_embedding_request(bad)
 
@@ -115,11 +137,29 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-keys = st.sampled_from(["model", "messages", "stream", "temperature", "max_tokens", "tools", "tool_choice", "stop",
-                        "response_format", "n", "modelyard", "stream_options", "top_p", "seed", "logprobs"])
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool", "system", "x"])},
-                                optional={"content": json_values, "tool_calls": json_values,
-                                          "tool_call_id": json_values})
+keys = st.sampled_from(
+    [
+        "model",
+        "messages",
+        "stream",
+        "temperature",
+        "max_tokens",
+        "tools",
+        "tool_choice",
+        "stop",
+        "response_format",
+        "n",
+        "modelyard",
+        "stream_options",
+        "top_p",
+        "seed",
+        "logprobs",
+    ]
+)
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "tool", "system", "x"])},
+    optional={"content": json_values, "tool_calls": json_values, "tool_call_id": json_values},
+)
 
 
 @settings(max_examples=200, deadline=None)

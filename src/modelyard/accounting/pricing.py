@@ -179,7 +179,8 @@ def price_for(model_cfg: ModelConfig | None, upstream_model: str) -> Price | Non
     base = lookup_price(upstream_model)
     if model_cfg is None:
         return base
-    inp, out, cached = model_cfg.input_cost_per_mtok, model_cfg.output_cost_per_mtok, model_cfg.cached_input_cost_per_mtok
+    inp, out = model_cfg.input_cost_per_mtok, model_cfg.output_cost_per_mtok
+    cached = model_cfg.cached_input_cost_per_mtok
     if inp is None and out is None and cached is None:
         return base
     if base is None:

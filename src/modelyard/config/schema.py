@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
+    "BreakerConfig",
     "BudgetConfig",
     "CacheConfig",
     "Config",
@@ -82,6 +83,19 @@ class ProviderConfig(_Strict):
         return value.rstrip("/")
 
 
+class BreakerConfig(_Strict):
+    """When a model's circuit opens (it is skipped) and when it is tried again."""
+
+    #: consecutive failures that open the circuit
+    failure_threshold: int = Field(5, ge=1)
+    #: or: this failure ratio over ``window_s`` once the window holds ``min_requests`` outcomes
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(60.0, gt=0)
+    min_requests: int = Field(20, ge=1)
+    #: open -> half-open (one probe request at a time) after this many seconds
+    cooldown_s: float = Field(15.0, gt=0)
+
+
 class ModelConfig(_Strict):
     provider: str
     #: the upstream model name or endpoint id; defaults to the model's own name
@@ -103,6 +117,7 @@ class ModelConfig(_Strict):
     weight: float = Field(1.0, ge=0)
     tags: tuple[str, ...] = ()
     supports_prefill: bool = False
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     #: what the model serves: chat completions, embeddings, or both
     mode: Literal["chat", "embedding"] = "chat"
     #: local models: load at start-up; idle time before unloading (overrides the provider's)

@@ -18,7 +18,12 @@ import aiohttp
 import orjson
 
 from modelyard.config.schema import ProviderConfig
-from modelyard.errors import InvalidRequestError, UpstreamMalformedError, UpstreamStatusError
+from modelyard.errors import (
+    InvalidRequestError,
+    UpstreamConnectionError,
+    UpstreamMalformedError,
+    UpstreamStatusError,
+)
 from modelyard.providers._http import retry_after_from_headers, translate_errors
 from modelyard.types import (
     ChatChunk,
@@ -85,6 +90,7 @@ class Provider(ABC):
         self.is_local = config.local if config.local is not None else self.local_by_default
         self.health_state = ProviderHealth()
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     # -- the interface -------------------------------------------------------------------
 
@@ -113,6 +119,7 @@ class Provider(ABC):
         return HealthResult(True, (time.perf_counter() - start) * 1000, f"{len(models)} models")
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -125,6 +132,8 @@ class Provider(ABC):
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise UpstreamConnectionError(f"provider {self.name!r} was closed (config reloaded)", provider=self.name)
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self.config.max_connections,

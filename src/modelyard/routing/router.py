@@ -263,6 +263,7 @@ class Router:
                 f"({', '.join(skipped) or 'none'} unavailable: circuit open); try again shortly.{local}",
                 attempts=attempts,
                 last=ServiceUnavailableError("circuit open"),
+                records=result.attempts,
             )
         summary = "; ".join(f"{a.model}: {a.error_class}{f' {a.status}' if a.status else ''}" for a in result.attempts)
         return AllAttemptsFailedError(
@@ -270,6 +271,7 @@ class Router:
             f"Last error: {last.message if last else 'unknown'}.{local}",
             attempts=attempts,
             last=last,
+            records=result.attempts,
         )
 
     # -- the three kinds of call --------------------------------------------------------------

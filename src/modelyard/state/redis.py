@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
@@ -26,6 +26,7 @@ __all__ = [
     "is_redis_url",
     "redact_url",
     "redis_client",
+    "unavailable",
 ]
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
@@ -52,17 +53,25 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
 
 
-def redis_client(url: str, *, connect_timeout_s: float = 2.0, timeout_s: float = 5.0) -> Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``). No I/O happens here."""
+def redis_client(
+    url: str, *, max_connections: int = 64, connect_timeout_s: float = 2.0, timeout_s: float = 5.0
+) -> Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``). No I/O happens here.
+
+    Its pool holds at most ``max_connections``; a command beyond that waits for a free connection
+    (up to ``timeout_s``) instead of failing.  ``await client.aclose()`` closes the pool too.
+    """
     if not is_redis_url(url):
         raise ConfigError(f"expected a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}", path="state")
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
-        decode_responses=False,
+        max_connections=max_connections,
+        timeout=timeout_s,
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=timeout_s,
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)
 
 
 def unavailable(url: str, exc: BaseException) -> StateUnavailableError:

@@ -18,8 +18,11 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from modelyard.errors import ConfigError
 
 __all__ = ["Database", "async_url"]
 
@@ -63,8 +66,16 @@ class Database:
         connect_args: dict[str, Any] | None = None,
         echo: bool = False,
     ) -> None:
-        self.url = async_url(url)
+        try:
+            self.url = async_url(url)
+        except ArgumentError as exc:
+            raise ConfigError(f"not a database URL: {exc}", path="database") from None
         self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"unsupported database {self.url.drivername!r}: use sqlite:///path.db or postgresql://...",
+                path="database",
+            )
         kwargs: dict[str, Any] = {"echo": echo, "connect_args": dict(connect_args or {})}
         if self.dialect == "sqlite":
             if _is_memory(self.url):

@@ -22,6 +22,7 @@ import base64
 import dataclasses
 import hashlib
 import math
+import random
 import struct
 import threading
 from collections import Counter, deque
@@ -69,6 +70,8 @@ class Fault:
     no_done: bool = False
     #: apply to the next N matching requests only (None: until cleared)
     times: int | None = None
+    #: apply to each matching request with this probability (seeded: repeatable runs)
+    probability: float = 1.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
@@ -265,6 +268,7 @@ class FakeServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._rng = random.Random(0)
 
     # -- subclass hooks ------------------------------------------------------------------
 
@@ -484,6 +488,8 @@ class FakeServer:
             if not queue:
                 continue
             fault = queue[0]
+            if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                return None
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:

@@ -1,0 +1,608 @@
+"""Budgets and token quotas, exact under concurrency.
+
+Every budget whose scope matches a request applies to it: ``global``; ``organization``, ``key``,
+``route`` and ``model`` either for one ``target`` or, untargeted, for each org / key / route / model
+separately.  A request **reserves** its worst case (cost of its input plus its largest possible
+output) against all of them at once, or is refused with :class:`BudgetExceededError` (429) when
+``used + reserved + request`` would pass ``stop_at * limit`` on any of them; after the call it
+**settles** the actual amount (or **releases** everything when the call failed).  Reservations whose
+holder died are given back after ``reservation_ttl_s``.
+
+Money is counted in integer nano-dollars, so both backends add up exactly.  Counters are per
+period: the UTC calendar day, the UTC calendar month, or ``total``.  Crossing an ``alert_at``
+fraction (or ``stop_at``) returns a :class:`BudgetEvent`, once per threshold per period; the caller
+logs it, records it and calls the webhook.
+
+:class:`MemoryLedger` serves one process (its critical sections never await);
+:class:`RedisLedger` serves several replicas through atomic Lua scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import orjson
+from redis.asyncio import Redis
+
+from modelyard.config.schema import BudgetConfig
+from modelyard.errors import RateLimitError
+from modelyard.state.lua import RESERVE_LUA, SETTLE_LUA
+from modelyard.state.redis import LuaScript, RedisError, redis_client, unavailable
+
+__all__ = [
+    "BudgetEvent",
+    "BudgetExceededError",
+    "BudgetLedger",
+    "BudgetStatus",
+    "CounterRef",
+    "MemoryLedger",
+    "Period",
+    "RedisLedger",
+    "Reservation",
+    "Scope",
+    "make_ledger",
+    "period_of",
+]
+
+log = logging.getLogger("modelyard.budgets")
+
+NANO = 1_000_000_000
+#: Counters outlive their period by this much (a request that straddles midnight still settles).
+GRACE = timedelta(days=1)
+DEFAULT_RESERVATION_TTL_S = 1800.0
+
+BudgetState = Literal["ok", "alert", "stopped"]
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one request counts against."""
+
+    org_id: str | None = None
+    key_id: str | None = None
+    route: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A budget window: ``2025-01-31`` (day), ``2025-01`` (month) or ``total``; bounds in UTC."""
+
+    id: str
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRef:
+    """One budget's counter for one target in one period."""
+
+    budget: str
+    scope: str  # "global" or "<scope>:<target>"
+    period: Period
+    key: str
+    #: how long the counter must be kept, from when the reservation was made (0: forever)
+    ttl_ms: int = 0
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: str
+    usd: float
+    tokens: int
+    counters: tuple[CounterRef, ...]
+    usd_nano: int = 0
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """A threshold crossed (``kind="alert"``) or the emergency stop reached (``kind="stop"``)."""
+
+    budget: str
+    scope: str
+    period: str
+    threshold: float
+    fraction: float
+    kind: Literal["alert", "stop"]
+    message: str
+    webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    budget: str
+    scope: str
+    period: str
+    period_start: datetime | None
+    period_end: datetime | None
+    limit_usd: float | None
+    limit_tokens: int | None
+    used_usd: float
+    used_tokens: int
+    reserved_usd: float
+    reserved_tokens: int
+    fraction: float
+    state: BudgetState
+
+
+class BudgetExceededError(RateLimitError):
+    """A budget would be passed (429). Names the budget, its limit and when it resets."""
+
+    default_code = "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, scope: str, resets_at: datetime | None, retry_after: float | None):
+        super().__init__(message, retry_after=retry_after)
+        self.budget = budget
+        self.scope = scope
+        self.resets_at = resets_at
+
+
+class BudgetLedger(Protocol):
+    async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation: ...
+
+    async def settle(self, reservation: Reservation, *, usd: float, tokens: int) -> list[BudgetEvent]: ...
+
+    async def release(self, reservation: Reservation) -> None: ...
+
+    async def usage(self, now: datetime | None = None) -> list[BudgetStatus]: ...
+
+    def reconfigure(self, budgets: Sequence[BudgetConfig]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- shared logic ---------------------------------------------------------------------------
+
+
+def _utc(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def period_of(kind: str, now: datetime) -> Period:
+    now = _utc(now)
+    if kind == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return Period(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1))
+    if kind == "month":
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return Period(start.strftime("%Y-%m"), start, end)
+    return Period("total", None, None)
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _target(b: BudgetConfig, scope: Scope) -> str | None:
+    """The scope label a request counts under for budget ``b``, or None when ``b`` does not apply."""
+    if b.scope == "global":
+        return "global"
+    value = {"organization": scope.org_id, "key": scope.key_id, "route": scope.route, "model": scope.model}[b.scope]
+    if value is None or (b.target is not None and b.target != value):
+        return None
+    return f"{b.scope}:{value}"
+
+
+def _cap_usd(b: BudgetConfig) -> int:
+    return -1 if b.limit_usd is None else round(b.stop_at * b.limit_usd * NANO)
+
+
+def _cap_tokens(b: BudgetConfig) -> int:
+    return -1 if b.limit_tokens is None else int(b.stop_at * b.limit_tokens)
+
+
+def _fraction(b: BudgetConfig, used_nano: float, used_tokens: float) -> float:
+    frac = 0.0
+    if b.limit_usd:
+        frac = max(frac, used_nano / (b.limit_usd * NANO))
+    if b.limit_tokens:
+        frac = max(frac, used_tokens / b.limit_tokens)
+    return frac
+
+
+def _thresholds(b: BudgetConfig) -> list[tuple[str, float]]:
+    return [(repr(t), t) for t in sorted(b.alert_at)] + [("stop", b.stop_at)]
+
+
+def _limit_text(b: BudgetConfig) -> str:
+    parts = []
+    if b.limit_usd is not None:
+        parts.append(f"${b.limit_usd:,.4f}")
+    if b.limit_tokens is not None:
+        parts.append(f"{b.limit_tokens:,} tokens")
+    per = {"day": " per UTC day", "month": " per UTC month", "total": " in total"}[b.period]
+    return " and ".join(parts) + per
+
+
+def _state(b: BudgetConfig, frac: float) -> BudgetState:
+    if frac >= b.stop_at:
+        return "stopped"
+    return "alert" if any(frac >= t for t in b.alert_at) else "ok"
+
+
+def _ttl_ms(period: Period, now: datetime) -> int:
+    """How long a counter must live from now: the rest of its period plus the grace (0: forever)."""
+    if period.end is None:
+        return 0
+    return max(1, int((period.end - now + GRACE).total_seconds() * 1000))
+
+
+class _LedgerBase:
+    def __init__(self, budgets: Sequence[BudgetConfig], *, key_prefix: str, reservation_ttl_s: float) -> None:
+        self._budgets: dict[str, BudgetConfig] = {}
+        self.prefix = key_prefix
+        self.reservation_ttl_s = reservation_ttl_s
+        self.reconfigure(budgets)
+
+    def reconfigure(self, budgets: Sequence[BudgetConfig]) -> None:
+        """Use a new set of budgets (after a config reload); counters of unchanged names carry on."""
+        self._budgets = {b.name: b for b in budgets}
+
+    @property
+    def budgets(self) -> list[BudgetConfig]:
+        return list(self._budgets.values())
+
+    def _counter_key(self, budget: str, scope: str, period: str) -> str:
+        return f"{self.prefix}c|{budget}|{scope}|{period}"
+
+    def _targets_key(self, budget: str, period: str) -> str:
+        return f"{self.prefix}t|{budget}|{period}"
+
+    def _matching(self, scope: Scope, now: datetime) -> list[tuple[BudgetConfig, CounterRef]]:
+        out = []
+        for b in self._budgets.values():
+            label = _target(b, scope)
+            if label is None:
+                continue
+            period = period_of(b.period, now)
+            key = self._counter_key(b.name, label, period.id)
+            out.append((b, CounterRef(b.name, label, period, key, _ttl_ms(period, now))))
+        return out
+
+    def _exceeded(
+        self,
+        b: BudgetConfig,
+        ref: CounterRef,
+        dim: str,
+        used: int,
+        reserved: int,
+        usd_nano: int,
+        tokens: int,
+        now: datetime,
+    ) -> BudgetExceededError:
+        if dim == "usd":
+            have = f"${used / NANO:,.4f} used and ${reserved / NANO:,.4f} reserved"
+            need = f"up to ${usd_nano / NANO:,.4f}"
+        else:
+            have = f"{used:,} tokens used and {reserved:,} reserved"
+            need = f"up to {tokens:,} tokens"
+        end = ref.period.end
+        resets = _iso(end) if end is not None else "never"
+        stop = f" (stops at {b.stop_at:.0%})" if b.stop_at != 1.0 else ""
+        message = (
+            f"budget {b.name!r} ({ref.scope}) would be exceeded: limit {_limit_text(b)}{stop}, "
+            f"{have} in period {ref.period.id}; this request needs {need}. Resets: {resets}."
+        )
+        retry = (end - now).total_seconds() if end is not None else None
+        return BudgetExceededError(message, budget=b.name, scope=ref.scope, resets_at=end, retry_after=retry)
+
+    def _event(self, ref: CounterRef, label: str, frac: float) -> BudgetEvent | None:
+        b = self._budgets.get(ref.budget)
+        if b is None:
+            return None
+        kind: Literal["alert", "stop"]
+        if label == "stop":
+            threshold, kind = b.stop_at, "stop"
+            what = f"reached its stop at {b.stop_at:.0%}: further requests are refused"
+        else:
+            threshold, kind = float(label), "alert"
+            what = f"passed {threshold:.0%}"
+        message = (
+            f"budget {b.name!r} ({ref.scope}) {what} ({frac:.1%} of {_limit_text(b)} used, period {ref.period.id})"
+        )
+        return BudgetEvent(b.name, ref.scope, ref.period.id, threshold, frac, kind, message, b.webhook)
+
+    def _status(self, b: BudgetConfig, scope: str, period: Period, raw: Sequence[Any]) -> BudgetStatus:
+        uusd, utok, rusd, rtok = (int(x or 0) for x in raw)
+        frac = _fraction(b, uusd, utok)
+        return BudgetStatus(
+            budget=b.name, scope=scope, period=period.id, period_start=period.start, period_end=period.end,
+            limit_usd=b.limit_usd, limit_tokens=b.limit_tokens, used_usd=uusd / NANO, used_tokens=utok,
+            reserved_usd=rusd / NANO, reserved_tokens=rtok, fraction=frac, state=_state(b, frac),
+        )  # fmt: skip
+
+
+# -- one process ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counter:
+    budget: str = ""
+    scope: str = ""
+    period: str = ""
+    used_usd: int = 0
+    used_tokens: int = 0
+    reserved_usd: int = 0
+    reserved_tokens: int = 0
+    expires: datetime | None = None
+    alerted: set[str] = field(default_factory=set)
+
+
+def _new_counter(ref: CounterRef) -> _Counter:
+    end = ref.period.end
+    return _Counter(ref.budget, ref.scope, ref.period.id, expires=None if end is None else end + GRACE)
+
+
+class MemoryLedger(_LedgerBase):
+    """Budgets for one process. Each operation runs without awaiting, so it is atomic in asyncio."""
+
+    def __init__(self, budgets: Sequence[BudgetConfig], *, reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S):
+        super().__init__(budgets, key_prefix="", reservation_ttl_s=reservation_ttl_s)
+        self._counters: dict[str, _Counter] = {}
+        #: open reservations, in deadline order (the TTL is the same for all)
+        self._open: dict[str, tuple[float, Reservation]] = {}
+
+    def _purge_stale(self) -> None:
+        clock = time.monotonic()
+        while self._open:
+            rid, (deadline, res) = next(iter(self._open.items()))
+            if deadline > clock:
+                break
+            del self._open[rid]
+            self._unreserve(res)
+
+    def _unreserve(self, res: Reservation) -> None:
+        for ref in res.counters:
+            c = self._counters.get(ref.key)
+            if c is not None:
+                c.reserved_usd -= res.usd_nano
+                c.reserved_tokens -= res.tokens
+
+    def _counter(self, ref: CounterRef, now: datetime) -> _Counter:
+        c = self._counters.get(ref.key)
+        if c is None:
+            # a new counter is rare (once per target per period): drop the ones past their grace
+            for key in [k for k, v in self._counters.items() if v.expires is not None and v.expires < now]:
+                del self._counters[key]
+            c = self._counters[ref.key] = _new_counter(ref)
+        return c
+
+    async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation:
+        at = _utc(now)
+        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
+        self._purge_stale()
+        matched = self._matching(scope, at)
+        counters = [self._counter(ref, at) for _, ref in matched]
+        for (b, ref), c in zip(matched, counters, strict=True):
+            cap_usd, cap_tok = _cap_usd(b), _cap_tokens(b)
+            if cap_usd >= 0 and c.used_usd + c.reserved_usd + usd_nano > cap_usd:
+                raise self._exceeded(b, ref, "usd", c.used_usd, c.reserved_usd, usd_nano, tokens, at)
+            if cap_tok >= 0 and c.used_tokens + c.reserved_tokens + tokens > cap_tok:
+                raise self._exceeded(b, ref, "tokens", c.used_tokens, c.reserved_tokens, usd_nano, tokens, at)
+        for c in counters:
+            c.reserved_usd += usd_nano
+            c.reserved_tokens += tokens
+        res = Reservation(uuid.uuid4().hex, usd, tokens, tuple(ref for _, ref in matched), usd_nano)
+        if res.counters:
+            self._open[res.id] = (time.monotonic() + self.reservation_ttl_s, res)
+        return res
+
+    async def settle(self, reservation: Reservation, *, usd: float, tokens: int) -> list[BudgetEvent]:
+        if reservation.closed:
+            return []
+        reservation.closed = True
+        if self._open.pop(reservation.id, None) is not None:
+            self._unreserve(reservation)
+        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
+        events: list[BudgetEvent] = []
+        for ref in reservation.counters:
+            c = self._counters.get(ref.key)
+            if c is None:
+                c = self._counters[ref.key] = _new_counter(ref)
+            c.used_usd += usd_nano
+            c.used_tokens += tokens
+            b = self._budgets.get(ref.budget)
+            if b is None:
+                continue
+            frac = _fraction(b, c.used_usd, c.used_tokens)
+            for label, threshold in _thresholds(b):
+                if frac >= threshold and label not in c.alerted:
+                    c.alerted.add(label)
+                    event = self._event(ref, label, frac)
+                    if event is not None:
+                        events.append(event)
+        return events
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.closed:
+            return
+        reservation.closed = True
+        if self._open.pop(reservation.id, None) is not None:
+            self._unreserve(reservation)
+
+    async def usage(self, now: datetime | None = None) -> list[BudgetStatus]:
+        at = _utc(now)
+        self._purge_stale()
+        out = []
+        for b in self._budgets.values():
+            period = period_of(b.period, at)
+            scopes = sorted(c.scope for c in self._counters.values() if c.budget == b.name and c.period == period.id)
+            if b.scope == "global":
+                scopes = ["global"]
+            elif b.target is not None:
+                scopes = [f"{b.scope}:{b.target}"]
+            for label in scopes:
+                c = self._counters.get(self._counter_key(b.name, label, period.id)) or _Counter()
+                raw = (c.used_usd, c.used_tokens, c.reserved_usd, c.reserved_tokens)
+                out.append(self._status(b, label, period, raw))
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+
+# -- several processes: Redis ----------------------------------------------------------------
+
+
+class RedisLedger(_LedgerBase):
+    """Budgets shared by every replica through one Redis. All checks and updates are Lua scripts."""
+
+    _reserve = LuaScript(RESERVE_LUA)
+    _settle = LuaScript(SETTLE_LUA)
+
+    def __init__(
+        self,
+        budgets: Sequence[BudgetConfig],
+        client: Redis,
+        *,
+        url: str = "redis",
+        key_prefix: str = "{modelyard}:budget:",
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(budgets, key_prefix=key_prefix, reservation_ttl_s=reservation_ttl_s)
+        self.client = client
+        self.url = url
+        self._owns_client = owns_client
+
+    def _res_key(self, rid: str) -> str:
+        return f"{self.prefix}r|{rid}"
+
+    async def _run(self, script: LuaScript, keys: list[str], spec: dict[str, Any]) -> Any:
+        try:
+            return await script(self.client, keys, [orjson.dumps(spec)])
+        except (RedisError, OSError) as exc:
+            raise unavailable(self.url, exc) from exc
+
+    async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation:
+        at = _utc(now)
+        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
+        matched = self._matching(scope, at)
+        res = Reservation(uuid.uuid4().hex, usd, tokens, tuple(ref for _, ref in matched), usd_nano)
+        if not matched:
+            return res
+        wall_ms = int(time.time() * 1000)
+        ttl_ms = int(self.reservation_ttl_s * 1000)
+        spec = {
+            "id": res.id,
+            "now": wall_ms,
+            "deadline": wall_ms + ttl_ms,
+            "rttl": ttl_ms + int(GRACE.total_seconds() * 1000),
+            "rp": self._res_key(""),
+            "usd": usd_nano,
+            "tok": tokens,
+            "usds": str(usd_nano),
+            "toks": str(tokens),
+            "nusds": str(-usd_nano),
+            "ntoks": str(-tokens),
+            "c": [
+                {"cu": _cap_usd(b), "ct": _cap_tokens(b), "ttl": _ttl_ms(ref.period, at), "t": ref.scope}
+                for b, ref in matched
+            ],
+        }
+        keys = [f"{self.prefix}rexp", self._res_key(res.id)]
+        keys += [ref.key for _, ref in matched]
+        keys += [self._targets_key(b.name, ref.period.id) for b, ref in matched]
+        reply = await self._run(self._reserve, keys, spec)
+        index = int(reply[0])
+        if index:
+            b, ref = matched[index - 1]
+            dim = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            raise self._exceeded(b, ref, dim, int(reply[2]), int(reply[3]), usd_nano, tokens, at)
+        return res
+
+    async def _finish(self, reservation: Reservation, *, usd_nano: int, tokens: int, settle: bool) -> list[Any]:
+        counters = []
+        for ref in reservation.counters:
+            b = self._budgets.get(ref.budget)
+            counters.append({
+                "ttl": ref.ttl_ms,
+                "lu": b.limit_usd * NANO if b is not None and b.limit_usd else 0,
+                "lt": b.limit_tokens if b is not None and b.limit_tokens else 0,
+                "th": _thresholds(b) if b is not None else [],
+            })  # fmt: skip
+        spec = {
+            "id": reservation.id,
+            "settle": 1 if settle else 0,
+            "usds": str(usd_nano),
+            "toks": str(tokens),
+            "nusds": str(-reservation.usd_nano),
+            "ntoks": str(-reservation.tokens),
+            "c": counters,
+        }
+        keys = [f"{self.prefix}rexp", self._res_key(reservation.id)] + [ref.key for ref in reservation.counters]
+        reply = await self._run(self._settle, keys, spec)
+        return list(reply or [])
+
+    async def settle(self, reservation: Reservation, *, usd: float, tokens: int) -> list[BudgetEvent]:
+        if reservation.closed:
+            return []
+        reservation.closed = True
+        if not reservation.counters:
+            return []
+        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
+        reply = await self._finish(reservation, usd_nano=usd_nano, tokens=tokens, settle=True)
+        events = []
+        for index, label, frac in reply:
+            name = label.decode() if isinstance(label, bytes) else str(label)
+            event = self._event(reservation.counters[int(index) - 1], name, float(frac))
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.closed:
+            return
+        reservation.closed = True
+        if reservation.counters:
+            await self._finish(reservation, usd_nano=0, tokens=0, settle=False)
+
+    async def usage(self, now: datetime | None = None) -> list[BudgetStatus]:
+        at = _utc(now)
+        budgets = list(self._budgets.values())
+        periods = [period_of(b.period, at) for b in budgets]
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for b, period in zip(budgets, periods, strict=True):
+                pipe.smembers(self._targets_key(b.name, period.id))
+            members = await pipe.execute()
+            rows: list[tuple[BudgetConfig, str, Period]] = []
+            for b, period, found in zip(budgets, periods, members, strict=True):
+                if b.scope == "global":
+                    labels = ["global"]
+                elif b.target is not None:
+                    labels = [f"{b.scope}:{b.target}"]
+                else:
+                    labels = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
+                rows += [(b, label, period) for label in labels]
+            pipe = self.client.pipeline(transaction=False)
+            for b, label, period in rows:
+                pipe.hmget(self._counter_key(b.name, label, period.id), ["uusd", "utok", "rusd", "rtok"])
+            values = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise unavailable(self.url, exc) from exc
+        return [self._status(b, label, period, raw) for (b, label, period), raw in zip(rows, values, strict=True)]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+
+def make_ledger(budgets: Sequence[BudgetConfig], state_url: str, **kwargs: Any) -> BudgetLedger:
+    """A ledger for the ``state`` setting: ``memory`` (one process) or a ``redis://`` URL (shared)."""
+    if state_url == "memory":
+        return MemoryLedger(budgets, **kwargs)
+    return RedisLedger(budgets, redis_client(state_url), url=state_url, owns_client=True, **kwargs)

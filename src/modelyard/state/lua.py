@@ -1,0 +1,106 @@
+"""Lua scripts that keep shared state exact: each runs atomically inside Redis.
+
+Budget keys (``P`` is the ledger's key prefix, hash-tagged so one Redis Cluster slot holds them all):
+
+* ``P c|<budget>|<scope>|<period>`` — a counter hash: ``uusd``/``utok`` used (nano-dollars, tokens),
+  ``rusd``/``rtok`` reserved by calls in flight, ``a:<threshold>`` alerts already sent.  Expires when
+  its period (plus a grace day) is over; ``total`` counters never expire.
+* ``P t|<budget>|<period>`` — the set of scope labels seen in a period (for untargeted budgets).
+* ``P r|<id>`` — one open reservation: ``usd``/``tok``, their negations ``nusd``/``ntok``, and a
+  ``k:<counter key>`` field per counter it holds.
+* ``P rexp`` — open reservation ids scored by their deadline (wall clock, ms); a reservation whose
+  holder died is given back by the next ``reserve``.
+
+Amounts to add travel as decimal strings (``HINCRBY`` takes them as they are) so no number ever
+goes through Lua's ``%.14g`` formatting; limits are compared as doubles (exact below 2^53).
+"""
+
+from __future__ import annotations
+
+__all__ = ["RESERVE_LUA", "SETTLE_LUA"]
+
+#: KEYS: rexp, reservation, counters[n], target sets[n].  ARGV[1]: JSON spec.
+#: Returns {0} when reserved, else {i, "usd"|"tokens", used, reserved} for the first budget refusing.
+RESERVE_LUA = """
+local spec = cjson.decode(ARGV[1])
+local n = #spec.c
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', spec.now, 'LIMIT', 0, 64)
+for _, rid in ipairs(stale) do
+  local rkey = spec.rp .. rid
+  local nusd = redis.call('HGET', rkey, 'nusd')
+  local ntok = redis.call('HGET', rkey, 'ntok')
+  if nusd then
+    local fields = redis.call('HKEYS', rkey)
+    for _, f in ipairs(fields) do
+      if string.sub(f, 1, 2) == 'k:' then
+        local ck = string.sub(f, 3)
+        if redis.call('EXISTS', ck) == 1 then
+          redis.call('HINCRBY', ck, 'rusd', nusd)
+          redis.call('HINCRBY', ck, 'rtok', ntok)
+        end
+      end
+    end
+  end
+  redis.call('DEL', rkey)
+  redis.call('ZREM', KEYS[1], rid)
+end
+for i = 1, n do
+  local c = spec.c[i]
+  local v = redis.call('HMGET', KEYS[2 + i], 'uusd', 'utok', 'rusd', 'rtok')
+  local uusd, utok = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  local rusd, rtok = tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  if c.cu >= 0 and uusd + rusd + spec.usd > c.cu then return {i, 'usd', uusd, rusd} end
+  if c.ct >= 0 and utok + rtok + spec.tok > c.ct then return {i, 'tokens', utok, rtok} end
+end
+local rfields = {'usd', spec.usds, 'tok', spec.toks, 'nusd', spec.nusds, 'ntok', spec.ntoks}
+for i = 1, n do
+  local c = spec.c[i]
+  local k = KEYS[2 + i]
+  local tk = KEYS[2 + n + i]
+  redis.call('HINCRBY', k, 'rusd', spec.usds)
+  redis.call('HINCRBY', k, 'rtok', spec.toks)
+  redis.call('SADD', tk, c.t)
+  if c.ttl > 0 then
+    redis.call('PEXPIRE', k, c.ttl)
+    redis.call('PEXPIRE', tk, c.ttl)
+  end
+  table.insert(rfields, 'k:' .. k)
+  table.insert(rfields, '1')
+end
+redis.call('HSET', KEYS[2], unpack(rfields))
+redis.call('PEXPIRE', KEYS[2], spec.rttl)
+redis.call('ZADD', KEYS[1], spec.deadline, spec.id)
+return {0}
+"""
+
+#: KEYS: rexp, reservation, counters[n].  ARGV[1]: JSON spec.
+#: Gives back the reservation (if still open), adds the actual amount (``settle == 1``) and returns
+#: the thresholds crossed for the first time in the period: {{i, label, fraction}, ...}.
+SETTLE_LUA = """
+local spec = cjson.decode(ARGV[1])
+local open = redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], spec.id)
+local events = {}
+for i = 1, #spec.c do
+  local c = spec.c[i]
+  local k = KEYS[2 + i]
+  if open == 1 and redis.call('EXISTS', k) == 1 then
+    redis.call('HINCRBY', k, 'rusd', spec.nusds)
+    redis.call('HINCRBY', k, 'rtok', spec.ntoks)
+  end
+  if spec.settle == 1 then
+    local uusd = redis.call('HINCRBY', k, 'uusd', spec.usds)
+    local utok = redis.call('HINCRBY', k, 'utok', spec.toks)
+    if c.ttl > 0 and redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, c.ttl) end
+    local frac = 0
+    if c.lu > 0 then frac = math.max(frac, uusd / c.lu) end
+    if c.lt > 0 then frac = math.max(frac, utok / c.lt) end
+    for _, th in ipairs(c.th) do
+      if frac >= th[2] and redis.call('HSETNX', k, 'a:' .. th[1], '1') == 1 then
+        table.insert(events, {i, th[1], string.format('%.17g', frac)})
+      end
+    end
+  end
+end
+return events
+"""

@@ -1,0 +1,1 @@
+"""Migration revisions (loaded by alembic from their files, not imported as modules)."""

@@ -1,0 +1,205 @@
+"""The schema, as SQLAlchemy Core tables.  Migrations (``storage/migrations``) create exactly this.
+
+Every row that belongs to a tenant carries its organisation (``org_id``).  Usage rows keep the
+``org_id`` they were written with and have no foreign key: usage history outlives organisations
+and keys, and the hot insert path should not pay for constraint checks.
+
+Times are stored in UTC: ``timestamp with time zone`` on Postgres, ISO text on SQLite (through
+:class:`UtcDateTime`, which always hands back aware UTC datetimes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "UtcDateTime",
+    "api_keys",
+    "budget_events",
+    "metadata",
+    "organizations",
+    "provider_credentials",
+    "settings",
+    "usage_attempts",
+    "usage_requests",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (naive input is taken as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+_ID = 64  # identifiers: org and key ids, request ids
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("org_id", String(_ID), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    #: sha256 of the plaintext key, hex; the plaintext is never stored
+    Column("key_hash", String(64), nullable=False, unique=True),
+    #: the first characters of the key, for display ("my-abcd")
+    Column("prefix", String(16), nullable=False),
+    Column("allowed_routes", JSON, nullable=True),
+    Column("allowed_models", JSON, nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("budget_usd", Double, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+
+def _usage_columns() -> list[Column[Any]]:
+    """The columns usage_requests and usage_attempts share."""
+    return [
+        Column("ts", UtcDateTime, nullable=False),
+        Column("request_id", String(_ID), nullable=False),
+        Column("org_id", String(_ID), nullable=True),
+        Column("key_id", String(_ID), nullable=True),
+        Column("route", String(200), nullable=False),
+        Column("task", String(100), nullable=True),
+        Column("model", String(200), nullable=False),
+        Column("provider", String(100), nullable=False),
+        Column("tokens_in", Integer, nullable=False),
+        Column("tokens_out", Integer, nullable=False),
+        Column("tokens_cached", Integer, nullable=False),
+        Column("cost_usd", Double, nullable=False),
+        Column("cost_estimated", Boolean, nullable=False),
+        Column("latency_ms", Double, nullable=False),
+        Column("ttft_ms", Double, nullable=True),
+        Column("success", Boolean, nullable=False),
+        Column("error_class", String(64), nullable=True),
+        Column("status", Integer, nullable=True),
+        Column("fallback", Boolean, nullable=False),
+        Column("stream", Boolean, nullable=False),
+    ]
+
+
+usage_requests = Table(
+    "usage_requests",
+    metadata,
+    *_usage_columns(),
+    Column("baseline_cost_usd", Double, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("cache_hit", Boolean, nullable=False),
+    PrimaryKeyConstraint("request_id"),
+    Index(None, "ts"),
+    Index(None, "org_id", "ts"),
+    Index(None, "key_id", "ts"),
+    Index(None, "model"),
+    Index(None, "route"),
+)
+
+usage_attempts = Table(
+    "usage_attempts",
+    metadata,
+    *_usage_columns(),
+    Column("attempt_number", Integer, nullable=False),
+    PrimaryKeyConstraint("request_id", "attempt_number"),
+    Index(None, "ts"),
+    Index(None, "org_id", "ts"),
+    Index(None, "model"),
+    Index(None, "route"),
+)
+
+provider_credentials = Table(
+    "provider_credentials",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("org_id", String(_ID), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("provider", String(100), nullable=False),
+    Column("name", String(200), nullable=False),
+    #: AES-GCM ciphertext (with its tag) of the secret; see modelyard.security.crypto
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    #: what may be shown: "sk-...abcd"
+    Column("masked", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+budget_events = Table(
+    "budget_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("org_id", String(_ID), nullable=True),
+    Column("budget", String(200), nullable=False),
+    #: which instance of the budget: the org, key, route or model id ("" for global)
+    Column("scope_key", String(200), nullable=False),
+    Column("period_start", UtcDateTime, nullable=False),
+    #: "alert" or "stop"
+    Column("kind", String(16), nullable=False),
+    Column("fraction", Double, nullable=False),
+    Column("message", Text, nullable=False),
+    UniqueConstraint("budget", "scope_key", "period_start", "kind", "fraction"),
+    Index(None, "ts"),
+    Index(None, "org_id", "ts"),
+)

@@ -1,0 +1,238 @@
+"""Usage records in the database: batched inserts and the ``GET /v1/stats`` aggregates.
+
+Inserts are idempotent: the request id (and, for attempts, the attempt number) is the primary
+key and a row that is already there is skipped (``ON CONFLICT DO NOTHING``), so the usage writer
+can replay a spill file after a crash without counting anything twice.
+
+Percentiles are linear-interpolation percentiles, the same definition as Postgres'
+``percentile_cont``: for the sorted values ``v[0..n-1]`` and fraction ``p``, ``pos = p * (n - 1)``
+and the result is ``v[floor(pos)] + (v[floor(pos) + 1] - v[floor(pos)]) * (pos - floor(pos))``.
+Postgres computes them with ``percentile_cont``; SQLite (which has no such aggregate) with window
+functions in SQL.  Latency percentiles cover successful requests only (a failure is either very
+fast or a timeout, and both would distort them); time to first token covers requests that have one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from modelyard.accounting.records import AttemptRecord, RequestRecord, to_row
+from modelyard.storage.db import Database
+from modelyard.storage.tables import usage_attempts, usage_requests
+
+__all__ = ["GroupBy", "UsageStore"]
+
+GroupBy = Literal["model", "route", "provider", "org", "hour", "day"]
+_TIME_GROUPS = ("hour", "day")
+_T = usage_requests
+
+
+def _rate(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+class UsageStore:
+    """Writes usage records and answers the stats queries."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+        dialect_insert = postgresql.insert if database.is_postgres else sqlite.insert
+        self._insert_requests: Insert = dialect_insert(usage_requests).on_conflict_do_nothing()
+        self._insert_attempts: Insert = dialect_insert(usage_attempts).on_conflict_do_nothing()
+
+    async def insert(self, requests: Sequence[RequestRecord], attempts: Sequence[AttemptRecord]) -> None:
+        """Insert records in one transaction; rows already present are skipped."""
+        if not requests and not attempts:
+            return
+        async with self.db.begin_write() as conn:
+            if requests:
+                await conn.execute(self._insert_requests, [to_row(r) for r in requests])
+            if attempts:
+                await conn.execute(self._insert_attempts, [to_row(a) for a in attempts])
+
+    async def count(self) -> tuple[int, int]:
+        """Rows in usage_requests and usage_attempts."""
+        async with self.db.engine.connect() as conn:
+            requests = (await conn.execute(select(func.count()).select_from(usage_requests))).scalar_one()
+            attempts = (await conn.execute(select(func.count()).select_from(usage_attempts))).scalar_one()
+        return int(requests), int(attempts)
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def _key(self, group_by: GroupBy | None) -> ColumnElement[Any]:
+        if group_by is None:
+            return literal(None)
+        if group_by in _TIME_GROUPS:
+            if self.db.is_postgres:
+                fmt = 'YYYY-MM-DD"T"HH24":00:00Z"' if group_by == "hour" else "YYYY-MM-DD"
+                return func.to_char(func.timezone("UTC", _T.c.ts), fmt)
+            return func.strftime("%Y-%m-%dT%H:00:00Z" if group_by == "hour" else "%Y-%m-%d", _T.c.ts)
+        column = {"model": _T.c.model, "route": _T.c.route, "provider": _T.c.provider, "org": _T.c.org_id}[group_by]
+        return column
+
+    @staticmethod
+    def _filters(org_id: str | None, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if org_id is not None:
+            conds.append(_T.c.org_id == org_id)
+        if since is not None:
+            conds.append(_T.c.ts >= since)
+        if until is not None:
+            conds.append(_T.c.ts < until)
+        return conds
+
+    @staticmethod
+    def _sqlite_percentiles(
+        key: ColumnElement[Any], value: ColumnElement[Any], conds: list[ColumnElement[bool]], ps: dict[str, float]
+    ) -> Select[Any]:
+        """Interpolated percentiles per group with window functions (SQLite has no percentile_cont)."""
+        inner = (
+            select(
+                key.label("k"),
+                value.label("v"),
+                (func.row_number().over(partition_by=key, order_by=value) - 1).label("rn"),
+                func.count().over(partition_by=key).label("n"),
+            )
+            .where(*conds, value.is_not(None))
+            .subquery()
+        )
+        columns: list[ColumnElement[Any]] = []
+        for name, p in ps.items():
+            pos = (inner.c.n - 1) * literal(p)
+            lo = cast(pos, Integer)
+            frac = pos - lo
+            picked = case(
+                (inner.c.rn == lo, inner.c.v * (1 - frac)),
+                (inner.c.rn == lo + 1, inner.c.v * frac),
+                else_=0.0,
+            )
+            columns.append(func.sum(picked).label(name))
+        return select(inner.c.k, *columns).group_by(inner.c.k)
+
+    async def stats(
+        self,
+        *,
+        group_by: GroupBy | None,
+        org_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given).
+
+        ``group_by=None`` gives one row of totals.  Each row has ``key`` (the model, route,
+        provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures.
+        Time groups come in time order, the others by request count, highest first.
+        """
+        key = self._key(group_by)
+        conds = self._filters(org_id, since, until)
+        ok_latency = case((_T.c.success, _T.c.latency_ms), else_=None)
+        columns: list[ColumnElement[Any]] = [
+            key.label("k"),
+            func.count().label("requests"),
+            func.sum(case((_T.c.success, 1), else_=0)).label("successes"),
+            func.sum(case((_T.c.fallback, 1), else_=0)).label("fallbacks"),
+            func.sum(case((_T.c.cache_hit, 1), else_=0)).label("cache_hits"),
+            func.sum(_T.c.tokens_in).label("tokens_in"),
+            func.sum(_T.c.tokens_out).label("tokens_out"),
+            func.sum(_T.c.tokens_cached).label("tokens_cached"),
+            func.sum(_T.c.cost_usd).label("cost_usd"),
+            func.sum(_T.c.baseline_cost_usd).label("baseline_cost_usd"),
+            func.sum(_T.c.baseline_cost_usd - _T.c.cost_usd).label("savings_usd"),
+        ]
+        if self.db.is_postgres:
+            columns += [
+                func.percentile_cont(0.5).within_group(ok_latency).label("latency_p50_ms"),
+                func.percentile_cont(0.95).within_group(ok_latency).label("latency_p95_ms"),
+                func.percentile_cont(0.5).within_group(_T.c.ttft_ms).label("ttft_p50_ms"),
+            ]
+        query = select(*columns).where(*conds)
+        if group_by is not None:
+            query = query.group_by(key)
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            if self.db.is_sqlite and rows:
+                pct: dict[Any, dict[str, Any]] = {}
+                latency = self._sqlite_percentiles(
+                    key, ok_latency, conds, {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95}
+                )
+                ttft = self._sqlite_percentiles(key, _T.c.ttft_ms, conds, {"ttft_p50_ms": 0.5})
+                for q in (latency, ttft):
+                    for r in await conn.execute(q):
+                        m = dict(r._mapping)
+                        pct.setdefault(m.pop("k"), {}).update(m)
+                for row in rows:
+                    row.update(pct.get(row["k"], {}))
+        return self._finish(rows, group_by)
+
+    @staticmethod
+    def _finish(rows: list[dict[str, Any]], group_by: GroupBy | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for r in rows:
+            requests = int(r["requests"])
+            if requests == 0:
+                continue
+            successes = int(r["successes"] or 0)
+            fallbacks = int(r["fallbacks"] or 0)
+            cache_hits = int(r["cache_hits"] or 0)
+            baseline = None if r["baseline_cost_usd"] is None else float(r["baseline_cost_usd"])
+            savings = None if r["savings_usd"] is None else float(r["savings_usd"])
+            out.append(
+                {
+                    "key": r["k"],
+                    "requests": requests,
+                    "successes": successes,
+                    "failures": requests - successes,
+                    "success_rate": _rate(successes, requests),
+                    "fallbacks": fallbacks,
+                    "fallback_rate": _rate(fallbacks, requests),
+                    "latency_p50_ms": _opt_float(r.get("latency_p50_ms")),
+                    "latency_p95_ms": _opt_float(r.get("latency_p95_ms")),
+                    "ttft_p50_ms": _opt_float(r.get("ttft_p50_ms")),
+                    "tokens_in": int(r["tokens_in"] or 0),
+                    "tokens_out": int(r["tokens_out"] or 0),
+                    "tokens_cached": int(r["tokens_cached"] or 0),
+                    "cost_usd": float(r["cost_usd"] or 0.0),
+                    "baseline_cost_usd": baseline,
+                    "savings_usd": savings,
+                    "savings_percent": (savings / baseline * 100) if savings is not None and baseline else None,
+                    "cache_hits": cache_hits,
+                    "cache_hit_rate": _rate(cache_hits, requests),
+                }
+            )
+        if group_by in _TIME_GROUPS:
+            out.sort(key=lambda row: str(row["key"]))
+        else:
+            out.sort(key=lambda row: (-row["requests"], str(row["key"])))
+        return out
+
+    async def spend(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        org_id: str | None = None,
+        key_id: str | None = None,
+        route: str | None = None,
+        model: str | None = None,
+    ) -> tuple[float, int]:
+        """Total cost (USD) and tokens (in + out) of the matching requests, for budgets."""
+        conds = self._filters(org_id, since, until)
+        for column, value in ((_T.c.key_id, key_id), (_T.c.route, route), (_T.c.model, model)):
+            if value is not None:
+                conds.append(column == value)
+        query = select(
+            func.coalesce(func.sum(_T.c.cost_usd), 0.0), func.coalesce(func.sum(_T.c.tokens_in + _T.c.tokens_out), 0)
+        ).where(*conds)
+        async with self.db.engine.connect() as conn:
+            cost, tokens = (await conn.execute(query)).one()
+        return float(cost), int(tokens)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,118 @@
+"""Encryption at rest for provider credentials, and masking for display.
+
+The data key is derived from the master key (``server.master_key``) with HKDF-SHA256, a fixed
+``info`` string (:data:`HKDF_INFO`) and a salt.  The credential store uses a random 16-byte salt
+made once per installation and kept in the ``settings`` table (so two installations with the same
+master key still have different data keys); without a salt, a fixed application salt is used.
+Values are sealed with AES-256-GCM, a fresh random 96-bit nonce per value, and associated data
+that binds each ciphertext to its row (a ciphertext copied to another row does not decrypt).
+
+The master key should be long and random (``openssl rand -base64 32``): HKDF is a key derivation
+function for high-entropy input, not a password hash.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from modelyard.errors import ConfigError, ModelyardError
+
+__all__ = ["HKDF_INFO", "Cipher", "CredentialDecryptionError", "WrongMasterKeyError", "mask"]
+
+HKDF_INFO = b"modelyard/provider-credentials/aes-256-gcm/v1"
+_DEFAULT_SALT = b"modelyard/default-salt/v1"
+NONCE_BYTES = 12
+#: the sealed value kept next to the salt, to tell a wrong master key from a damaged value
+CHECK_PLAINTEXT = b"modelyard master key check v1"
+CHECK_AAD = b"modelyard/master-key-check"
+
+#: public vendor prefixes that ``mask`` may keep (they say which kind of key it is, nothing secret)
+_PUBLIC_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "gsk_", "xai-", "AIza")
+_MIN_LEN_FOR_TAIL = 12
+_TAIL = 4
+
+
+class CredentialDecryptionError(ModelyardError):
+    """A stored credential could not be decrypted (wrong master key, or the value was altered)."""
+
+    default_code = "credential_decryption_failed"
+
+
+class WrongMasterKeyError(CredentialDecryptionError):
+    """The master key is not the one the stored credentials were encrypted with."""
+
+    default_code = "wrong_master_key"
+
+
+class Cipher:
+    """AES-256-GCM with a key derived from the master key.  Holds no plaintext of the key itself."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the data key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_master_key(cls, master_key: str, *, salt: bytes | None = None) -> Cipher:
+        """Derive the data key: HKDF-SHA256(master_key, salt, info=HKDF_INFO), 32 bytes."""
+        if not master_key:
+            raise ConfigError("a master key is needed to encrypt provider credentials", path="server.master_key")
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt or _DEFAULT_SALT, info=HKDF_INFO)
+        return cls(hkdf.derive(master_key.encode()))
+
+    def encrypt(self, plaintext: str | bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """Seal a value; return ``(ciphertext_with_tag, nonce)``."""
+        data = plaintext.encode() if isinstance(plaintext, str) else plaintext
+        nonce = os.urandom(NONCE_BYTES)
+        return self._aead.encrypt(nonce, data, aad), nonce
+
+    def decrypt(self, ciphertext: bytes, nonce: bytes, aad: bytes) -> bytes:
+        """Open a sealed value; raise :class:`CredentialDecryptionError` when it does not authenticate."""
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise CredentialDecryptionError(
+                "a stored credential failed authentication: it was altered, copied from another row, "
+                "or encrypted under a different master key"
+            ) from None
+
+    def decrypt_str(self, ciphertext: bytes, nonce: bytes, aad: bytes) -> str:
+        return self.decrypt(ciphertext, nonce, aad).decode()
+
+    def make_check(self) -> tuple[bytes, bytes]:
+        """A sealed constant, stored once, that :meth:`verify_check` opens to test the master key."""
+        return self.encrypt(CHECK_PLAINTEXT, CHECK_AAD)
+
+    def verify_check(self, ciphertext: bytes, nonce: bytes) -> None:
+        """Raise :class:`WrongMasterKeyError` unless this cipher's key sealed the check value."""
+        try:
+            ok = self._aead.decrypt(nonce, ciphertext, CHECK_AAD) == CHECK_PLAINTEXT
+        except InvalidTag:
+            ok = False
+        if not ok:
+            raise WrongMasterKeyError(
+                "the master key (server.master_key) is not the one the stored provider credentials were "
+                "encrypted with; start with the previous master key (credentials cannot be read otherwise)"
+            )
+
+    def __repr__(self) -> str:
+        return "Cipher(<AES-256-GCM>)"
+
+
+def mask(secret: str) -> str:
+    """A display form of a secret: ``sk-...abcd``.
+
+    Shows at most the last 4 characters (none for secrets shorter than 12), plus a known public
+    vendor prefix such as ``sk-`` when the secret starts with one.
+    """
+    prefix = next((p for p in _PUBLIC_PREFIXES if secret.startswith(p)), "")
+    rest = secret[len(prefix) :]
+    tail = rest[-_TAIL:] if len(secret) >= _MIN_LEN_FOR_TAIL and len(rest) >= 2 * _TAIL else ""
+    return f"{prefix}...{tail}"

@@ -132,6 +132,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     stragglers = process_tree(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a paused group only acts on SIGTERM once continued
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -143,6 +144,18 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout)
+
+
+def pause(proc: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP the whole process group (an idle target must not compete with the one being measured)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+
+
+def resume(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -271,12 +271,12 @@ class KeyStore:
         *,
         org_id: str | None = None,
         name: str | _Unset = UNSET,
-        allowed_routes: Sequence[str] | None | _Unset = UNSET,
-        allowed_models: Sequence[str] | None | _Unset = UNSET,
-        rpm: int | None | _Unset = UNSET,
-        tpm: int | None | _Unset = UNSET,
-        budget_usd: float | None | _Unset = UNSET,
-        expires_at: datetime | None | _Unset = UNSET,
+        allowed_routes: Sequence[str] | _Unset | None = UNSET,
+        allowed_models: Sequence[str] | _Unset | None = UNSET,
+        rpm: int | _Unset | None = UNSET,
+        tpm: int | _Unset | None = UNSET,
+        budget_usd: float | _Unset | None = UNSET,
+        expires_at: datetime | _Unset | None = UNSET,
     ) -> KeyRecord:
         """Change the given fields (``None`` removes a limit).  ``org_id`` scopes the change to one org."""
         changes: dict[str, Any] = {}

@@ -1,0 +1,165 @@
+"""Provider credentials added through the admin API, encrypted at rest (see modelyard.security.crypto).
+
+Rows hold the AES-GCM ciphertext, its nonce and a masked form for display; the associated data
+binds each ciphertext to its row id.  The per-installation HKDF salt and a sealed check value live
+in the ``settings`` table: :meth:`CredentialStore.open` creates them on first use and, later,
+refuses a different master key with :class:`~modelyard.security.crypto.WrongMasterKeyError`
+instead of failing on the first credential read.  Plaintext leaves this module only through
+:meth:`CredentialStore.get_plaintext`, for server-side use.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from modelyard.errors import NotFoundError
+from modelyard.security.crypto import Cipher, mask
+from modelyard.storage.db import Database
+from modelyard.storage.tables import provider_credentials, settings
+
+__all__ = ["CredentialRecord", "CredentialStore"]
+
+SALT_SETTING = "credentials.hkdf_salt"
+CHECK_SETTING = "credentials.key_check"
+_T = provider_credentials
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    """A stored credential as it may be shown: never the secret, only its masked form."""
+
+    id: str
+    org_id: str | None
+    provider: str
+    name: str
+    masked: str
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "org_id": self.org_id,
+            "provider": self.provider,
+            "name": self.name,
+            "masked": self.masked,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _aad(credential_id: str) -> bytes:
+    return b"modelyard/credential/" + credential_id.encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _record(row: Row[Any]) -> CredentialRecord:
+    m = row._mapping
+    return CredentialRecord(
+        id=m["id"],
+        org_id=m["org_id"],
+        provider=m["provider"],
+        name=m["name"],
+        masked=m["masked"],
+        created_at=m["created_at"],
+    )
+
+
+_PUBLIC_COLUMNS = [_T.c.id, _T.c.org_id, _T.c.provider, _T.c.name, _T.c.masked, _T.c.created_at]
+
+
+class CredentialStore:
+    """Encrypted provider credentials.  Build it with :meth:`open`."""
+
+    def __init__(self, database: Database, cipher: Cipher) -> None:
+        self.db = database
+        self._cipher = cipher
+
+    @classmethod
+    async def open(cls, database: Database, master_key: str) -> CredentialStore:
+        """Load (or, the first time, create) the salt and check value, and verify the master key."""
+        async with database.begin_write() as conn:
+            stored = await _settings(conn)
+            if SALT_SETTING not in stored or CHECK_SETTING not in stored:
+                salt = secrets.token_bytes(16)
+                ciphertext, nonce = Cipher.from_master_key(master_key, salt=salt).make_check()
+                now = datetime.now(UTC)
+                insert = postgresql.insert if database.is_postgres else sqlite.insert
+                rows = [
+                    {"key": SALT_SETTING, "value": _b64(salt), "updated_at": now},
+                    {"key": CHECK_SETTING, "value": f"{_b64(nonce)}.{_b64(ciphertext)}", "updated_at": now},
+                ]
+                await conn.execute(insert(settings).on_conflict_do_nothing(), rows)
+                stored = await _settings(conn)
+        salt = base64.b64decode(stored[SALT_SETTING])
+        nonce_b64, _, ciphertext_b64 = stored[CHECK_SETTING].partition(".")
+        cipher = Cipher.from_master_key(master_key, salt=salt)
+        cipher.verify_check(base64.b64decode(ciphertext_b64), base64.b64decode(nonce_b64))
+        return cls(database, cipher)
+
+    async def put(self, provider: str, name: str, secret: str, org_id: str | None = None) -> CredentialRecord:
+        """Store a credential (replacing the secret of an existing one with the same org, provider and name)."""
+        where = [_T.c.provider == provider, _T.c.name == name]
+        where.append(_T.c.org_id.is_(None) if org_id is None else _T.c.org_id == org_id)
+        async with self.db.begin_write() as conn:
+            existing = (await conn.execute(select(_T.c.id).where(*where))).first()
+            credential_id = existing[0] if existing is not None else f"cred_{secrets.token_hex(8)}"
+            ciphertext, nonce = self._cipher.encrypt(secret, _aad(credential_id))
+            values = {"ciphertext": ciphertext, "nonce": nonce, "masked": mask(secret)}
+            if existing is not None:
+                await conn.execute(update(_T).where(_T.c.id == credential_id).values(**values))
+            else:
+                await conn.execute(
+                    _T.insert().values(
+                        id=credential_id,
+                        org_id=org_id,
+                        provider=provider,
+                        name=name,
+                        created_at=datetime.now(UTC),
+                        **values,
+                    )
+                )
+            row = (await conn.execute(select(*_PUBLIC_COLUMNS).where(_T.c.id == credential_id))).one()
+        return _record(row)
+
+    async def get_plaintext(self, credential_id: str, *, org_id: str | None = None) -> str:
+        """The secret, decrypted (server-side use only: never return it to a client or log it)."""
+        query = select(_T.c.ciphertext, _T.c.nonce).where(_T.c.id == credential_id)
+        if org_id is not None:
+            query = query.where(_T.c.org_id == org_id)
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFoundError(f"credential {credential_id!r} not found", code="credential_not_found")
+        return self._cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(credential_id))
+
+    async def list(self, org_id: str | None = None) -> list[CredentialRecord]:
+        """Credentials (masked) of one organisation, or all of them when ``org_id`` is None."""
+        query = select(*_PUBLIC_COLUMNS).order_by(_T.c.created_at, _T.c.id)
+        if org_id is not None:
+            query = query.where(_T.c.org_id == org_id)
+        async with self.db.engine.connect() as conn:
+            return [_record(r) for r in await conn.execute(query)]
+
+    async def delete(self, credential_id: str, *, org_id: str | None = None) -> None:
+        query = delete(_T).where(_T.c.id == credential_id)
+        if org_id is not None:
+            query = query.where(_T.c.org_id == org_id)
+        async with self.db.begin_write() as conn:
+            result = await conn.execute(query)
+        if result.rowcount == 0:
+            raise NotFoundError(f"credential {credential_id!r} not found", code="credential_not_found")
+
+
+async def _settings(conn: AsyncConnection) -> dict[str, str]:
+    rows = await conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("credentials.%")))
+    return {r.key: r.value for r in rows}

@@ -1,0 +1,389 @@
+"""Budgets and quotas: every semantic on both backends (memory, real Redis), and exactness under load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis
+
+from modelyard.accounting.budgets import (
+    BudgetExceededError,
+    BudgetLedger,
+    MemoryLedger,
+    RedisLedger,
+    Scope,
+    make_ledger,
+    period_of,
+)
+from modelyard.config.schema import BudgetConfig
+from modelyard.errors import RateLimitError
+from modelyard.state.redis import StateUnavailableError, check_redis, redis_client
+from tests.accounting.conftest import Backend, LedgerFactory
+
+NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
+ANY = Scope(org_id="acme", key_id="k1", route="chat", model="gpt")
+
+
+def budget(name: str = "b", **kw: Any) -> BudgetConfig:
+    return BudgetConfig(name=name, **kw)
+
+
+async def status(ledger: BudgetLedger, name: str, scope: str | None = None, now: datetime = NOW) -> Any:
+    rows = [s for s in await ledger.usage(now) if s.budget == name and (scope is None or s.scope == scope)]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+# -- reserve / settle / release -------------------------------------------------------------------
+
+
+async def test_reserve_then_settle_moves_reserved_to_used(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget(limit_usd=1.0, limit_tokens=1000, period="day")])
+    res = await ledger.reserve(ANY, usd=0.25, tokens=300, now=NOW)
+    s = await status(ledger, "b")
+    assert (s.reserved_usd, s.reserved_tokens, s.used_usd, s.used_tokens) == (0.25, 300, 0, 0)
+    assert await ledger.settle(res, usd=0.1, tokens=120) == []
+    s = await status(ledger, "b")
+    assert (s.reserved_usd, s.reserved_tokens, s.used_usd, s.used_tokens) == (0, 0, 0.1, 120)
+    assert s.period == "2025-03-14"
+    assert (s.period_start, s.period_end) == (datetime(2025, 3, 14, tzinfo=UTC), datetime(2025, 3, 15, tzinfo=UTC))
+
+
+async def test_refuses_when_worst_case_would_pass_the_limit(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("team", limit_usd=1.0, period="day")])
+    first = await ledger.reserve(ANY, usd=0.6, now=NOW, tokens=0)
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=0.5, tokens=0, now=NOW)
+    err = info.value
+    assert isinstance(err, RateLimitError) and err.status == 429 and err.code == "budget_exceeded"
+    assert "'team'" in err.message and "$1.0000 per UTC day" in err.message
+    assert "Resets: 2025-03-15T00:00:00Z" in err.message
+    assert err.budget == "team" and err.resets_at == datetime(2025, 3, 15, tzinfo=UTC)
+    assert err.retry_after == 12 * 3600 and err.headers() == {"Retry-After": "43200"}
+    # exactly at the limit is allowed; a nano-dollar more is not
+    at_limit = await ledger.reserve(ANY, usd=0.4, tokens=0, now=NOW)
+    with pytest.raises(BudgetExceededError):
+        await ledger.reserve(ANY, usd=0.000000001, tokens=0, now=NOW)
+    await ledger.release(first)
+    await ledger.release(at_limit)
+    await ledger.reserve(ANY, usd=1.0, tokens=0, now=NOW)
+
+
+async def test_total_budget_never_resets(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("pool", limit_tokens=100, period="total")])
+    res = await ledger.reserve(ANY, usd=0, tokens=100, now=NOW)
+    await ledger.settle(res, usd=0, tokens=100)
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=0, tokens=1, now=NOW + timedelta(days=400))
+    assert "Resets: never" in info.value.message and info.value.retry_after is None
+    assert "100 tokens used" in info.value.message and "100 tokens in total" in info.value.message
+
+
+async def test_shared_token_pool_settles_to_actual(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("shared-pool", scope="global", limit_tokens=20_000_000, period="total")])
+    big = await ledger.reserve(ANY, usd=0, tokens=15_000_000, now=NOW)
+    with pytest.raises(BudgetExceededError):
+        await ledger.reserve(ANY, usd=0, tokens=6_000_000, now=NOW)
+    await ledger.settle(big, usd=0, tokens=1_000_000)  # the call wrote far less than its worst case
+    await ledger.reserve(ANY, usd=0, tokens=6_000_000, now=NOW)
+    s = await status(ledger, "shared-pool")
+    assert (s.used_tokens, s.reserved_tokens, s.period, s.period_end) == (1_000_000, 6_000_000, "total", None)
+
+
+async def test_release_gives_everything_back_once(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget(limit_usd=1.0, limit_tokens=50)])
+    res = await ledger.reserve(ANY, usd=0.9, tokens=50, now=NOW)
+    await ledger.release(res)
+    await ledger.release(res)  # idempotent
+    assert await ledger.settle(res, usd=0.9, tokens=50) == []  # a released reservation cannot be billed
+    s = await status(ledger, "b")
+    assert (s.used_usd, s.used_tokens, s.reserved_usd, s.reserved_tokens) == (0, 0, 0, 0)
+    other = await ledger.reserve(ANY, usd=1.0, tokens=50, now=NOW)
+    await ledger.settle(other, usd=0.5, tokens=10)
+    await ledger.settle(other, usd=0.5, tokens=10)  # settling twice counts once
+    s = await status(ledger, "b")
+    assert (s.used_usd, s.used_tokens, s.reserved_usd) == (0.5, 10, 0)
+
+
+async def test_no_matching_budget_is_free(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget(scope="key", target="other-key", limit_usd=0.01)])
+    res = await ledger.reserve(ANY, usd=100.0, tokens=10**9, now=NOW)
+    assert res.counters == ()
+    assert await ledger.settle(res, usd=100.0, tokens=10**9) == []
+
+
+# -- scopes ---------------------------------------------------------------------------------------
+
+
+async def test_every_matching_scope_applies(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger(
+        [
+            budget("all", scope="global", limit_usd=100),
+            budget("acme", scope="organization", target="acme", limit_usd=100),
+            budget("other-org", scope="organization", target="globex", limit_usd=100),
+            budget("per-org", scope="organization", limit_usd=100),
+            budget("key", scope="key", target="k1", limit_usd=100),
+            budget("route", scope="route", target="chat", limit_usd=100),
+            budget("per-model", scope="model", limit_usd=100),
+        ]
+    )
+    res = await ledger.reserve(ANY, usd=1, tokens=1, now=NOW)
+    assert {(c.budget, c.scope) for c in res.counters} == {
+        ("all", "global"),
+        ("acme", "organization:acme"),
+        ("per-org", "organization:acme"),
+        ("key", "key:k1"),
+        ("route", "route:chat"),
+        ("per-model", "model:gpt"),
+    }
+    anonymous = await ledger.reserve(Scope(route="other"), usd=1, tokens=1, now=NOW)
+    assert [c.budget for c in anonymous.counters] == ["all"]
+
+
+async def test_untargeted_scope_counts_each_target_separately(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("per-key", scope="key", limit_tokens=100, period="month")])
+    k1, k2 = Scope(key_id="k1"), Scope(key_id="k2")
+    await ledger.settle(await ledger.reserve(k1, usd=0, tokens=100, now=NOW), usd=0, tokens=100)
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(k1, usd=0, tokens=1, now=NOW)
+    assert "(key:k1)" in info.value.message and info.value.scope == "key:k1"
+    await ledger.settle(await ledger.reserve(k2, usd=0, tokens=40, now=NOW), usd=0, tokens=40)
+    rows = {s.scope: (s.used_tokens, s.state) for s in await ledger.usage(NOW)}
+    assert rows == {"key:k1": (100, "stopped"), "key:k2": (40, "ok")}
+
+
+async def test_one_refusing_budget_reserves_nothing_anywhere(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("roomy", limit_usd=100), budget("tight", scope="route", target="chat", limit_usd=1)])
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=2, tokens=0, now=NOW)
+    assert info.value.budget == "tight"
+    assert (await status(ledger, "roomy")).reserved_usd == 0  # all or nothing
+
+
+# -- periods --------------------------------------------------------------------------------------
+
+
+async def test_day_budget_rolls_over_at_utc_midnight(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("daily", limit_usd=1.0, period="day")])
+    late = datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC)
+    await ledger.settle(await ledger.reserve(ANY, usd=1.0, tokens=0, now=late), usd=1.0, tokens=0)
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=0.01, tokens=0, now=late)
+    assert "Resets: 2025-02-01T00:00:00Z" in info.value.message and info.value.retry_after == 1
+    # a non-UTC clock is converted: 19:00 in UTC-5 on Jan 31 is already Feb 1 00:00 UTC
+    next_day = datetime(2025, 1, 31, 19, 0, 1, tzinfo=timezone(timedelta(hours=-5)))
+    res = await ledger.reserve(ANY, usd=1.0, tokens=0, now=next_day)
+    assert res.counters[0].period.id == "2025-02-01"
+    assert (await status(ledger, "daily", now=late)).used_usd == 1.0
+    assert (await status(ledger, "daily", now=next_day)).reserved_usd == 1.0
+
+
+async def test_month_budget_rolls_over_including_the_year(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("monthly", limit_tokens=10, period="month")])
+    dec = datetime(2024, 12, 31, 23, 0, tzinfo=UTC)
+    await ledger.settle(await ledger.reserve(ANY, usd=0, tokens=10, now=dec), usd=0, tokens=10)
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=0, tokens=1, now=datetime(2024, 12, 1, tzinfo=UTC))
+    assert "Resets: 2025-01-01T00:00:00Z" in info.value.message
+    res = await ledger.reserve(ANY, usd=0, tokens=10, now=datetime(2025, 1, 1, tzinfo=UTC))
+    assert res.counters[0].period.id == "2025-01"
+
+
+def test_period_bounds() -> None:
+    naive = datetime(2024, 2, 29, 13, 30)  # naive times are UTC
+    assert period_of("day", naive).id == "2024-02-29"
+    month = period_of("month", naive)
+    assert (month.id, month.start, month.end) == (
+        "2024-02",
+        datetime(2024, 2, 1, tzinfo=UTC),
+        datetime(2024, 3, 1, tzinfo=UTC),
+    )
+    assert period_of("total", naive).end is None
+
+
+# -- alerts and the emergency stop ----------------------------------------------------------------
+
+
+async def test_alerts_fire_once_per_threshold_per_period(new_ledger: LedgerFactory) -> None:
+    cfg = budget("ops", limit_usd=1.0, period="day", alert_at=(0.8, 0.5), webhook="https://hooks.example/ops")
+    ledger = new_ledger([cfg])
+
+    async def spend(usd: float, now: datetime = NOW) -> list[Any]:
+        return await ledger.settle(await ledger.reserve(ANY, usd=usd, tokens=0, now=now), usd=usd, tokens=0)
+
+    assert await spend(0.3) == []
+    [half] = await spend(0.3)
+    assert (half.budget, half.scope, half.period, half.threshold, half.kind) == (
+        "ops",
+        "global",
+        "2025-03-14",
+        0.5,
+        "alert",
+    )
+    assert half.fraction == pytest.approx(0.6) and half.webhook == "https://hooks.example/ops"
+    assert "'ops'" in half.message and "50%" in half.message
+    assert await spend(0.1) == []
+    [eighty] = await spend(0.15)
+    assert eighty.threshold == 0.8 and eighty.fraction == pytest.approx(0.85)
+    assert (await status(ledger, "ops")).state == "alert"
+    [stop] = await spend(0.15)
+    assert stop.kind == "stop" and stop.threshold == 1.0 and "refused" in stop.message
+    assert (await status(ledger, "ops")).state == "stopped"
+    # the next day starts clean, and the same thresholds fire again
+    tomorrow = NOW + timedelta(days=1)
+    assert (await status(ledger, "ops", now=tomorrow)).state == "ok"
+    events = await spend(0.9, tomorrow)
+    assert [(e.threshold, e.period) for e in events] == [(0.5, "2025-03-15"), (0.8, "2025-03-15")]
+
+
+async def test_alert_on_tokens(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("tok", limit_tokens=1000, alert_at=(0.8,), period="total")])
+    [event] = await ledger.settle(await ledger.reserve(ANY, usd=0, tokens=900, now=NOW), usd=0, tokens=850)
+    assert event.fraction == pytest.approx(0.85) and event.period == "total"
+
+
+async def test_stop_at_refuses_below_the_limit(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("brake", limit_usd=10.0, stop_at=0.5, alert_at=(0.3,))])
+    events = await ledger.settle(await ledger.reserve(ANY, usd=4, tokens=0, now=NOW), usd=4, tokens=0)
+    assert [e.kind for e in events] == ["alert"]
+    await ledger.reserve(ANY, usd=1, tokens=0, now=NOW)  # exactly at 50%
+    with pytest.raises(BudgetExceededError) as info:
+        await ledger.reserve(ANY, usd=0.01, tokens=0, now=NOW)
+    assert "stops at 50%" in info.value.message
+    assert (await status(ledger, "brake")).state == "alert"
+
+
+# -- reservations whose holder died ---------------------------------------------------------------
+
+
+async def test_stale_reservations_are_given_back(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget(limit_usd=1.0)], reservation_ttl_s=0.05)
+    stale = await ledger.reserve(ANY, usd=0.9, tokens=0, now=NOW)
+    with pytest.raises(BudgetExceededError):
+        await ledger.reserve(ANY, usd=0.9, tokens=0, now=NOW)
+    await asyncio.sleep(0.12)
+    fresh = await ledger.reserve(ANY, usd=0.9, tokens=0, now=NOW)
+    # the late holder still pays what it spent; only its reservation was given back
+    await ledger.settle(stale, usd=0.05, tokens=0)
+    s = await status(ledger, "b")
+    assert (s.used_usd, s.reserved_usd) == (0.05, 0.9)
+    await ledger.release(fresh)
+    assert (await status(ledger, "b")).reserved_usd == 0
+
+
+# -- exactness under concurrency ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_200_concurrent_requests_never_overspend(
+    new_ledger: LedgerFactory, backend: Backend, replicas: int
+) -> None:
+    if replicas > 1 and backend.kind == "memory":
+        pytest.skip("memory ledgers are per process: replicas need Redis")
+    limit, worst = 0.01, 0.0003
+    cfg = [budget("tiny", limit_usd=limit, period="day"), budget("per-org", scope="organization", limit_usd=1)]
+    ledgers = [new_ledger(cfg) for _ in range(replicas)]
+    rng = random.Random(1234)
+    plan = [
+        (rng.uniform(0, 0.03), rng.uniform(0, 0.005), rng.uniform(0, worst), rng.random() < 0.1) for _ in range(200)
+    ]
+    settled: list[float] = []
+    outcome = {"refused": 0, "failed": 0}
+
+    async def one(i: int, start: float, hold: float, actual: float, fails: bool) -> None:
+        ledger = ledgers[i % replicas]
+        await asyncio.sleep(start)
+        try:
+            res = await ledger.reserve(Scope(org_id=f"org{i % 3}"), usd=worst, tokens=100)
+        except BudgetExceededError:
+            outcome["refused"] += 1
+            return
+        await asyncio.sleep(hold)
+        if fails:
+            outcome["failed"] += 1
+            await ledger.release(res)
+        else:
+            settled.append(actual)
+            await ledger.settle(res, usd=actual, tokens=50)
+
+    await asyncio.gather(*(one(i, *p) for i, p in enumerate(plan)))
+    spent = sum(settled)
+    assert spent <= limit + worst
+    assert outcome["refused"] > 0  # the budget was really contended
+    assert len(settled) + outcome["failed"] >= round(limit / worst) - 1
+    for ledger in ledgers:  # every replica sees the same exact totals, nothing left reserved
+        s = await status(ledger, "tiny", now=datetime.now(UTC))
+        assert s.used_usd == pytest.approx(spent, abs=1e-9 * len(settled))
+        assert (s.reserved_usd, s.reserved_tokens, s.used_tokens) == (0, 0, 50 * len(settled))
+        assert sum(r.used_tokens for r in await ledger.usage() if r.budget == "per-org") == 50 * len(settled)
+
+
+# -- Redis specifics ------------------------------------------------------------------------------
+
+
+async def test_two_redis_ledgers_share_state(redis_url: str, redis_prefix: str) -> None:
+    cfg = [budget("shared", limit_usd=1.0, period="day")]
+    a = RedisLedger(cfg, redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+    b = RedisLedger(cfg, redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+    try:
+        res = await a.reserve(ANY, usd=0.7, tokens=0, now=NOW)
+        assert (await status(b, "shared")).reserved_usd == 0.7
+        with pytest.raises(BudgetExceededError):
+            await b.reserve(ANY, usd=0.4, tokens=0, now=NOW)
+        await b.settle(res, usd=0.2, tokens=0)  # any replica can settle
+        await b.reserve(ANY, usd=0.8, tokens=0, now=NOW)
+        assert (await status(a, "shared")).used_usd == 0.2
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_redis_keys_carry_the_period_and_expire(redis_url: str, redis_prefix: str) -> None:
+    cfg = [budget("d", limit_usd=1, period="day"), budget("t", limit_usd=1, period="total")]
+    ledger = RedisLedger(cfg, redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        now = datetime.now(UTC)
+        await ledger.settle(await ledger.reserve(ANY, usd=0.1, tokens=1), usd=0.1, tokens=1)
+        day = period_of("day", now).id
+        day_ttl = raw.pttl(f"{redis_prefix}c|d|global|{day}")
+        assert 0 < day_ttl <= (24 + 24) * 3600 * 1000
+        assert raw.pttl(f"{redis_prefix}c|t|global|total") == -1  # total budgets never expire
+        assert raw.exists(f"{redis_prefix}rexp") == 0  # no open reservations left behind
+    finally:
+        raw.close()
+        await ledger.aclose()
+
+
+async def test_scripts_reload_after_script_flush(redis_url: str, redis_prefix: str) -> None:
+    ledger = RedisLedger([budget(limit_usd=1)], redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+    try:
+        await ledger.release(await ledger.reserve(ANY, usd=0.1, tokens=0))
+        await ledger.client.script_flush()  # e.g. Redis restarted: EVALSHA answers NOSCRIPT
+        await ledger.settle(await ledger.reserve(ANY, usd=0.1, tokens=0), usd=0.1, tokens=0)
+        assert (await status(ledger, "b", now=datetime.now(UTC))).used_usd == 0.1
+    finally:
+        await ledger.aclose()
+
+
+async def test_unreachable_redis_is_a_clear_503_without_the_password() -> None:
+    url = "redis://:hunter2@127.0.0.1:1/0"
+    ledger = make_ledger([budget(limit_usd=1)], url)
+    assert isinstance(ledger, RedisLedger)
+    try:
+        with pytest.raises(StateUnavailableError) as info:
+            await ledger.reserve(ANY, usd=0.1, tokens=0)
+        assert info.value.status == 503 and "127.0.0.1:1" in info.value.message
+        assert "hunter2" not in info.value.message
+        with pytest.raises(StateUnavailableError):
+            await check_redis(ledger.client, url)
+    finally:
+        await ledger.aclose()
+
+
+def test_make_ledger_memory() -> None:
+    assert isinstance(make_ledger([budget(limit_usd=1)], "memory"), MemoryLedger)

@@ -196,7 +196,7 @@ class UsageWriter:
         while not self._closing:
             timeout = self.interval_s
             if self._down_since is not None:
-                timeout = max(0.0, self._retry_at - time.monotonic())
+                timeout = max(timeout, self._retry_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from modelyard.errors import (
     AllAttemptsFailedError,
@@ -35,7 +35,20 @@ from modelyard.routing.streams import Continuation, RoutedStream
 from modelyard.routing.validators import ValidationFailed, Validator, build_validators
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 
-__all__ = ["Attempt", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
+__all__ = ["Attempt", "AttemptHooks", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
+
+
+class AttemptHooks(Protocol):
+    """Called around every upstream attempt (budgets reserve before and settle after).
+
+    ``before`` may raise :class:`~modelyard.errors.RateLimitError` to refuse the candidate before any
+    upstream call (it is then skipped, not counted as an attempt).  ``after`` gets the attempt's usage
+    (None on failure); for streams it runs when the stream ends.
+    """
+
+    async def before(self, dep: Deployment) -> Any: ...
+
+    async def after(self, dep: Deployment, token: Any, usage: Usage | None, *, ok: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -132,6 +145,7 @@ class Router:
         tries: dict[str, int] = {}
         skipped: list[str] = []
         last: ModelyardError | None = None
+        rejected: RateLimitError | None = None
         while queue and len(result.attempts) < plan.max_attempts:
             dep, slot = await self._acquire(queue, est_tokens, deadline, skipped)
             if dep is None or slot is None:
@@ -148,6 +162,15 @@ class Router:
             start = time.perf_counter()
             try:
                 value = await call(dep, remaining)
+            except RateLimitError as exc:
+                # Refused by modelyard before any upstream call (a budget): not an attempt; next candidate.
+                dep.state.stats.finish()
+                dep.state.breaker.release_probe()
+                slot.release(0)
+                if dep in queue:
+                    queue.remove(dep)
+                rejected = exc
+                continue
             except ModelyardError as exc:
                 elapsed = (time.perf_counter() - start) * 1000
                 result.upstream_s += elapsed / 1000
@@ -187,6 +210,8 @@ class Router:
             )
             result.deployment = dep
             return value, result, slot
+        if rejected is not None and not result.attempts:
+            raise rejected
         raise self._exhausted(plan, result, last, skipped)
 
     async def _acquire(
@@ -276,62 +301,75 @@ class Router:
 
     # -- the three kinds of call --------------------------------------------------------------
 
-    async def chat(self, route: Route, req: ChatRequest, opts: RequestOptions) -> tuple[ChatResponse, RouteResult]:
+    async def chat(
+        self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
+    ) -> tuple[ChatResponse, RouteResult]:
         plan = plan_for(route, opts, stream=False)
         validators = _validators(route, req)
 
         async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
-            response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
-            if validators:
-                _validate(validators, [c.message.text() for c in response.choices if not c.message.tool_calls], dep)
+            token = await hooks.before(dep) if hooks is not None else None
+            try:
+                response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
+                if validators:
+                    texts = [c.message.text() for c in response.choices if not c.message.tool_calls]
+                    _validate(validators, texts, dep)
+            except BaseException:
+                if hooks is not None:
+                    await hooks.after(dep, token, None, ok=False)
+                raise
+            if hooks is not None:
+                await hooks.after(dep, token, response.usage, ok=True)
             return response
 
         response, result, slot = await self.run(plan, estimate_tokens(req), call)
         _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 
-    async def stream(self, route: Route, req: ChatRequest, opts: RequestOptions) -> RoutedStream:
+    async def stream(
+        self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
+    ) -> RoutedStream:
         plan = plan_for(route, opts, stream=True)
-        routed = await self._stream_plan(plan, req, _validators(route, req))
+        routed = await self._stream_plan(plan, req, _validators(route, req), hooks)
         if plan.fallback and (req.n or 1) == 1:
-            routed.continuation = self._continuation(plan, req, routed)
+            routed.continuation = self._continuation(plan, req, routed, hooks)
         return routed
 
-    async def _stream_plan(self, plan: Plan, req: ChatRequest, validators: list[Validator]) -> RoutedStream:
+    async def _stream_plan(
+        self, plan: Plan, req: ChatRequest, validators: list[Validator], hooks: AttemptHooks | None
+    ) -> RoutedStream:
         started: dict[str, float] = {}
+        tokens: dict[str, Any] = {}
 
         async def call(dep: Deployment, remaining: float | None) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
+            token = await hooks.before(dep) if hooks is not None else None
             started["t"] = time.perf_counter()
-            iterator = dep.provider.stream(req, dep.upstream, _call_options(dep, remaining)).__aiter__()
-            ttft = dep.ttft_timeout_s
-            if remaining is not None:
-                ttft = min(ttft, remaining) if ttft is not None else remaining
-            head: list[ChatChunk] = []
             try:
-                async with asyncio.timeout(ttft):
-                    await _read_head(iterator, head, whole=bool(validators))
-            except TimeoutError:
-                await _aclose(iterator)
-                raise UpstreamTimeoutError(
-                    f"{dep.provider.name}: no first token from {dep.name!r} within {ttft:g} s",
-                    provider=dep.provider.name,
-                    model=dep.name,
-                    phase="ttft",
-                ) from None
+                head, iterator = await _open_stream(dep, req, remaining, validators)
             except BaseException:
-                await _aclose(iterator)
+                if hooks is not None:
+                    await hooks.after(dep, token, None, ok=False)
                 raise
-            if validators and not any(c.tool_calls for ch in head for c in ch.choices):
-                # Validated streams are held back whole: nothing reaches the client until the answer passed.
-                _validate(validators, ["".join(c.content or "" for ch in head for c in ch.choices)], dep)
+            tokens["t"] = token
             return head, iterator
 
         (head, tail), result, slot = await self.run(plan, estimate_tokens(req), call)
         ttft_ms = (time.perf_counter() - started["t"]) * 1000
         result.attempts[-1].ttft_ms = ttft_ms
-        return RoutedStream(result=result, head=head, tail=tail, slot=slot, started=started["t"], ttft_ms=ttft_ms)
+        on_finish = None
+        if hooks is not None:
+            dep, token = result.deployment, tokens.get("t")
 
-    def _continuation(self, plan: Plan, req: ChatRequest, original: RoutedStream) -> Continuation:
+            async def on_finish(ok: bool, usage: Usage | None) -> None:
+                await hooks.after(dep, token, usage, ok=ok)
+
+        return RoutedStream(
+            result=result, head=head, tail=tail, slot=slot, started=started["t"], ttft_ms=ttft_ms, on_finish=on_finish
+        )
+
+    def _continuation(
+        self, plan: Plan, req: ChatRequest, original: RoutedStream, hooks: AttemptHooks | None
+    ) -> Continuation:
         async def continue_stream(error: ModelyardError, partial: str) -> RoutedStream | None:
             failed = original.result.deployment
             candidates = [d for d in plan.candidates if d.config.supports_prefill and d is not failed]
@@ -340,7 +378,7 @@ class Router:
             follow_req = replace(req, messages=[*req.messages, Message(role="assistant", content=partial)])
             follow_plan = replace(plan, candidates=candidates, max_attempts=min(2, len(candidates)))
             try:
-                follow = await self._stream_plan(follow_plan, follow_req, [])
+                follow = await self._stream_plan(follow_plan, follow_req, [], hooks)
             except ModelyardError:
                 return None  # the client sees the original failure, not the continuation's rejection
             original.result.attempts.extend(follow.result.attempts)
@@ -349,12 +387,21 @@ class Router:
         return continue_stream
 
     async def embed(
-        self, route: Route, req: EmbeddingRequest, opts: RequestOptions
+        self, route: Route, req: EmbeddingRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
     ) -> tuple[EmbeddingResponse, RouteResult]:
         plan = plan_for(route, opts, stream=False)
 
         async def call(dep: Deployment, remaining: float | None) -> EmbeddingResponse:
-            return await dep.provider.embed(req, dep.upstream, _call_options(dep, remaining))
+            token = await hooks.before(dep) if hooks is not None else None
+            try:
+                response = await dep.provider.embed(req, dep.upstream, _call_options(dep, remaining))
+            except BaseException:
+                if hooks is not None:
+                    await hooks.after(dep, token, None, ok=False)
+                raise
+            if hooks is not None:
+                await hooks.after(dep, token, response.usage, ok=True)
+            return response
 
         est = sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in req.input)
         response, result, slot = await self.run(plan, est, call)
@@ -372,6 +419,35 @@ def _settle(result: RouteResult, slot: Slot, usage: Usage | None, latency_ms: fl
     dep.state.stats.record(ok=True, latency_ms=attempt.latency_ms)
     dep.state.breaker.record_success()
     slot.release(usage.total_tokens if usage else None)
+
+
+async def _open_stream(
+    dep: Deployment, req: ChatRequest, remaining: float | None, validators: list[Validator]
+) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
+    """Open the upstream stream and hold it back until its first content (or whole, with validators)."""
+    iterator = dep.provider.stream(req, dep.upstream, _call_options(dep, remaining)).__aiter__()
+    ttft = dep.ttft_timeout_s
+    if remaining is not None:
+        ttft = min(ttft, remaining) if ttft is not None else remaining
+    head: list[ChatChunk] = []
+    try:
+        async with asyncio.timeout(ttft):
+            await _read_head(iterator, head, whole=bool(validators))
+    except TimeoutError:
+        await _aclose(iterator)
+        raise UpstreamTimeoutError(
+            f"{dep.provider.name}: no first token from {dep.name!r} within {ttft:g} s",
+            provider=dep.provider.name,
+            model=dep.name,
+            phase="ttft",
+        ) from None
+    except BaseException:
+        await _aclose(iterator)
+        raise
+    if validators and not any(c.tool_calls for ch in head for c in ch.choices):
+        # Validated streams are held back whole: nothing reaches the client until the answer passed.
+        _validate(validators, ["".join(c.content or "" for ch in head for c in ch.choices)], dep)
+    return head, iterator
 
 
 async def _read_head(iterator: AsyncIterator[ChatChunk], head: list[ChatChunk], *, whole: bool) -> None:

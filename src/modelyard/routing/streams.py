@@ -38,6 +38,8 @@ class RoutedStream:
     ttft_ms: float
     usage: Usage | None = None
     continuation: Continuation | None = None
+    #: called once when the stream ends (budgets settle here)
+    on_finish: Callable[[bool, Usage | None], Awaitable[None]] | None = None
     #: set when a continuation model finished the answer
     continued_by: RoutedStream | None = None
     _closed: bool = field(default=False)
@@ -136,6 +138,8 @@ class RoutedStream:
         else:  # the client went away: says nothing about the model
             dep.state.breaker.release_probe()
         self.slot.release(self.usage.total_tokens if self.usage else None)
+        if self.on_finish is not None:
+            await self.on_finish(ok, self.usage)
         aclose = getattr(self.tail, "aclose", None)
         if aclose is not None:
             try:

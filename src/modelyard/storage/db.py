@@ -28,7 +28,7 @@ __all__ = ["Database", "async_url"]
 
 log = logging.getLogger("modelyard.storage")
 
-#: SQLite waits this long for another connection's write lock before failing
+#: by default, SQLite waits this long for another connection's write lock before failing
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _IMMEDIATE = "modelyard_immediate"
 
@@ -64,6 +64,7 @@ class Database:
         max_overflow: int = 20,
         pool_timeout_s: float = 30.0,
         connect_args: dict[str, Any] | None = None,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         echo: bool = False,
     ) -> None:
         try:
@@ -83,7 +84,7 @@ class Database:
             else:
                 Path(str(self.url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
                 kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s)
-            kwargs["connect_args"].setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+            kwargs["connect_args"].setdefault("timeout", sqlite_busy_timeout_ms / 1000)
         else:
             kwargs.update(
                 pool_size=pool_size,
@@ -94,7 +95,7 @@ class Database:
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
-            self._install_sqlite_hooks(memory=_is_memory(self.url))
+            self._install_sqlite_hooks(memory=_is_memory(self.url), busy_timeout_ms=sqlite_busy_timeout_ms)
         self._closed = False
 
     @property
@@ -105,7 +106,7 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    def _install_sqlite_hooks(self, *, memory: bool) -> None:
+    def _install_sqlite_hooks(self, *, memory: bool, busy_timeout_ms: int) -> None:
         sync_engine = self.engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
@@ -118,7 +119,7 @@ class Database:
                     cursor.execute("PRAGMA journal_mode=WAL")
                     # WAL + NORMAL: a committed transaction survives a process crash (not a power cut)
                     cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
                 cursor.close()

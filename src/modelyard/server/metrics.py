@@ -1,0 +1,114 @@
+"""Prometheus metrics (``GET /metrics``), in a registry owned by the app (no global registry).
+
+Counters and histograms are updated once per finished request from its usage records; gauges
+(breaker states, in flight, queue lengths, provider health, budget use, usage-writer backlog)
+are read from the live runtime at scrape time.  With ``--workers N`` each worker has its own
+registry: scrape each worker, or run one worker per replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from modelyard.accounting.records import AttemptRecord, RequestRecord
+from modelyard.routing.health import model_health
+from modelyard.runtime import Runtime
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_HEALTH = {"healthy": 0.0, "degraded": 1.0, "unhealthy": 2.0}
+
+
+class _LiveCollector(Collector):
+    def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]]) -> None:
+        self._runtime = runtime
+        self._extra = extra
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._runtime()
+        breaker = GaugeMetricFamily("modelyard_breaker_state", "Circuit state: 0 closed, 1 half-open, 2 open",
+                                    labels=["model"])
+        health = GaugeMetricFamily("modelyard_model_health", "0 healthy, 1 degraded, 2 unhealthy", labels=["model"])
+        in_flight = GaugeMetricFamily("modelyard_in_flight", "Requests in flight per model", labels=["model"])
+        queue = GaugeMetricFamily("modelyard_queue_length", "Requests waiting per model", labels=["model"])
+        for name, dep in rt.models.items():
+            breaker.add_metric([name], _BREAKER.get(dep.state.breaker.state, 0.0))
+            health.add_metric([name], _HEALTH[model_health(dep)])
+            in_flight.add_metric([name], dep.state.limiter.in_flight)
+            queue.add_metric([name], dep.state.limiter.queue_length)
+        provider = GaugeMetricFamily("modelyard_provider_healthy", "1 when the provider passes its health checks",
+                                     labels=["provider"])
+        for name, p in rt.providers.items():
+            provider.add_metric([name], 1.0 if p.health_state.ok else 0.0)
+        yield from (breaker, health, in_flight, queue, provider)
+        extra = self._extra()
+        backlog = extra.get("usage_backlog")
+        if backlog is not None:
+            yield GaugeMetricFamily("modelyard_usage_backlog", "Usage records not yet in the store", value=backlog)
+        budgets = extra.get("budgets") or []
+        if budgets:
+            used = GaugeMetricFamily("modelyard_budget_used_fraction", "Budget use (used / limit)",
+                                     labels=["budget", "scope"])
+            for b in budgets:
+                used.add_metric([b["name"], b.get("scope_key") or ""], float(b.get("fraction") or 0.0))
+            yield used
+        version = GaugeMetricFamily("modelyard_config_version", "The live config version", value=rt.version)
+        yield version
+
+
+class Metrics:
+    def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("modelyard_requests", "Client requests", ["route", "model", "status", "fallback",
+                                                                           "cache"], registry=r)
+        self.attempts = Counter("modelyard_attempts", "Upstream attempts", ["model", "provider", "outcome"], registry=r)
+        self.latency = Histogram("modelyard_request_latency_seconds", "Request latency", ["route", "model"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("modelyard_ttft_seconds", "Time to first token (streams)", ["route", "model"],
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("modelyard_overhead_seconds", "Time spent in modelyard itself",
+                                  buckets=_OVERHEAD_BUCKETS, registry=r)
+        self.tokens = Counter("modelyard_tokens", "Tokens", ["model", "type"], registry=r)
+        self.cost = Counter("modelyard_cost_usd", "Cost in USD", ["model", "route", "org"], registry=r)
+        self.savings = Counter("modelyard_savings_usd", "Savings against the route's baseline model", ["route"],
+                               registry=r)
+        self.fallbacks = Counter("modelyard_fallbacks", "Answers not from the first choice", ["route"], registry=r)
+        r.register(_LiveCollector(runtime, extra or dict))
+
+    def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None:
+        status = str(rec.status or (200 if rec.success else 500))
+        self.requests.labels(rec.route, rec.model, status, "true" if rec.fallback else "false",
+                             "hit" if rec.cache_hit else "miss").inc()
+        self.latency.labels(rec.route, rec.model).observe(rec.latency_ms / 1000)
+        if rec.ttft_ms is not None:
+            self.ttft.labels(rec.route, rec.model).observe(rec.ttft_ms / 1000)
+        if overhead_ms is not None:
+            self.overhead.observe(max(0.0, overhead_ms) / 1000)
+        if rec.tokens_in:
+            self.tokens.labels(rec.model, "input").inc(rec.tokens_in)
+        if rec.tokens_out:
+            self.tokens.labels(rec.model, "output").inc(rec.tokens_out)
+        if rec.tokens_cached:
+            self.tokens.labels(rec.model, "cached").inc(rec.tokens_cached)
+        if rec.cost_usd:
+            self.cost.labels(rec.model, rec.route, rec.org_id or "").inc(rec.cost_usd)
+        if rec.baseline_cost_usd is not None and rec.baseline_cost_usd > rec.cost_usd:
+            self.savings.labels(rec.route).inc(rec.baseline_cost_usd - rec.cost_usd)
+        if rec.fallback:
+            self.fallbacks.labels(rec.route).inc()
+        for a in attempts:
+            self.attempts.labels(a.model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -131,12 +131,11 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
     add("p99 latency (json, 50 ms upstream, 256 conn)", p99, "<= 60 ms", lambda v: v <= 60, " ms", why, ref)
     info = r.get("targets", {}).get(my) or {}
     mini = r.get("targets", {}).get("minimal") or {}
-    up = info.get("status") == "ok"
     why_t = _why(r, "", my)
-    rss = info.get("idle_rss_mb") if up else None
+    rss = info.get("idle_rss_mb")
     add("idle RSS (1 worker)", rss, "<= 80 MB", lambda v: v <= 80, " MB", why_t, mini.get("idle_rss_mb"))
     cold = info.get("cold_start_s") or []
-    cs = statistics.median(cold) if up and cold else None
+    cs = statistics.median(cold) if cold else None
     ref = statistics.median(mini["cold_start_s"]) if mini.get("cold_start_s") else None
     add("cold start to first answer (median)", cs, "<= 1.5 s", lambda v: v <= 1.5, " s", why_t, ref)
     imp = r.get("import_time") or {}
@@ -168,8 +167,8 @@ def markdown_bar(bars: list[dict[str, Any]]) -> str:
 
 def _targets_table(r: dict[str, Any]) -> str:
     lines = [
-        "| target | status | procs | cold start s | idle RSS MB | idle PSS MB | idle CPU % | peak RSS MB (load) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| target | status | procs | cold start s | idle RSS MB | idle PSS MB | idle CPU % | peak RSS MB | restarts |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes = []
     for name, t in r.get("targets", {}).items():
@@ -178,10 +177,13 @@ def _targets_table(r: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {t['status']} | {t.get('processes') or '-'} | {cs} | {_fmt(t.get('idle_rss_mb'), nd=1)} | "
             f"{_fmt(t.get('idle_pss_mb'), nd=1)} | {_fmt(t.get('idle_cpu_pct'), nd=1)} | "
-            f"{_fmt(t.get('peak_rss_mb'), nd=1)} |"
+            f"{_fmt(t.get('peak_rss_mb'), nd=1)} | {len(t.get('deaths') or [])} |"
         )
         if t["status"] != "ok":
             notes.append(f"- **{name}** {t['status']}: `{' '.join(t['reason'].split())[:400]}`")
+        for d in t.get("deaths") or []:
+            last = " / ".join(d["log"].splitlines()[-3:])
+            notes.append(f"- **{name}** died {d['when']} (exit {d['returncode']}), restarted; log: `{last[:300]}`")
     return "\n".join(lines + (["", *notes] if notes else []))
 
 

@@ -150,7 +150,7 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
             if args.litellm_unavailable:
                 t.status, t.reason = "unavailable", args.litellm_unavailable
                 continue
-        timeout = START_TIMEOUT[name.split("-")[0]]
+        timeout = start_timeout(name)
         if name.startswith("modelyard") and args.cold_starts > 0:
             log(f"{name}: {args.cold_starts} cold-start samples")
             cold_start_samples(t, upstream, logdir, extra, args.cold_starts, timeout)
@@ -163,6 +163,32 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
         t.status = "ok"
         measure_idle(t)
         log(f"{name}: up in {took:.2f}s, idle RSS {t.idle_rss_mb} MB, idle CPU {t.idle_cpu_pct}%")
+
+
+def revive(t: Target, where: str, args: argparse.Namespace, mock: Target, logdir: Path) -> bool:
+    """A target died: record how (exit code, log tail) and start it again (at most 3 times).
+
+    Deaths are reported, never hidden: a crash under load is a finding. An exit after a graceful
+    "Shutting down" with -15/0 means something outside sent SIGTERM (e.g. a broad pkill on a shared machine).
+    """
+    rc = t.proc.returncode if t.proc is not None else None
+    t.deaths.append({"when": where, "returncode": rc, "log": procs.tail(t.log, 8) if t.log else ""})
+    log(f"{t.name}: died {where} (exit {rc}); log tail: {' / '.join(t.deaths[-1]['log'].splitlines()[-3:])}")
+    if t.proc is not None:
+        procs.stop(t.proc)
+    if len(t.deaths) > 3:
+        t.fail(f"died {len(t.deaths)} times; last {where}, exit {rc}")
+        return False
+    took = launch(t, f"http://127.0.0.1:{mock.port}", logdir, shlex.split(args.modelyard_args), start_timeout(t.name))
+    if took is None:
+        log(f"{t.name}: restart failed: {t.reason}")
+        return False
+    log(f"{t.name}: restarted in {took:.2f}s")
+    return True
+
+
+def start_timeout(name: str) -> float:
+    return START_TIMEOUT[name.split("-")[0]]
 
 
 @contextlib.contextmanager
@@ -190,13 +216,13 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
             for t in order:
                 if not t.ok:
                     continue
-                if not t.alive():
-                    t.fail(f"died during the run: {procs.tail(t.log, 6) if t.log else ''}")
-                    log(f"{t.name}: {t.reason}")
+                if not t.alive() and not revive(t, f"before {cell.key}", args, mock, logdir):
                     continue
                 with alone(t, targets):
                     res = run_loadgen(t, cell, args, logdir)
                 runs[cell.key][t.name].append(res)
+                if not t.alive():
+                    revive(t, f"during {cell.key}", args, mock, logdir)
                 if "error" in res:
                     log(f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['error']}")
                     continue

@@ -47,6 +47,7 @@ class Target:
     idle_cpu_pct: float | None = None
     peak_rss_mb: float | None = None
     processes: int = 0
+    deaths: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -80,6 +81,7 @@ class Target:
             "idle_pss_mb": self.idle_pss_mb,
             "idle_cpu_pct": self.idle_cpu_pct,
             "peak_rss_mb": self.peak_rss_mb,
+            "deaths": self.deaths,
         }
 
 

@@ -460,9 +460,6 @@ class MemoryLedger(_LedgerBase):
 class RedisLedger(_LedgerBase):
     """Budgets shared by every replica through one Redis. All checks and updates are Lua scripts."""
 
-    _reserve = LuaScript(RESERVE_LUA)
-    _settle = LuaScript(SETTLE_LUA)
-
     def __init__(
         self,
         budgets: Sequence[BudgetConfig],
@@ -477,6 +474,8 @@ class RedisLedger(_LedgerBase):
         self.client = client
         self.url = url
         self._owns_client = owns_client
+        self._reserve = LuaScript(RESERVE_LUA)
+        self._settle = LuaScript(SETTLE_LUA)
 
     def _res_key(self, rid: str) -> str:
         return f"{self.prefix}r|{rid}"

@@ -37,22 +37,26 @@ class RequestOptions:
     timeout_s: float | None = None
     #: cap on attempts (never above the route's own max_attempts)
     max_attempts: int | None = None
+    #: only candidates whose estimated cost fits (else 402 with the cheapest estimate)
+    max_cost_usd: float | None = None
+    #: false: bypass the response cache for this request
+    cache: bool | None = None
 
 
 DEFAULT_OPTIONS = RequestOptions()
 
-_FIELDS = ("route", "fallback", "local_only", "prefer", "task", "timeout_s", "max_attempts")
+_FIELDS = ("route", "fallback", "local_only", "prefer", "task", "timeout_s", "max_attempts", "max_cost_usd", "cache")
 
 
 def _coerce(name: str, value: Any) -> Any:
     where = f"modelyard.{name}"
-    if name in ("fallback", "local_only"):
+    if name in ("fallback", "local_only", "cache"):
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         raise InvalidRequestError(f"Invalid '{where}': expected true or false", param=where, code="invalid_value")
-    if name in ("timeout_s",):
+    if name in ("timeout_s", "max_cost_usd"):
         try:
             f = float(value)
         except (TypeError, ValueError):

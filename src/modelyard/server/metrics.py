@@ -34,10 +34,14 @@ class _LiveCollector(Collector):
         self._runtime = runtime
         self._extra = extra
 
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # read live at scrape time only (registration must not call collect)
+
     def collect(self) -> Iterator[Metric]:
         rt = self._runtime()
-        breaker = GaugeMetricFamily("modelyard_breaker_state", "Circuit state: 0 closed, 1 half-open, 2 open",
-                                    labels=["model"])
+        breaker = GaugeMetricFamily(
+            "modelyard_breaker_state", "Circuit state: 0 closed, 1 half-open, 2 open", labels=["model"]
+        )
         health = GaugeMetricFamily("modelyard_model_health", "0 healthy, 1 degraded, 2 unhealthy", labels=["model"])
         in_flight = GaugeMetricFamily("modelyard_in_flight", "Requests in flight per model", labels=["model"])
         queue = GaugeMetricFamily("modelyard_queue_length", "Requests waiting per model", labels=["model"])
@@ -46,8 +50,9 @@ class _LiveCollector(Collector):
             health.add_metric([name], _HEALTH[model_health(dep)])
             in_flight.add_metric([name], dep.state.limiter.in_flight)
             queue.add_metric([name], dep.state.limiter.queue_length)
-        provider = GaugeMetricFamily("modelyard_provider_healthy", "1 when the provider passes its health checks",
-                                     labels=["provider"])
+        provider = GaugeMetricFamily(
+            "modelyard_provider_healthy", "1 when the provider passes its health checks", labels=["provider"]
+        )
         for name, p in rt.providers.items():
             provider.add_metric([name], 1.0 if p.health_state.ok else 0.0)
         yield from (breaker, health, in_flight, queue, provider)
@@ -57,8 +62,9 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily("modelyard_usage_backlog", "Usage records not yet in the store", value=backlog)
         budgets = extra.get("budgets") or []
         if budgets:
-            used = GaugeMetricFamily("modelyard_budget_used_fraction", "Budget use (used / limit)",
-                                     labels=["budget", "scope"])
+            used = GaugeMetricFamily(
+                "modelyard_budget_used_fraction", "Budget use (used / limit)", labels=["budget", "scope"]
+            )
             for b in budgets:
                 used.add_metric([b["name"], b.get("scope_key") or ""], float(b.get("fraction") or 0.0))
             yield used
@@ -70,26 +76,40 @@ class Metrics:
     def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("modelyard_requests", "Client requests", ["route", "model", "status", "fallback",
-                                                                           "cache"], registry=r)
+        self.requests = Counter(
+            "modelyard_requests", "Client requests", ["route", "model", "status", "fallback", "cache"], registry=r
+        )
         self.attempts = Counter("modelyard_attempts", "Upstream attempts", ["model", "provider", "outcome"], registry=r)
-        self.latency = Histogram("modelyard_request_latency_seconds", "Request latency", ["route", "model"],
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("modelyard_ttft_seconds", "Time to first token (streams)", ["route", "model"],
-                              buckets=_LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("modelyard_overhead_seconds", "Time spent in modelyard itself",
-                                  buckets=_OVERHEAD_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "modelyard_request_latency_seconds",
+            "Request latency",
+            ["route", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "modelyard_ttft_seconds",
+            "Time to first token (streams)",
+            ["route", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "modelyard_overhead_seconds", "Time spent in modelyard itself", buckets=_OVERHEAD_BUCKETS, registry=r
+        )
         self.tokens = Counter("modelyard_tokens", "Tokens", ["model", "type"], registry=r)
         self.cost = Counter("modelyard_cost_usd", "Cost in USD", ["model", "route", "org"], registry=r)
-        self.savings = Counter("modelyard_savings_usd", "Savings against the route's baseline model", ["route"],
-                               registry=r)
+        self.savings = Counter(
+            "modelyard_savings_usd", "Savings against the route's baseline model", ["route"], registry=r
+        )
         self.fallbacks = Counter("modelyard_fallbacks", "Answers not from the first choice", ["route"], registry=r)
         r.register(_LiveCollector(runtime, extra or dict))
 
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None:
         status = str(rec.status or (200 if rec.success else 500))
-        self.requests.labels(rec.route, rec.model, status, "true" if rec.fallback else "false",
-                             "hit" if rec.cache_hit else "miss").inc()
+        self.requests.labels(
+            rec.route, rec.model, status, "true" if rec.fallback else "false", "hit" if rec.cache_hit else "miss"
+        ).inc()
         self.latency.labels(rec.route, rec.model).observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
             self.ttft.labels(rec.route, rec.model).observe(rec.ttft_ms / 1000)

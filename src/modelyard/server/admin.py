@@ -1,0 +1,218 @@
+"""The admin API (``/admin/...``): organisations, virtual keys, provider credentials, budgets.
+
+Every call needs the master key (``Authorization: Bearer <MODELYARD_MASTER_KEY>``).  A key's
+plaintext is returned once, at creation; only its hash is stored.  Credentials are encrypted at
+rest and only ever returned masked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelyard.errors import NotFoundError, ServiceUnavailableError
+from modelyard.server.services import Services
+
+if TYPE_CHECKING:
+    from modelyard.server.app import Gateway
+
+__all__ = ["admin_router", "budget_row"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrgIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class OrgPatch(_In):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyIn(_In):
+    org_id: str
+    name: str = Field(min_length=1, max_length=200)
+    allowed_routes: list[str] | None = None
+    allowed_models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    expires_at: datetime | None = None
+
+
+class KeyPatch(_In):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    allowed_routes: list[str] | None = None
+    allowed_models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    expires_at: datetime | None = None
+
+
+class CredentialIn(_In):
+    provider: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
+    secret: str = Field(min_length=1, repr=False)
+    org_id: str | None = None
+
+
+def admin_router(gw: Gateway) -> APIRouter:
+    def services(request: Request) -> Services:
+        s = gw.services
+        if s is None:
+            raise ServiceUnavailableError("the admin API needs the database, which is not running")
+        s.auth.require_master(request.headers)
+        return s
+
+    router = APIRouter(prefix="/admin", tags=["admin"])
+    S = Depends(services)
+
+    # -- organisations ---------------------------------------------------------------------------
+
+    @router.post("/orgs", status_code=201, summary="Create an organisation")
+    async def create_org(body: OrgIn, s: Services = S) -> dict[str, Any]:
+        org = await s.keys.create_org(body.name, org_id=body.id)
+        return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
+
+    @router.get("/orgs", summary="List organisations")
+    async def list_orgs(s: Services = S) -> dict[str, Any]:
+        orgs = await s.keys.list_orgs()
+        return {"data": [{"id": o.id, "name": o.name, "created_at": o.created_at.isoformat()} for o in orgs]}
+
+    @router.get("/orgs/{org_id}", summary="One organisation")
+    async def get_org(org_id: str, s: Services = S) -> dict[str, Any]:
+        org = await s.keys.get_org(org_id)
+        if org is None:
+            raise NotFoundError(f"no organisation {org_id!r}", code="org_not_found")
+        return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
+
+    @router.patch("/orgs/{org_id}", summary="Rename an organisation")
+    async def update_org(org_id: str, body: OrgPatch, s: Services = S) -> dict[str, Any]:
+        org = await s.keys.update_org(org_id, name=body.name)
+        return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
+
+    @router.delete("/orgs/{org_id}", summary="Delete an organisation, its keys and credentials (usage stays)")
+    async def delete_org(org_id: str, s: Services = S) -> dict[str, Any]:
+        await s.keys.delete_org(org_id)
+        await s.refresh_budgets()
+        return {"id": org_id, "deleted": True}
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    @router.post("/keys", status_code=201, summary="Create a virtual key (the plaintext is shown once)")
+    async def create_key(body: KeyIn, s: Services = S) -> dict[str, Any]:
+        plaintext, key = await s.keys.create_key(
+            body.org_id,
+            body.name,
+            allowed_routes=body.allowed_routes,
+            allowed_models=body.allowed_models,
+            rpm=body.rpm,
+            tpm=body.tpm,
+            budget_usd=body.budget_usd,
+            expires_at=body.expires_at,
+        )
+        if key.budget_usd:
+            await s.refresh_budgets()
+        return {**key.public(), "key": plaintext, "note": "store this key now: it is not shown again"}
+
+    @router.get("/keys", summary="List keys (never their plaintext)")
+    async def list_keys(org_id: str | None = Query(None), s: Services = S) -> dict[str, Any]:
+        return {"data": [k.public() for k in await s.keys.list_keys(org_id)]}
+
+    @router.get("/keys/{key_id}", summary="One key")
+    async def get_key(key_id: str, s: Services = S) -> dict[str, Any]:
+        key = await s.keys.get_key(key_id)
+        if key is None:
+            raise NotFoundError(f"no key {key_id!r}", code="key_not_found")
+        return key.public()
+
+    @router.patch("/keys/{key_id}", summary="Change a key's limits, routes, budget or expiry")
+    async def update_key(key_id: str, body: KeyPatch, s: Services = S) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        key = await s.keys.update_key(key_id, **changes)
+        await s.refresh_budgets()
+        return key.public()
+
+    @router.post("/keys/{key_id}/revoke", summary="Revoke a key (requests with it get 401)")
+    async def revoke_key(key_id: str, s: Services = S) -> dict[str, Any]:
+        return (await s.keys.revoke_key(key_id)).public()
+
+    @router.delete("/keys/{key_id}", summary="Delete a key")
+    async def delete_key(key_id: str, s: Services = S) -> dict[str, Any]:
+        await s.keys.delete_key(key_id)
+        await s.refresh_budgets()
+        return {"id": key_id, "deleted": True}
+
+    # -- provider credentials --------------------------------------------------------------------
+
+    def creds(s: Services) -> Any:
+        if s.credentials is None:
+            raise ServiceUnavailableError("credentials need a master key")
+        return s.credentials
+
+    @router.post("/credentials", status_code=201, summary="Store a provider credential (encrypted at rest)")
+    async def put_credential(body: CredentialIn, s: Services = S) -> dict[str, Any]:
+        record = await creds(s).put(body.provider, body.name, body.secret, body.org_id)
+        return dict(record.public())
+
+    @router.get("/credentials", summary="List credentials (masked)")
+    async def list_credentials(org_id: str | None = Query(None), s: Services = S) -> dict[str, Any]:
+        return {"data": [r.public() for r in await creds(s).list(org_id)]}
+
+    @router.delete("/credentials/{credential_id}", summary="Delete a credential")
+    async def delete_credential(credential_id: str, s: Services = S) -> dict[str, Any]:
+        await creds(s).delete(credential_id)
+        return {"id": credential_id, "deleted": True}
+
+    # -- budgets -----------------------------------------------------------------------------------
+
+    @router.get("/budgets", summary="Every budget's use in its current period")
+    async def budgets(s: Services = S) -> dict[str, Any]:
+        return {"data": [budget_row(b) for b in await s.ledger.usage()]}
+
+    @router.get("/budget-events", summary="Alerts and emergency stops, newest first")
+    async def budget_events(
+        org_id: str | None = Query(None), limit: int = Query(100, ge=1, le=1000), s: Services = S
+    ) -> dict[str, Any]:
+        events = await s.events.list(org_id=org_id, limit=limit)
+        return {
+            "data": [
+                {
+                    "ts": e.ts.isoformat(),
+                    "budget": e.budget,
+                    "scope": e.scope_key,
+                    "kind": e.kind,
+                    "fraction": e.fraction,
+                    "message": e.message,
+                    "org_id": e.org_id,
+                }
+                for e in events
+            ]
+        }
+
+    return router
+
+
+def budget_row(b: Any) -> dict[str, Any]:
+    return {
+        "budget": b.budget,
+        "scope": b.scope,
+        "period": b.period,
+        "period_start": b.period_start.isoformat() if b.period_start else None,
+        "period_end": b.period_end.isoformat() if b.period_end else None,
+        "limit_usd": b.limit_usd,
+        "limit_tokens": b.limit_tokens,
+        "used_usd": b.used_usd,
+        "used_tokens": b.used_tokens,
+        "reserved_usd": b.reserved_usd,
+        "reserved_tokens": b.reserved_tokens,
+        "fraction": b.fraction,
+        "state": b.state,
+    }

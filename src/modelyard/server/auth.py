@@ -1,0 +1,141 @@
+"""Who is calling: the master key (admin), a virtual key (an organisation's), or nobody.
+
+Authentication is on when a master key is configured (``server.master_key`` or
+``MODELYARD_MASTER_KEY``): every ``/v1`` request then needs ``Authorization: Bearer <key>`` (or
+``x-api-key``), and ``/admin`` needs the master key.  Without a master key the gateway serves
+anyone (and refuses to bind to a non-loopback address), but a valid virtual key sent anyway still
+attributes the request to its organisation.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from modelyard.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from modelyard.routing.limiter import ModelLimiter, Slot
+from modelyard.storage.keys import KeyRecord, KeyStore
+
+__all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+
+_REASONS = {
+    "unknown": "the API key is not valid",
+    "revoked": "the API key was revoked",
+    "expired": "the API key has expired",
+    "malformed": "the API key is not a modelyard key",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["master", "key", "anonymous"]
+    key: KeyRecord | None = None
+
+    @property
+    def org_id(self) -> str | None:
+        return self.key.org_id if self.key is not None else None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key is not None else None
+
+    def check_access(self, route: str, models: list[str]) -> None:
+        """403 unless the key may use this route (and every model it could reach)."""
+        key = self.key
+        if key is None:
+            return
+        if key.allowed_routes is not None and route not in key.allowed_routes:
+            raise PermissionDeniedError(
+                f"this key may not use {route!r} (allowed routes: {', '.join(key.allowed_routes) or 'none'})",
+                param="model",
+                code="route_not_allowed",
+            )
+        if key.allowed_models is not None:
+            denied = [m for m in models if m not in key.allowed_models]
+            if denied and len(denied) == len(models):
+                raise PermissionDeniedError(
+                    f"this key may not use {', '.join(denied)} "
+                    f"(allowed models: {', '.join(key.allowed_models) or 'none'})",
+                    param="model",
+                    code="model_not_allowed",
+                )
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or None
+
+
+class Authenticator:
+    def __init__(self, master_key: str | None, keys: KeyStore | None) -> None:
+        self._master = master_key.encode() if master_key else None
+        self.keys = keys
+        self._limits: OrderedDict[str, tuple[KeyRecord, ModelLimiter]] = OrderedDict()
+
+    @property
+    def required(self) -> bool:
+        return self._master is not None
+
+    def is_master(self, token: str | None) -> bool:
+        return bool(self._master is not None and token and hmac.compare_digest(token.encode(), self._master))
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        token = bearer(headers)
+        if self.is_master(token):
+            return Principal("master")
+        if token and self.keys is not None and token.startswith("my-"):
+            check = await self.keys.check(token)
+            if check.key is not None:
+                return Principal("key", check.key)
+            if self.required:
+                raise AuthenticationError(f"{_REASONS[check.reason]}; ask your admin for a key")
+        if self.required:
+            if not token:
+                raise AuthenticationError(
+                    "missing API key: send 'Authorization: Bearer <key>' (a virtual key from /admin/keys)",
+                    code="missing_api_key",
+                )
+            raise AuthenticationError("the API key is not valid; ask your admin for a key")
+        return ANONYMOUS
+
+    def require_master(self, headers: Mapping[str, str]) -> None:
+        if self._master is None:
+            raise PermissionDeniedError(
+                "the admin API is off: set MODELYARD_MASTER_KEY (or server.master_key) to use it",
+                code="admin_disabled",
+            )
+        if not self.is_master(bearer(headers)):
+            raise AuthenticationError("the admin API needs the master key: 'Authorization: Bearer <master key>'")
+
+    def key_slot(self, principal: Principal, est_tokens: int) -> Slot | None:
+        """Enforce the key's rpm/tpm (per process). Raises RateLimitError (429) when over."""
+        key = principal.key
+        if key is None or (key.rpm is None and key.tpm is None):
+            return None
+        entry = self._limits.get(key.id)
+        if entry is None or entry[0].rpm != key.rpm or entry[0].tpm != key.tpm:
+            limiter = ModelLimiter(
+                f"key {key.id}", max_concurrency=None, max_queue=0, queue_timeout_s=0.001, rpm=key.rpm, tpm=key.tpm
+            )
+            entry = (key, limiter)
+            self._limits[key.id] = entry
+            if len(self._limits) > 10_000:
+                self._limits.popitem(last=False)
+        slot = entry[1].try_acquire(est_tokens)
+        if slot is None:
+            raise RateLimitError(
+                f"this key is over its limit (rpm {key.rpm or '-'}, tpm {key.tpm or '-'}); retry later",
+                retry_after=entry[1].retry_after(),
+                code="key_rate_limited",
+            )
+        return slot

@@ -1,0 +1,169 @@
+"""The server's stateful services: database, keys, usage writer, budgets, cache, metrics.
+
+Started once in the app's lifespan (migrations run first) and closed on shutdown, where the
+usage writer flushes every queued record before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger
+from modelyard.accounting.cache import ResponseCache, make_cache
+from modelyard.accounting.service import Accountant
+from modelyard.accounting.writer import UsageWriter
+from modelyard.config.schema import BudgetConfig, Config
+from modelyard.runtime import Runtime
+from modelyard.server.auth import Authenticator
+from modelyard.server.metrics import Metrics
+from modelyard.storage.credentials import CredentialStore
+from modelyard.storage.db import Database
+from modelyard.storage.events import BudgetEvent as StoredEvent
+from modelyard.storage.events import BudgetEventStore
+from modelyard.storage.keys import KeyStore
+from modelyard.storage.migrate import migrate
+from modelyard.storage.usage import UsageStore
+
+__all__ = ["Services", "master_key_of"]
+
+log = logging.getLogger("modelyard.server")
+
+
+def master_key_of(config: Config) -> str | None:
+    if config.server.master_key is not None:
+        return config.server.master_key.get_secret_value() or None
+    return os.environ.get("MODELYARD_MASTER_KEY") or None
+
+
+@dataclass(slots=True)
+class Services:
+    database: Database
+    keys: KeyStore
+    usage: UsageStore
+    events: BudgetEventStore
+    credentials: CredentialStore | None
+    ledger: BudgetLedger
+    cache: ResponseCache
+    writer: UsageWriter
+    accountant: Accountant
+    metrics: Metrics
+    auth: Authenticator
+    config_budgets: tuple[BudgetConfig, ...] = ()
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _periodic: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
+        database = Database(config.database)
+        try:
+            await migrate(database)
+        except Exception:
+            await database.aclose()
+            raise
+        master = master_key_of(config)
+        keys = KeyStore(database)
+        usage = UsageStore(database)
+        events = BudgetEventStore(database)
+        credentials = await CredentialStore.open(database, master) if master else None
+        ledger = make_ledger(config.budgets, config.state)
+        cache = make_cache(config.cache, config.state)
+        writer = UsageWriter.from_config(usage, config.usage)
+        await writer.start()
+        services: Services
+        metrics = Metrics(runtime, lambda: services.live_figures())
+        accountant = Accountant(ledger=ledger, writer=writer, metrics=metrics)
+        services = cls(
+            database=database,
+            keys=keys,
+            usage=usage,
+            events=events,
+            credentials=credentials,
+            ledger=ledger,
+            cache=cache,
+            writer=writer,
+            accountant=accountant,
+            metrics=metrics,
+            auth=Authenticator(master, keys),
+            config_budgets=config.budgets,
+        )
+        accountant.event_sink = services._store_event
+        await services.refresh_budgets()
+        services._periodic = asyncio.get_running_loop().create_task(services._every_minute())
+        return services
+
+    # -- budgets: config budgets plus each key's own -------------------------------------------
+
+    async def refresh_budgets(self, config: Config | None = None) -> None:
+        if config is not None:
+            self.config_budgets = config.budgets
+        key_budgets = [
+            BudgetConfig(name=f"key:{k.id}", scope="key", target=k.id, limit_usd=k.budget_usd, period="total")
+            for k in await self.keys.list_keys()
+            if k.budget_usd
+        ]
+        budgets = [*self.config_budgets, *key_budgets]
+        self.ledger.reconfigure(budgets)
+        self.accountant.has_budgets = bool(budgets)
+
+    def _store_event(self, event: BudgetEvent) -> None:
+        stored = StoredEvent(
+            ts=datetime.now(UTC),
+            budget=event.budget,
+            scope_key=event.scope,
+            period_start=_period_start(event.period),
+            kind=event.kind,
+            fraction=event.threshold,
+            message=event.message,
+            org_id=event.scope.removeprefix("organization:") if event.scope.startswith("organization:") else None,
+        )
+        task = asyncio.get_running_loop().create_task(self._record(stored))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record(self, event: StoredEvent) -> None:
+        try:
+            await self.events.record(event)
+        except Exception as exc:  # the store is down: the event is in the log already
+            log.warning("could not store budget event %s: %s", event.budget, type(exc).__name__)
+
+    async def _every_minute(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                await self.keys.flush_last_used()
+            except Exception as exc:
+                log.warning("could not record key use: %s", type(exc).__name__)
+
+    def live_figures(self) -> dict[str, Any]:
+        return {"usage_backlog": self.writer.backlog}
+
+    async def aclose(self) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+            await asyncio.gather(self._periodic, return_exceptions=True)
+        await self.accountant.aclose()  # flushes every queued usage record
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.keys.flush_last_used()
+        except Exception as exc:
+            log.warning("could not record key use: %s", type(exc).__name__)
+        await self.cache.aclose()
+        await self.database.aclose()
+
+
+def _period_start(period: str) -> datetime:
+    try:
+        if len(period) == 10:
+            return datetime.strptime(period, "%Y-%m-%d").replace(tzinfo=UTC)
+        if len(period) == 7:
+            return datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    return datetime(1970, 1, 1, tzinfo=UTC)

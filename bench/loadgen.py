@@ -256,10 +256,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def sample_edges() -> None:
         await asyncio.sleep(max(0.0, stats.win_start - time.perf_counter()))
         tree = procs.process_tree(args.pid) if args.pid else []
+        aux = procs.process_tree(args.aux_pid) if args.aux_pid else []
+        edges["aux0"] = procs.cpu_seconds(aux)
         edges["start"] = (procs.cpu_seconds(tree), procs.machine_cpu(), own_cpu(), time.perf_counter())
         await asyncio.sleep(max(0.0, stats.win_end - time.perf_counter()))
         tree = procs.process_tree(args.pid) if args.pid else []
         edges["end"] = (procs.cpu_seconds(tree), procs.machine_cpu(), own_cpu(), time.perf_counter())
+        edges["aux1"] = procs.cpu_seconds(procs.process_tree(args.aux_pid) if args.aux_pid else [])
         edges["rss"] = procs.rss_bytes(tree)
 
     sampler = asyncio.create_task(sample_edges())
@@ -296,11 +299,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if session is not None:
         await session.close()
 
-    (cpu0, (busy0, tot0), own0, t0), (cpu1, (busy1, tot1), own1, t1) = edges["start"], edges["end"]
+    (cpu0, (busy0, tot0, task0), own0, t0), (cpu1, (busy1, tot1, task1), own1, t1) = edges["start"], edges["end"]
     window = t1 - t0
     ok = len(stats.latencies)
     errors = sum(stats.errors.values())
-    done = max(ok + errors, 1)
+    done = ok + errors
+    busy = (busy1 - busy0) / (tot1 - tot0) if tot1 > tot0 else 0.0
+    cores = os.cpu_count() or 1
+    target_util = (cpu1 - cpu0) / window if args.pid and window > 0 else 0.0
+    aux_util = (edges["aux1"] - edges["aux0"]) / window if window > 0 and args.aux_pid != args.pid else 0.0
+    # what neither the target, the load generator nor the mock used: other people's work on a shared machine
+    tasks = (task1 - task0) / (tot1 - tot0) if tot1 > tot0 else 0.0
+    other = tasks * cores - target_util - (own1 - own0) / max(window, 1e-9) - aux_util
     return {
         "url": args.url,
         "engine": args.engine,
@@ -318,11 +328,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "error_kinds": stats.errors,
         "warmup_errors": stats.warmup_errors,
-        "target_cpu_ms_per_req": round((cpu1 - cpu0) * 1000 / done, 4) if args.pid else None,
+        "target_cpu_ms_per_req": round((cpu1 - cpu0) * 1000 / done, 4) if args.pid and done else None,
         "target_cpu_util": round((cpu1 - cpu0) / window, 3) if args.pid and window > 0 else None,
-        "loadgen_cpu_ms_per_req": round((own1 - own0) * 1000 / done, 4),
+        "loadgen_cpu_ms_per_req": round((own1 - own0) * 1000 / done, 4) if done else None,
         "loadgen_cpu_util": round((own1 - own0) / window, 3) if window > 0 else None,
-        "machine_busy": round((busy1 - busy0) / (tot1 - tot0), 3) if tot1 > tot0 else None,
+        "machine_busy": round(busy, 3) if tot1 > tot0 else None,
+        "mock_cpu_util": round(aux_util, 3) if args.aux_pid else None,
+        "other_cores": round(max(0.0, other), 2),
         "target_rss_mb": round(edges["rss"] / 2**20, 1) if args.pid else None,
     }
 
@@ -337,6 +349,7 @@ def main() -> None:
     ap.add_argument("--model", default="bench")
     ap.add_argument("--api-key", default="sk-bench")
     ap.add_argument("--pid", type=int, default=0, help="root pid of the target, for CPU per request")
+    ap.add_argument("--aux-pid", type=int, default=0, help="pid of the mock upstream (its CPU is reported too)")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     ap.add_argument("--engine", choices=["raw", "aiohttp"], default="raw")
     args = ap.parse_args()

@@ -97,13 +97,14 @@ def pss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, total, task) jiffies of the whole machine from /proc/stat; ``task`` = user+nice+system, i.e.
+    without irq/softirq time (loopback networking), which no process is charged for."""
     parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     vals = [int(x) for x in parts[:8]]
     idle = vals[3] + vals[4]
     total = sum(vals)
-    return float(total - idle), float(total)
+    return float(total - idle), float(total), float(vals[0] + vals[1] + vals[2])
 
 
 def spawn(

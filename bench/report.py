@@ -144,9 +144,16 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
     w = ratio(k64, "modelyard-w2", my)
     add("--workers 2 vs 1 (json, 64 conn, 0 ms)", w, ">= 1.60x", lambda v: v >= 1.6, "x", _why(r, k64, f"{my}-w2", my))
     busy = _get(r, k64, "modelyard-w2", "machine_busy")
+    other = _get(r, k64, "modelyard-w2", "other_cores") or 0.0
     if w is not None and busy is not None and busy >= 0.9 and w < 1.6:
         bars[-1]["status"] = "N/A"
-        bars[-1]["note"] = f"machine saturated ({busy:.0%} busy incl. load generator and mock): not judged"
+        bars[-1]["note"] = (
+            f"machine saturated ({busy:.0%} busy, {other:.2f} cores used by unrelated processes): not judged"
+        )
+    for b, key in zip(bars[:8], (k64, k64, k1, k1, k1, s1, k256, k256), strict=True):
+        noise = max((_get(r, key, t, "other_cores") or 0.0) for t in ("direct", "minimal", my))
+        if noise >= 0.2 and b["status"] != "N/A":
+            b["note"] = f"noisy: up to {noise:.2f} cores used by unrelated processes during this cell"
     soak = r.get("soak") or {}
     why = soak.get("error", "not run (use --soak 10)")
     add("RSS growth over the soak (64 conn)", soak.get("growth_pct"), "< 10 %", lambda v: v < 10, " %", why)
@@ -195,15 +202,16 @@ def _cells_tables(r: dict[str, Any]) -> str:
     for (stream, delay), cells in groups.items():
         out.append(f"### {'streaming' if stream else 'non-streaming'}, upstream delay {delay} ms\n")
         out.append(
-            "| conns | target | RPS | p50 ms | p99 ms | +p50 | +p99 | TTFT p50 | +TTFT | CPU ms/req | errors | busy |"
+            "| conns | target | RPS | p50 ms | p99 ms | +p50 | +p99 | TTFT p50 | +TTFT | CPU ms/req | errors | busy "
+            "| other |"
         )
-        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for c in sorted(cells, key=lambda c: c["connections"]):
             med = c.get("median", {})
             base = med.get("direct") or {}
             for name, m in med.items():
                 if "error" in m:
-                    out.append(f"| {c['connections']} | {name} | failed: {m['error'][:80]} ||||||||||")
+                    out.append(f"| {c['connections']} | {name} | failed: {m['error'][:80]} |||||||||||")
                     continue
 
                 def d(f: str, m: dict[str, Any] = m, name: str = name, base: dict[str, Any] = base) -> str:
@@ -212,11 +220,12 @@ def _cells_tables(r: dict[str, Any]) -> str:
                     return f"{m[f] - base[f]:+.2f}"
 
                 busy = f"{m['machine_busy']:.0%}" if m.get("machine_busy") is not None else "-"
+                other = _fmt(m.get("other_cores"))
                 ttft = _fmt(m.get("ttft_p50_ms")) if stream else "-"
                 out.append(
                     f"| {c['connections']} | {name} | {m['rps']:,.0f} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | "
                     f"{d('p50_ms')} | {d('p99_ms')} | {ttft} | {d('ttft_p50_ms') if stream else '-'} | "
-                    f"{_fmt(m.get('target_cpu_ms_per_req'), nd=3)} | {m['errors']} | {busy} |"
+                    f"{_fmt(m.get('target_cpu_ms_per_req'), nd=3)} | {m['errors']} | {busy} | {other} |"
                 )
         out.append("")
     return "\n".join(out)
@@ -265,7 +274,8 @@ def markdown(r: dict[str, Any]) -> str:
         "#### Per cell",
         "",
         "+p50/+p99/+TTFT: added over `direct` (the mock upstream alone) in the same cell. CPU ms/req: the "
-        "target's own process tree (utime+stime). busy: the whole machine (target + mock + load generator).",
+        "target's own process tree (utime+stime). busy: the whole machine (target + mock + load generator + "
+        "anything else). other: cores used by processes that are not part of the benchmark (a shared machine).",
         "",
         _cells_tables(r),
     ]

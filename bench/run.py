@@ -55,6 +55,8 @@ MEDIAN_FIELDS = (
     "target_cpu_util",
     "loadgen_cpu_ms_per_req",
     "machine_busy",
+    "mock_cpu_util",
+    "other_cores",
 )
 START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "litellm": 240.0}
 
@@ -92,7 +94,8 @@ def set_mock(port: int, **cfg: float) -> None:
 def run_loadgen(t: Target, cell: Cell, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", t.url, "-c", str(cell.conns)]
     cmd += ["-d", str(args.duration), "-w", str(args.warmup), "--pid", str(t.pid), "--api-key", t.api_key]
-    cmd += ["--engine", args.engine, "--timeout", str(args.timeout)] + (["--stream"] if cell.stream else [])
+    cmd += ["--engine", args.engine, "--timeout", str(args.timeout), "--aux-pid", str(args.mock_pid)]
+    cmd += ["--stream"] if cell.stream else []
     hard = args.warmup + args.duration + min(args.timeout, 5.0) + 30.0
     with (logdir / "loadgen.log").open("ab") as err:
         err.write(f"\n# {shlex.join(cmd)}\n".encode())
@@ -323,6 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names = [n for n in names if not n.startswith("litellm")]
     args.names = names
     args.litellm_unavailable = ""
+    args.mock_pid = 0
     return args
 
 
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         mock_proc = procs.spawn(mock_cmd, log=mock.log or logdir / "mock.log")
-        mock.external_pid = mock_proc.pid
+        mock.external_pid = args.mock_pid = mock_proc.pid
         if not procs.wait_until(lambda: sysinfo.healthy(mock.port), 15.0):
             raise RuntimeError(f"mock upstream did not start: {procs.tail(logdir / 'mock.log')}")
         mock.status, mock.cold_start_s = "ok", [round(time.perf_counter() - t0, 3)]

@@ -77,9 +77,9 @@ def versions() -> dict[str, Any]:
 
 def background_busy(window: float) -> float:
     """Share of the machine's CPU busy before anything of ours runs (other users, builds, tests)."""
-    b0, t0 = procs.machine_cpu()
+    b0, t0, _ = procs.machine_cpu()
     time.sleep(window)
-    b1, t1 = procs.machine_cpu()
+    b1, t1, _ = procs.machine_cpu()
     return round((b1 - b0) / (t1 - t0), 3) if t1 > t0 else 0.0
 
 

@@ -70,6 +70,15 @@ def serve(
     cfg = gateway.holder.current.config
     bind_host = host or cfg.server.host
     bind_port = port or cfg.server.port
+    from modelyard.server.services import master_key_of
+
+    if not _is_loopback(bind_host) and master_key_of(cfg) is None:
+        console.print(
+            f"[bold red]refusing to listen on {bind_host}[/]: without a master key anyone who can reach it could use "
+            "your providers. Set MODELYARD_MASTER_KEY (or server.master_key), or bind to 127.0.0.1.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     source = str(path) if path else "environment (no modelyard.yaml)"
     console.print(
         f"modelyard on http://{bind_host}:{bind_port}  config: {source}  "
@@ -99,6 +108,17 @@ def serve(
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""
     os.environ[ENV_WATCH] = "1" if watch else "0"
     uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _loop() -> str:

@@ -104,7 +104,9 @@ def _keep_alive(value: str | int | None, path: str, default: float) -> float:
 
 def provider_settings(name: str, config: ProviderConfig) -> ModelSettings:
     """The defaults for every model of a provider. Raises ConfigError for a bad ``keep_alive``."""
-    return ModelSettings(keep_alive_s=_keep_alive(config.keep_alive, f"providers.{name}.keep_alive", DEFAULT_KEEP_ALIVE_S))
+    return ModelSettings(
+        keep_alive_s=_keep_alive(config.keep_alive, f"providers.{name}.keep_alive", DEFAULT_KEEP_ALIVE_S)
+    )
 
 
 def model_settings(name: str, config: ModelConfig, defaults: ModelSettings) -> ModelSettings:

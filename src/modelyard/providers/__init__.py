@@ -15,6 +15,7 @@ PROVIDER_CLASSES: dict[str, str] = {
     "anthropic": "modelyard.providers.anthropic:AnthropicProvider",
     "gemini": "modelyard.providers.gemini:GeminiProvider",
     "ollama": "modelyard.providers.ollama:OllamaProvider",
+    "llamacpp": "modelyard.providers.llamacpp:LlamaCppProvider",
 }
 
 

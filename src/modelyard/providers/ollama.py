@@ -18,25 +18,38 @@ Translation notes:
 * ``message.thinking`` (reasoning models) has no place in the OpenAI-shaped answer and is dropped.
 * Ollama options without an OpenAI equivalent (``num_ctx``, ``top_k`` ...) may be given as request
   fields or in an ``options`` object; they are passed on in ``options``.
+
+Lifecycle: ``self.lifecycle`` is the provider's :class:`~modelyard.local.LocalModelManager`.  Once
+it is started (the gateway starts it; so does ``await provider.lifecycle.start()``), every request
+goes through it: the model is loaded explicitly on first use (requests arriving meanwhile share
+the load, within ``load_timeout_s``), ``max_loaded`` / ``memory_budget_mb`` evict idle models,
+and Ollama gets the model's own ``keep_alive``.  A provider whose manager was never started
+(a library user, a unit test) leaves loading to Ollama and sends the provider's ``keep_alive``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from modelyard.config.schema import ProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
     UpstreamMalformedError,
     UpstreamStatusError,
 )
+from modelyard.local.manager import LocalModelManager
+from modelyard.local.ollama import OllamaBackend
+from modelyard.local.settings import keep_alive_for_ollama, provider_settings
 from modelyard.providers._http import iter_lines
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
 from modelyard.types import (
@@ -380,6 +393,35 @@ class OllamaProvider(Provider):
     local_by_default = True
     supports_embeddings = True
 
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        super().__init__(name, config)
+        budget = config.memory_budget_mb
+        self.lifecycle = LocalModelManager(
+            name,
+            OllamaBackend(self),
+            defaults=provider_settings(name, config),
+            preload=config.preload,
+            max_loaded=config.max_loaded,
+            memory_budget_bytes=int(budget * 2**20) if budget is not None else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.lifecycle.aclose()
+        await super().aclose()
+
+    def _keep_alive(self, model: str) -> str | int | float | None:
+        """The keep_alive sent with a request: the model's (managed) or the provider's."""
+        if self.lifecycle.started:
+            return keep_alive_for_ollama(self.lifecycle.settings(model).keep_alive_s)
+        return self.config.keep_alive
+
+    def _use(self, model: str, call: CallOptions) -> AbstractAsyncContextManager[object]:
+        """Hold ``model`` loaded and in use for a request (a no-op while the manager is not started)."""
+        if not self.lifecycle.started:
+            return contextlib.nullcontext()
+        limit = self.lifecycle.settings(model).load_timeout_s
+        return self.lifecycle.use(model, timeout=min(limit, call.timeout_s) if limit else call.timeout_s)
+
     def auth_headers(self) -> dict[str, str]:
         # a local Ollama needs no key; one behind an authenticating proxy (or ollama.com) does
         if self.config.api_key is None:
@@ -433,8 +475,11 @@ class OllamaProvider(Provider):
     # -- chat ----------------------------------------------------------------------------
 
     async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
-        body = encode_chat_request(request, upstream_model, stream=False, keep_alive=self.config.keep_alive)
-        data = await self.request_json("POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body)
+        body = encode_chat_request(request, upstream_model, stream=False, keep_alive=self._keep_alive(upstream_model))
+        async with self._use(upstream_model, call):
+            data = await self.request_json(
+                "POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body
+            )
         if isinstance(data, dict) and "error" in data:
             raise self._inband_error(data["error"], upstream_model)
         try:
@@ -443,11 +488,12 @@ class OllamaProvider(Provider):
             raise self._malformed(upstream_model, f"unexpected response shape ({exc})") from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
-        body = encode_chat_request(request, upstream_model, stream=True, keep_alive=self.config.keep_alive)
+        body = encode_chat_request(request, upstream_model, stream=True, keep_alive=self._keep_alive(upstream_model))
         state = StreamDecoder(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=upstream_model)
-        async with self.request(
-            "POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body
-        ) as resp:
+        async with (
+            self._use(upstream_model, call),
+            self.request("POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body) as resp,
+        ):
             async for raw in iter_lines(resp):
                 data = self._line(raw, upstream_model)
                 if data is None:
@@ -478,10 +524,13 @@ class OllamaProvider(Provider):
             body["dimensions"] = request.dimensions
         if isinstance(request.extra.get("truncate"), bool):
             body["truncate"] = request.extra["truncate"]
-        ka = keep_alive_value(self.config.keep_alive)
+        ka = keep_alive_value(self._keep_alive(upstream_model))
         if ka is not None:
             body["keep_alive"] = ka
-        data = await self.request_json("POST", f"{self.base_url}/api/embed", model=upstream_model, call=call, body=body)
+        async with self._use(upstream_model, call):
+            data = await self.request_json(
+                "POST", f"{self.base_url}/api/embed", model=upstream_model, call=call, body=body
+            )
         try:
             vectors = [[float(v) for v in vec] for vec in data["embeddings"]]
             if len(vectors) != len(request.input):

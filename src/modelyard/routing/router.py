@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from modelyard.errors import (
     AllAttemptsFailedError,
     ModelyardError,
+    PaymentRequiredError,
     RateLimitError,
     ServiceUnavailableError,
     UpstreamError,
@@ -41,7 +42,8 @@ __all__ = ["Attempt", "AttemptHooks", "RouteResult", "RoutedStream", "Router", "
 class AttemptHooks(Protocol):
     """Called around every upstream attempt (budgets reserve before and settle after).
 
-    ``before`` may raise :class:`~modelyard.errors.RateLimitError` to refuse the candidate before any
+    ``before`` may raise :class:`~modelyard.errors.RateLimitError` or
+    :class:`~modelyard.errors.PaymentRequiredError` to refuse the candidate before any
     upstream call (it is then skipped, not counted as an attempt).  ``after`` gets the attempt's usage
     (None on failure); for streams it runs when the stream ends.
     """
@@ -145,7 +147,7 @@ class Router:
         tries: dict[str, int] = {}
         skipped: list[str] = []
         last: ModelyardError | None = None
-        rejected: RateLimitError | None = None
+        rejected: RateLimitError | PaymentRequiredError | None = None
         while queue and len(result.attempts) < plan.max_attempts:
             dep, slot = await self._acquire(queue, est_tokens, deadline, skipped)
             if dep is None or slot is None:
@@ -162,8 +164,8 @@ class Router:
             start = time.perf_counter()
             try:
                 value = await call(dep, remaining)
-            except RateLimitError as exc:
-                # Refused by modelyard before any upstream call (a budget): not an attempt; next candidate.
+            except (RateLimitError, PaymentRequiredError) as exc:
+                # Refused by modelyard before any upstream call (a budget, max_cost): not an attempt; next candidate.
                 dep.state.stats.finish()
                 dep.state.breaker.release_probe()
                 slot.release(0)

@@ -71,7 +71,7 @@ async def migrate(database: Database) -> None:
     script = await asyncio.to_thread(_load_script)
     async with database.begin_write() as conn:
         if database.is_postgres:
-            pass
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
         await conn.run_sync(_upgrade, script)
 
 

@@ -1,0 +1,42 @@
+"""Local models: the lifecycle manager shared by the llama.cpp and Ollama providers.
+
+Each local provider owns one :class:`LocalModelManager` as ``provider.lifecycle``; code that
+deals with any provider checks ``lifecycle_of(provider)`` (or ``getattr(provider, "lifecycle",
+None)``).  :func:`sync_runtime` hands the managers the per-model settings of a runtime.
+"""
+
+from __future__ import annotations
+
+from modelyard.local.manager import (
+    STATES,
+    LoadResult,
+    LocalBackend,
+    LocalModelManager,
+    ModelBusyError,
+    State,
+    Subscription,
+)
+from modelyard.local.settings import (
+    DEFAULT_KEEP_ALIVE_S,
+    ModelSettings,
+    lifecycle_of,
+    parse_keep_alive,
+    provider_settings,
+    sync_runtime,
+)
+
+__all__ = [
+    "DEFAULT_KEEP_ALIVE_S",
+    "STATES",
+    "LoadResult",
+    "LocalBackend",
+    "LocalModelManager",
+    "ModelBusyError",
+    "ModelSettings",
+    "State",
+    "Subscription",
+    "lifecycle_of",
+    "parse_keep_alive",
+    "provider_settings",
+    "sync_runtime",
+]

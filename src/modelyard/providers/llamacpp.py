@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -290,18 +291,21 @@ class LlamaCppProvider(Provider):
 
     async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
         parts: list[str] = []
-        async for item in self._generate(request, upstream_model, call):
-            if isinstance(item, _Done):
-                message = Message(role="assistant", content="".join(parts))
-                return ChatResponse(
-                    id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                    created=int(time.time()),
-                    model=upstream_model,
-                    choices=[Choice(index=0, message=message, finish_reason=item.finish)],
-                    usage=item.usage,
-                )
-            parts.append(item)
-        raise AssertionError("the generator ended without a result")  # pragma: no cover
+        done: _Done | None = None
+        async with aclosing(self._generate(request, upstream_model, call)) as items:
+            async for item in items:
+                if isinstance(item, _Done):
+                    done = item
+                else:
+                    parts.append(item)
+        assert done is not None  # _generate ends with a _Done or raises
+        return ChatResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            created=int(time.time()),
+            model=upstream_model,
+            choices=[Choice(0, Message(role="assistant", content="".join(parts)), finish_reason=done.finish)],
+            usage=done.usage,
+        )
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -310,15 +314,16 @@ class LlamaCppProvider(Provider):
             return ChatChunk(chunk_id, created, upstream_model, [delta] if delta else [], usage)
 
         started = False
-        async for item in self._generate(request, upstream_model, call):
-            if not started:
-                started = True
-                yield chunk(ChoiceDelta(role="assistant", content=""))
-            if isinstance(item, _Done):
-                yield chunk(ChoiceDelta(finish_reason=item.finish))
-                yield chunk(None, item.usage)
-                return
-            yield chunk(ChoiceDelta(content=item))
+        async with aclosing(self._generate(request, upstream_model, call)) as items:
+            async for item in items:
+                if not started:
+                    started = True
+                    yield chunk(ChoiceDelta(role="assistant", content=""))
+                if isinstance(item, _Done):
+                    yield chunk(ChoiceDelta(finish_reason=item.finish))
+                    yield chunk(None, item.usage)
+                else:
+                    yield chunk(ChoiceDelta(content=item))
 
     def _check(self, request: ChatRequest) -> tuple[PromptFormat | None, tuple[str, str | None] | None]:
         """Refuse what this provider cannot do; returns (prompt format, grammar spec)."""

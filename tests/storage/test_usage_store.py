@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import random
+import statistics
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from modelyard.accounting.records import RequestRecord
+from modelyard.storage import Database
+from modelyard.storage.tables import usage_attempts, usage_requests
+from modelyard.storage.usage import UsageStore
+from tests.storage.records import T0, attempt, request
+
+
+def reference_percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (percentile_cont; statistics' 'inclusive' method)."""
+    if len(values) == 1:
+        return values[0]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[round(p * 100) - 1]
+
+
+async def test_insert_writes_requests_and_attempts_and_is_idempotent(db: Database) -> None:
+    store = UsageStore(db)
+    reqs = [request(i, attempts=2) for i in range(50)]
+    atts = [attempt(r, n) for r in reqs for n in (1, 2)]
+    await store.insert(reqs, atts)
+    assert await store.count() == (50, 100)
+    await store.insert(reqs, atts)  # a replay of the same records changes nothing
+    await store.insert(reqs[:10], [])
+    assert await store.count() == (50, 100)
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(usage_requests).where(usage_requests.c.request_id == "req-000007"))).one()
+        stored = RequestRecord(**{k: row._mapping[k] for k in row._mapping})
+    assert stored == reqs[7]
+    assert stored.ts.tzinfo is not None and stored.ts.utcoffset() == timedelta(0)
+
+
+async def test_insert_is_one_transaction(db: Database) -> None:
+    """If the attempts cannot be written, the requests of the batch are not written either."""
+    store = UsageStore(db)
+    reqs = [request(i) for i in range(5)]
+    bad = [attempt(r) for r in reqs]
+    bad[3].route = None  # type: ignore[assignment]  # NOT NULL
+    with pytest.raises(Exception, match="(?i)null"):
+        await store.insert(reqs, bad)
+    assert await store.count() == (0, 0)
+
+
+async def test_stats_numbers_on_a_known_dataset(db: Database) -> None:
+    store = UsageStore(db)
+    # model "a": 4 successes with latencies 10, 20, 30, 40 and one failure with latency 1000
+    reqs = [
+        request(1, model="a", latency_ms=10.0, ttft_ms=5.0, cost_usd=0.10, baseline_cost_usd=0.50),
+        request(2, model="a", latency_ms=20.0, ttft_ms=7.0, cost_usd=0.20, baseline_cost_usd=0.50, fallback=True),
+        request(3, model="a", latency_ms=30.0, cost_usd=0.30, baseline_cost_usd=None, tokens_in=50, tokens_out=5),
+        request(4, model="a", latency_ms=40.0, ttft_ms=9.0, cost_usd=0.0, cache_hit=True, baseline_cost_usd=0.25),
+        request(5, model="a", latency_ms=1000.0, success=False, error_class="timeout", status=504, cost_usd=0.0),
+        request(6, model="b", provider="anthropic", latency_ms=300.0, cost_usd=1.0, tokens_in=1000, tokens_out=500),
+    ]
+    await store.insert(reqs, [attempt(r) for r in reqs])
+    by_model = {row["key"]: row for row in await store.stats(group_by="model")}
+    a = by_model["a"]
+    assert a["requests"] == 5
+    assert a["successes"] == 4 and a["failures"] == 1
+    assert a["success_rate"] == pytest.approx(0.8)
+    assert a["fallbacks"] == 1 and a["fallback_rate"] == pytest.approx(0.2)
+    assert a["cache_hits"] == 1 and a["cache_hit_rate"] == pytest.approx(0.2)
+    # percentiles of successful requests only: [10, 20, 30, 40]
+    assert a["latency_p50_ms"] == pytest.approx(25.0)
+    assert a["latency_p95_ms"] == pytest.approx(38.5)  # 30 + (40 - 30) * 0.85
+    assert a["ttft_p50_ms"] == pytest.approx(7.0)  # of [5, 7, 9]
+    assert a["tokens_in"] == 4 * 100 + 50 and a["tokens_out"] == 4 * 20 + 5
+    assert a["cost_usd"] == pytest.approx(0.60)
+    # savings over the requests that have a baseline: 1.25 baseline, 0.30 spent
+    assert a["baseline_cost_usd"] == pytest.approx(1.25)
+    assert a["savings_usd"] == pytest.approx(0.95)
+    assert a["savings_percent"] == pytest.approx(76.0)
+    b = by_model["b"]
+    assert (b["requests"], b["latency_p50_ms"], b["latency_p95_ms"], b["ttft_p50_ms"]) == (1, 300.0, 300.0, None)
+    assert b["baseline_cost_usd"] is None and b["savings_usd"] is None and b["savings_percent"] is None
+    providers = {row["key"]: row["requests"] for row in await store.stats(group_by="provider")}
+    assert providers == {"openai": 5, "anthropic": 1}
+    [total] = await store.stats(group_by=None)
+    assert total["key"] is None and total["requests"] == 6 and total["cost_usd"] == pytest.approx(1.6)
+    assert total["latency_p50_ms"] == pytest.approx(30.0)  # of [10, 20, 30, 40, 300]
+
+
+async def test_percentiles_match_the_reference_on_random_data(db: Database) -> None:
+    rng = random.Random(7)
+    store = UsageStore(db)
+    latencies: dict[str, list[float]] = {"r1": [], "r2": [], "r3": []}
+    reqs = []
+    for i in range(900):
+        route = rng.choice(sorted(latencies))
+        latency = round(rng.lognormvariate(5, 1), 3)
+        reqs.append(request(i, route=route, latency_ms=latency, ttft_ms=latency / 3))
+        latencies[route].append(latency)
+    reqs.append(request(10_000, route="r4", latency_ms=42.0))  # a group of one
+    latencies["r4"] = [42.0]
+    await store.insert(reqs, [])
+    rows = {row["key"]: row for row in await store.stats(group_by="route")}
+    assert set(rows) == set(latencies)
+    for route, values in latencies.items():
+        assert rows[route]["requests"] == len(values)
+        assert rows[route]["latency_p50_ms"] == pytest.approx(reference_percentile(values, 0.5), rel=1e-9)
+        assert rows[route]["latency_p95_ms"] == pytest.approx(reference_percentile(values, 0.95), rel=1e-9)
+        if route != "r4":  # r4's one request has no ttft
+            thirds = [v / 3 for v in values]
+            assert rows[route]["ttft_p50_ms"] == pytest.approx(reference_percentile(thirds, 0.5), rel=1e-9)
+    assert rows["r4"]["ttft_p50_ms"] is None
+    # groups come busiest first
+    assert [row["requests"] for row in rows.values()] == sorted((len(v) for v in latencies.values()), reverse=True)
+
+
+async def test_stats_are_isolated_per_organisation(db: Database) -> None:
+    store = UsageStore(db)
+    reqs = [request(i, org_id="org-a", cost_usd=1.0) for i in range(3)]
+    reqs += [request(100 + i, org_id="org-b", cost_usd=10.0, model="secret-model") for i in range(2)]
+    reqs += [request(200, org_id=None, cost_usd=100.0)]
+    await store.insert(reqs, [])
+    a = await store.stats(group_by="model", org_id="org-a")
+    assert [(r["key"], r["requests"], r["cost_usd"]) for r in a] == [("gpt", 3, 3.0)]
+    b = await store.stats(group_by="model", org_id="org-b")
+    assert [(r["key"], r["requests"]) for r in b] == [("secret-model", 2)]
+    assert await store.stats(group_by="model", org_id="org-c") == []
+    by_org = {r["key"]: r["requests"] for r in await store.stats(group_by="org")}
+    assert by_org == {"org-a": 3, "org-b": 2, None: 1}
+    assert await store.spend(org_id="org-b") == (20.0, 240)
+
+
+async def test_time_buckets_are_utc_hours_and_days_in_order(db: Database) -> None:
+    store = UsageStore(db)
+    plus2 = timezone(timedelta(hours=2))
+    reqs = [
+        request(1, ts=datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC)),
+        request(2, ts=datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)),
+        request(3, ts=datetime(2026, 3, 2, 1, 30, tzinfo=plus2)),  # 2026-03-01 23:30 UTC
+        request(4, ts=datetime(2026, 3, 2, 0, 45)),  # naive: taken as UTC
+        request(5, ts=datetime(2026, 3, 2, 5, 0, tzinfo=UTC)),
+    ]
+    await store.insert(reqs, [])
+    hours = [(r["key"], r["requests"]) for r in await store.stats(group_by="hour")]
+    assert hours == [("2026-03-01T23:00:00Z", 2), ("2026-03-02T00:00:00Z", 2), ("2026-03-02T05:00:00Z", 1)]
+    days = [(r["key"], r["requests"]) for r in await store.stats(group_by="day")]
+    assert days == [("2026-03-01", 2), ("2026-03-02", 3)]
+
+
+async def test_since_until_window(db: Database) -> None:
+    store = UsageStore(db)
+    await store.insert([request(i, ts=T0 + timedelta(minutes=i)) for i in range(10)], [])
+    rows = await store.stats(group_by=None, since=T0 + timedelta(minutes=3), until=T0 + timedelta(minutes=7))
+    assert rows[0]["requests"] == 4  # minutes 3, 4, 5, 6: since inclusive, until exclusive
+    assert await store.stats(group_by=None, since=T0 + timedelta(days=1)) == []
+    cost, tokens = await store.spend(since=T0 + timedelta(minutes=8), model="gpt")
+    assert cost == pytest.approx(0.002) and tokens == 240
+
+
+async def test_attempt_rows_keep_every_try(db: Database) -> None:
+    store = UsageStore(db)
+    req = request(1, model="backup", fallback=True, attempts=3)
+    tries = [
+        attempt(req, 1, model="primary", success=False, error_class="status", status=503, cost_usd=0.0),
+        attempt(req, 2, model="primary", success=False, error_class="timeout", cost_usd=0.0),
+        attempt(req, 3, model="backup", fallback=True),
+    ]
+    await store.insert([req], tries)
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(usage_attempts).order_by(usage_attempts.c.attempt_number))).all()
+    assert [(r.attempt_number, r.model, r.success, r.error_class, r.status) for r in rows] == [
+        (1, "primary", False, "status", 503),
+        (2, "primary", False, "timeout", None),
+        (3, "backup", True, None, None),
+    ]

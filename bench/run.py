@@ -207,8 +207,14 @@ def alone(t: Target, targets: list[Target]) -> Iterator[None]:
             procs.resume(p)
 
 
-def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespace, mock: Target, logdir: Path) -> Any:
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c.key: {t.name: [] for t in targets} for c in cells}
+Runs = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespace, mock: Target, logdir: Path) -> Runs:
+    """Fill ``args.runs`` (kept on args so an interrupted run still reports what it measured)."""
+    runs: Runs = args.runs
+    for c in cells:
+        runs[c.key] = {t.name: [] for t in targets}
     total = args.repeats * len(cells)
     step = 0
     for rep in range(args.repeats):
@@ -234,6 +240,10 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
                     f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['rps']:>8} rps  p50 {res['p50_ms']}ms "
                     f"p99 {res['p99_ms']}ms{ttft}  cpu {res['target_cpu_ms_per_req']}ms/req  err {res['errors']}"
                 )
+    return runs
+
+
+def summarize(cells: list[Cell], runs: Runs) -> list[dict[str, Any]]:
     return [
         {
             "cell": c.key,
@@ -244,6 +254,7 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
             "median": {name: median_of(r) for name, r in runs[c.key].items() if r},
         }
         for c in cells
+        if c.key in runs
     ]
 
 
@@ -349,23 +360,24 @@ def main(argv: list[str] | None = None) -> int:
     result["settings"]["cells"] = [c.key for c in cells]
     result["settings"]["targets"] = args.names
     log(f"logs in {logdir}; {len(cells)} cells x {args.repeats} repeats x {len(args.names)} targets")
-    result["machine"] = sysinfo.machine()
-    result["background_busy"] = sysinfo.background_busy(2.0)
-    if result["background_busy"] > 0.15:
-        log(f"WARNING: the machine is {result['background_busy']:.0%} busy before the run: figures will be noisy")
-    if any(n.startswith("modelyard") for n in args.names):
-        log("import time of modelyard")
-        result["import_time"] = sysinfo.import_time(args.import_runs)
-    if any(n.startswith("litellm") for n in args.names):
-        ok, reason = ensure_litellm(not args.no_install, logdir / "litellm-install.log")
-        args.litellm_unavailable = "" if ok else reason
-    result["versions"] = sysinfo.versions()
     mock = Target("direct", port=procs.free_port(), log=logdir / "mock.log")
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock.port), "--chunks", str(args.chunks)]
     targets: list[Target] = []
     mock_proc: subprocess.Popen[bytes] | None = None
     exit_code = 0
+    args.runs = {}
     try:
+        result["machine"] = sysinfo.machine()
+        result["background_busy"] = sysinfo.background_busy(2.0)
+        if result["background_busy"] > 0.15:
+            log(f"WARNING: the machine is {result['background_busy']:.0%} busy before the run: figures will be noisy")
+        if any(n.startswith("modelyard") for n in args.names):
+            log("import time of modelyard")
+            result["import_time"] = sysinfo.import_time(args.import_runs)
+        if any(n.startswith("litellm") for n in args.names):
+            ok, reason = ensure_litellm(not args.no_install, logdir / "litellm-install.log")
+            args.litellm_unavailable = "" if ok else reason
+        result["versions"] = sysinfo.versions()
         t0 = time.perf_counter()
         mock_proc = procs.spawn(mock_cmd, log=mock.log or logdir / "mock.log")
         mock.external_pid = args.mock_pid = mock_proc.pid
@@ -375,10 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         measure_idle(mock, settle=0.2, window=0.5)
         start_targets(targets, args, mock, logdir)
         if cells:
-            result["cells"] = run_matrix(targets, cells, args, mock, logdir)
+            run_matrix(targets, cells, args, mock, logdir)
         if args.soak > 0:
-            ok = {t.name: t for t in targets if t.ok}
-            soak_t = next((ok[n] for n in ("modelyard", "modelyard-w2", "minimal") if n in ok), None)
+            ok_targets = {t.name: t for t in targets if t.ok}
+            soak_t = next((ok_targets[n] for n in ("modelyard", "modelyard-w2", "minimal") if n in ok_targets), None)
             if soak_t is None:
                 result["soak"] = {"error": "no target to soak"}
             else:
@@ -388,16 +400,22 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: stopping everything and writing partial results")
         result["interrupted"] = True
         exit_code = 130
+    except (RuntimeError, OSError) as exc:
+        log(f"run failed: {exc}")
+        result["interrupted"] = True
+        result["error"] = str(exc)
+        exit_code = 1
     finally:
         for t in targets:
             if t.proc is not None:
                 procs.stop(t.proc)
         if mock_proc is not None:
             procs.stop(mock_proc)
+    result["cells"] = summarize(cells, args.runs)
     result["targets"] = {t.name: t.summary() for t in targets} or {"direct": mock.summary()}
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["bar"] = report.evaluate(result)
-    paths = report.write(result, stamp, update_docs=not args.no_docs)
+    paths = report.write(result, stamp, update_docs=not args.no_docs and not result.get("interrupted"))
     log("wrote " + ", ".join(str(p) for p in paths))
     print(report.markdown_bar(result["bar"]))
     return exit_code

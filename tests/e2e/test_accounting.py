@@ -213,6 +213,14 @@ def test_response_cache(acct_server: ServerProcess, fakes: dict[str, FakeServer]
     assert wait_for(lambda: _count(db, "usage_requests") == 4)
     hits = _rows(db, "SELECT cache_hit, cost_usd FROM usage_requests WHERE cache_hit = 1")
     assert len(hits) == 2 and all(h[1] == 0 for h in hits)  # hits cost nothing and are recorded as hits
+    other = [{"role": "user", "content": "a streamed question"}]
+    streamed = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                          json={"model": "cached", "messages": other, "stream": True}, timeout=10)
+    assert streamed.headers["x-modelyard-cache"] == "miss" and streamed.text.rstrip().endswith("[DONE]")
+    again = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                       json={"model": "cached", "messages": other}, timeout=10)
+    assert again.headers["x-modelyard-cache"] == "hit"  # a finished stream is cached too
+    assert again.json()["choices"][0]["message"]["content"] == "gpt-4o-mini says: a streamed question"
 
 
 def test_metrics(acct_server: ServerProcess) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "MemoryCache",
     "RedisCache",
     "ResponseCache",
+    "assemble_response",
     "cache_key",
     "make_cache",
     "replay_chunks",
@@ -321,3 +322,52 @@ def replay_chunks(resp: ChatResponse) -> list[ChatChunk]:
     if resp.usage is not None:
         out.append(ChatChunk(resp.id, resp.created, resp.model, [], usage=resp.usage))
     return out
+
+
+def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatResponse | None:
+    """The complete response a finished stream amounts to (the inverse of :func:`replay_chunks`).
+
+    None when the chunks do not make a complete answer (a choice without a finish reason).
+    """
+    if not chunks:
+        return None
+    texts: dict[int, list[str]] = {}
+    refusals: dict[int, list[str]] = {}
+    calls: dict[int, dict[int, ToolCall]] = {}
+    finish: dict[int, Any] = {}
+    for ch in chunks:
+        for d in ch.choices:
+            if d.content:
+                texts.setdefault(d.index, []).append(d.content)
+            if d.refusal:
+                refusals.setdefault(d.index, []).append(d.refusal)
+            for t in d.tool_calls or ():
+                slot = calls.setdefault(d.index, {})
+                call = slot.get(t.index)
+                if call is None:
+                    call = slot[t.index] = ToolCall(id=t.id or "", name=t.name or "", arguments="")
+                if t.id:
+                    call.id = t.id
+                if t.name:
+                    call.name = t.name
+                call.arguments += t.arguments or ""
+            if d.finish_reason:
+                finish[d.index] = d.finish_reason
+    indexes = sorted(set(texts) | set(calls) | set(finish) | set(refusals))
+    if not indexes or any(i not in finish for i in indexes):
+        return None
+    first = chunks[0]
+    choices = [
+        Choice(
+            index=i,
+            message=Message(
+                role="assistant",
+                content="".join(texts[i]) if i in texts else (None if i in calls else ""),
+                tool_calls=[calls[i][k] for k in sorted(calls[i])] if i in calls else None,
+                refusal="".join(refusals[i]) if i in refusals else None,
+            ),
+            finish_reason=finish[i],
+        )
+        for i in indexes
+    ]
+    return ChatResponse(first.id, first.created, first.model, choices, usage, first.system_fingerprint)

@@ -217,7 +217,7 @@ class UsageWriter:
                 await self._spill_overflow()
                 return
             await self._spill_overflow()  # the store is slower than the traffic
-        if self._spilled_pending and not self._closing:
+        if (self._spilled_pending or self._reader is not None) and not self._closing:
             await self._replay()
 
     async def _flush_batch(self) -> bool:
@@ -331,7 +331,7 @@ class UsageWriter:
             await asyncio.to_thread(self.spill.reject, encode_items(items))
 
     async def _replay(self) -> None:
-        """Insert a few batches from the spill file; delete it when all of it is in."""
+        """Insert a few batches from the spill file; delete it once all of it is in."""
         if self._reader is None:
             self._reader = await asyncio.to_thread(self.spill.claim)
             if self._reader is None:
@@ -339,24 +339,26 @@ class UsageWriter:
                 return
         reader = self._reader
         for _ in range(REPLAY_BATCHES_PER_FLUSH):
-            offset = await asyncio.to_thread(reader.tell)
-            lines = await asyncio.to_thread(reader.read, self.batch_size)
-            if not lines:
+            chunk = await asyncio.to_thread(reader.read, self.batch_size)
+            items: list[Item] = []
+            damaged: list[bytes] = []
+            for line in chunk.lines:
+                try:
+                    items.append(decode_line(line))
+                except (ValueError, TypeError, KeyError):
+                    damaged.append(line if line.endswith(b"\n") else line + b"\n")
+            if items and not await self._insert_items(items):
+                await asyncio.to_thread(reader.seek, chunk.offset)  # from the same place next time
+                return
+            if damaged:
+                self.rejected += len(damaged)
+                log.error("usage: %d damaged lines in %s were set aside", len(damaged), reader.path)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self.spill.reject, b"".join(damaged))
+            self.replayed += len(items)
+            self._spilled_pending = max(0, self._spilled_pending - len(chunk.lines))
+            if chunk.at_end:
                 await asyncio.to_thread(reader.finish)
                 self._reader = None
                 self._spilled_pending = await asyncio.to_thread(self.spill.pending)
                 return
-            items: list[Item] = []
-            for line in lines:
-                try:
-                    items.append(decode_line(line))
-                except (ValueError, TypeError, KeyError):
-                    self.rejected += 1
-                    log.error("usage: a damaged line in %s was set aside", reader.path)
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(self.spill.reject, line if line.endswith(b"\n") else line + b"\n")
-            if items and not await self._insert_items(items):
-                await asyncio.to_thread(reader.seek, offset)
-                return
-            self.replayed += len(items)
-            self._spilled_pending = max(0, self._spilled_pending - len(lines))

@@ -7,15 +7,8 @@ None)``).  :func:`sync_runtime` hands the managers the per-model settings of a r
 
 from __future__ import annotations
 
-from modelyard.local.manager import (
-    STATES,
-    LoadResult,
-    LocalBackend,
-    LocalModelManager,
-    ModelBusyError,
-    State,
-    Subscription,
-)
+from modelyard.local.base import STATES, LoadResult, LocalBackend, ModelBusyError, State, Subscription
+from modelyard.local.manager import LocalModelManager
 from modelyard.local.settings import (
     DEFAULT_KEEP_ALIVE_S,
     ModelSettings,

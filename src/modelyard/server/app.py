@@ -34,6 +34,7 @@ from modelyard.server.errors import (
     modelyard_error_handler,
     unexpected_error_handler,
 )
+from modelyard.server.local_api import add_local_routes
 from modelyard.server.metrics import CONTENT_TYPE
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.services import Services
@@ -200,6 +201,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(ModelyardError, modelyard_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    add_local_routes(app, gw)
     return app
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from modelyard.accounting.cache import CachedResponse, cache_key, replay_chunks
+from modelyard.accounting.cache import CachedResponse, assemble_response, cache_key, replay_chunks
 from modelyard.accounting.service import RequestAccounting
 from modelyard.errors import ModelyardError, PayloadTooLargeError
 from modelyard.routing.deployment import Route
@@ -214,6 +214,9 @@ class OpenAIHandlers:
             if rt.retired and rt.active == 0:
                 holder.release(rt)
 
+        kept: list[ChatChunk] | None = [] if ckey is not None else None
+        ttl = route.config.cache_ttl_s
+
         async def record(error: ModelyardError | None) -> None:
             if acct is not None:
                 acct.finish(
@@ -224,9 +227,13 @@ class OpenAIHandlers:
                     ttft_ms=routed.ttft_ms,
                     overhead_ms=overhead_ms,
                 )
+            if kept is not None and error is None and ckey is not None and ttl and gw.services is not None:
+                whole = assemble_response(kept, routed.usage)
+                if whole is not None and routed.continued_by is None:
+                    await gw.services.cache.set(ckey, CachedResponse.of(whole, routed.result.deployment.name), ttl)
 
         return _SSEResponse(
-            self._sse(routed, req.include_usage, request_id, on_close, record, counted),
+            self._sse(routed, req.include_usage, request_id, on_close, record, counted, kept),
             on_close,
             media_type="text/event-stream",
             headers=headers,
@@ -284,6 +291,7 @@ class OpenAIHandlers:
         on_close: Callable[[], Awaitable[None]],
         record: Callable[[ModelyardError | None], Awaitable[None]],
         counted: dict[str, int],
+        kept: list[ChatChunk] | None,
     ) -> AsyncIterator[bytes]:
         model = routed.result.deployment.name
         chunk_id = f"chatcmpl-{request_id.removeprefix('req_')[:29]}"
@@ -293,6 +301,8 @@ class OpenAIHandlers:
         error: ModelyardError | None = None
         try:
             async for chunk in routed.chunks():
+                if kept is not None:
+                    kept.append(chunk)
                 if chunk.usage is not None and not chunk.choices:
                     if include_usage:
                         usage_sent = True

@@ -57,6 +57,7 @@ class Services:
     config_budgets: tuple[BudgetConfig, ...] = ()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
+    _budget_figures: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
@@ -133,15 +134,27 @@ class Services:
             log.warning("could not store budget event %s: %s", event.budget, type(exc).__name__)
 
     async def _every_minute(self) -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(60)
-            try:
-                await self.keys.flush_last_used()
-            except Exception as exc:
-                log.warning("could not record key use: %s", type(exc).__name__)
+            await asyncio.sleep(15)
+            ticks += 1
+            if self.accountant.has_budgets:
+                try:
+                    self._budget_figures = [
+                        {"name": b.budget, "scope_key": b.scope, "fraction": b.fraction}
+                        for b in await self.ledger.usage()
+                    ]
+                except Exception as exc:
+                    log.warning("could not read budget use: %s", type(exc).__name__)
+            if ticks % 4 == 0:
+                try:
+                    await self.keys.flush_last_used()
+                except Exception as exc:
+                    log.warning("could not record key use: %s", type(exc).__name__)
 
     def live_figures(self) -> dict[str, Any]:
-        return {"usage_backlog": self.writer.backlog}
+        """For the metrics scrape: the usage backlog, and budget use as of the last 15 s tick."""
+        return {"usage_backlog": self.writer.backlog, "budgets": self._budget_figures}
 
     async def aclose(self) -> None:
         if self._periodic is not None:

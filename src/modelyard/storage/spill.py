@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +23,7 @@ import orjson
 
 from modelyard.accounting.records import AttemptRecord, RequestRecord, record_from_dict
 
-__all__ = ["Item", "ReplayReader", "SpillFile", "decode_line", "encode_items"]
+__all__ = ["Chunk", "Item", "ReplayReader", "SpillFile", "decode_line", "encode_items"]
 
 Item = tuple[RequestRecord, Sequence[AttemptRecord]]
 
@@ -82,6 +83,14 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    #: where the chunk starts (to read it again after a failed insert)
+    offset: int
+    lines: list[bytes]
+    at_end: bool
+
+
 class ReplayReader:
     """Reads the claimed ``.replaying`` file in chunks, remembering where it is."""
 
@@ -89,14 +98,12 @@ class ReplayReader:
         self.path = path
         self._fh: IO[bytes] = path.open("rb")
 
-    def tell(self) -> int:
-        return self._fh.tell()
-
     def seek(self, offset: int) -> None:
         self._fh.seek(offset)
 
-    def read(self, n: int) -> list[bytes]:
+    def read(self, n: int) -> Chunk:
         """Up to ``n`` non-empty lines (fewer at the end of the file)."""
+        offset = self._fh.tell()
         lines: list[bytes] = []
         while len(lines) < n:
             line = self._fh.readline()
@@ -104,7 +111,8 @@ class ReplayReader:
                 break
             if line.strip():
                 lines.append(line)
-        return lines
+        at_end = self._fh.tell() >= os.fstat(self._fh.fileno()).st_size
+        return Chunk(offset, lines, at_end)
 
     def close(self) -> None:
         self._fh.close()

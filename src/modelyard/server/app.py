@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError, ModelyardError
@@ -144,7 +145,39 @@ def _install_reload(gw: Gateway, tasks: list[asyncio.Task[None]]) -> None:
         tasks.append(loop.create_task(gw.source.watch(queue)))
 
 
-def create_app(gw: Gateway) -> FastAPI:
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class FastPath:
+    """The ASGI app: the hot endpoints go straight to their handlers, everything else to FastAPI.
+
+    FastAPI wraps every request in several middleware layers (error handling, telemetry, body
+    limits, an exit stack): about 40 % of the CPU of a proxied request in a profile.  The hot
+    handlers do all of that themselves (body limit, OpenAI error JSON), so they skip the stack.
+    """
+
+    def __init__(self, app: FastAPI, routes: dict[tuple[str, str], Handler]) -> None:
+        self.app = app
+        self.routes = routes
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                request = Request(scope, receive)
+                try:
+                    response = await handler(request)
+                except ModelyardError as exc:
+                    response = error_response(exc)
+                except Exception as exc:
+                    response = await unexpected_error_handler(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(gw: Gateway) -> FastPath:
     """The ASGI app for one gateway."""
     handlers = _Handlers(gw)
     api = OpenAIHandlers(gw)
@@ -201,6 +234,15 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(ModelyardError, modelyard_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    hot: dict[tuple[str, str], Handler] = {
+        ("POST", "/v1/chat/completions"): api.chat_completions,
+        ("POST", "/chat/completions"): api.chat_completions,
+        ("POST", "/v1/embeddings"): api.embeddings,
+        ("POST", "/embeddings"): api.embeddings,
+        ("GET", "/v1/models"): api.models,
+        ("GET", "/health"): handlers.health,
+    }
+    return FastPath(app, hot)
     add_local_routes(app, gw)
     return app
 

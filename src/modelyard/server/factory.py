@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastapi import FastAPI
-
 from modelyard.config.source import ConfigSource
 from modelyard.runtime import RuntimeHolder
-from modelyard.server.app import Gateway, create_app
+from modelyard.server.app import FastPath, Gateway, create_app
 
 __all__ = ["ENV_CONFIG", "ENV_WATCH", "app_from_env", "build_gateway"]
 
@@ -24,7 +22,7 @@ def build_gateway(config_path: str | Path | None, *, watch: bool = False) -> Gat
     return Gateway(holder=RuntimeHolder(config, source=source.describe()), source=source, watch=watch)
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> FastPath:
     """Factory for ``uvicorn --factory``: reads MODELYARD_CONFIG (a path; unset = environment defaults)."""
     path = os.environ.get(ENV_CONFIG) or None
     return create_app(build_gateway(path, watch=os.environ.get(ENV_WATCH) == "1"))

@@ -57,22 +57,20 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
-    from modelyard.server.factory import ENV_CONFIG, ENV_WATCH, build_gateway
+    from modelyard.config.source import ConfigSource
 
     console = Console(stderr=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = _default_config(config)
+    source_ = ConfigSource(path)
     try:
-        gateway = build_gateway(path, watch=watch)
+        cfg = source_.load()  # validate before binding; the workers build the gateway themselves
     except ConfigError as exc:
         _fail(console, exc)
         return
-    cfg = gateway.holder.current.config
     bind_host = host or cfg.server.host
     bind_port = port or cfg.server.port
-    from modelyard.server.services import master_key_of
-
-    if not _is_loopback(bind_host) and master_key_of(cfg) is None:
+    if not _is_loopback(bind_host) and not cfg.master_key():
         console.print(
             f"[bold red]refusing to listen on {bind_host}[/]: without a master key anyone who can reach it could use "
             "your providers. Set MODELYARD_MASTER_KEY (or server.master_key), or bind to 127.0.0.1.",
@@ -100,9 +98,13 @@ def serve(
         "http": _http(),
         "timeout_graceful_shutdown": 30,
     }
-    if workers == 1:
-        from modelyard.server.app import create_app
+    from modelyard.server.factory import ENV_CONFIG, ENV_WATCH
 
+    if workers == 1:
+        from modelyard.runtime import RuntimeHolder
+        from modelyard.server.app import Gateway, create_app
+
+        gateway = Gateway(holder=RuntimeHolder(cfg, source=source_.describe()), source=source_, watch=watch)
         uvicorn.run(create_app(gateway), **common)  # type: ignore[arg-type]
         return
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""

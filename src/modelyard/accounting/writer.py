@@ -100,6 +100,7 @@ class UsageWriter:
         self.insert_failures = 0
         self.dropped = 0
         self.last_error: str | None = None
+        self.last_insert_ms: float | None = None
 
     @classmethod
     def from_config(cls, store: UsageSink, config: UsageConfig, **kwargs: Any) -> UsageWriter:
@@ -148,6 +149,7 @@ class UsageWriter:
             "insert_failures": self.insert_failures,
             "store_down_s": None if self._down_since is None else time.monotonic() - self._down_since,
             "last_error": self.last_error,
+            "last_insert_ms": self.last_insert_ms,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -193,16 +195,21 @@ class UsageWriter:
     # -- the background task ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # flushes start on a fixed schedule (every interval from the previous start, however long
+        # the previous flush took), so that no record waits more than one interval to be taken
+        next_at = time.monotonic() + self.interval_s
         while not self._closing:
-            timeout = self.interval_s
+            now = time.monotonic()
+            timeout = max(0.0, next_at - now)
             if self._down_since is not None:
-                timeout = max(timeout, self._retry_at - time.monotonic())
+                timeout = max(timeout, self._retry_at - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             self._wake.clear()
             if self._closing:
                 return
+            next_at = time.monotonic() + self.interval_s
             try:
                 await self._tick()
             except Exception:  # the flusher must outlive any surprise; records stay queued
@@ -212,7 +219,12 @@ class UsageWriter:
         if self._down_since is not None and time.monotonic() < self._retry_at:
             await self._spill_overflow()
             return
-        while self._queue and not self._closing:
+        # what was queued when the flush began, then any full batches that piled up meanwhile
+        due = len(self._queue)
+        if due and log.isEnabledFor(logging.DEBUG):
+            log.debug("usage: flush started with %d requests queued", due)
+        while (due > 0 or len(self._queue) >= self.batch_size) and not self._closing:
+            due -= min(self.batch_size, len(self._queue))
             if not await self._flush_batch():
                 await self._spill_overflow()
                 return
@@ -240,6 +252,7 @@ class UsageWriter:
         """Insert items; records the database refuses are set aside.  False when the store is down."""
         requests = [r for r, _ in items]
         attempts = [a for _, group in items for a in group]
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.insert_timeout_s):
                 await self.store.insert(requests, attempts)
@@ -253,7 +266,10 @@ class UsageWriter:
             mid = len(items) // 2
             return await self._insert_items(items[:mid]) and await self._insert_items(items[mid:])
         self.written += len(items)
+        self.last_insert_ms = (time.perf_counter() - started) * 1000
         self._mark_up()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("usage: wrote %d requests in %.1f ms", len(items), self.last_insert_ms)
         return True
 
     def _mark_down(self, exc: BaseException) -> None:

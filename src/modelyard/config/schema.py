@@ -6,6 +6,7 @@ that name the YAML path and suggest the key that was probably meant.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -200,6 +201,12 @@ class Config(_Strict):
     budgets: tuple[BudgetConfig, ...] = ()
     usage: UsageConfig = Field(default_factory=UsageConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    def master_key(self) -> str | None:
+        """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""
+        if self.server.master_key is not None and self.server.master_key.get_secret_value():
+            return self.server.master_key.get_secret_value()
+        return os.environ.get("MODELYARD_MASTER_KEY") or None
 
     def describe(self) -> dict[str, Any]:
         """A summary safe to show (no secrets)."""

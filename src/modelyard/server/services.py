@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,9 +35,7 @@ log = logging.getLogger("modelyard.server")
 
 
 def master_key_of(config: Config) -> str | None:
-    if config.server.master_key is not None:
-        return config.server.master_key.get_secret_value() or None
-    return os.environ.get("MODELYARD_MASTER_KEY") or None
+    return config.master_key()
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 side by side in one run, repeats interleaved round-robin so drift cancels, medians reported.
 
     make bench                                   # full matrix (about 35 min with LiteLLM)
-    make bench ARGS="--quick"                    # smoke run, about 3 min
+    make bench ARGS="--quick"                    # smoke run, about 5 min (LiteLLM starts slowly)
     .venv/bin/python bench/run.py --quick --targets direct,minimal --skip-litellm
     .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
 
@@ -303,7 +303,7 @@ def run_soak(t: Target, minutes: float, args: argparse.Namespace, mock: Target, 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 5 cells, 1 repeat, short windows (~3 min)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 5 cells, 1 repeat, short windows (~5 min)")
     ap.add_argument("--duration", type=float, help="measured seconds per run (default 5, quick 3)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1.5, quick 1)")
     ap.add_argument("--repeats", type=int, help="interleaved repeats, medians reported (default 3, quick 1)")

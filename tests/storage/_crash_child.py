@@ -2,6 +2,9 @@
 
 Usage: python _crash_child.py DB_PATH SPILL_PATH PROGRESS_PATH FLUSH_INTERVAL_MS RATE_PER_S
 
+With CRASH_CHILD_DEBUG set, the writer's debug log goes to stderr, each line starting with the
+``time.monotonic()`` at which it was written.
+
 PROGRESS_PATH is a file mapped into memory (it survives the SIGKILL, being the kernel's page
 cache): bytes 0-8 hold the number of records whose ``submit`` has returned, then one float64 per
 record with the ``time.monotonic()`` at which it was submitted (CLOCK_MONOTONIC: the same clock
@@ -80,4 +83,17 @@ async def main(db_path: str, spill_path: str, progress_path: str, interval_ms: i
 
 
 if __name__ == "__main__":
+    if os.environ.get("CRASH_CHILD_DEBUG"):
+        import logging
+
+        class Monotonic(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                record.mono = time.monotonic()
+                return True
+
+        handler = logging.StreamHandler()
+        handler.addFilter(Monotonic())
+        handler.setFormatter(logging.Formatter("%(mono).6f %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))

@@ -84,11 +84,11 @@ def pg_database() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         p = _pg_params(PG_URL)
         message = (
-            f"PostgreSQL at {p['host']}:{p['port']} (MODELYARD_TEST_PG_URL) is not usable: "
-            f"{type(exc).__name__}: {exc}"
+            f"PostgreSQL at {p['host']}:{p['port']} (MODELYARD_TEST_PG_URL) is not usable: {type(exc).__name__}: {exc}"
         )
         if in_ci():
-            pytest.fail(f"{message}. CI=true, so the Postgres tests must run: start the postgres service.", pytrace=False)
+            hint = "CI=true, so the Postgres tests must run: start the postgres service."
+            pytest.fail(f"{message}. {hint}", pytrace=False)
         pytest.skip(message)
     yield name
     run_async(lambda: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -37,7 +37,8 @@ def test_tampering_is_detected() -> None:
     cipher = Cipher.from_master_key(MASTER)
     ct, nonce = cipher.encrypt(SECRET, b"row-1")
     flipped = bytes([ct[0] ^ 1]) + ct[1:]
-    for args in ((flipped, nonce, b"row-1"), (ct, bytes(12), b"row-1"), (ct, nonce, b"row-2"), (ct[:-1], nonce, b"row-1")):
+    cases = [(flipped, nonce, b"row-1"), (ct, bytes(12), b"row-1"), (ct, nonce, b"row-2"), (ct[:-1], nonce, b"row-1")]
+    for args in cases:
         with pytest.raises(CredentialDecryptionError) as info:
             cipher.decrypt(*args)
         assert "PLANTED" not in str(info.value)

@@ -24,7 +24,8 @@ async def test_create_key_shows_the_plaintext_once_and_stores_only_its_hash(
         )
     assert plaintext.startswith("my-") and len(plaintext) == 43
     assert key.org_id == org.id and key.prefix == plaintext[:7] and key.display == plaintext[:7] + "…"
-    assert (key.allowed_routes, key.allowed_models, key.rpm, key.tpm, key.budget_usd) == (("main",), ("gpt",), 60, 1000, 5.0)
+    limits = (key.allowed_routes, key.allowed_models, key.rpm, key.tpm, key.budget_usd)
+    assert limits == (("main",), ("gpt",), 60, 1000, 5.0)
     assert plaintext not in repr(key) and plaintext not in str(key.public())
     assert plaintext not in caplog.text
     async with db.engine.connect() as conn:
@@ -53,7 +54,7 @@ async def test_verify_ok_unknown_malformed_revoked_expired(db: Database) -> None
     assert (await keys.check("sk-not-ours")).reason == "malformed"
     assert await keys.verify("") is None
 
-    soon, short = await keys.create_key(org.id, "short", expires_at=datetime.now(UTC) + timedelta(hours=1))
+    soon, _ = await keys.create_key(org.id, "short", expires_at=datetime.now(UTC) + timedelta(hours=1))
     assert (await keys.check(soon)).ok
     assert (await keys.check(soon, now=datetime.now(UTC) + timedelta(hours=2))).reason == "expired"
     past, _ = await keys.create_key(org.id, "old", expires_at=datetime.now(UTC) - timedelta(seconds=1))

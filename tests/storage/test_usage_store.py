@@ -44,7 +44,7 @@ async def test_insert_is_one_transaction(db: Database) -> None:
     reqs = [request(i) for i in range(5)]
     bad = [attempt(r) for r in reqs]
     bad[3].route = None  # type: ignore[assignment]  # NOT NULL
-    with pytest.raises(Exception, match="(?i)null"):
+    with pytest.raises(Exception, match=r"(?i)null"):
         await store.insert(reqs, bad)
     assert await store.count() == (0, 0)
 

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import text
 
 from modelyard.accounting.records import RequestRecord, to_row
 from modelyard.accounting.writer import UsageWriter
@@ -13,6 +21,7 @@ from modelyard.config.schema import UsageConfig
 from modelyard.storage import Database, migrate
 from modelyard.storage.spill import encode_items
 from modelyard.storage.usage import UsageStore
+from tests.storage._crash_child import HEADER, MAX_RECORDS
 from tests.storage.conftest import Outage, Target, wait_for
 from tests.storage.records import attempt, request
 
@@ -27,8 +36,6 @@ def items(start: int, n: int) -> list[tuple[RequestRecord, list]]:
 
 async def stored_ids(db: Database) -> list[str]:
     async with db.engine.connect() as conn:
-        from sqlalchemy import text
-
         return list((await conn.execute(text("SELECT request_id FROM usage_requests"))).scalars())
 
 
@@ -246,34 +253,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def crash_once(tmp_path: Path, *, interval_ms: int, rate: float, run_s: float) -> dict[str, float]:
     """Run the child under load, SIGKILL it, and compare what landed with what was submitted."""
-    import os
-    import signal
-    import sqlite3
-    import struct
-    import subprocess
-    import sys
-
-    from tests.storage._crash_child import HEADER, MAX_RECORDS
-
     tmp_path.mkdir(parents=True, exist_ok=True)
-    db_path, progress = tmp_path / "crash.db", tmp_path / "progress.bin"
+    db_path, progress, log_path = tmp_path / "crash.db", tmp_path / "progress.bin", tmp_path / "child.log"
     progress.write_bytes(bytes(HEADER + 8 * MAX_RECORDS))
-    with (tmp_path / "child.log").open("wb") as log:
+    command = [sys.executable, str(CHILD), str(db_path), str(tmp_path / "spill.jsonl"), str(progress)]
+    with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(CHILD), str(db_path), str(tmp_path / "spill.jsonl"), str(progress), str(interval_ms),
-             str(rate)],
+            [*command, str(interval_ms), str(rate)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "CRASH_CHILD_DEBUG": "1"},
         )
         try:
             deadline = time.monotonic() + 30
             while struct.unpack_from("<q", progress.read_bytes(), 0)[0] == 0:
-                assert proc.poll() is None, (tmp_path / "child.log").read_text()
+                assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the child never started submitting"
                 time.sleep(0.01)
             time.sleep(run_s)
-            assert proc.poll() is None, (tmp_path / "child.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             killed_at = time.monotonic()
             os.kill(proc.pid, signal.SIGKILL)
         finally:
@@ -282,11 +281,25 @@ def crash_once(tmp_path: Path, *, interval_ms: int, rate: float, run_s: float) -
     data = progress.read_bytes()
     submitted = struct.unpack_from("<q", data, 0)[0]
     submitted_at = struct.unpack_from(f"<{submitted + 1}d", data, HEADER)
-    with sqlite3.connect(db_path) as conn:  # recovers the WAL the child left
+    # the child's flushes: when each started, and when (and in how long) each insert committed
+    started_at: float | None = None
+    committed_flush_start = 0.0
+    inserts_ms: list[float] = []
+    for line in log_path.read_text().splitlines():
+        if m := re.match(r"([\d.]+) usage: flush started", line):
+            started_at = float(m[1])
+        elif m := re.match(r"([\d.]+) usage: wrote \d+ requests in ([\d.]+) ms", line):
+            inserts_ms.append(float(m[2]))
+            assert started_at is not None
+            committed_flush_start = started_at
+    in_flight_ms = (killed_at - started_at) * 1000 if started_at and started_at > committed_flush_start else 0.0
+    conn = sqlite3.connect(db_path)  # recovers the WAL the child left
+    try:
         landed = {int(r[0].removeprefix("crash-")) for r in conn.execute("SELECT request_id FROM usage_requests")}
         attempts = conn.execute("SELECT count(*) FROM usage_attempts").fetchone()[0]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    conn.close()
+    finally:
+        conn.close()
     assert integrity == "ok"
     assert attempts == len(landed), "a request landed without its attempt (or the reverse)"
     # the one record being submitted at the kill may have been queued without being counted
@@ -294,29 +307,48 @@ def crash_once(tmp_path: Path, *, interval_ms: int, rate: float, run_s: float) -
     lost = [i for i in range(submitted) if i not in landed]
     if lost:  # only the newest records are missing: every older one landed
         assert lost == list(range(lost[0], submitted)), "a gap: an older record was lost"
-    window_s = interval_ms / 1000
+        # exact: everything submitted before the start of the last flush that committed is in
+        assert submitted_at[lost[0]] >= committed_flush_start, "a record older than the last flush was lost"
     return {
         "submitted": submitted,
         "landed": len(landed),
         "lost": len(lost),
         "oldest_lost_age_ms": (killed_at - submitted_at[lost[0]]) * 1000 if lost else 0.0,
-        "in_last_interval": sum(1 for t in submitted_at[:submitted] if t > killed_at - window_s),
+        "in_last_interval": sum(1 for t in submitted_at[:submitted] if t > killed_at - interval_ms / 1000),
+        "max_insert_ms": max(inserts_ms, default=0.0),
+        "in_flight_ms": in_flight_ms,
+        "flushes": len(inserts_ms),
     }
 
 
 def test_a_crash_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
-    """SIGKILL a process that writes under load: only the records of the last flush interval may be lost."""
-    interval_ms, rate = 100, 2000.0
-    # slack for the batch being committed at the moment of the kill and for scheduling
-    slack_ms = 50
-    runs = [crash_once(tmp_path / f"run{n}", interval_ms=interval_ms, rate=rate, run_s=1.0 + 0.37 * n) for n in range(3)]
+    """SIGKILL a process writing under load: only the records of the last flush interval are lost.
+
+    Exactly: every record submitted before the start of the last flush that committed is in the
+    database (checked against the child's log).  In time: that flush started at most one interval
+    (plus timer jitter, or one insert when inserts overrun the interval) before the next one, whose
+    insert was in flight at the kill; so the oldest lost record is at most one interval plus the
+    in-flight insert (plus jitter) old.
+    """
+    interval_ms, rate, jitter_ms = 100, 2000.0, 30.0
+    runs = [
+        crash_once(tmp_path / f"run{n}", interval_ms=interval_ms, rate=rate, run_s=1.0 + 0.37 * n) for n in range(3)
+    ]
     for n, r in enumerate(runs):
         print(
-            f"crash run {n}: submitted {r['submitted']:.0f} at {rate:.0f}/s, landed {r['landed']:.0f}, "
-            f"lost {r['lost']:.0f} (submitted in the last {interval_ms} ms: {r['in_last_interval']:.0f}); "
-            f"oldest lost record was submitted {r['oldest_lost_age_ms']:.1f} ms before SIGKILL"
+            f"\ncrash run {n}: {r['submitted']:.0f} submitted at {rate:.0f}/s, {r['landed']:.0f} landed, "
+            f"{r['lost']:.0f} lost (submitted in the last {interval_ms} ms: {r['in_last_interval']:.0f}); "
+            f"oldest lost record submitted {r['oldest_lost_age_ms']:.1f} ms before SIGKILL; "
+            f"{r['flushes']:.0f} flushes, slowest insert {r['max_insert_ms']:.1f} ms, "
+            f"insert in flight at the kill for {r['in_flight_ms']:.1f} ms"
         )
     for r in runs:
-        assert r["landed"] > 0
-        assert r["oldest_lost_age_ms"] <= interval_ms + slack_ms, r
-        assert r["lost"] <= r["in_last_interval"] * (interval_ms + slack_ms) / interval_ms + 1, r
+        assert r["landed"] > 0 and r["flushes"] >= 3
+        # the time bound assumes the child had the CPU: if it could not even keep up its submission
+        # rate in the last interval, the machine was overloaded and its timers ran late (the exact
+        # check in crash_once still applies)
+        if r["in_last_interval"] < 0.8 * rate * interval_ms / 1000:
+            print("(the child was starved of CPU in that run: time bound not checked)")
+            continue
+        gap_ms = max(interval_ms + jitter_ms, r["max_insert_ms"])  # between the starts of two flushes
+        assert r["oldest_lost_age_ms"] <= gap_ms + r["in_flight_ms"] + jitter_ms, r

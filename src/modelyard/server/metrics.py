@@ -75,6 +75,7 @@ class _LiveCollector(Collector):
 class Metrics:
     def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "modelyard_requests", "Client requests", ["route", "model", "status", "fallback", "cache"], registry=r
@@ -105,30 +106,40 @@ class Metrics:
         self.fallbacks = Counter("modelyard_fallbacks", "Answers not from the first choice", ["route"], registry=r)
         r.register(_LiveCollector(runtime, extra or dict))
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)``, memoised: label lookups take a lock and build a tuple each time."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 50_000:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None:
         status = str(rec.status or (200 if rec.success else 500))
-        self.requests.labels(
-            rec.route, rec.model, status, "true" if rec.fallback else "false", "hit" if rec.cache_hit else "miss"
-        ).inc()
-        self.latency.labels(rec.route, rec.model).observe(rec.latency_ms / 1000)
+        child = self._child
+        fallback = "true" if rec.fallback else "false"
+        child(self.requests, rec.route, rec.model, status, fallback, "hit" if rec.cache_hit else "miss").inc()
+        child(self.latency, rec.route, rec.model).observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
-            self.ttft.labels(rec.route, rec.model).observe(rec.ttft_ms / 1000)
+            child(self.ttft, rec.route, rec.model).observe(rec.ttft_ms / 1000)
         if overhead_ms is not None:
             self.overhead.observe(max(0.0, overhead_ms) / 1000)
         if rec.tokens_in:
-            self.tokens.labels(rec.model, "input").inc(rec.tokens_in)
+            child(self.tokens, rec.model, "input").inc(rec.tokens_in)
         if rec.tokens_out:
-            self.tokens.labels(rec.model, "output").inc(rec.tokens_out)
+            child(self.tokens, rec.model, "output").inc(rec.tokens_out)
         if rec.tokens_cached:
-            self.tokens.labels(rec.model, "cached").inc(rec.tokens_cached)
+            child(self.tokens, rec.model, "cached").inc(rec.tokens_cached)
         if rec.cost_usd:
-            self.cost.labels(rec.model, rec.route, rec.org_id or "").inc(rec.cost_usd)
+            child(self.cost, rec.model, rec.route, rec.org_id or "").inc(rec.cost_usd)
         if rec.baseline_cost_usd is not None and rec.baseline_cost_usd > rec.cost_usd:
-            self.savings.labels(rec.route).inc(rec.baseline_cost_usd - rec.cost_usd)
+            child(self.savings, rec.route).inc(rec.baseline_cost_usd - rec.cost_usd)
         if rec.fallback:
-            self.fallbacks.labels(rec.route).inc()
+            child(self.fallbacks, rec.route).inc()
         for a in attempts:
-            self.attempts.labels(a.model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
+            child(self.attempts, a.model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,15 +14,14 @@ fast or a timeout, and both would distort them); time to first token covers requ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord, to_row
+from modelyard.accounting.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
 from modelyard.storage.db import Database
 from modelyard.storage.tables import usage_attempts, usage_requests
 
@@ -42,19 +41,37 @@ class UsageStore:
 
     def __init__(self, database: Database) -> None:
         self.db = database
-        dialect_insert = postgresql.insert if database.is_postgres else sqlite.insert
-        self._insert_requests: Insert = dialect_insert(usage_requests).on_conflict_do_nothing()
-        self._insert_attempts: Insert = dialect_insert(usage_attempts).on_conflict_do_nothing()
+        # _values relies on the timestamp being the first field of both records
+        assert REQUEST_FIELDS[0] == "ts" and ATTEMPT_FIELDS[0] == "ts"
 
     async def insert(self, requests: Sequence[RequestRecord], attempts: Sequence[AttemptRecord]) -> None:
-        """Insert records in one transaction; rows already present are skipped."""
+        """Insert records in one transaction; rows already present are skipped.
+
+        This runs for every request (in batches, off the request path but in the same process), so it
+        goes straight to the driver's ``executemany`` with prepared tuples: SQLAlchemy's per-row
+        parameter processing cost about 0.2 ms of CPU per request.
+        """
         if not requests and not attempts:
             return
         async with self.db.begin_write() as conn:
+            style = conn.dialect.paramstyle
             if requests:
-                await conn.execute(self._insert_requests, [to_row(r) for r in requests])
+                sql = _insert_sql("usage_requests", REQUEST_FIELDS, style)
+                await conn.exec_driver_sql(sql, [self._values(r, REQUEST_FIELDS) for r in requests])
             if attempts:
-                await conn.execute(self._insert_attempts, [to_row(a) for a in attempts])
+                sql = _insert_sql("usage_attempts", ATTEMPT_FIELDS, style)
+                await conn.exec_driver_sql(sql, [self._values(a, ATTEMPT_FIELDS) for a in attempts])
+
+    def _values(self, record: RequestRecord | AttemptRecord, names: tuple[str, ...]) -> tuple[Any, ...]:
+        values = [getattr(record, name) for name in names]
+        ts = values[0]
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        if self.db.is_sqlite:
+            # the exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree
+            values[0] = ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            return tuple(int(v) if isinstance(v, bool) else v for v in values)
+        values[0] = ts
+        return tuple(values)
 
     async def count(self) -> tuple[int, int]:
         """Rows in usage_requests and usage_attempts."""
@@ -232,6 +249,19 @@ class UsageStore:
         async with self.db.engine.connect() as conn:
             cost, tokens = (await conn.execute(query)).one()
         return float(cost), int(tokens)
+
+
+@functools.cache
+def _insert_sql(table: str, names: tuple[str, ...], paramstyle: str) -> str:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style."""
+    if paramstyle == "qmark":
+        marks = ", ".join("?" for _ in names)
+    elif paramstyle in ("numeric_dollar", "numeric"):
+        sign = "$" if paramstyle == "numeric_dollar" else ":"
+        marks = ", ".join(f"{sign}{i}" for i in range(1, len(names) + 1))
+    else:  # format / pyformat
+        marks = ", ".join("%s" for _ in names)
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 
 def _opt_float(value: Any) -> float | None:

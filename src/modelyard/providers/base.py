@@ -204,11 +204,11 @@ class Provider(ABC):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: upstream sent invalid JSON for {model!r}: {raw[:200]!r}",
-                provider=self.name,
-                model=model,
-            ) from exc
+            raise self.malformed(f"upstream sent invalid JSON for {model!r}: {raw[:200]!r}", model) from exc
+
+    def malformed(self, detail: str, model: str) -> UpstreamMalformedError:
+        """The error for an upstream answer that cannot be parsed (retryable: try again or elsewhere)."""
+        return UpstreamMalformedError(f"{self.name}: {detail}", provider=self.name, model=model)
 
     def error_from_response(
         self, status: int, raw: bytes, headers: Mapping[str, str], model: str

@@ -36,7 +36,6 @@ import orjson
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
-    UpstreamMalformedError,
     UpstreamStatusError,
 )
 from modelyard.providers._http import iter_sse, retry_after_from_headers
@@ -726,11 +725,7 @@ class GeminiProvider(Provider):
         try:
             return decode_response(data, upstream_model, provider=self.name)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: unexpected response shape from {upstream_model!r}: {exc}",
-                provider=self.name,
-                model=upstream_model,
-            ) from exc
+            raise self.malformed(f"unexpected response shape from {upstream_model!r}: {exc}", upstream_model) from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         decoder = StreamDecoder(model=upstream_model, provider=self.name)
@@ -751,10 +746,9 @@ class GeminiProvider(Provider):
                         raise self._inband_error(data, upstream_model)
                     chunks = decoder.feed(data)
                 except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
-                    raise UpstreamMalformedError(
-                        f"{self.name}: malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                        provider=self.name,
-                        model=upstream_model,
+                    raise self.malformed(
+                        f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
+                        upstream_model,
                     ) from exc
                 for chunk in chunks:
                     yield chunk
@@ -800,11 +794,7 @@ class GeminiProvider(Provider):
             if len(vectors) != len(texts):
                 raise ValueError(f"{len(vectors)} embeddings for {len(texts)} inputs")
         except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: unexpected embeddings response from {upstream_model!r}",
-                provider=self.name,
-                model=upstream_model,
-            ) from exc
+            raise self.malformed(f"unexpected embeddings response from {upstream_model!r}", upstream_model) from exc
         usage = decode_usage(data.get("usageMetadata"))
         if usage is None or not usage.prompt_tokens:
             tokens = sum(max(1, math.ceil(len(t) / 4)) for t in texts)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.errors import UpstreamConnectionError, UpstreamMalformedError, UpstreamStatusError
+from modelyard.errors import UpstreamConnectionError, UpstreamStatusError
 from modelyard.providers._http import iter_sse
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
 from modelyard.types import (
@@ -271,11 +271,7 @@ class OpenAIProvider(Provider):
         try:
             return decode_response(data, upstream_model)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: unexpected response shape from {upstream_model!r}: {exc}",
-                provider=self.name,
-                model=upstream_model,
-            ) from exc
+            raise self.malformed(f"unexpected response shape from {upstream_model!r}: {exc}", upstream_model) from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         body = encode_request(request, upstream_model, stream=True)
@@ -296,10 +292,9 @@ class OpenAIProvider(Provider):
                         raise self._stream_error(data["error"], upstream_model)
                     chunk = decode_chunk(data, upstream_model)
                 except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-                    raise UpstreamMalformedError(
-                        f"{self.name}: malformed stream chunk from {upstream_model!r}: {event.data[:200]!r}",
-                        provider=self.name,
-                        model=upstream_model,
+                    raise self.malformed(
+                        f"malformed stream chunk from {upstream_model!r}: {event.data[:200]!r}",
+                        upstream_model,
                     ) from exc
                 for c in chunk.choices:
                     seen.add(c.index)
@@ -343,11 +338,7 @@ class OpenAIProvider(Provider):
             vectors = [_vector(d["embedding"]) for d in items]
             usage = decode_usage(data.get("usage")) or Usage()
         except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamMalformedError(
-                f"{self.name}: unexpected embeddings response from {upstream_model!r}",
-                provider=self.name,
-                model=upstream_model,
-            ) from exc
+            raise self.malformed(f"unexpected embeddings response from {upstream_model!r}", upstream_model) from exc
         return EmbeddingResponse(model=str(data.get("model") or upstream_model), data=vectors, usage=usage)
 
     async def list_models(self) -> list[UpstreamModel]:

@@ -15,7 +15,8 @@ fast or a timeout, and both would distort them); time to first token covers requ
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -63,15 +64,14 @@ class UsageStore:
                 await conn.exec_driver_sql(sql, [self._values(a, ATTEMPT_FIELDS) for a in attempts])
 
     def _values(self, record: RequestRecord | AttemptRecord, names: tuple[str, ...]) -> tuple[Any, ...]:
-        values = [getattr(record, name) for name in names]
+        values = _getter(names)(record)  # one C call for every field (the timestamp is first)
         ts = values[0]
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
         if self.db.is_sqlite:
-            # the exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree
-            values[0] = ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-            return tuple(int(v) if isinstance(v, bool) else v for v in values)
-        values[0] = ts
-        return tuple(values)
+            # the exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree;
+            # booleans go in as they are (sqlite3 stores bool as 0/1, like SQLAlchemy's Boolean)
+            return (ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"), *values[1:])
+        return (ts, *values[1:])
 
     async def count(self) -> tuple[int, int]:
         """Rows in usage_requests and usage_attempts."""
@@ -249,6 +249,11 @@ class UsageStore:
         async with self.db.engine.connect() as conn:
             cost, tokens = (await conn.execute(query)).one()
         return float(cost), int(tokens)
+
+
+@functools.cache
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    return operator.attrgetter(*names)
 
 
 @functools.cache

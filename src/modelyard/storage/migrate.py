@@ -9,18 +9,22 @@ inside ONE transaction (DDL is transactional on both backends; SQLAlchemy emits 
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from modelyard.storage.db import Database
 from modelyard.storage.tables import metadata
+
+if TYPE_CHECKING:  # alembic is imported only when a migration has to run (it costs ~0.3 s at start-up)
+    from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
 __all__ = ["MIGRATIONS_DIR", "current_revision", "head_revision", "migrate", "run_in_context"]
 
@@ -30,6 +34,8 @@ _PG_LOCK_ID = 0x6D797264
 
 
 def _alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
@@ -37,6 +43,8 @@ def _alembic_config() -> AlembicConfig:
 
 def _load_script() -> ScriptDirectory:
     """Read the revision files (blocking file I/O: called in a worker thread)."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config())
     script.get_heads()  # forces the revision map to load now
     return script
@@ -58,6 +66,8 @@ def run_in_context(context: Any, connection: Connection) -> None:
 
 
 def _upgrade(connection: Connection, script: ScriptDirectory) -> None:
+    from alembic.runtime.environment import EnvironmentContext
+
     def upgrade_revs(rev: Any, _context: MigrationContext) -> Any:
         return script._upgrade_revs("head", rev)
 
@@ -66,8 +76,40 @@ def _upgrade(connection: Connection, script: ScriptDirectory) -> None:
         run_in_context(env, connection)
 
 
+@functools.cache
+def shipped_head() -> str | None:
+    """The newest revision among the shipped revision files, read without importing alembic."""
+    revisions: dict[str, str | None] = {}
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text_ = path.read_text(encoding="utf-8")
+        rev = re.search(r'^revision\s*=\s*["\']([^"\']+)["\']', text_, re.M)
+        down = re.search(r'^down_revision\s*=\s*(?:["\']([^"\']+)["\']|None)', text_, re.M)
+        if rev is not None:
+            revisions[rev.group(1)] = down.group(1) if down is not None else None
+    heads = set(revisions) - {d for d in revisions.values() if d}
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _is_current(database: Database) -> bool:
+    head = await asyncio.to_thread(shipped_head)
+    if head is None:
+        return False
+    try:
+        async with database.engine.connect() as conn:
+            current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+    except DBAPIError:
+        return False  # no alembic_version table yet: a new database
+    return current == head
+
+
 async def migrate(database: Database) -> None:
-    """Bring the database schema up to date (idempotent; safe with several processes starting at once)."""
+    """Bring the database schema up to date (idempotent; safe with several processes starting at once).
+
+    When the database is already at the newest shipped revision (every start but the first after
+    an upgrade), this is one query and alembic is not even imported.
+    """
+    if await _is_current(database):
+        return
     script = await asyncio.to_thread(_load_script)
     async with database.begin_write() as conn:
         if database.is_postgres:
@@ -76,6 +118,8 @@ async def migrate(database: Database) -> None:
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modelyard.accounting.pricing import cost, price_for
 from modelyard.config import Config, load_config, parse_config
 from modelyard.errors import ModelyardError
 from modelyard.routing.deployment import Deployment
@@ -39,14 +40,8 @@ T = TypeVar("T")
 
 
 def _cost(dep: Deployment, usage: Usage | None) -> float:
-    if usage is None:
-        return 0.0
-    c = dep.config
-    cached = usage.cached_tokens
-    fresh = max(0, usage.prompt_tokens - cached)
-    inp = c.input_cost_per_mtok or 0.0
-    cached_rate = c.cached_input_cost_per_mtok if c.cached_input_cost_per_mtok is not None else inp
-    return (fresh * inp + cached * cached_rate + usage.completion_tokens * (c.output_cost_per_mtok or 0.0)) / 1e6
+    """The same cost the server records: the model's config prices over the built-in table."""
+    return cost(price_for(dep.config, dep.upstream), usage) if usage is not None else 0.0
 
 
 @dataclass(slots=True)

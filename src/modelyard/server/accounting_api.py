@@ -18,7 +18,7 @@ from modelyard.routing.options import parse_options
 from modelyard.routing.plan import plan_for
 from modelyard.server.admin import budget_row
 from modelyard.server.auth import Principal
-from modelyard.server.openai_api import read_body, resolve_route
+from modelyard.server.openai_api import option_headers, read_body, resolve_route
 from modelyard.server.parsing import decode_body, parse_chat_request
 from modelyard.server.services import Services
 
@@ -95,7 +95,7 @@ def accounting_router(gw: Gateway) -> APIRouter:
     async def estimate(request: Request) -> dict[str, Any]:
         s, principal = await who(request)
         req = parse_chat_request(decode_body(await read_body(request, gw.max_body)))
-        opts = parse_options(req.options, {k: v for k, v in request.headers.items() if k.startswith("x-modelyard-")})
+        opts = parse_options(req.options, option_headers(request))
         rt = gw.holder.current
         route = resolve_route(rt, req.model, opts)
         principal.check_access(route.name, [d.name for d in (*route.pool, *route.fallbacks)])

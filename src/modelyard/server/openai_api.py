@@ -34,7 +34,7 @@ from modelyard.types import ChatChunk, ChatRequest, ChatResponse, Usage
 if TYPE_CHECKING:
     from modelyard.server.app import Gateway
 
-__all__ = ["OpenAIHandlers", "read_body"]
+__all__ = ["OpenAIHandlers", "option_headers", "read_body"]
 
 log = logging.getLogger("modelyard.server")
 
@@ -62,7 +62,7 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     )
 
 
-def _option_headers(request: Request) -> dict[str, str]:
+def option_headers(request: Request) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in request.headers.raw if k.startswith(b"x-modelyard-")}
 
 
@@ -155,7 +155,7 @@ class OpenAIHandlers:
         try:
             principal = await self._principal(request)
             req = parse_chat_request(decode_body(await read_body(request, gw.max_body)))
-            opts = parse_options(req.options, _option_headers(request))
+            opts = parse_options(req.options, option_headers(request))
         except ModelyardError as exc:
             return error_response(exc, request_id)
         async with gw.holder.use() as rt:
@@ -360,7 +360,7 @@ class OpenAIHandlers:
         try:
             principal = await self._principal(request)
             req = parse_embedding_request(decode_body(await read_body(request, gw.max_body)))
-            opts = parse_options(req.options, _option_headers(request))
+            opts = parse_options(req.options, option_headers(request))
             async with gw.holder.use() as rt:
                 route = resolve_route(rt, req.model, opts)
                 principal.check_access(route.name, _models_of(route))

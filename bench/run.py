@@ -36,6 +36,7 @@ from targets import (
     BENCH,
     BUILD,
     LITELLM_KEY,
+    MODELYARD_MASTER_KEY,
     Target,
     cold_start_samples,
     ensure_litellm,
@@ -148,6 +149,8 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
             continue
         t = Target(name, workers=2 if name.endswith("-w2") else 1)
         out.append(t)
+        if name.startswith("modelyard"):
+            t.api_key = MODELYARD_MASTER_KEY
         if name.startswith("litellm"):
             t.api_key = LITELLM_KEY
             if args.litellm_unavailable:

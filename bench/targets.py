@@ -8,6 +8,7 @@ a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shlex
 import string
@@ -25,6 +26,8 @@ ROOT = BENCH.parent
 BUILD = BENCH / "build"
 LITELLM_VENV = BUILD / "litellm-venv"
 LITELLM_KEY = "sk-bench-7f3a9c2e51d84b6a9e0c4d2f8b1a6e3c"
+#: modelyard's admin key in the bench config; the load itself uses a virtual key made with it
+MODELYARD_MASTER_KEY = "sk-bench-master-2b7e151628aed2a6abf71588"
 ALL_TARGETS = ("direct", "minimal", "modelyard", "modelyard-w2", "litellm", "litellm-w2")
 CHAT_PATH = "/v1/chat/completions"
 PROBE_BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}],"max_tokens":8}'
@@ -35,7 +38,7 @@ class Target:
     name: str
     workers: int = 1
     port: int = 0
-    api_key: str = "sk-bench"
+    api_key: str = "sk-bench"  # modelyard: the master key until start-up, then a virtual key
     proc: subprocess.Popen[bytes] | None = None
     external_pid: int = 0  # for ``direct``: the mock, owned by the runner
     log: Path | None = None
@@ -100,6 +103,25 @@ def post(port: int, body: bytes, api_key: str, path: str = CHAT_PATH, timeout: f
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def admin(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, raw = post(port, json.dumps(body).encode(), MODELYARD_MASTER_KEY, path=path)
+    if status != 201:
+        raise ValueError(f"POST {path} answered {status}: {raw[:200]!r}")
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def virtual_key(port: int) -> str:
+    """An organisation and a virtual key with rate limits and its own budget, made through /admin."""
+    org = admin(port, "/admin/orgs", {"name": f"bench-{port}"})
+    key = admin(
+        port,
+        "/admin/keys",
+        {"org_id": org["id"], "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd": 100_000},
+    )
+    return str(key["key"])
 
 
 def answers(port: int, api_key: str) -> bool:
@@ -173,7 +195,8 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
             workdir / "modelyard.yaml",
             PORT=str(t.port),
             UPSTREAM=upstream,
-            API_KEY=t.api_key,
+            MASTER_KEY=MODELYARD_MASTER_KEY,
+            WORKDIR=str(workdir.resolve()),
         )
         cmd = [str(modelyard_bin()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(t.port)]
         if t.workers > 1:
@@ -219,7 +242,15 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
             t.fail(f"exited with {t.proc.returncode} before answering: {procs.tail(t.log, 6)}")
             return None
         if answers(t.port, t.api_key):
-            return time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            if t.name.startswith("modelyard"):
+                try:
+                    t.api_key = virtual_key(t.port)
+                except (OSError, ValueError, KeyError) as exc:
+                    t.fail(f"cannot create the virtual key: {exc}")
+                    procs.stop(t.proc)
+                    return None
+            return took
         time.sleep(0.01)
     t.fail(f"no 200 answer within {timeout:.0f}s: {procs.tail(t.log, 6)}")
     procs.stop(t.proc)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, Reservation, Scope
@@ -31,6 +30,7 @@ from modelyard.accounting.pricing import (
 )
 from modelyard.accounting.records import AttemptRecord, RequestRecord
 from modelyard.errors import ModelyardError, PaymentRequiredError
+from modelyard.providers._client import HttpClient
 from modelyard.routing.deployment import Deployment
 from modelyard.types import ChatRequest, Usage
 
@@ -74,7 +74,7 @@ class Accountant:
         self.metrics = metrics
         self.event_sink = event_sink
         self._prices: dict[int, tuple[Deployment, Price | None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: list[BudgetEvent] = []
 
@@ -127,8 +127,8 @@ class Accountant:
                 self._spawn(self._post_webhook(event))
 
     async def _post_webhook(self, event: BudgetEvent) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        if self._http is None:
+            self._http = HttpClient(headers={"User-Agent": "modelyard", "Content-Type": "application/json"})
         body = {
             "type": f"budget.{event.kind}",
             "budget": event.budget,
@@ -139,12 +139,14 @@ class Accountant:
             "message": event.message,
         }
         try:
-            async with self._session.post(
-                str(event.webhook), data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            ) as resp:
-                if resp.status >= 400:
-                    log.warning("budget webhook for %s answered %d", event.budget, resp.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp, lease = await self._http.send("POST", str(event.webhook), body=orjson.dumps(body), timeout_s=10.0)
+            try:
+                await resp.read()
+            finally:
+                lease.release()
+            if resp.status >= 400:
+                log.warning("budget webhook for %s answered %d", event.budget, resp.status)
+        except (OSError, TimeoutError, ValueError) as exc:
             log.warning("budget webhook for %s failed: %s", event.budget, type(exc).__name__)
 
     def _spawn(self, coro: Any) -> None:
@@ -163,8 +165,8 @@ class Accountant:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.aclose()
         if self.writer is not None:
             await self.writer.aclose()
         if self.ledger is not None:

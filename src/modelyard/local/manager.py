@@ -204,8 +204,12 @@ class LocalModelManager:
         await self._ensure(self._entry(name), timeout)
 
     async def load(self, name: str) -> None:
-        """Load ``name`` now (admin, preload), waiting as long as the load takes."""
-        await self._ensure(self._entry(name), None)
+        """Load ``name`` now (admin, preload), waiting as long as the load takes.
+
+        Unlike a request, this caller does not count as waiting for the model: an unload right after
+        the model became ready goes ahead instead of reporting it busy.
+        """
+        await self._ensure(self._entry(name), None, waiter=False)
 
     async def unload(self, name: str) -> None:
         """Unload ``name`` now. Raises ModelBusyError when requests are using or waiting for it."""
@@ -222,12 +226,13 @@ class LocalModelManager:
         if entry.state in ("ready", "error") or entry.unloading is not None:
             await self._unload_entry(entry, "unloaded on request", raise_errors=True)
 
-    async def _ensure(self, entry: _Entry, timeout: float | None) -> None:
+    async def _ensure(self, entry: _Entry, timeout: float | None, *, waiter: bool = True) -> None:
         if self._closed:
             raise ServiceUnavailableError(f"{self.provider}: the provider is shutting down")
         self._start()
         deadline = None if timeout is None else time.monotonic() + timeout
-        entry.waiters += 1
+        count = 1 if waiter else 0
+        entry.waiters += count
         try:
             while True:
                 if entry.unloading is not None:
@@ -246,7 +251,7 @@ class LocalModelManager:
                 if exc is not None:
                     raise exc
         finally:
-            entry.waiters -= 1
+            entry.waiters -= count
 
     async def _wait(
         self, entry: _Entry, task: asyncio.Task[None], deadline: float | None, timeout: float | None

@@ -1,6 +1,6 @@
 """HTTP plumbing shared by the adapters: error translation, Retry-After, SSE and NDJSON framing.
 
-Adapters never let an aiohttp or asyncio exception escape: everything that goes wrong on the
+Adapters never let a transport or asyncio exception escape: everything that goes wrong on the
 wire becomes an :class:`~modelyard.errors.UpstreamError` here, in one place.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-import aiohttp
+from typing import Any
 
 from modelyard.errors import (
     UpstreamConnectionError,
@@ -20,6 +19,7 @@ from modelyard.errors import (
     UpstreamMalformedError,
     UpstreamTimeoutError,
 )
+from modelyard.providers._client import ConnectTimeout, RequestBuildError, ResponseCutOff, UpstreamResponse
 
 __all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors"]
 
@@ -42,7 +42,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def retry_after_from_headers(headers: aiohttp.typedefs.LooseHeaders | None) -> float | None:
+def retry_after_from_headers(headers: Mapping[str, Any] | None) -> float | None:
     if not headers:
         return None
     get = getattr(headers, "get", None)
@@ -65,21 +65,25 @@ async def translate_errors(provider: str, model: str) -> AsyncIterator[None]:
         yield
     except UpstreamError:
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        phase = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "total"
+    except TimeoutError as exc:
+        phase = "connect" if isinstance(exc, ConnectTimeout) else "total"
         raise UpstreamTimeoutError(
             f"{provider}: no answer from upstream model {model!r} in time ({phase} timeout)",
             provider=provider,
             model=model,
             phase=phase,
         ) from exc
-    except aiohttp.ClientPayloadError as exc:
+    except ResponseCutOff as exc:
         raise UpstreamConnectionError(
-            f"{provider}: the response from {model!r} was cut off ({type(exc).__name__})",
+            f"{provider}: the response from {model!r} was cut off ({exc})",
             provider=provider,
             model=model,
         ) from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, ConnectionError, OSError) as exc:
+    except RequestBuildError as exc:
+        raise UpstreamConnectionError(
+            f"{provider}: cannot send the request for {model!r}: {exc}", provider=provider, model=model
+        ) from exc
+    except (ConnectionError, OSError) as exc:
         raise UpstreamConnectionError(
             f"{provider}: connection to upstream failed for {model!r} ({type(exc).__name__}: {exc})",
             provider=provider,
@@ -93,10 +97,10 @@ class SSEEvent:
     data: str
 
 
-async def iter_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def iter_lines(resp: UpstreamResponse) -> AsyncIterator[bytes]:
     """Lines of a response body, without line endings (handles ``\\r\\n``)."""
     buffer = b""
-    async for chunk in resp.content.iter_any():
+    async for chunk in resp.iter_chunks():
         buffer += chunk
         while True:
             nl = buffer.find(b"\n")
@@ -111,7 +115,7 @@ async def iter_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-async def iter_sse(resp: aiohttp.ClientResponse, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
+async def iter_sse(resp: UpstreamResponse, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
     """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines)."""
     event = ""
     data: list[str] = []

@@ -1,7 +1,7 @@
 """The one small interface every provider adapter implements.
 
-An adapter owns one pooled ``aiohttp.ClientSession`` (created on first use, inside the running
-loop) and translates between :mod:`modelyard.types` and its wire format, for streaming and
+An adapter owns one pooled :class:`~modelyard.providers._client.HttpClient` (created on first use,
+inside the running loop) and translates between :mod:`modelyard.types` and its wire format, for streaming and
 non-streaming alike.  It raises only :class:`~modelyard.errors.ModelyardError` subclasses.
 """
 
@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from modelyard.config.schema import ProviderConfig
@@ -24,6 +23,7 @@ from modelyard.errors import (
     UpstreamMalformedError,
     UpstreamStatusError,
 )
+from modelyard.providers._client import HttpClient, UpstreamResponse
 from modelyard.providers._http import retry_after_from_headers, translate_errors
 from modelyard.types import (
     ChatChunk,
@@ -36,6 +36,8 @@ from modelyard.types import (
 )
 
 __all__ = ["CallOptions", "Provider", "ProviderHealth"]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(slots=True)
@@ -89,7 +91,7 @@ class Provider(ABC):
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self.is_local = config.local if config.local is not None else self.local_by_default
         self.health_state = ProviderHealth()
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._closed = False
 
     # -- the interface -------------------------------------------------------------------
@@ -120,9 +122,9 @@ class Provider(ABC):
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     # -- helpers for adapters ------------------------------------------------------------
 
@@ -131,28 +133,15 @@ class Provider(ABC):
         return {}
 
     @property
-    def session(self) -> aiohttp.ClientSession:
+    def client(self) -> HttpClient:
+        """The provider's connection pool (one per provider, made on first use)."""
         if self._closed:
             raise UpstreamConnectionError(f"provider {self.name!r} was closed (config reloaded)", provider=self.name)
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections,
-                limit_per_host=self.config.max_connections,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
-            )
+        client = self._client
+        if client is None or client.closed:
             headers = {"User-Agent": "modelyard", **self.auth_headers(), **self.config.headers}
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=headers,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
-
-    def timeout(self, call: CallOptions) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=call.timeout_s, sock_connect=call.connect_timeout_s)
+            client = self._client = HttpClient(headers=headers, max_connections=self.config.max_connections)
+        return client
 
     @asynccontextmanager
     async def request(
@@ -165,26 +154,35 @@ class Provider(ABC):
         body: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """Send a request; yield the response once it has a 2xx status.
 
         Transport failures inside the block (including while the caller reads the body or a
         stream) become UpstreamErrors; error statuses become :meth:`error_from_response`.
+        The connection goes back to the pool when the block ends with the body read, and is
+        closed otherwise.
         """
         data = orjson.dumps(body) if body is not None else None
-        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        hdrs: Mapping[str, str] | None = _JSON_HEADERS if data is not None else None
         if headers:
-            hdrs.update(headers)
-        async with (
-            translate_errors(self.name, model),
-            self.session.request(
-                method, url, data=data, params=params, headers=hdrs, timeout=self.timeout(call)
-            ) as resp,
-        ):
-            if resp.status >= 400:
-                raw = await resp.read()
-                raise self.error_from_response(resp.status, raw, resp.headers, model)
-            yield resp
+            hdrs = {**(hdrs or {}), **headers}
+        async with translate_errors(self.name, model):
+            resp, lease = await self.client.send(
+                method,
+                url,
+                body=data,
+                headers=hdrs,
+                params=params,
+                timeout_s=call.timeout_s,
+                connect_timeout_s=call.connect_timeout_s,
+            )
+            try:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise self.error_from_response(resp.status, raw, resp.headers, model)
+                yield resp
+            finally:
+                lease.release()
 
     async def request_json(
         self,

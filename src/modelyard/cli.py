@@ -6,13 +6,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from modelyard.errors import ConfigError
+
+if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner without it (~3 MB, 25 ms)
+    from rich.console import Console
 
 __all__ = ["app", "main"]
 
@@ -40,6 +41,12 @@ def _default_config(path: Path | None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
 def _fail(console: Console, exc: ConfigError) -> None:
     console.print(f"[bold red]config error[/]: {exc.message}", highlight=False)
     raise typer.Exit(2)
@@ -59,32 +66,32 @@ def serve(
 
     from modelyard.config.source import ConfigSource
 
-    console = Console(stderr=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = _default_config(config)
     source_ = ConfigSource(path)
     try:
         cfg = source_.load()  # validate before binding; the workers build the gateway themselves
     except ConfigError as exc:
-        _fail(console, exc)
+        _fail(_console(stderr=True), exc)
         return
     bind_host = host or cfg.server.host
     bind_port = port or cfg.server.port
     if not _is_loopback(bind_host) and not cfg.master_key():
-        console.print(
+        _console(stderr=True).print(
             f"[bold red]refusing to listen on {bind_host}[/]: without a master key anyone who can reach it could use "
             "your providers. Set MODELYARD_MASTER_KEY (or server.master_key), or bind to 127.0.0.1.",
             highlight=False,
         )
         raise typer.Exit(2)
     source = str(path) if path else "environment (no modelyard.yaml)"
-    console.print(
+    print(
         f"modelyard on http://{bind_host}:{bind_port}  config: {source}  "
         f"providers: {', '.join(cfg.providers) or 'none'}  routes: {', '.join(cfg.routes) or 'none'}",
-        highlight=False,
+        file=sys.stderr,
+        flush=True,
     )
     if not cfg.providers:
-        console.print(
+        _console(stderr=True).print(
             "[yellow]No provider is configured.[/] Set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or "
             "OLLAMA_HOST, or write modelyard.yaml (see README: 'Configure'), then restart or send SIGHUP.",
             highlight=False,
@@ -94,6 +101,8 @@ def serve(
         "port": bind_port,
         "log_level": log_level.lower(),
         "access_log": False,
+        # modelyard never uses the client's address, so X-Forwarded-* need not be parsed per request
+        "proxy_headers": False,
         "loop": _loop(),
         "http": _http(),
         "timeout_graceful_shutdown": 30,
@@ -144,7 +153,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to val
     """Validate a config file; on error print the YAML path of the bad key and why (exit 2)."""
     from modelyard.config import load_config
 
-    console = Console()
+    console = _console()
     try:
         cfg = load_config(file)
     except ConfigError as exc:
@@ -160,9 +169,11 @@ def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to val
 @app.command()
 def models(config: ConfigOpt = None) -> None:
     """A table of the configured models and routes."""
+    from rich.table import Table
+
     from modelyard.config.source import ConfigSource
 
-    console = Console()
+    console = _console()
     try:
         cfg = ConfigSource(_default_config(config)).load()
     except ConfigError as exc:
@@ -208,14 +219,14 @@ def fake_provider(
     from modelyard.testing import FAKE_KINDS, fake_class
 
     if kind not in FAKE_KINDS:
-        Console(stderr=True).print(f"[red]unknown kind {kind!r}[/]: choose {', '.join(FAKE_KINDS)}")
+        _console(stderr=True).print(f"[red]unknown kind {kind!r}[/]: choose {', '.join(FAKE_KINDS)}")
         raise typer.Exit(2)
     fake = fake_class(kind)(host, port)
 
     async def run() -> None:
         await fake.start()
         base = getattr(fake, "base_url", fake.url)
-        Console().print(
+        _console().print(
             f"fake {kind} provider on {fake.url}  (base_url for modelyard: {base}; faults: POST /_fake/faults)"
         )
         try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from modelyard.config.schema import Config, ModelConfig, RouteConfig
 from modelyard.errors import InvalidRequestError, NotFoundError
@@ -185,17 +183,18 @@ class RuntimeHolder:
         self._lock = asyncio.Lock()
         self._pending_close: set[asyncio.Task[None]] = set()
 
-    @asynccontextmanager
-    async def use(self) -> AsyncIterator[Runtime]:
-        """Pin the current runtime for the duration of one request (streams included)."""
-        rt = self.current
-        rt.active += 1
-        try:
-            yield rt
-        finally:
-            rt.active -= 1
-            if rt.retired and rt.active == 0:
-                self._schedule_close(rt)
+    def use(self) -> _Pinned:
+        """Pin the current runtime for the duration of one request (streams included).
+
+        ``async with holder.use() as rt:`` (a plain class, not ``@asynccontextmanager``: this runs
+        for every request, and a generator-based context manager costs several times as much).
+        """
+        return _Pinned(self)
+
+    def _unpin(self, rt: Runtime) -> None:
+        rt.active -= 1
+        if rt.retired and rt.active == 0:
+            self._schedule_close(rt)
 
     async def swap(self, config: Config) -> Runtime:
         """Build a runtime from ``config`` and make it current. Raises (and keeps the old one) on error."""
@@ -228,3 +227,21 @@ class RuntimeHolder:
         if self._pending_close:
             await asyncio.gather(*self._pending_close, return_exceptions=True)
         await self.current.close_unused(None)
+
+
+class _Pinned:
+    __slots__ = ("_holder", "_rt")
+
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self._holder = holder
+        self._rt: Runtime | None = None
+
+    async def __aenter__(self) -> Runtime:
+        rt = self._rt = self._holder.current
+        rt.active += 1
+        return rt
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._rt is not None:
+            self._holder._unpin(self._rt)
+            self._rt = None

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis
 
-from modelyard.accounting.budgets import BudgetLedger, MemoryLedger, RedisLedger
+from modelyard.accounting.budgets import BudgetLedger, MemoryLedger
+from modelyard.accounting.budgets_redis import RedisLedger
 from modelyard.config.schema import BudgetConfig
 from modelyard.state.redis import redis_client
 

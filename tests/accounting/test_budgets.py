@@ -14,11 +14,11 @@ from modelyard.accounting.budgets import (
     BudgetExceededError,
     BudgetLedger,
     MemoryLedger,
-    RedisLedger,
     Scope,
     make_ledger,
     period_of,
 )
+from modelyard.accounting.budgets_redis import RedisLedger
 from modelyard.config.schema import BudgetConfig
 from modelyard.errors import RateLimitError
 from modelyard.state.redis import StateUnavailableError, check_redis, redis_client

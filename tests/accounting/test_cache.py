@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from modelyard.accounting.cache import (
     CachedResponse,
     MemoryCache,
-    RedisCache,
     cache_key,
     make_cache,
     replay_chunks,
 )
+from modelyard.accounting.cache_redis import RedisCache
 from modelyard.config.schema import CacheConfig
 from modelyard.errors import ConfigError
 from modelyard.server.parsing import parse_chat_request

@@ -22,8 +22,7 @@ async def test_monitor_marks_providers_and_models_and_orders_candidates_last() -
         cfg = {
             "providers": {
                 "good": {"kind": "openai", "base_url": fake.base_url, "health_check_interval_s": 0.05},
-                "bad": {"kind": "openai", "base_url": down, "health_check_interval_s": 0.05,
-                        "connect_timeout_s": 0.2},
+                "bad": {"kind": "openai", "base_url": down, "health_check_interval_s": 0.05, "connect_timeout_s": 0.2},
             },
             "models": {"b": {"provider": "bad", "model": "gpt-4o"}, "g": {"provider": "good", "model": "gpt-4o"}},
             "routes": {"r": {"models": ["b", "g"], "strategy": "priority", "retries": 0}},

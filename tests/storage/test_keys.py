@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -174,3 +176,34 @@ async def test_last_used_is_written_in_the_background(db: Database) -> None:
     assert await keys.flush_last_used() == 1
     stored = await keys.get_key(key.id)
     assert stored is not None and stored.last_used_at is not None
+
+
+async def test_a_burst_of_misses_shares_one_lookup_and_refresh_keeps_the_entry_warm(db: Database) -> None:
+    keys = KeyStore(db, cache_ttl_s=0.4)
+    org = await keys.create_org("Acme")
+    plaintext, key = await keys.create_key(org.id, "ci")
+    loads = 0
+    real = keys._load
+
+    async def counting(digest: str, generation: int) -> object:
+        nonlocal loads
+        loads += 1
+        return await real(digest, generation)
+
+    keys._load = counting  # type: ignore[method-assign]
+    checks = await asyncio.gather(*(keys.check(plaintext) for _ in range(64)))
+    assert {c.key.id for c in checks if c.key is not None} == {key.id}
+    assert loads == 1  # 64 concurrent misses, one database read
+    # steady use: every entry is refreshed in the background before it expires, nobody waits on a miss
+    for _ in range(12):
+        await asyncio.sleep(0.1)
+        hit = keys._cache[hash_key(plaintext)]
+        assert (await keys.check(plaintext)).key is not None
+        assert hit[0] > time.monotonic()  # the entry the check used was still valid
+    assert 2 <= loads <= 8
+    # a change made through the store wins over a lookup that started before it
+    keys._load = real  # type: ignore[method-assign]
+    pending = keys._start_load(hash_key(plaintext))
+    await keys.revoke_key(key.id)
+    await pending
+    assert (await keys.check(plaintext)).reason == "revoked"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from modelyard.errors import ConfigError
 from modelyard.storage import Database, async_url, current_revision, head_revision, migrate
-from modelyard.storage.migrate import MIGRATIONS_DIR
+from modelyard.storage.migrate import MIGRATIONS_DIR, upgrade
 from modelyard.storage.tables import metadata
-from tests.storage.conftest import Target
+from tests.storage.conftest import Target, pg_admin
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
@@ -52,15 +55,88 @@ async def test_migrate_creates_the_schema_and_is_idempotent(raw_db: Database) ->
         assert (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar_one() == 1
 
 
-async def test_migrated_schema_matches_the_table_definitions(db: Database) -> None:
+async def test_migrated_schema_matches_the_table_definitions(raw_db: Database) -> None:
     """The hand-written migration and tables.py describe the same schema (types, indexes, constraints)."""
 
     def diff(conn: object) -> list[object]:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})  # type: ignore[arg-type]
         return list(compare_metadata(ctx, metadata))
 
-    async with db.engine.connect() as conn:
+    await upgrade(raw_db)  # the revision files, through alembic
+    async with raw_db.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+def _schema(conn: Connection) -> dict[str, object]:
+    """Everything reflection sees of the schema, per table (and on SQLite the DDL text itself)."""
+    insp = inspect(conn)
+    out: dict[str, object] = {}
+    for table in sorted(insp.get_table_names()):
+        columns = [
+            (c["name"], repr(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
+            for c in insp.get_columns(table)
+        ]
+        out[table] = (
+            columns,
+            insp.get_pk_constraint(table),
+            sorted(insp.get_foreign_keys(table), key=repr),
+            sorted(insp.get_indexes(table), key=repr),
+            sorted(insp.get_unique_constraints(table), key=repr),
+            sorted(insp.get_check_constraints(table), key=repr),
+        )
+    if conn.dialect.name == "sqlite":
+        out["ddl"] = conn.execute(text("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")).all()
+    return out
+
+
+async def test_a_new_database_gets_exactly_the_schema_of_the_migrations(target: Target, tmp_path: Path) -> None:
+    """migrate() builds a new database from tables.py and stamps it, without alembic: same result as the files."""
+    by_alembic = target.open()
+    await upgrade(by_alembic)
+    schema = f"n_{secrets.token_hex(5)}"
+    if target.backend == "sqlite":
+        new = Database(f"sqlite:///{tmp_path}/new.db")
+    else:
+        await pg_admin(f'CREATE SCHEMA "{schema}"', database=target.pg_database)
+        new = Database(target.url, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        await migrate(new)
+        assert await current_revision(new) == await head_revision() == "0001"
+        async with by_alembic.engine.connect() as a, new.engine.connect() as b:
+            expected, got = await a.run_sync(_schema), await b.run_sync(_schema)
+        assert set(got) >= TABLES | {"alembic_version"}
+        assert got == expected
+    finally:
+        await new.aclose()
+        if target.backend == "postgres":
+            await pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE', database=target.pg_database)
+
+
+def test_a_new_database_is_created_without_importing_alembic(tmp_path: Path) -> None:
+    """alembic costs ~0.2 s and ~15 MB that a gateway would keep: a first start does not import it."""
+    code = (
+        "import asyncio, sys\n"
+        "from modelyard.storage import Database, migrate\n"
+        "async def main():\n"
+        f"    db = Database('sqlite:///{tmp_path}/x.db')\n"
+        "    await migrate(db)\n"
+        "    await migrate(db)\n"
+        "    await db.aclose()\n"
+        "asyncio.run(main())\n"
+        "assert 'alembic' not in sys.modules, 'alembic was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+async def test_a_database_with_a_schema_is_left_to_alembic(raw_db: Database) -> None:
+    """Tables without a recorded revision are not a new database: migrate() hands them to alembic, as before."""
+    async with raw_db.begin() as conn:
+        await conn.execute(text("CREATE TABLE settings (key VARCHAR(100) PRIMARY KEY)"))
+    with pytest.raises(DBAPIError):  # alembic tries to create `settings` and fails; nothing is half-made
+        await migrate(raw_db)
+    assert await current_revision(raw_db) is None
+    assert await table_names(raw_db) & TABLES == {"settings"}
 
 
 async def test_concurrent_starts_migrate_once(target: Target) -> None:

@@ -14,26 +14,22 @@ fraction (or ``stop_at``) returns a :class:`BudgetEvent`, once per threshold per
 logs it, records it and calls the webhook.
 
 :class:`MemoryLedger` serves one process (its critical sections never await);
-:class:`RedisLedger` serves several replicas through atomic Lua scripts.
+:class:`~modelyard.accounting.budgets_redis.RedisLedger` serves several replicas through atomic Lua
+scripts (in its own module, so that only a gateway with a ``redis://`` state imports redis-py).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-import orjson
-from redis.asyncio import Redis
-
 from modelyard.config.schema import BudgetConfig
 from modelyard.errors import RateLimitError
-from modelyard.state.lua import RESERVE_LUA, SETTLE_LUA
-from modelyard.state.redis import LuaScript, RedisError, redis_client, unavailable
 
 __all__ = [
     "BudgetEvent",
@@ -43,7 +39,6 @@ __all__ = [
     "CounterRef",
     "MemoryLedger",
     "Period",
-    "RedisLedger",
     "Reservation",
     "Scope",
     "make_ledger",
@@ -182,6 +177,10 @@ def period_of(kind: str, now: datetime) -> Period:
     return Period("total", None, None)
 
 
+#: a cached budget match is recomputed at least this often (and whenever a period ends)
+_MAX_CACHED_PERIOD = timedelta(minutes=1)
+
+
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -250,6 +249,10 @@ class _LedgerBase:
     def reconfigure(self, budgets: Sequence[BudgetConfig]) -> None:
         """Use a new set of budgets (after a config reload); counters of unchanged names carry on."""
         self._budgets = {b.name: b for b in budgets}
+        self._thresholds = {b.name: _thresholds(b) for b in budgets}
+        #: scope -> (valid from, until, [(budget, label, period, counter key)]): the budgets a request
+        #: counts against change only with the config or when a period ends, not per request
+        self._match_cache: dict[Scope, tuple[datetime, datetime, list[tuple[BudgetConfig, str, Period, str]]]] = {}
 
     @property
     def budgets(self) -> list[BudgetConfig]:
@@ -262,15 +265,24 @@ class _LedgerBase:
         return f"{self.prefix}t|{budget}|{period}"
 
     def _matching(self, scope: Scope, now: datetime) -> list[tuple[BudgetConfig, CounterRef]]:
-        out = []
-        for b in self._budgets.values():
-            label = _target(b, scope)
-            if label is None:
-                continue
-            period = period_of(b.period, now)
-            key = self._counter_key(b.name, label, period.id)
-            out.append((b, CounterRef(b.name, label, period, key, _ttl_ms(period, now))))
-        return out
+        cached = self._match_cache.get(scope)
+        if cached is not None and cached[0] <= now < cached[1]:
+            parts = cached[2]
+        else:
+            parts = []
+            since, until = now, now + _MAX_CACHED_PERIOD
+            for b in self._budgets.values():
+                label = _target(b, scope)
+                if label is None:
+                    continue
+                period = period_of(b.period, now)
+                parts.append((b, label, period, self._counter_key(b.name, label, period.id)))
+                if period.end is not None and period.end < until:
+                    until = period.end
+            if len(self._match_cache) >= 4096:
+                self._match_cache.clear()
+            self._match_cache[scope] = (since, until, parts)
+        return [(b, CounterRef(b.name, label, period, key, _ttl_ms(period, now))) for b, label, period, key in parts]
 
     def _exceeded(
         self,
@@ -352,6 +364,8 @@ class MemoryLedger(_LedgerBase):
     def __init__(self, budgets: Sequence[BudgetConfig], *, reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S):
         super().__init__(budgets, key_prefix="", reservation_ttl_s=reservation_ttl_s)
         self._counters: dict[str, _Counter] = {}
+        #: reservation ids: they only need to be unique within this process
+        self._ids = itertools.count(1)
         #: open reservations, in deadline order (the TTL is the same for all)
         self._open: dict[str, tuple[float, Reservation]] = {}
 
@@ -395,7 +409,7 @@ class MemoryLedger(_LedgerBase):
         for c in counters:
             c.reserved_usd += usd_nano
             c.reserved_tokens += tokens
-        res = Reservation(uuid.uuid4().hex, usd, tokens, tuple(ref for _, ref in matched), usd_nano)
+        res = Reservation(f"r{next(self._ids)}", usd, tokens, tuple(ref for _, ref in matched), usd_nano)
         if res.counters:
             self._open[res.id] = (time.monotonic() + self.reservation_ttl_s, res)
         return res
@@ -418,7 +432,7 @@ class MemoryLedger(_LedgerBase):
             if b is None:
                 continue
             frac = _fraction(b, c.used_usd, c.used_tokens)
-            for label, threshold in _thresholds(b):
+            for label, threshold in self._thresholds[b.name]:
                 if frac >= threshold and label not in c.alerted:
                     c.alerted.add(label)
                     event = self._event(ref, label, frac)
@@ -454,154 +468,12 @@ class MemoryLedger(_LedgerBase):
         return None
 
 
-# -- several processes: Redis ----------------------------------------------------------------
-
-
-class RedisLedger(_LedgerBase):
-    """Budgets shared by every replica through one Redis. All checks and updates are Lua scripts."""
-
-    def __init__(
-        self,
-        budgets: Sequence[BudgetConfig],
-        client: Redis,
-        *,
-        url: str = "redis",
-        key_prefix: str = "{modelyard}:budget:",
-        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(budgets, key_prefix=key_prefix, reservation_ttl_s=reservation_ttl_s)
-        self.client = client
-        self.url = url
-        self._owns_client = owns_client
-        self._reserve = LuaScript(RESERVE_LUA)
-        self._settle = LuaScript(SETTLE_LUA)
-
-    def _res_key(self, rid: str) -> str:
-        return f"{self.prefix}r|{rid}"
-
-    async def _run(self, script: LuaScript, keys: list[str], spec: dict[str, Any]) -> Any:
-        try:
-            return await script(self.client, keys, [orjson.dumps(spec)])
-        except (RedisError, OSError) as exc:
-            raise unavailable(self.url, exc) from exc
-
-    async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation:
-        at = _utc(now)
-        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
-        matched = self._matching(scope, at)
-        res = Reservation(uuid.uuid4().hex, usd, tokens, tuple(ref for _, ref in matched), usd_nano)
-        if not matched:
-            return res
-        wall_ms = int(time.time() * 1000)
-        ttl_ms = int(self.reservation_ttl_s * 1000)
-        spec = {
-            "id": res.id,
-            "now": wall_ms,
-            "deadline": wall_ms + ttl_ms,
-            "rttl": ttl_ms + int(GRACE.total_seconds() * 1000),
-            "rp": self._res_key(""),
-            "usd": usd_nano,
-            "tok": tokens,
-            "usds": str(usd_nano),
-            "toks": str(tokens),
-            "nusds": str(-usd_nano),
-            "ntoks": str(-tokens),
-            "c": [
-                {"cu": _cap_usd(b), "ct": _cap_tokens(b), "ttl": _ttl_ms(ref.period, at), "t": ref.scope}
-                for b, ref in matched
-            ],
-        }
-        keys = [f"{self.prefix}rexp", self._res_key(res.id)]
-        keys += [ref.key for _, ref in matched]
-        keys += [self._targets_key(b.name, ref.period.id) for b, ref in matched]
-        reply = await self._run(self._reserve, keys, spec)
-        index = int(reply[0])
-        if index:
-            b, ref = matched[index - 1]
-            dim = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-            raise self._exceeded(b, ref, dim, int(reply[2]), int(reply[3]), usd_nano, tokens, at)
-        return res
-
-    async def _finish(self, reservation: Reservation, *, usd_nano: int, tokens: int, settle: bool) -> list[Any]:
-        counters = []
-        for ref in reservation.counters:
-            b = self._budgets.get(ref.budget)
-            counters.append({
-                "ttl": ref.ttl_ms,
-                "lu": b.limit_usd * NANO if b is not None and b.limit_usd else 0,
-                "lt": b.limit_tokens if b is not None and b.limit_tokens else 0,
-                "th": _thresholds(b) if b is not None else [],
-            })  # fmt: skip
-        spec = {
-            "id": reservation.id,
-            "settle": 1 if settle else 0,
-            "usds": str(usd_nano),
-            "toks": str(tokens),
-            "nusds": str(-reservation.usd_nano),
-            "ntoks": str(-reservation.tokens),
-            "c": counters,
-        }
-        keys = [f"{self.prefix}rexp", self._res_key(reservation.id)] + [ref.key for ref in reservation.counters]
-        reply = await self._run(self._settle, keys, spec)
-        return list(reply or [])
-
-    async def settle(self, reservation: Reservation, *, usd: float, tokens: int) -> list[BudgetEvent]:
-        if reservation.closed:
-            return []
-        reservation.closed = True
-        if not reservation.counters:
-            return []
-        usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
-        reply = await self._finish(reservation, usd_nano=usd_nano, tokens=tokens, settle=True)
-        events = []
-        for index, label, frac in reply:
-            name = label.decode() if isinstance(label, bytes) else str(label)
-            event = self._event(reservation.counters[int(index) - 1], name, float(frac))
-            if event is not None:
-                events.append(event)
-        return events
-
-    async def release(self, reservation: Reservation) -> None:
-        if reservation.closed:
-            return
-        reservation.closed = True
-        if reservation.counters:
-            await self._finish(reservation, usd_nano=0, tokens=0, settle=False)
-
-    async def usage(self, now: datetime | None = None) -> list[BudgetStatus]:
-        at = _utc(now)
-        budgets = list(self._budgets.values())
-        periods = [period_of(b.period, at) for b in budgets]
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for b, period in zip(budgets, periods, strict=True):
-                pipe.smembers(self._targets_key(b.name, period.id))
-            members = await pipe.execute()
-            rows: list[tuple[BudgetConfig, str, Period]] = []
-            for b, period, found in zip(budgets, periods, members, strict=True):
-                if b.scope == "global":
-                    labels = ["global"]
-                elif b.target is not None:
-                    labels = [f"{b.scope}:{b.target}"]
-                else:
-                    labels = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
-                rows += [(b, label, period) for label in labels]
-            pipe = self.client.pipeline(transaction=False)
-            for b, label, period in rows:
-                pipe.hmget(self._counter_key(b.name, label, period.id), ["uusd", "utok", "rusd", "rtok"])
-            values = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise unavailable(self.url, exc) from exc
-        return [self._status(b, label, period, raw) for (b, label, period), raw in zip(rows, values, strict=True)]
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.aclose()
-
-
 def make_ledger(budgets: Sequence[BudgetConfig], state_url: str, **kwargs: Any) -> BudgetLedger:
     """A ledger for the ``state`` setting: ``memory`` (one process) or a ``redis://`` URL (shared)."""
     if state_url == "memory":
         return MemoryLedger(budgets, **kwargs)
+    # imported here: only a shared-state gateway pays for redis-py
+    from modelyard.accounting.budgets_redis import RedisLedger
+    from modelyard.state.redis import redis_client
+
     return RedisLedger(budgets, redis_client(state_url), url=state_url, owns_client=True, **kwargs)

@@ -5,14 +5,15 @@ share entries), the messages and every parameter that changes the output; never 
 ``stream_options``, ``user`` or modelyard's own options, so a streamed request can be answered from a
 non-streamed one and vice versa (:func:`replay_chunks` turns a cached response into a stream).
 
-:class:`MemoryCache` is a per-process LRU with TTLs; :class:`RedisCache` shares entries between
-replicas (``SET ... PX``).  A cache is an optimisation: Redis errors are logged and read as a miss.
+:class:`MemoryCache` is a per-process LRU with TTLs;
+:class:`~modelyard.accounting.cache_redis.RedisCache` shares entries between replicas (``SET ... PX``;
+in its own module, so that only a gateway with the Redis backend imports redis-py).  A cache is an
+optimisation: Redis errors are logged and read as a miss.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 from collections import OrderedDict
@@ -20,11 +21,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 
 from modelyard.config.schema import CacheConfig
 from modelyard.errors import ConfigError
-from modelyard.state.redis import RedisError, is_redis_url, redact_url, redis_client
+from modelyard.state.errors import is_redis_url
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -42,7 +42,6 @@ from modelyard.types import (
 __all__ = [
     "CachedResponse",
     "MemoryCache",
-    "RedisCache",
     "ResponseCache",
     "assemble_response",
     "cache_key",
@@ -51,8 +50,6 @@ __all__ = [
     "response_from_data",
     "response_to_data",
 ]
-
-log = logging.getLogger("modelyard.cache")
 
 #: bump when the key's normal form changes, so old entries are never read with a new meaning
 KEY_VERSION = 1
@@ -231,51 +228,16 @@ class MemoryCache:
         self._entries.clear()
 
 
-class RedisCache:
-    """Entries shared by every replica: ``SET <prefix><key> <orjson> PX <ttl>``."""
-
-    def __init__(
-        self, client: Redis, *, url: str = "redis", key_prefix: str = "modelyard:cache:", owns_client: bool = False
-    ) -> None:
-        self.client = client
-        self.url = url
-        self.prefix = key_prefix
-        self._owns_client = owns_client
-
-    async def get(self, key: str) -> CachedResponse | None:
-        try:
-            blob = await self.client.get(self.prefix + key)
-        except (RedisError, OSError) as exc:
-            log.warning("response cache at %s unavailable (read as a miss): %s", redact_url(self.url), exc)
-            return None
-        if blob is None:
-            return None
-        try:
-            return CachedResponse.from_bytes(blob if isinstance(blob, bytes) else blob.encode())
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("dropping an unreadable response cache entry %s", key)
-            return None
-
-    async def set(self, key: str, value: CachedResponse, ttl_s: float) -> None:
-        ttl_ms = int(ttl_s * 1000)
-        if ttl_ms <= 0:
-            return
-        try:
-            await self.client.set(self.prefix + key, value.to_bytes(), px=ttl_ms)
-        except (RedisError, OSError) as exc:
-            log.warning("response cache at %s unavailable (entry not stored): %s", redact_url(self.url), exc)
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.aclose()
-
-
 def make_cache(cfg: CacheConfig, state_url: str) -> ResponseCache:
     """The cache ``cache.backend`` asks for; ``redis`` uses the ``state`` URL."""
     if cfg.backend == "memory":
         return MemoryCache(cfg.max_entries)
     if not is_redis_url(state_url):
         raise ConfigError("the redis cache backend needs `state` to be a redis:// URL", path="cache.backend")
+    # imported here: only a shared-state gateway pays for redis-py
+    from modelyard.accounting.cache_redis import RedisCache
+    from modelyard.state.redis import redis_client
+
     return RedisCache(redis_client(state_url), url=state_url, owns_client=True)
 
 

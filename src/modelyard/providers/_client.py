@@ -34,7 +34,15 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
-__all__ = ["ConnectTimeout", "Headers", "HttpClient", "RequestBuildError", "ResponseCutOff", "UpstreamResponse"]
+__all__ = [
+    "ConnectTimeout",
+    "Headers",
+    "HttpClient",
+    "Lease",
+    "RequestBuildError",
+    "ResponseCutOff",
+    "UpstreamResponse",
+]
 
 #: methods sent again after a stale keep-alive failure; a POST never is (the upstream may have run it:
 #: that failure goes to the router, which retries or fails over and records the attempt)
@@ -420,7 +428,7 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-    ) -> tuple[UpstreamResponse, _Lease]:
+    ) -> tuple[UpstreamResponse, Lease]:
         """Send a request; return the response (headers read) and the lease to release when done with it."""
         if self._closed:
             raise ConnectionError("the HTTP client is closed")
@@ -432,7 +440,7 @@ class HttpClient:
         idempotent = method in _IDEMPOTENT
         for attempt in (0, 1):
             conn = await self._checkout(pool, deadline, connect_timeout_s)
-            lease = _Lease(self, pool, conn, loop.call_at(deadline, conn.timed_out))
+            lease = Lease(self, pool, conn, loop.call_at(deadline, conn.timed_out))
             reused = conn.uses > 0
             try:
                 response = await conn.send(data)
@@ -522,7 +530,7 @@ class HttpClient:
         self._open = 0
 
 
-class _Lease:
+class Lease:
     """A connection lent to one request; :meth:`release` returns it to the pool (or closes it)."""
 
     __slots__ = ("_client", "_conn", "_pool", "_timer")

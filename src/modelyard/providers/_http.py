@@ -21,7 +21,7 @@ from modelyard.errors import (
 )
 from modelyard.providers._client import ConnectTimeout, RequestBuildError, ResponseCutOff, UpstreamResponse
 
-__all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors"]
+__all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors", "translate_exception"]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -58,37 +58,45 @@ def retry_after_from_headers(headers: Mapping[str, Any] | None) -> float | None:
     return parse_retry_after(value if isinstance(value, str) else None)
 
 
+def translate_exception(exc: BaseException, provider: str, model: str) -> UpstreamError | None:
+    """The UpstreamError for a transport exception (None: not a transport failure, let it through)."""
+    if isinstance(exc, UpstreamError):
+        return None
+    if isinstance(exc, TimeoutError):
+        phase = "connect" if isinstance(exc, ConnectTimeout) else "total"
+        return UpstreamTimeoutError(
+            f"{provider}: no answer from upstream model {model!r} in time ({phase} timeout)",
+            provider=provider,
+            model=model,
+            phase=phase,
+        )
+    if isinstance(exc, ResponseCutOff):
+        return UpstreamConnectionError(
+            f"{provider}: the response from {model!r} was cut off ({exc})", provider=provider, model=model
+        )
+    if isinstance(exc, RequestBuildError):
+        return UpstreamConnectionError(
+            f"{provider}: cannot send the request for {model!r}: {exc}", provider=provider, model=model
+        )
+    if isinstance(exc, (ConnectionError, OSError)):
+        return UpstreamConnectionError(
+            f"{provider}: connection to upstream failed for {model!r} ({type(exc).__name__}: {exc})",
+            provider=provider,
+            model=model,
+        )
+    return None
+
+
 @asynccontextmanager
 async def translate_errors(provider: str, model: str) -> AsyncIterator[None]:
     """Turn transport exceptions raised inside the block into UpstreamErrors."""
     try:
         yield
-    except UpstreamError:
-        raise
-    except TimeoutError as exc:
-        phase = "connect" if isinstance(exc, ConnectTimeout) else "total"
-        raise UpstreamTimeoutError(
-            f"{provider}: no answer from upstream model {model!r} in time ({phase} timeout)",
-            provider=provider,
-            model=model,
-            phase=phase,
-        ) from exc
-    except ResponseCutOff as exc:
-        raise UpstreamConnectionError(
-            f"{provider}: the response from {model!r} was cut off ({exc})",
-            provider=provider,
-            model=model,
-        ) from exc
-    except RequestBuildError as exc:
-        raise UpstreamConnectionError(
-            f"{provider}: cannot send the request for {model!r}: {exc}", provider=provider, model=model
-        ) from exc
-    except (ConnectionError, OSError) as exc:
-        raise UpstreamConnectionError(
-            f"{provider}: connection to upstream failed for {model!r} ({type(exc).__name__}: {exc})",
-            provider=provider,
-            model=model,
-        ) from exc
+    except Exception as exc:
+        translated = translate_exception(exc, provider, model)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
 @dataclass(slots=True)

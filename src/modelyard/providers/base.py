@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,8 +22,8 @@ from modelyard.errors import (
     UpstreamMalformedError,
     UpstreamStatusError,
 )
-from modelyard.providers._client import HttpClient, UpstreamResponse
-from modelyard.providers._http import retry_after_from_headers, translate_errors
+from modelyard.providers._client import HttpClient, Lease, UpstreamResponse
+from modelyard.providers._http import retry_after_from_headers, translate_exception
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -143,8 +142,7 @@ class Provider(ABC):
             client = self._client = HttpClient(headers=headers, max_connections=self.config.max_connections)
         return client
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         url: str,
@@ -154,8 +152,8 @@ class Provider(ABC):
         body: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[UpstreamResponse]:
-        """Send a request; yield the response once it has a 2xx status.
+    ) -> UpstreamCall:
+        """``async with provider.request(...) as resp:`` sends the request and yields a 2xx response.
 
         Transport failures inside the block (including while the caller reads the body or a
         stream) become UpstreamErrors; error statuses become :meth:`error_from_response`.
@@ -166,23 +164,7 @@ class Provider(ABC):
         hdrs: Mapping[str, str] | None = _JSON_HEADERS if data is not None else None
         if headers:
             hdrs = {**(hdrs or {}), **headers}
-        async with translate_errors(self.name, model):
-            resp, lease = await self.client.send(
-                method,
-                url,
-                body=data,
-                headers=hdrs,
-                params=params,
-                timeout_s=call.timeout_s,
-                connect_timeout_s=call.connect_timeout_s,
-            )
-            try:
-                if resp.status >= 400:
-                    raw = await resp.read()
-                    raise self.error_from_response(resp.status, raw, resp.headers, model)
-                yield resp
-            finally:
-                lease.release()
+        return UpstreamCall(self, model, method, url, data, hdrs, params, call)
 
     async def request_json(
         self,
@@ -260,3 +242,71 @@ def classify_error_message(message: str) -> str | None:
     if any(s in m for s in ("content policy", "content_policy", "safety", "content management policy")):
         return "content_policy_violation"
     return None
+
+
+class UpstreamCall:
+    """One upstream request as an async context manager (a plain class: it runs for every attempt)."""
+
+    __slots__ = ("_call", "_data", "_headers", "_lease", "_method", "_model", "_params", "_provider", "_url")
+
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        call: CallOptions,
+    ) -> None:
+        self._provider = provider
+        self._model = model
+        self._method = method
+        self._url = url
+        self._data = data
+        self._headers = headers
+        self._params = params
+        self._call = call
+        self._lease: Lease | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        p = self._provider
+        try:
+            resp, lease = await p.client.send(
+                self._method,
+                self._url,
+                body=self._data,
+                headers=self._headers,
+                params=self._params,
+                timeout_s=self._call.timeout_s,
+                connect_timeout_s=self._call.connect_timeout_s,
+            )
+        except Exception as exc:
+            translated = translate_exception(exc, p.name, self._model)
+            if translated is None:
+                raise
+            raise translated from exc
+        if resp.status < 400:
+            self._lease = lease
+            return resp
+        try:
+            raw = await resp.read()
+        except Exception as exc:
+            translated = translate_exception(exc, p.name, self._model)
+            if translated is None:
+                raise
+            raise translated from exc
+        finally:
+            lease.release()
+        raise p.error_from_response(resp.status, raw, resp.headers, self._model)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        lease = self._lease
+        if lease is not None:
+            self._lease = None
+            lease.release()
+        if exc is not None and isinstance(exc, Exception):
+            translated = translate_exception(exc, self._provider.name, self._model)
+            if translated is not None:
+                raise translated from exc

@@ -490,9 +490,9 @@ def _validate(validators: list[Validator], texts: list[str], dep: Deployment) ->
 
 def _health_ordered(candidates: list[Deployment]) -> list[Deployment]:
     """Candidates whose provider fails its active health check go last (still tried if nothing else works)."""
-    healthy = [d for d in candidates if d.provider.health_state.ok]
-    if len(healthy) == len(candidates):
+    if all(d.provider.health_state.ok for d in candidates):
         return list(candidates)
+    healthy = [d for d in candidates if d.provider.health_state.ok]
     return healthy + [d for d in candidates if not d.provider.health_state.ok]
 
 

@@ -8,6 +8,7 @@ bodies that are only forwarded.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -168,6 +169,8 @@ class FastPath:
                 request = Request(scope, receive)
                 try:
                     response = await handler(request)
+                except ClientDisconnect:
+                    return  # the client left while sending its request: nobody to answer
                 except ModelyardError as exc:
                     response = error_response(exc)
                 except Exception as exc:
@@ -190,6 +193,7 @@ def create_app(gw: Gateway) -> FastPath:
         _install_reload(gw, tasks)
         monitor = HealthMonitor(lambda: gw.holder.current.providers)
         monitor.start()
+        tune_gc()
         rt = gw.holder.current
         if not rt.providers:
             log.warning(
@@ -244,6 +248,26 @@ def create_app(gw: Gateway) -> FastPath:
         ("GET", "/health"): handlers.health,
     }
     return FastPath(app, hot)
+
+
+#: collect the youngest generation after this many net allocations (CPython's default: 700)
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running server (once, after start-up).
+
+    Measured at 64 connections before this: about a fifth of the CPU went to the collector, and a
+    full collection (walking the ~130,000 objects of the loaded libraries and config) paused the
+    event loop for up to 136 ms, which was most of the p99.  ``gc.freeze()`` moves everything that
+    exists after start-up into a generation the collector never walks again, and a higher
+    threshold for the youngest generation lets request garbage (freed by reference counting
+    anyway) die before a collection has to look at it.  Cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def _version() -> str:

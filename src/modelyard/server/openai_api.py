@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelyard.accounting.cache import CachedResponse, assemble_response, cache_key, replay_chunks
 from modelyard.accounting.service import RequestAccounting
 from modelyard.errors import ModelyardError, PayloadTooLargeError
+from modelyard.ids import IdFactory
 from modelyard.routing.deployment import Route
 from modelyard.routing.options import RequestOptions, parse_options
 from modelyard.routing.router import RoutedStream, RouteResult, estimate_tokens
@@ -42,12 +42,24 @@ _JSON = "application/json"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: the whole body in one message
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
@@ -111,6 +123,7 @@ class _SSEResponse(StreamingResponse):
 class OpenAIHandlers:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.ids = IdFactory()
 
     async def _principal(self, request: Request) -> Principal:
         services = self.gw.services
@@ -148,7 +161,7 @@ class OpenAIHandlers:
 
     async def chat_completions(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = self.ids.new()
         gw = self.gw
         acct: RequestAccounting | None = None
         key_slot = None
@@ -354,7 +367,7 @@ class OpenAIHandlers:
 
     async def embeddings(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = self.ids.new()
         gw = self.gw
         acct: RequestAccounting | None = None
         try:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger
 from modelyard.accounting.cache import ResponseCache, make_cache
@@ -21,13 +21,15 @@ from modelyard.config.schema import BudgetConfig, Config
 from modelyard.runtime import Runtime
 from modelyard.server.auth import Authenticator
 from modelyard.server.metrics import Metrics
-from modelyard.storage.credentials import CredentialStore
 from modelyard.storage.db import Database
 from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
 from modelyard.storage.usage import UsageStore
+
+if TYPE_CHECKING:  # imported in start(), with a master key only: it loads cryptography (~6 MB)
+    from modelyard.storage.credentials import CredentialStore
 
 __all__ = ["Services", "master_key_of"]
 
@@ -68,7 +70,11 @@ class Services:
         keys = KeyStore(database)
         usage = UsageStore(database)
         events = BudgetEventStore(database)
-        credentials = await CredentialStore.open(database, master) if master else None
+        credentials: CredentialStore | None = None
+        if master:
+            from modelyard.storage.credentials import CredentialStore
+
+            credentials = await CredentialStore.open(database, master)
         ledger = make_ledger(config.budgets, config.state)
         cache = make_cache(config.cache, config.state)
         writer = UsageWriter.from_config(usage, config.usage)

@@ -4,19 +4,22 @@
 turns a refused or timed-out connection into :class:`StateUnavailableError` naming the host (never
 the password).  :class:`LuaScript` runs a script by SHA (``EVALSHA``) and loads it only when the
 server answers ``NOSCRIPT`` (first use, a Redis restart, ``SCRIPT FLUSH``).
+
+Only the Redis backends import this module (it imports redis-py); the names that do not need
+redis-py live in :mod:`modelyard.state.errors` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
-from modelyard.errors import ConfigError, ServiceUnavailableError
+from modelyard.errors import ConfigError
+from modelyard.state.errors import StateUnavailableError, is_redis_url, redact_url, unavailable
 
 __all__ = [
     "LuaScript",
@@ -28,29 +31,6 @@ __all__ = [
     "redis_client",
     "unavailable",
 ]
-
-_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-class StateUnavailableError(ServiceUnavailableError):
-    """The shared-state store (Redis) cannot be reached or answered with an error."""
-
-    default_code = "state_unavailable"
-
-
-def is_redis_url(url: str) -> bool:
-    return url.startswith(_SCHEMES)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
 
 
 def redis_client(
@@ -72,11 +52,6 @@ def redis_client(
         health_check_interval=30,
     )
     return Redis.from_pool(pool)
-
-
-def unavailable(url: str, exc: BaseException) -> StateUnavailableError:
-    """The error to raise when a Redis command failed: names the server, never the password."""
-    return StateUnavailableError(f"shared state at {redact_url(url)} is unavailable: {type(exc).__name__}: {exc}")
 
 
 async def check_redis(client: Redis, url: str) -> None:

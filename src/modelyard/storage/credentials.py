@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.errors import NotFoundError
@@ -93,12 +92,11 @@ class CredentialStore:
                 salt = secrets.token_bytes(16)
                 ciphertext, nonce = Cipher.from_master_key(master_key, salt=salt).make_check()
                 now = datetime.now(UTC)
-                insert = postgresql.insert if database.is_postgres else sqlite.insert
                 rows = [
                     {"key": SALT_SETTING, "value": _b64(salt), "updated_at": now},
                     {"key": CHECK_SETTING, "value": f"{_b64(nonce)}.{_b64(ciphertext)}", "updated_at": now},
                 ]
-                await conn.execute(insert(settings).on_conflict_do_nothing(), rows)
+                await conn.execute(database.insert_or_ignore(settings), rows)
                 stored = await _settings(conn)
         salt = base64.b64decode(stored[SALT_SETTING])
         nonce_b64, _, ciphertext_b64 = stored[CHECK_SETTING].partition(".")

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from modelyard.storage.db import Database
 from modelyard.storage.tables import budget_events
@@ -35,20 +34,15 @@ class BudgetEventStore:
 
     async def record(self, event: BudgetEvent) -> bool:
         """Store the event; False when the same one (budget, scope, period, kind, fraction) is already there."""
-        insert = postgresql.insert if self.db.is_postgres else sqlite.insert
-        query = (
-            insert(_T)
-            .values(
-                ts=event.ts,
-                org_id=event.org_id,
-                budget=event.budget,
-                scope_key=event.scope_key,
-                period_start=event.period_start,
-                kind=event.kind,
-                fraction=event.fraction,
-                message=event.message,
-            )
-            .on_conflict_do_nothing()
+        query = self.db.insert_or_ignore(_T).values(
+            ts=event.ts,
+            org_id=event.org_id,
+            budget=event.budget,
+            scope_key=event.scope_key,
+            period_start=event.period_start,
+            kind=event.kind,
+            fraction=event.fraction,
+            message=event.message,
         )
         async with self.db.begin_write() as conn:
             result = await conn.execute(query)

@@ -6,10 +6,15 @@ is stored, with the first characters for display; the plaintext is returned once
 path: it answers from an in-memory cache (``cache_ttl_s``, a few seconds) and goes to the
 database only on a miss.  Any change made through this store clears the cache at once; a change
 made by another process is seen within ``cache_ttl_s``.
+
+The cache never makes a burst of requests wait on the database together: one load per key is in
+flight at a time (concurrent misses share it), and a key in use is read again in the background
+once half its time to live has passed, so under steady traffic its entry never expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
@@ -161,12 +166,17 @@ class KeyStore:
         self.cache_ttl_s = cache_ttl_s
         #: key hash -> (monotonic expiry, the stored key or None when unknown)
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        #: key hash -> the load in flight (misses and background refreshes share it)
+        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._generation = 0
         #: key id -> when it was last used (written by flush_last_used)
         self._used: dict[str, datetime] = {}
 
     def invalidate(self) -> None:
         """Forget every cached key (called after any change made through this store)."""
         self._cache.clear()
+        self._loading.clear()  # later lookups must not join a load that started before the change
+        self._generation += 1  # and such a load must not refill the cache
 
     # -- organisations ------------------------------------------------------------------------
 
@@ -332,10 +342,13 @@ class KeyStore:
             return KeyCheck(None, "malformed")
         digest = hash_key(plaintext)
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
+        now_m = time.monotonic()
+        if hit is not None and hit[0] > now_m:
             key = hit[1]
+            if hit[0] - now_m < self.cache_ttl_s / 2 and digest not in self._loading:
+                self._start_load(digest)  # refresh ahead: this entry will not expire under traffic
         else:
-            key = await self._load(digest)
+            key = await asyncio.shield(self._loading.get(digest) or self._start_load(digest))
         if key is None:
             return KeyCheck(None, "unknown")
         if key.revoked_at is not None:
@@ -350,13 +363,26 @@ class KeyStore:
         """The key when it is valid (known, not revoked, not expired); None otherwise (see :meth:`check`)."""
         return (await self.check(plaintext)).key
 
-    async def _load(self, digest: str) -> KeyRecord | None:
+    def _start_load(self, digest: str) -> asyncio.Future[KeyRecord | None]:
+        task = asyncio.get_running_loop().create_task(self._load(digest, self._generation))
+        self._loading[digest] = task
+        task.add_done_callback(lambda t: self._loaded(digest, t))
+        return task
+
+    def _loaded(self, digest: str, task: asyncio.Future[KeyRecord | None]) -> None:
+        if self._loading.get(digest) is task:
+            del self._loading[digest]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("key lookup failed: %s", type(task.exception()).__name__)
+
+    async def _load(self, digest: str, generation: int) -> KeyRecord | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.key_hash == digest))).first()
         key = _key_from_row(row) if row is not None else None
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self.cache_ttl_s, key)
+        if generation == self._generation:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (time.monotonic() + self.cache_ttl_s, key)
         return key
 
     async def flush_last_used(self) -> int:

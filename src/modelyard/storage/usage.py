@@ -15,7 +15,9 @@ fast or a timeout, and both would distort them); time to first token covers requ
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -56,12 +58,24 @@ class UsageStore:
             return
         async with self.db.begin_write() as conn:
             style = conn.dialect.paramstyle
-            if requests:
-                sql = _insert_sql("usage_requests", REQUEST_FIELDS, style)
-                await conn.exec_driver_sql(sql, [self._values(r, REQUEST_FIELDS) for r in requests])
-            if attempts:
-                sql = _insert_sql("usage_attempts", ATTEMPT_FIELDS, style)
-                await conn.exec_driver_sql(sql, [self._values(a, ATTEMPT_FIELDS) for a in attempts])
+            for table, names, records in (
+                ("usage_requests", REQUEST_FIELDS, requests),
+                ("usage_attempts", ATTEMPT_FIELDS, attempts),
+            ):
+                if not records:
+                    continue
+                rows = [self._values(r, names) for r in records]
+                if self.db.is_sqlite:
+                    # Many rows per statement: sqlite3's executemany gives up the GIL and takes it back
+                    # for every row, and under load (the event loop holding the GIL) each hand-over
+                    # waits for the interpreter's switch interval; one statement binds every row at once.
+                    per = max(1, _SQLITE_MAX_VARIABLES // len(names))
+                    for i in range(0, len(rows), per):
+                        part = rows[i : i + per]
+                        sql = _insert_rows_sql(table, names, len(part))
+                        await conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part)))
+                else:
+                    await conn.exec_driver_sql(_insert_sql(table, names, style), rows)
 
     def _values(self, record: RequestRecord | AttemptRecord, names: tuple[str, ...]) -> tuple[Any, ...]:
         values = _getter(names)(record)  # one C call for every field (the timestamp is first)
@@ -254,6 +268,17 @@ class UsageStore:
 @functools.cache
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return operator.attrgetter(*names)
+
+
+#: bound parameters per SQLite statement (SQLITE_MAX_VARIABLE_NUMBER: 32766 since 3.32, 999 before)
+_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows_sql(table: str, names: tuple[str, ...], rows: int) -> str:
+    """``INSERT ... VALUES (?, ...), (?, ...) ... ON CONFLICT DO NOTHING`` for ``rows`` rows (SQLite)."""
+    one = "(" + ", ".join("?" for _ in names) + ")"
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([one] * rows)} ON CONFLICT DO NOTHING"
 
 
 @functools.cache

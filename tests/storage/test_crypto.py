@@ -132,10 +132,10 @@ async def test_a_wrong_master_key_is_refused_at_open(target: Target, db: Databas
     with pytest.raises(WrongMasterKeyError, match="not the one the stored provider credentials") as info:
         await CredentialStore.open(target.open(), "a different master key, 32 chars long")
     assert SECRET not in str(info.value) and MASTER not in str(info.value)
-    # the per-installation salt and check value are stored once
+    # the per-installation salt, check value and key verifier are stored once
     async with db.engine.connect() as conn:
         keys = (await conn.execute(text("SELECT key FROM settings ORDER BY key"))).scalars().all()
-    assert keys == ["credentials.hkdf_salt", "credentials.key_check"]
+    assert keys == ["credentials.hkdf_salt", "credentials.key_check", "credentials.key_verifier"]
 
 
 async def test_two_installations_with_the_same_master_key_derive_different_keys(target: Target, db: Database) -> None:

@@ -124,29 +124,54 @@ async def iter_lines(resp: UpstreamResponse) -> AsyncIterator[bytes]:
 
 
 async def iter_sse(resp: UpstreamResponse, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
-    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines)."""
+    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines).
+
+    One pass over the bytes as they arrive (lines split in place, no per-line generator): this
+    runs for every chunk of every stream.
+    """
     event = ""
     data: list[str] = []
-    async for raw in iter_lines(resp):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UpstreamMalformedError(
-                f"{provider}: stream from {model!r} is not UTF-8", provider=provider, model=model
-            ) from exc
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+    buffer = b""
+    async for piece in resp.iter_chunks():
+        buffer = buffer + piece if buffer else piece
+        start = 0
+        while True:
+            nl = buffer.find(b"\n", start)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > start and buffer[nl - 1] == 13 else nl  # 13: "\r"
+            line = buffer[start:end]
+            start = nl + 1
+            if not line:
+                if data:
+                    yield SSEEvent(event or "message", "\n".join(data))
+                event, data = "", []
+                continue
+            if line[0] == 58:  # ":" a comment
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(_utf8(value, provider, model))
+            elif name == b"event":
+                event = _utf8(value, provider, model)
+        buffer = buffer[start:] if start else buffer
+    if buffer:
+        tail = buffer.rstrip(b"\r")
+        name, _, value = tail.partition(b":")
+        if value[:1] == b" ":
             value = value[1:]
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
+        if name == b"data":
+            data.append(_utf8(value, provider, model))
     if data:
         yield SSEEvent(event or "message", "\n".join(data))
+
+
+def _utf8(raw: bytes, provider: str, model: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UpstreamMalformedError(
+            f"{provider}: stream from {model!r} is not UTF-8", provider=provider, model=model
+        ) from exc

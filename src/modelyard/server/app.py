@@ -14,14 +14,14 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError, ModelyardError
@@ -146,7 +146,8 @@ def _install_reload(gw: Gateway, tasks: list[asyncio.Task[None]]) -> None:
         tasks.append(loop.create_task(gw.source.watch(queue)))
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+#: a hot handler: the request in, an ASGI app out (a Starlette Response or the SSE stream)
+Handler = Callable[[Request], Awaitable[ASGIApp]]
 
 
 class FastPath:
@@ -223,8 +224,10 @@ def create_app(gw: Gateway) -> FastPath:
         redoc_url=None,
     )
     app.state.gateway = gw
-    app.add_route("/v1/chat/completions", api.chat_completions, methods=["POST"])
-    app.add_route("/chat/completions", api.chat_completions, methods=["POST"])
+    # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
+    chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
+    app.add_route("/v1/chat/completions", chat, methods=["POST"])
+    app.add_route("/chat/completions", chat, methods=["POST"])
     app.add_route("/v1/embeddings", api.embeddings, methods=["POST"])
     app.add_route("/embeddings", api.embeddings, methods=["POST"])
     app.add_route("/v1/models", api.models, methods=["GET"])

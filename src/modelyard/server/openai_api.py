@@ -7,14 +7,15 @@ or served from the cache — leaves one usage record (written off the request pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from modelyard.accounting.cache import CachedResponse, assemble_response, cache_key, replay_chunks
@@ -106,17 +107,51 @@ def _models_of(route: Route) -> list[str]:
     return [d.name for d in (*route.pool, *route.fallbacks)]
 
 
-class _SSEResponse(StreamingResponse):
-    """A streaming response that always runs its cleanup, even if the body never started."""
+class _SSEResponse:
+    """A server-sent-events answer, sent as the generator makes it; cleanup always runs.
 
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
+    Plain ASGI rather than Starlette's StreamingResponse, which runs every stream in an anyio task
+    group with a second task.  One watcher task waits for the client to leave and then cancels the
+    stream, so an abandoned answer stops reading (and paying for) the upstream at once.
+    """
+
+    def __init__(
+        self, content: AsyncGenerator[bytes, None], on_close: Callable[[], Awaitable[None]], headers: dict[str, str]
+    ) -> None:
+        self.content = content
         self._on_close = on_close
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")] + [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        me = asyncio.current_task()
+        state = {"finished": False, "gone": False}
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not state["finished"] and me is not None:
+                        state["gone"] = True
+                        me.cancel()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for frame in self.content:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            state["finished"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["gone"] or me is None:
+                raise
+            me.uncancel()  # the client left: not an error, nothing more to send
         finally:
+            state["finished"] = True
+            watcher.cancel()
+            await self.content.aclose()
             await self._on_close()
 
 
@@ -159,7 +194,7 @@ class OpenAIHandlers:
 
     # -- chat completions ----------------------------------------------------------------------
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | _SSEResponse:
         t0 = time.perf_counter()
         request_id = self.ids.new()
         gw = self.gw
@@ -246,10 +281,7 @@ class OpenAIHandlers:
                     await gw.services.cache.set(ckey, CachedResponse.of(whole, routed.result.deployment.name), ttl)
 
         return _SSEResponse(
-            self._sse(routed, req.include_usage, request_id, on_close, record, counted, kept),
-            on_close,
-            media_type="text/event-stream",
-            headers=headers,
+            self._sse(routed, req.include_usage, request_id, on_close, record, counted, kept), on_close, headers
         )
 
     def _cache_state(
@@ -305,7 +337,7 @@ class OpenAIHandlers:
         record: Callable[[ModelyardError | None], Awaitable[None]],
         counted: dict[str, int],
         kept: list[ChatChunk] | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         model = routed.result.deployment.name
         chunk_id = f"chatcmpl-{request_id.removeprefix('req_')[:29]}"
         created = int(time.time())

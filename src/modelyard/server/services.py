@@ -28,7 +28,7 @@ from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
 from modelyard.storage.usage import UsageStore
 
-if TYPE_CHECKING:  # imported in start(), with a master key only: it loads cryptography (~6 MB)
+if TYPE_CHECKING:  # imported in start(), with a master key only (cryptography itself loads on first use)
     from modelyard.storage.credentials import CredentialStore
 
 __all__ = ["Services", "master_key_of"]

@@ -1,15 +1,27 @@
 """Provider credentials added through the admin API, encrypted at rest (see modelyard.security.crypto).
 
 Rows hold the AES-GCM ciphertext, its nonce and a masked form for display; the associated data
-binds each ciphertext to its row id.  The per-installation HKDF salt and a sealed check value live
-in the ``settings`` table: :meth:`CredentialStore.open` creates them on first use and, later,
-refuses a different master key with :class:`~modelyard.security.crypto.WrongMasterKeyError`
-instead of failing on the first credential read.  Plaintext leaves this module only through
-:meth:`CredentialStore.get_plaintext`, for server-side use.
+binds each ciphertext to its row id.  Three values live in the ``settings`` table:
+
+* ``credentials.key_verifier``: a salted HMAC of a constant under a key derived from the master key,
+  made with the standard library only.  :meth:`CredentialStore.open` (server start-up) creates it on
+  first use and, later, refuses a different master key with
+  :class:`~modelyard.security.crypto.WrongMasterKeyError` instead of failing on the first credential
+  read, without importing ``cryptography`` (about 8 MB of memory).
+* ``credentials.hkdf_salt`` and ``credentials.key_check``: the per-installation HKDF salt of the data
+  key and an AES-GCM sealed check value.  They are created, and the check verified, when a credential
+  is first encrypted or decrypted: that is when ``cryptography`` is imported and the data key derived
+  (once per store).  They are always written together, as earlier versions expect.
+
+A database written by an earlier version has the salt and check but no verifier: ``open`` then
+verifies the master key against the AES-GCM check (importing ``cryptography``, that one time) and
+adds the verifier.  Plaintext leaves this module only through :meth:`CredentialStore.get_plaintext`,
+for server-side use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from dataclasses import dataclass
@@ -20,7 +32,7 @@ from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.errors import NotFoundError
-from modelyard.security.crypto import Cipher, mask
+from modelyard.security.crypto import Cipher, make_key_verifier, mask, verify_key_verifier
 from modelyard.storage.db import Database
 from modelyard.storage.tables import provider_credentials, settings
 
@@ -28,6 +40,7 @@ __all__ = ["CredentialRecord", "CredentialStore"]
 
 SALT_SETTING = "credentials.hkdf_salt"
 CHECK_SETTING = "credentials.key_check"
+VERIFIER_SETTING = "credentials.key_verifier"
 _T = provider_credentials
 
 
@@ -79,39 +92,71 @@ _PUBLIC_COLUMNS = [_T.c.id, _T.c.org_id, _T.c.provider, _T.c.name, _T.c.masked, 
 class CredentialStore:
     """Encrypted provider credentials.  Build it with :meth:`open`."""
 
-    def __init__(self, database: Database, cipher: Cipher) -> None:
+    def __init__(self, database: Database, master_key: str) -> None:
         self.db = database
-        self._cipher = cipher
+        self._master_key = master_key
+        self._cipher: Cipher | None = None
+        self._cipher_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"CredentialStore({self.db!r})"
 
     @classmethod
     async def open(cls, database: Database, master_key: str) -> CredentialStore:
-        """Load (or, the first time, create) the salt and check value, and verify the master key."""
+        """Verify the master key against the stored key verifier (creating it the first time).
+
+        Does not import ``cryptography``, except once on a database written by an earlier version,
+        to verify the master key against its AES-GCM check before adding the verifier.
+        """
         async with database.begin_write() as conn:
             stored = await _settings(conn)
-            if SALT_SETTING not in stored or CHECK_SETTING not in stored:
-                salt = secrets.token_bytes(16)
-                ciphertext, nonce = Cipher.from_master_key(master_key, salt=salt).make_check()
-                now = datetime.now(UTC)
-                rows = [
-                    {"key": SALT_SETTING, "value": _b64(salt), "updated_at": now},
-                    {"key": CHECK_SETTING, "value": f"{_b64(nonce)}.{_b64(ciphertext)}", "updated_at": now},
-                ]
-                await conn.execute(database.insert_or_ignore(settings), rows)
+            if VERIFIER_SETTING not in stored:
+                if SALT_SETTING in stored and CHECK_SETTING in stored:
+                    _cipher_from(master_key, stored)  # raises WrongMasterKeyError
+                row = {"key": VERIFIER_SETTING, "value": make_key_verifier(master_key), "updated_at": datetime.now(UTC)}
+                await conn.execute(database.insert_or_ignore(settings), [row])
                 stored = await _settings(conn)
-        salt = base64.b64decode(stored[SALT_SETTING])
-        nonce_b64, _, ciphertext_b64 = stored[CHECK_SETTING].partition(".")
-        cipher = Cipher.from_master_key(master_key, salt=salt)
-        cipher.verify_check(base64.b64decode(ciphertext_b64), base64.b64decode(nonce_b64))
-        return cls(database, cipher)
+        verify_key_verifier(master_key, stored[VERIFIER_SETTING])
+        return cls(database, master_key)
+
+    async def _data_cipher(self) -> Cipher:
+        """The AES-GCM cipher of the data key, made on first use (the salt and check too, the first time).
+
+        Call it outside any write transaction of this store's database (it may open one).
+        """
+        if self._cipher is None:
+            async with self._cipher_lock:
+                if self._cipher is None:
+                    self._cipher = await self._load_cipher()
+        return self._cipher
+
+    async def _load_cipher(self) -> Cipher:
+        async with self.db.engine.connect() as conn:
+            stored = await _settings(conn)
+        if SALT_SETTING not in stored or CHECK_SETTING not in stored:
+            async with self.db.begin_write() as conn:
+                stored = await _settings(conn)
+                if SALT_SETTING not in stored or CHECK_SETTING not in stored:
+                    salt = secrets.token_bytes(16)
+                    ciphertext, nonce = Cipher.from_master_key(self._master_key, salt=salt).make_check()
+                    now = datetime.now(UTC)
+                    rows = [
+                        {"key": SALT_SETTING, "value": _b64(salt), "updated_at": now},
+                        {"key": CHECK_SETTING, "value": f"{_b64(nonce)}.{_b64(ciphertext)}", "updated_at": now},
+                    ]
+                    await conn.execute(self.db.insert_or_ignore(settings), rows)
+                    stored = await _settings(conn)
+        return _cipher_from(self._master_key, stored)
 
     async def put(self, provider: str, name: str, secret: str, org_id: str | None = None) -> CredentialRecord:
         """Store a credential (replacing the secret of an existing one with the same org, provider and name)."""
+        cipher = await self._data_cipher()
         where = [_T.c.provider == provider, _T.c.name == name]
         where.append(_T.c.org_id.is_(None) if org_id is None else _T.c.org_id == org_id)
         async with self.db.begin_write() as conn:
             existing = (await conn.execute(select(_T.c.id).where(*where))).first()
             credential_id = existing[0] if existing is not None else f"cred_{secrets.token_hex(8)}"
-            ciphertext, nonce = self._cipher.encrypt(secret, _aad(credential_id))
+            ciphertext, nonce = cipher.encrypt(secret, _aad(credential_id))
             values = {"ciphertext": ciphertext, "nonce": nonce, "masked": mask(secret)}
             if existing is not None:
                 await conn.execute(update(_T).where(_T.c.id == credential_id).values(**values))
@@ -138,7 +183,8 @@ class CredentialStore:
             row = (await conn.execute(query)).first()
         if row is None:
             raise NotFoundError(f"credential {credential_id!r} not found", code="credential_not_found")
-        return self._cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(credential_id))
+        cipher = await self._data_cipher()
+        return cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(credential_id))
 
     async def list(self, org_id: str | None = None) -> list[CredentialRecord]:
         """Credentials (masked) of one organisation, or all of them when ``org_id`` is None."""
@@ -161,3 +207,12 @@ class CredentialStore:
 async def _settings(conn: AsyncConnection) -> dict[str, str]:
     rows = await conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("credentials.%")))
     return {r.key: r.value for r in rows}
+
+
+def _cipher_from(master_key: str, stored: dict[str, str]) -> Cipher:
+    """The data key's cipher, from the stored salt, verified against the stored AES-GCM check."""
+    salt = base64.b64decode(stored[SALT_SETTING])
+    nonce_b64, _, ciphertext_b64 = stored[CHECK_SETTING].partition(".")
+    cipher = Cipher.from_master_key(master_key, salt=salt)
+    cipher.verify_check(base64.b64decode(ciphertext_b64), base64.b64decode(nonce_b64))
+    return cipher

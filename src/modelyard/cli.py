@@ -103,6 +103,7 @@ def serve(
         "access_log": False,
         # modelyard never uses the client's address, so X-Forwarded-* need not be parsed per request
         "proxy_headers": False,
+        "server_header": False,  # no "server: uvicorn" on every answer
         "loop": _loop(),
         "http": _http(),
         "timeout_graceful_shutdown": 30,

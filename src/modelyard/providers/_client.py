@@ -355,7 +355,14 @@ class HttpClient:
         for name, value in (headers or {}).items():
             base[name.lower()] = (name, value)
         self._base_block = _header_block(dict(base.values()))
+        #: header blocks of constant mappings the caller registers (see :meth:`constant_headers`)
+        self._extra_blocks: dict[int, tuple[Mapping[str, str], bytes]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def constant_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """Register a mapping that will never change; its header block is then built once, not per request."""
+        self._extra_blocks[id(headers)] = (headers, _header_block(headers))
+        return headers
 
     @property
     def closed(self) -> bool:
@@ -384,7 +391,14 @@ class HttpClient:
         if " " in path or "\r" in path or "\n" in path:
             raise RequestBuildError(f"the URL path {path[:200]!r} has a space or line break (quote it)")
         head = f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\n"
-        extra = _header_block(headers) if headers else b""
+        if not headers:
+            extra = b""
+        else:
+            known = self._extra_blocks.get(id(headers))
+            if known is not None and known[0] is headers:
+                extra = known[1]
+            else:
+                extra = _header_block(headers)
         if body is not None:
             data = b"%s%s%sContent-Length: %d\r\n\r\n%s" % (
                 head.encode("latin-1"),

@@ -140,6 +140,7 @@ class Provider(ABC):
         if client is None or client.closed:
             headers = {"User-Agent": "modelyard", **self.auth_headers(), **self.config.headers}
             client = self._client = HttpClient(headers=headers, max_connections=self.config.max_connections)
+            client.constant_headers(_JSON_HEADERS)
         return client
 
     def request(

@@ -226,10 +226,11 @@ def create_app(gw: Gateway) -> FastPath:
     app.state.gateway = gw
     # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
     chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
+    embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/chat/completions", chat, methods=["POST"])
-    app.add_route("/v1/embeddings", api.embeddings, methods=["POST"])
-    app.add_route("/embeddings", api.embeddings, methods=["POST"])
+    app.add_route("/v1/embeddings", embeddings, methods=["POST"])
+    app.add_route("/embeddings", embeddings, methods=["POST"])
     app.add_route("/v1/models", api.models, methods=["GET"])
     app.add_route("/models", api.models, methods=["GET"])
     app.add_route("/metrics", handlers.metrics, methods=["GET"])

@@ -107,6 +107,24 @@ def _models_of(route: Route) -> list[str]:
     return [d.name for d in (*route.pool, *route.fallbacks)]
 
 
+class _JSONAnswer:
+    """A successful JSON answer as two plain ASGI messages (Starlette's Response re-encodes headers)."""
+
+    __slots__ = ("body", "raw_headers")
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.body = body
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class _SSEResponse:
     """A server-sent-events answer, sent as the generator makes it; cleanup always runs.
 
@@ -194,7 +212,7 @@ class OpenAIHandlers:
 
     # -- chat completions ----------------------------------------------------------------------
 
-    async def chat_completions(self, request: Request) -> Response | _SSEResponse:
+    async def chat_completions(self, request: Request) -> Response | _JSONAnswer | _SSEResponse:
         t0 = time.perf_counter()
         request_id = self.ids.new()
         gw = self.gw
@@ -227,10 +245,9 @@ class OpenAIHandlers:
                         await gw.services.cache.set(
                             ckey, CachedResponse.of(response, result.deployment.name), route.config.cache_ttl_s
                         )
-                    return Response(
+                    return _JSONAnswer(
                         encode_response(response, result.deployment.name),
-                        media_type=_JSON,
-                        headers=_headers(request_id, result, overhead, cache_state),
+                        _headers(request_id, result, overhead, cache_state),
                     )
                 routed = await gw.router.stream(route, req, opts, acct)
             except ModelyardError as exc:
@@ -397,7 +414,7 @@ class OpenAIHandlers:
 
     # -- embeddings ----------------------------------------------------------------------------
 
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response | _JSONAnswer:
         t0 = time.perf_counter()
         request_id = self.ids.new()
         gw = self.gw
@@ -418,10 +435,9 @@ class OpenAIHandlers:
         overhead = (time.perf_counter() - t0 - result.upstream_s) * 1000
         if acct is not None:
             acct.finish(result, usage=response.usage, overhead_ms=overhead)
-        return Response(
+        return _JSONAnswer(
             encode_embeddings(response, result.deployment.name, req.encoding_format),
-            media_type=_JSON,
-            headers=_headers(request_id, result, overhead, None),
+            _headers(request_id, result, overhead, None),
         )
 
     # -- models --------------------------------------------------------------------------------

@@ -284,20 +284,16 @@ class UpstreamCall:
                 connect_timeout_s=self._call.connect_timeout_s,
             )
         except Exception as exc:
-            translated = translate_exception(exc, p.name, self._model)
-            if translated is None:
-                raise
-            raise translated from exc
+            self._raise_translated(exc)
+            raise
         if resp.status < 400:
             self._lease = lease
             return resp
         try:
             raw = await resp.read()
         except Exception as exc:
-            translated = translate_exception(exc, p.name, self._model)
-            if translated is None:
-                raise
-            raise translated from exc
+            self._raise_translated(exc)
+            raise
         finally:
             lease.release()
         raise p.error_from_response(resp.status, raw, resp.headers, self._model)
@@ -307,7 +303,11 @@ class UpstreamCall:
         if lease is not None:
             self._lease = None
             lease.release()
-        if exc is not None and isinstance(exc, Exception):
-            translated = translate_exception(exc, self._provider.name, self._model)
-            if translated is not None:
-                raise translated from exc
+        if isinstance(exc, Exception):
+            self._raise_translated(exc)
+
+    def _raise_translated(self, exc: Exception) -> None:
+        """Raise the UpstreamError for a transport failure; return for anything else (the caller re-raises)."""
+        translated = translate_exception(exc, self._provider.name, self._model)
+        if translated is not None:
+            raise translated from exc

@@ -167,7 +167,8 @@ class KeyStore:
         #: key hash -> (monotonic expiry, the stored key or None when unknown)
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         #: key hash -> the load in flight (misses and background refreshes share it)
-        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._loading: dict[str, asyncio.Task[KeyRecord | None]] = {}
+        self._tasks: set[asyncio.Task[KeyRecord | None]] = set()
         self._generation = 0
         #: key id -> when it was last used (written by flush_last_used)
         self._used: dict[str, datetime] = {}
@@ -363,13 +364,15 @@ class KeyStore:
         """The key when it is valid (known, not revoked, not expired); None otherwise (see :meth:`check`)."""
         return (await self.check(plaintext)).key
 
-    def _start_load(self, digest: str) -> asyncio.Future[KeyRecord | None]:
+    def _start_load(self, digest: str) -> asyncio.Task[KeyRecord | None]:
         task = asyncio.get_running_loop().create_task(self._load(digest, self._generation))
         self._loading[digest] = task
+        self._tasks.add(task)  # held until done, also after invalidate() forgets it
         task.add_done_callback(lambda t: self._loaded(digest, t))
         return task
 
-    def _loaded(self, digest: str, task: asyncio.Future[KeyRecord | None]) -> None:
+    def _loaded(self, digest: str, task: asyncio.Task[KeyRecord | None]) -> None:
+        self._tasks.discard(task)
         if self._loading.get(digest) is task:
             del self._loading[digest]
         if not task.cancelled() and task.exception() is not None:

@@ -173,6 +173,15 @@ class _SSEResponse:
             await self._on_close()
 
 
+async def _end_stream(
+    on_close: Callable[[], Awaitable[None]],
+    record: Callable[[ModelyardError | None], Awaitable[None]],
+    error: ModelyardError | None,
+) -> None:
+    await on_close()
+    await record(error)
+
+
 class OpenAIHandlers:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -409,8 +418,9 @@ class OpenAIHandlers:
             yield sse_error(body)
         finally:
             counted["chars"] = chars
-            await on_close()
-            await record(error)
+            # Shielded: a client that hangs up right after the last frame cancels this task while the
+            # cleanup runs; the upstream must still be released and the request recorded.
+            await asyncio.shield(_end_stream(on_close, record, error))
 
     # -- embeddings ----------------------------------------------------------------------------
 

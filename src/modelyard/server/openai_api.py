@@ -107,6 +107,11 @@ def _models_of(route: Route) -> list[str]:
     return [d.name for d in (*route.pool, *route.fallbacks)]
 
 
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs (lower-case names) for a dict of response headers."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 class _JSONAnswer:
     """A successful JSON answer as two plain ASGI messages (Starlette's Response re-encodes headers)."""
 
@@ -117,7 +122,7 @@ class _JSONAnswer:
         self.raw_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+            *_raw_headers(headers),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,9 +143,7 @@ class _SSEResponse:
     ) -> None:
         self.content = content
         self._on_close = on_close
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")] + [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-        ]
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), *_raw_headers(headers)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         me = asyncio.current_task()

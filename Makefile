@@ -43,6 +43,7 @@ test: $(DEVSTAMP)
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 format: $(DEVSTAMP)
 	$(BIN)/ruff format src tests bench

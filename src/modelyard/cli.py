@@ -112,9 +112,10 @@ def serve(
 
     if workers == 1:
         from modelyard.runtime import RuntimeHolder
-        from modelyard.server.app import Gateway, create_app
+        from modelyard.server.app import create_app
+        from modelyard.server.state import AppState
 
-        gateway = Gateway(holder=RuntimeHolder(cfg, source=source_.describe()), source=source_, watch=watch)
+        gateway = AppState(holder=RuntimeHolder(cfg, source=source_.describe()), source=source_, watch=watch)
         uvicorn.run(create_app(gateway), **common)  # type: ignore[arg-type]
         return
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""

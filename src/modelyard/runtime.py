@@ -15,16 +15,18 @@ import logging
 from collections import OrderedDict
 
 from modelyard.config.schema import Config, ModelConfig, RouteConfig
-from modelyard.errors import InvalidRequestError, NotFoundError
+from modelyard.errors import ConfigError, InvalidRequestError, NotFoundError
+from modelyard.local.manager import LocalModelManager
+from modelyard.local.settings import ModelSettings, lifecycle_of, merge_settings, model_settings
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
-from modelyard.routing.validators import build_validators
+from modelyard.validators import build_validators
 
-__all__ = ["Runtime", "RuntimeHolder"]
+__all__ = ["Runtime", "RuntimeHolder", "sync_runtime"]
 
 log = logging.getLogger("modelyard.runtime")
 
@@ -191,7 +193,13 @@ class RuntimeHolder:
         """
         return _Pinned(self)
 
-    def _unpin(self, rt: Runtime) -> None:
+    def pin(self) -> Runtime:
+        """The current runtime, pinned until :meth:`unpin` (for what outlives one block: streams)."""
+        rt = self.current
+        rt.active += 1
+        return rt
+
+    def unpin(self, rt: Runtime) -> None:
         rt.active -= 1
         if rt.retired and rt.active == 0:
             self._schedule_close(rt)
@@ -237,11 +245,36 @@ class _Pinned:
         self._rt: Runtime | None = None
 
     async def __aenter__(self) -> Runtime:
-        rt = self._rt = self._holder.current
-        rt.active += 1
+        rt = self._rt = self._holder.pin()
         return rt
 
     async def __aexit__(self, *exc: object) -> None:
         if self._rt is not None:
-            self._holder._unpin(self._rt)
+            self._holder.unpin(self._rt)
             self._rt = None
+
+
+def sync_runtime(runtime: Runtime) -> list[LocalModelManager]:
+    """Hand each local provider of ``runtime`` the settings of the models configured on it.
+
+    Call it whenever a runtime becomes current (the status endpoints do, and so does their
+    watcher).  Returns the managers of the runtime's local providers.
+    """
+    managers: list[LocalModelManager] = []
+    for provider in runtime.providers.values():
+        manager = lifecycle_of(provider)
+        if manager is None:
+            continue
+        grouped: dict[str, list[ModelSettings]] = {}
+        for name, dep in runtime.models.items():
+            if dep.provider is not provider:
+                continue
+            try:
+                settings = model_settings(name, dep.config, manager.defaults)
+            except ConfigError as exc:
+                log.error("%s; using the provider's keep_alive for model %r", exc, name)
+                settings = model_settings(name, dep.config.model_copy(update={"keep_alive": None}), manager.defaults)
+            grouped.setdefault(dep.upstream, []).append(settings)
+        manager.configure({upstream: merge_settings(items) for upstream, items in grouped.items()})
+        managers.append(manager)
+    return managers

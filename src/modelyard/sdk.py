@@ -1,4 +1,4 @@
-"""The Python SDK: the same routing engine in-process, without the server.
+"""The Python SDK: the gateway in-process, through the same pipeline as the HTTP server.
 
     from modelyard import Gateway
 
@@ -8,6 +8,14 @@
 
     for delta in gw.stream_sync(messages, route="code"): ...   # or: async for delta in gw.stream(...)
     result = gw.chat_sync(messages)                          # from synchronous code
+
+Every call goes through :class:`modelyard.gateway.pipeline.Pipeline`, exactly as an HTTP request
+does: route resolution (``route=``, the ``default`` alias, ``provider:model``, tasks), the
+caller's key (``api_key=``: allowed routes and models, the key's rpm/tpm and budget), budgets and
+``max_cost_usd``, the response cache, usage records, and runtime pinning across :meth:`reload`.
+The services are the server's for the same config: the database named by ``database:`` (usage
+records and keys; ``Gateway(config, database=None)`` turns records off), budgets in memory or
+Redis (``state:``), the cache.  They start on the first call.
 
 ``chat`` returns a :class:`ChatResult` whose ``error`` is set (and ``content`` is None) when every
 candidate failed; pass ``raise_on_error=True`` to get the :class:`~modelyard.errors.ModelyardError`
@@ -22,26 +30,26 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, TypeVar
 
-from modelyard.accounting.pricing import cost, price_for
 from modelyard.config import Config, load_config, parse_config
 from modelyard.errors import ModelyardError
-from modelyard.routing.deployment import Deployment
+from modelyard.gateway.auth import Principal
+from modelyard.gateway.pipeline import Pipeline, Served
+from modelyard.gateway.services import CoreServices, Services
 from modelyard.routing.options import parse_options
 from modelyard.routing.router import Attempt, Router
 from modelyard.runtime import Runtime, RuntimeHolder
-from modelyard.server.parsing import parse_chat_request
-from modelyard.types import ChatResponse, ToolCall, Usage
+from modelyard.types import ChatRequest, ChatResponse, ToolCall, Usage
+from modelyard.wire.openai import parse_chat_request
 
 __all__ = ["ChatResult", "Gateway", "StreamResult"]
 
 T = TypeVar("T")
 
-
-def _cost(dep: Deployment, usage: Usage | None) -> float:
-    """The same cost the server records: the model's config prices over the built-in table."""
-    return cost(price_for(dep.config, dep.upstream), usage) if usage is not None else 0.0
+#: the caller of an SDK call made without ``api_key=``
+_MASTER = Principal("master")
 
 
 @dataclass(slots=True)
@@ -78,48 +86,86 @@ class StreamResult:
 
 
 class Gateway:
-    """An in-process gateway: config, providers, routes and the router, without HTTP."""
+    """An in-process gateway: the server's pipeline and services, without HTTP."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, database: str | EllipsisType | None = ...) -> None:
+        """``database``: a database URL for usage records and keys (default: the config's
+        ``database``, as the server uses it); None runs without records and keys."""
         self._config = config
+        self._database = database
         self._holder: RuntimeHolder | None = None
         self.router = Router()
+        self._services: Services | CoreServices | None = None
+        self._pipeline: Pipeline | None = None
+        self._starting: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, source: str | Path | Mapping[str, Any]) -> Gateway:
+    def from_config(
+        cls, source: str | Path | Mapping[str, Any], *, database: str | EllipsisType | None = ...
+    ) -> Gateway:
         """From a YAML file path, or an already-parsed mapping."""
         if isinstance(source, Mapping):
-            return cls(parse_config(dict(source)))
-        return cls(load_config(source))
+            return cls(parse_config(dict(source)), database=database)
+        return cls(load_config(source), database=database)
+
+    @property
+    def holder(self) -> RuntimeHolder:
+        if self._holder is None:
+            self._holder = RuntimeHolder(self._config)
+        return self._holder
 
     @property
     def runtime(self) -> Runtime:
-        if self._holder is None:
-            self._holder = RuntimeHolder(self._config)
-        return self._holder.current
+        return self.holder.current
+
+    @property
+    def services(self) -> Services | CoreServices | None:
+        """The services the pipeline uses (None until the first call)."""
+        return self._services
+
+    async def pipeline(self) -> Pipeline:
+        """The request pipeline, its services started on first use."""
+        if self._pipeline is not None:
+            return self._pipeline
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._pipeline is None:
+                config = self.holder.current.config
+                if self._database is None:
+                    self._services = await CoreServices.start(config)
+                else:
+                    if not isinstance(self._database, EllipsisType):
+                        config = config.model_copy(update={"database": self._database})
+                    self._services = await Services.start(config, lambda: self.holder.current)
+                self._pipeline = Pipeline(self.holder, self.router, self._services)
+        return self._pipeline
 
     async def reload(self, config: Config) -> None:
-        """Swap in a new config (in-flight calls finish on the old one)."""
+        """Swap in a new config (calls in flight, streams included, finish on the old one)."""
         self._config = config
         if self._holder is not None:
             await self._holder.swap(config)
+        if self._services is not None:
+            await self._services.refresh_budgets(config)
 
-    def _request(
-        self, messages: Sequence[Mapping[str, Any]], route: str | None, model: str | None, params: dict[str, Any]
-    ) -> tuple[Any, Any, Any]:
-        rt = self.runtime
-        target = route or model or rt.default_route
-        if target is None:
-            raise ModelyardError("no route or model given and no default_route configured")
-        body = {"model": target, "messages": [dict(m) for m in messages], **params}
+    async def _call(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        route: str | None,
+        model: str | None,
+        api_key: str | None,
+        params: dict[str, Any],
+    ) -> tuple[Pipeline, ChatRequest, Any, Principal]:
+        pipeline = await self.pipeline()
+        principal = await pipeline.authenticate({"authorization": f"Bearer {api_key}"}) if api_key else _MASTER
+        body: dict[str, Any] = {"model": model or route or "default", "messages": [dict(m) for m in messages], **params}
+        if route is not None:
+            body["modelyard"] = {**(body.get("modelyard") or {}), "route": route}
         req = parse_chat_request(body)
-        opts = parse_options(req.options)
-        resolved = rt.resolve(target)
-        if opts.task:
-            resolved = rt.for_task(resolved, opts.task)
-        return req, opts, resolved
+        return pipeline, req, parse_options(req.options), principal
 
     async def chat(
         self,
@@ -127,15 +173,18 @@ class Gateway:
         *,
         route: str | None = None,
         model: str | None = None,
+        api_key: str | None = None,
         raise_on_error: bool = False,
         **params: Any,
     ) -> ChatResult:
         """One completion. ``params`` are OpenAI parameters (temperature, max_tokens, tools, ...) and
-        ``modelyard={...}`` options (fallback, local_only, task, timeout_s, ...)."""
+        ``modelyard={...}`` options (fallback, local_only, task, timeout_s, max_cost_usd, cache, ...).
+        ``api_key`` makes the call as that virtual key (checked as over HTTP); without it the call
+        runs with the master key's rights."""
         start = time.perf_counter()
         try:
-            req, opts, resolved = self._request(messages, route, model, params)
-            response, result = await self.router.chat(resolved, req, opts)
+            pipeline, req, opts, principal = await self._call(messages, route, model, api_key, params)
+            served = await pipeline.chat(req, opts, principal, started=start)
         except ModelyardError as exc:
             if raise_on_error:
                 raise
@@ -151,23 +200,7 @@ class Gateway:
                 cost_usd=0.0,
                 error=exc.message,
             )
-        choice = response.choices[0] if response.choices else None
-        dep = result.deployment
-        return ChatResult(
-            content=choice.message.text() if choice and choice.message.content is not None else None,
-            model_used=dep.name,
-            provider=dep.provider.name,
-            route=result.route,
-            is_fallback=result.fallback,
-            attempts=result.attempts,
-            generation_time=time.perf_counter() - start,
-            tokens_used=response.usage.total_tokens if response.usage else 0,
-            cost_usd=_cost(dep, response.usage),
-            usage=response.usage,
-            tool_calls=list(choice.message.tool_calls or []) if choice else [],
-            finish_reason=choice.finish_reason if choice else None,
-            response=response,
-        )
+        return _result(served, time.perf_counter() - start)
 
     async def stream(
         self,
@@ -175,37 +208,41 @@ class Gateway:
         *,
         route: str | None = None,
         model: str | None = None,
+        api_key: str | None = None,
         into: StreamResult | None = None,
         **params: Any,
     ) -> AsyncIterator[str]:
-        """Text deltas as they arrive; pass ``into=StreamResult()`` to get the final :class:`ChatResult`."""
+        """Text deltas as they arrive; pass ``into=StreamResult()`` to get the final :class:`ChatResult`.
+
+        Leaving the loop early (``break``, an exception, ``aclose()``) ends the upstream call and
+        records the request, as a client hanging up on the server does."""
         start = time.perf_counter()
-        req, opts, resolved = self._request(messages, route, model, {**params, "stream": True})
-        routed = await self.router.stream(resolved, req, opts)
+        pipeline, req, opts, principal = await self._call(messages, route, model, api_key, {**params, "stream": True})
+        stream = await pipeline.stream(req, opts, principal, started=start)
         parts: list[str] = []
         finish: str | None = None
         try:
-            async for chunk in routed.chunks():
+            async for chunk in stream.chunks():
                 for c in chunk.choices:
                     finish = c.finish_reason or finish
                     if c.content:
                         parts.append(c.content)
                         yield c.content
         finally:
-            await routed.abort()
+            await stream.aclose()
         if into is not None:
-            dep = routed.result.deployment
+            usage = stream.usage
             into.result = ChatResult(
                 content="".join(parts),
-                model_used=dep.name,
-                provider=dep.provider.name,
-                route=routed.result.route,
-                is_fallback=routed.result.fallback,
-                attempts=routed.result.attempts,
+                model_used=stream.model,
+                provider=stream.provider,
+                route=stream.route,
+                is_fallback=stream.fallback,
+                attempts=stream.attempts,
                 generation_time=time.perf_counter() - start,
-                tokens_used=routed.usage.total_tokens if routed.usage else 0,
-                cost_usd=_cost(dep, routed.usage),
-                usage=routed.usage,
+                tokens_used=usage.total_tokens if usage else 0,
+                cost_usd=stream.cost_usd,
+                usage=usage,
                 finish_reason=finish,
             )
 
@@ -233,6 +270,11 @@ class Gateway:
                 return
 
     async def aclose(self) -> None:
+        """Close the providers and the services (every queued usage record is written first)."""
+        if self._services is not None:
+            await self._services.aclose()
+            self._services = None
+            self._pipeline = None
         if self._holder is not None:
             await self._holder.aclose()
             self._holder = None
@@ -259,3 +301,23 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _result(served: Served, elapsed: float) -> ChatResult:
+    response = served.response
+    choice = response.choices[0] if response.choices else None
+    return ChatResult(
+        content=choice.message.text() if choice and choice.message.content is not None else None,
+        model_used=served.model,
+        provider=served.provider,
+        route=served.route,
+        is_fallback=served.fallback,
+        attempts=served.attempts,
+        generation_time=elapsed,
+        tokens_used=response.usage.total_tokens if response.usage else 0,
+        cost_usd=served.cost_usd,
+        usage=response.usage,
+        tool_calls=list(choice.message.tool_calls or []) if choice else [],
+        finish_reason=choice.finish_reason if choice else None,
+        response=response,
+    )

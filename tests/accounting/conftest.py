@@ -18,7 +18,7 @@ import redis
 from modelyard.accounting.budgets import BudgetLedger, MemoryLedger
 from modelyard.accounting.budgets_redis import RedisLedger
 from modelyard.config.schema import BudgetConfig
-from modelyard.state.redis import redis_client
+from modelyard.storage.redis import redis_client
 
 REDIS_URL = os.environ.get("MODELYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:8]

@@ -21,7 +21,7 @@ from modelyard.accounting.budgets import (
 from modelyard.accounting.budgets_redis import RedisLedger
 from modelyard.config.schema import BudgetConfig
 from modelyard.errors import RateLimitError
-from modelyard.state.redis import StateUnavailableError, check_redis, redis_client
+from modelyard.storage.redis import StateUnavailableError, check_redis, redis_client
 from tests.accounting.conftest import LedgerFactory
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)

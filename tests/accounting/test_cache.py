@@ -11,20 +11,19 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelyard.accounting.cache import (
+from modelyard.cache.base import (
     CachedResponse,
     MemoryCache,
     cache_key,
     make_cache,
     replay_chunks,
 )
-from modelyard.accounting.cache_redis import RedisCache
+from modelyard.cache.redis import RedisCache
 from modelyard.config.schema import CacheConfig
 from modelyard.errors import ConfigError
-from modelyard.server.parsing import parse_chat_request
-from modelyard.server.wire import encode_chunk
-from modelyard.state.redis import redis_client
+from modelyard.storage.redis import redis_client
 from modelyard.types import ChatChunk, ChatResponse, Choice, Message, ToolCall, Usage
+from modelyard.wire.openai import encode_chunk, parse_chat_request
 
 # -- keys -----------------------------------------------------------------------------------------
 

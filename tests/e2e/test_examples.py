@@ -43,7 +43,7 @@ async def test_agents_allocation_round_robin_and_backups(vanchin: FakeOpenAI) ->
         assert list(route.models) == primary and list(route.fallbacks) == backups
         assert route.strategy == "round_robin"
     assert all(m.max_concurrency == 5 and m.timeout_s == 30 and m.max_queue > 0 for m in cfg.models.values())
-    async with Gateway(cfg) as gw:
+    async with Gateway(cfg, database=None) as gw:
         for _ in range(6):
             res = await gw.chat(MSG, route="frontend-developer", raise_on_error=True)
             assert res.model_used in ("m4", "m5", "m6")
@@ -60,7 +60,7 @@ async def test_agents_allocation_round_robin_and_backups(vanchin: FakeOpenAI) ->
 
 async def test_agents_concurrency_limit_queues(vanchin: FakeOpenAI) -> None:
     cfg = load_config(EXAMPLES / "agents.yaml", env={"VANCHIN_API_KEY": "k", "VANCHIN_BASE_URL": vanchin.base_url})
-    async with Gateway(cfg) as gw:
+    async with Gateway(cfg, database=None) as gw:
         vanchin.inject("*", delay_s=0.2)
         limiter = gw.runtime.models["m19"].state.limiter
         peak = 0
@@ -89,7 +89,7 @@ async def test_local_first_tasks_and_cloud_fallback() -> None:
             "OPENAI_API_KEY": "o",
         }
         cfg = load_config(EXAMPLES / "local-first.yaml", env=env)
-        async with Gateway(cfg) as gw:
+        async with Gateway(cfg, database=None) as gw:
             res = await gw.chat(MSG, modelyard={"task": "diagram"}, raise_on_error=True)
             assert res.model_used == "mermaid-mistral" and not res.is_fallback
             # codellama:13b is not installed in the fake: the cloud answers, and says so
@@ -109,7 +109,7 @@ async def test_custom_first_and_explicit_provider_model(vanchin: FakeOpenAI) -> 
     async with FakeOpenAI() as openai_fake:
         env = {"CUSTOM_BASE_URL": vanchin.base_url, "OPENAI_BASE_URL": openai_fake.base_url, "OPENAI_API_KEY": "o"}
         cfg = load_config(EXAMPLES / "custom-first.yaml", env=env)
-        async with Gateway(cfg) as gw:
+        async with Gateway(cfg, database=None) as gw:
             res = await gw.chat(MSG, raise_on_error=True)
             assert res.model_used == "custom-coder" and openai_fake.attempts() == 0
             res = await gw.chat(MSG, model="openai:gpt-4o", raise_on_error=True)

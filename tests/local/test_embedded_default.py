@@ -34,7 +34,7 @@ async def test_the_sdk_runs_the_local_model_in_process() -> None:
         "providers": {"local": {"kind": "llamacpp"}},
         "models": {"gemma": {"provider": "local", "model": "gemma3-270m"}},
     }
-    async with Gateway.from_config(cfg) as gw:
+    async with Gateway.from_config(cfg, database=None) as gw:
         res = await gw.chat(
             [{"role": "user", "content": "Name a colour."}], model="gemma", max_tokens=6, raise_on_error=True
         )

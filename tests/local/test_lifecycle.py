@@ -29,11 +29,10 @@ from modelyard.local import (
     lifecycle_of,
     parse_keep_alive,
     provider_settings,
-    sync_runtime,
 )
 from modelyard.local.base import ProgressFn
 from modelyard.local.settings import merge_settings
-from modelyard.runtime import Runtime
+from modelyard.runtime import Runtime, sync_runtime
 
 
 class Engine:

@@ -26,9 +26,9 @@ from llama_cpp import Llama
 
 from modelyard.config.schema import ProviderConfig
 from modelyard.errors import InvalidRequestError, ServiceUnavailableError, UpstreamStatusError
-from modelyard.local.prompts import QA_INSTRUCTION, render_prompt, render_qa
 from modelyard.providers import CallOptions, build_provider
-from modelyard.providers.llamacpp import DEFAULT_MODEL, LlamaCppProvider
+from modelyard.providers.llamacpp.prompts import QA_INSTRUCTION, render_prompt, render_qa
+from modelyard.providers.llamacpp.provider import DEFAULT_MODEL, LlamaCppProvider
 from modelyard.types import ChatChunk, ChatRequest, ContentPart, Message, ResponseFormat, Tool
 from tests.helpers import ServerProcess, wait_for
 

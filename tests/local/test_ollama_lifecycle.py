@@ -15,10 +15,9 @@ import pytest
 from modelyard.config.loader import parse_config
 from modelyard.config.schema import ProviderConfig
 from modelyard.errors import UpstreamStatusError, UpstreamTimeoutError
-from modelyard.local import sync_runtime
 from modelyard.providers import CallOptions, build_provider
-from modelyard.providers.ollama import OllamaProvider
-from modelyard.runtime import Runtime
+from modelyard.providers.ollama.provider import OllamaProvider
+from modelyard.runtime import Runtime, sync_runtime
 from modelyard.testing.fake_ollama import FakeOllama
 from modelyard.types import ChatChunk, ChatRequest, Message
 

@@ -22,7 +22,7 @@ from modelyard.errors import (
     UpstreamTimeoutError,
 )
 from modelyard.providers import CallOptions, build_provider
-from modelyard.providers.ollama import (
+from modelyard.providers.ollama.provider import (
     OllamaProvider,
     StreamDecoder,
     context_length,

@@ -27,7 +27,7 @@ async def test_monitor_marks_providers_and_models_and_orders_candidates_last() -
             "models": {"b": {"provider": "bad", "model": "gpt-4o"}, "g": {"provider": "good", "model": "gpt-4o"}},
             "routes": {"r": {"models": ["b", "g"], "strategy": "priority", "retries": 0}},
         }
-        async with Gateway.from_config(cfg) as gw:
+        async with Gateway.from_config(cfg, database=None) as gw:
             rt = gw.runtime
             monitor = HealthMonitor(lambda: rt.providers, tick_s=0.02)
             monitor.start()

@@ -60,7 +60,7 @@ async def make_gw() -> AsyncIterator[Any]:
     made: list[Gateway] = []
 
     def make(cfg: dict[str, Any]) -> Gateway:
-        gw = Gateway.from_config(cfg)
+        gw = Gateway.from_config(cfg, database=None)
         made.append(gw)
         return gw
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelyard.routing.validators import (
+from modelyard.validators import (
     ValidationFailed,
     build_validator,
     build_validators,
@@ -140,7 +140,7 @@ _counter = itertools.count()
 
 MODULE_SOURCE = textwrap.dedent(
     """
-    from modelyard.routing.validators import ValidationFailed
+    from modelyard.validators import ValidationFailed
 
     IMPORTS = 1
     NOT_CALLABLE = 42

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from modelyard.errors import InvalidRequestError, ModelyardError
 from modelyard.routing.options import parse_options
-from modelyard.server.parsing import decode_body, parse_chat_request, parse_embedding_request
 from modelyard.types import ForcedTool
+from modelyard.wire.openai import decode_body, parse_chat_request, parse_embedding_request
 
 
 def chat(**kw: Any) -> dict[str, Any]:

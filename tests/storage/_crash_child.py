@@ -21,9 +21,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord
 from modelyard.accounting.writer import UsageWriter
 from modelyard.storage import Database, migrate
+from modelyard.storage.records import AttemptRecord, RequestRecord
 from modelyard.storage.usage import UsageStore
 
 MAX_RECORDS = 200_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord
+from modelyard.storage.records import AttemptRecord, RequestRecord
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 

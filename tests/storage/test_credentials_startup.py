@@ -23,15 +23,15 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from modelyard.errors import ConfigError
-from modelyard.security.crypto import (
+from modelyard.storage import Database
+from modelyard.storage.credentials import CHECK_SETTING, SALT_SETTING, VERIFIER_SETTING, CredentialStore
+from modelyard.storage.crypto import (
     Cipher,
     WrongMasterKeyError,
     hkdf_sha256,
     make_key_verifier,
     verify_key_verifier,
 )
-from modelyard.storage import Database
-from modelyard.storage.credentials import CHECK_SETTING, SALT_SETTING, VERIFIER_SETTING, CredentialStore
 from modelyard.storage.tables import provider_credentials, settings
 from tests.storage.conftest import Target
 
@@ -283,8 +283,8 @@ import asyncio, json, sys
 
 url, connect_args, master, wrong, old_id = sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:6]
 
-import modelyard.server.services  # noqa: F401
-from modelyard.security.crypto import WrongMasterKeyError
+import modelyard.gateway.services  # noqa: F401
+from modelyard.storage.crypto import WrongMasterKeyError
 from modelyard.storage.credentials import CredentialStore
 from modelyard.storage.db import Database
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text, update
 
 from modelyard.errors import ConfigError, NotFoundError
-from modelyard.security.crypto import Cipher, CredentialDecryptionError, WrongMasterKeyError, mask
 from modelyard.storage import Database
 from modelyard.storage.credentials import CredentialStore
+from modelyard.storage.crypto import Cipher, CredentialDecryptionError, WrongMasterKeyError, mask
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.tables import provider_credentials
 from tests.storage.conftest import Target

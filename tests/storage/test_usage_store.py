@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from modelyard.accounting.records import RequestRecord
 from modelyard.storage import Database
+from modelyard.storage.records import RequestRecord
 from modelyard.storage.tables import usage_attempts, usage_requests
 from modelyard.storage.usage import UsageStore
 from tests.storage.records import T0, attempt, request

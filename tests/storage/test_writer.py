@@ -15,10 +15,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from modelyard.accounting.records import RequestRecord, to_row
 from modelyard.accounting.writer import UsageWriter
 from modelyard.config.schema import UsageConfig
 from modelyard.storage import Database, migrate
+from modelyard.storage.records import RequestRecord, to_row
 from modelyard.storage.spill import encode_items
 from modelyard.storage.usage import UsageStore
 from tests.storage._crash_child import HEADER, MAX_RECORDS

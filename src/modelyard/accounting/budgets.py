@@ -474,6 +474,6 @@ def make_ledger(budgets: Sequence[BudgetConfig], state_url: str, **kwargs: Any) 
         return MemoryLedger(budgets, **kwargs)
     # imported here: only a shared-state gateway pays for redis-py
     from modelyard.accounting.budgets_redis import RedisLedger
-    from modelyard.state.redis import redis_client
+    from modelyard.storage.redis import redis_client
 
     return RedisLedger(budgets, redis_client(state_url), url=state_url, owns_client=True, **kwargs)

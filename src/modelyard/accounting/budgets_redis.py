@@ -33,8 +33,8 @@ from modelyard.accounting.budgets import (
     period_of,
 )
 from modelyard.config.schema import BudgetConfig
-from modelyard.state.lua import RESERVE_LUA, SETTLE_LUA
-from modelyard.state.redis import LuaScript, RedisError, unavailable
+from modelyard.storage.lua import RESERVE_LUA, SETTLE_LUA
+from modelyard.storage.redis import LuaScript, RedisError, unavailable
 
 __all__ = ["RedisLedger"]
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -28,21 +28,26 @@ from modelyard.accounting.pricing import (
     worst_case_cost,
     worst_case_output_tokens,
 )
-from modelyard.accounting.records import AttemptRecord, RequestRecord
 from modelyard.errors import ModelyardError, PaymentRequiredError
 from modelyard.providers._client import HttpClient
 from modelyard.routing.deployment import Deployment
+from modelyard.storage.records import AttemptRecord, RequestRecord
 from modelyard.types import ChatRequest, Usage
 
 if TYPE_CHECKING:
     from modelyard.accounting.writer import UsageWriter
     from modelyard.routing.router import Attempt, RouteResult
     from modelyard.runtime import Runtime
-    from modelyard.server.metrics import Metrics
 
-__all__ = ["Accountant", "MaxCostExceededError", "RequestAccounting"]
+__all__ = ["Accountant", "MaxCostExceededError", "MetricsSink", "RequestAccounting"]
 
 log = logging.getLogger("modelyard.accounting")
+
+
+class MetricsSink(Protocol):
+    """Where finished requests are counted (``modelyard.observability.metrics.Metrics``, a layer above)."""
+
+    def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None: ...
 
 
 class MaxCostExceededError(PaymentRequiredError):
@@ -65,7 +70,7 @@ class Accountant:
         *,
         ledger: BudgetLedger | None = None,
         writer: UsageWriter | None = None,
-        metrics: Metrics | None = None,
+        metrics: MetricsSink | None = None,
         event_sink: Callable[[BudgetEvent], Any] | None = None,
     ) -> None:
         self.ledger = ledger

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord
 from modelyard.config.schema import UsageConfig
+from modelyard.storage.records import AttemptRecord, RequestRecord
 from modelyard.storage.spill import Item, ReplayReader, SpillFile, decode_line, encode_items
 
 __all__ = ["UsageSink", "UsageWriter"]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
-from modelyard.routing.validators import build_validator
+from modelyard.validators import build_validator
 
 __all__ = ["interpolate", "load_config", "parse_config"]
 

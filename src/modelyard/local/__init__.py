@@ -2,7 +2,7 @@
 
 Each local provider owns one :class:`LocalModelManager` as ``provider.lifecycle``; code that
 deals with any provider checks ``lifecycle_of(provider)`` (or ``getattr(provider, "lifecycle",
-None)``).  :func:`sync_runtime` hands the managers the per-model settings of a runtime.
+None)``).  :func:`modelyard.runtime.sync_runtime` hands the managers the per-model settings of a runtime.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from modelyard.local.settings import (
     lifecycle_of,
     parse_keep_alive,
     provider_settings,
-    sync_runtime,
 )
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "lifecycle_of",
     "parse_keep_alive",
     "provider_settings",
-    "sync_runtime",
 ]

@@ -21,7 +21,6 @@ from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:
     from modelyard.local.manager import LocalModelManager
-    from modelyard.runtime import Runtime
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_S",
@@ -32,7 +31,6 @@ __all__ = [
     "model_settings",
     "parse_keep_alive",
     "provider_settings",
-    "sync_runtime",
 ]
 
 log = logging.getLogger("modelyard.local")
@@ -139,29 +137,3 @@ def lifecycle_of(provider: object) -> LocalModelManager | None:
 
     manager = getattr(provider, "lifecycle", None)
     return manager if isinstance(manager, LocalModelManager) else None
-
-
-def sync_runtime(runtime: Runtime) -> list[LocalModelManager]:
-    """Hand each local provider of ``runtime`` the settings of the models configured on it.
-
-    Call it whenever a runtime becomes current (the status endpoints do, and so does their
-    watcher).  Returns the managers of the runtime's local providers.
-    """
-    managers: list[LocalModelManager] = []
-    for provider in runtime.providers.values():
-        manager = lifecycle_of(provider)
-        if manager is None:
-            continue
-        grouped: dict[str, list[ModelSettings]] = {}
-        for name, dep in runtime.models.items():
-            if dep.provider is not provider:
-                continue
-            try:
-                settings = model_settings(name, dep.config, manager.defaults)
-            except ConfigError as exc:
-                log.error("%s; using the provider's keep_alive for model %r", exc, name)
-                settings = model_settings(name, dep.config.model_copy(update={"keep_alive": None}), manager.defaults)
-            grouped.setdefault(dep.upstream, []).append(settings)
-        manager.configure({upstream: merge_settings(items) for upstream, items in grouped.items()})
-        managers.append(manager)
-    return managers

@@ -14,8 +14,8 @@ PROVIDER_CLASSES: dict[str, str] = {
     "openai": "modelyard.providers.openai:OpenAIProvider",
     "anthropic": "modelyard.providers.anthropic:AnthropicProvider",
     "gemini": "modelyard.providers.gemini:GeminiProvider",
-    "ollama": "modelyard.providers.ollama:OllamaProvider",
-    "llamacpp": "modelyard.providers.llamacpp:LlamaCppProvider",
+    "ollama": "modelyard.providers.ollama.provider:OllamaProvider",
+    "llamacpp": "modelyard.providers.llamacpp.provider:LlamaCppProvider",
 }
 
 

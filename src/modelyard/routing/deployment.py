@@ -17,7 +17,7 @@ from modelyard.routing.stats import ModelStats
 from modelyard.routing.strategies import Strategy
 
 if TYPE_CHECKING:
-    from modelyard.routing.validators import Validator
+    from modelyard.validators import Validator
 
 __all__ = ["Deployment", "ModelState", "Route"]
 

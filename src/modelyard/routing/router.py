@@ -33,8 +33,8 @@ from modelyard.routing.options import RequestOptions
 from modelyard.routing.plan import Plan, plan_for
 from modelyard.routing.policy import Decision, RetryPolicy
 from modelyard.routing.streams import Continuation, RoutedStream
-from modelyard.routing.validators import ValidationFailed, Validator, build_validators
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
+from modelyard.validators import ValidationFailed, Validator, build_validators
 
 __all__ = ["Attempt", "AttemptHooks", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
 

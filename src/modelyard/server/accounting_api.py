@@ -14,16 +14,17 @@ from fastapi import APIRouter, Query, Request
 from modelyard.accounting.budgets import Scope
 from modelyard.accounting.pricing import estimate_input_tokens, worst_case_cost, worst_case_output_tokens
 from modelyard.errors import AuthenticationError, ModelyardError, ServiceUnavailableError
+from modelyard.gateway.auth import Principal
+from modelyard.gateway.pipeline import resolve_route
+from modelyard.gateway.services import Services
 from modelyard.routing.options import parse_options
 from modelyard.routing.plan import plan_for
 from modelyard.server.admin import budget_row
-from modelyard.server.auth import Principal
-from modelyard.server.openai_api import option_headers, read_body, resolve_route
-from modelyard.server.parsing import decode_body, parse_chat_request
-from modelyard.server.services import Services
+from modelyard.server.body import option_headers, read_body
+from modelyard.wire.openai import decode_body, parse_chat_request
 
 if TYPE_CHECKING:
-    from modelyard.server.app import Gateway
+    from modelyard.server.state import AppState
 
 __all__ = ["accounting_router"]
 
@@ -49,7 +50,7 @@ def _summary(total: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def accounting_router(gw: Gateway) -> APIRouter:
+def accounting_router(gw: AppState) -> APIRouter:
     router = APIRouter(tags=["accounting"])
 
     async def who(request: Request) -> tuple[Services, Principal]:

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.errors import NotFoundError, ServiceUnavailableError
-from modelyard.server.services import Services
+from modelyard.gateway.services import Services
 
 if TYPE_CHECKING:
-    from modelyard.server.app import Gateway
+    from modelyard.server.state import AppState
 
 __all__ = ["admin_router", "budget_row"]
 
@@ -63,7 +63,7 @@ class CredentialIn(_In):
     org_id: str | None = None
 
 
-def admin_router(gw: Gateway) -> APIRouter:
+def admin_router(gw: AppState) -> APIRouter:
     def services(request: Request) -> Services:
         s = gw.services
         if s is None:

@@ -13,7 +13,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -23,11 +22,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.config.source import ConfigSource
-from modelyard.errors import ConfigError, ModelyardError
+from modelyard.errors import ModelyardError
+from modelyard.gateway.services import Services
+from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.routing.health import HealthMonitor
-from modelyard.routing.router import Router
-from modelyard.runtime import RuntimeHolder
 from modelyard.server.accounting_api import accounting_router
 from modelyard.server.admin import admin_router
 from modelyard.server.errors import (
@@ -37,58 +35,21 @@ from modelyard.server.errors import (
     unexpected_error_handler,
 )
 from modelyard.server.local_api import add_local_routes
-from modelyard.server.metrics import CONTENT_TYPE
 from modelyard.server.openai_api import OpenAIHandlers
-from modelyard.server.services import Services
+from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["AppState", "create_app"]
 
 log = logging.getLogger("modelyard.server")
 
 _JSON = "application/json"
 
 
-@dataclass(slots=True)
-class Gateway:
-    """Everything the HTTP layer needs; one per process, held by the app (no module globals)."""
-
-    holder: RuntimeHolder
-    source: ConfigSource
-    router: Router = field(default_factory=Router)
-    watch: bool = False
-    reloads: asyncio.Queue[str] | None = None
-    #: database, keys, usage, budgets, cache, metrics (started in the app's lifespan)
-    services: Services | None = None
-    #: False: run without the database and accounting (the SDK and a few tests)
-    with_services: bool = True
-
-    @property
-    def max_body(self) -> int:
-        return int(self.holder.current.config.server.max_body_mb * 1024 * 1024)
-
-    async def reload(self, reason: str) -> bool:
-        """Load the config again and swap it in; a bad config is logged and the old one keeps serving."""
-        try:
-            config = await self.source.aload()
-            await self.holder.swap(config)
-            if self.services is not None:
-                await self.services.refresh_budgets(config)
-        except ConfigError as exc:
-            log.error(
-                "config reload (%s) rejected, still serving version %d: %s", reason, self.holder.current.version, exc
-            )
-            return False
-        except Exception:
-            log.exception("config reload (%s) failed, still serving version %d", reason, self.holder.current.version)
-            return False
-        return True
-
-
 class _Handlers:
     """Health, readiness, status and metrics."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: AppState) -> None:
         self.gw = gw
 
     async def status(self, request: Request) -> Response:
@@ -127,7 +88,7 @@ class _Handlers:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _install_reload(gw: Gateway, tasks: list[asyncio.Task[None]]) -> None:
+def _install_reload(gw: AppState, tasks: list[asyncio.Task[None]]) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str] = asyncio.Queue()
     gw.reloads = queue
@@ -181,7 +142,7 @@ class FastPath:
         await self.app(scope, receive, send)
 
 
-def create_app(gw: Gateway) -> FastPath:
+def create_app(gw: AppState) -> FastPath:
     """The ASGI app for one gateway."""
     handlers = _Handlers(gw)
     api = OpenAIHandlers(gw)
@@ -191,6 +152,7 @@ def create_app(gw: Gateway) -> FastPath:
         tasks: list[asyncio.Task[None]] = []
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
+            gw.start_pipeline()
         _install_reload(gw, tasks)
         monitor = HealthMonitor(lambda: gw.holder.current.providers)
         monitor.start()
@@ -213,6 +175,7 @@ def create_app(gw: Gateway) -> FastPath:
         if gw.services is not None:
             await gw.services.aclose()  # flushes every queued usage record
             gw.services = None
+            gw.start_pipeline()
         await gw.holder.aclose()
 
     app = FastAPI(
@@ -275,6 +238,6 @@ def tune_gc() -> None:
 
 
 def _version() -> str:
-    from modelyard import __version__
+    from modelyard.version import __version__
 
     return __version__

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from modelyard.config.source import ConfigSource
 from modelyard.runtime import RuntimeHolder
-from modelyard.server.app import FastPath, Gateway, create_app
+from modelyard.server.app import FastPath, create_app
+from modelyard.server.state import AppState
 
 __all__ = ["ENV_CONFIG", "ENV_WATCH", "app_from_env", "build_gateway"]
 
@@ -16,10 +17,10 @@ ENV_CONFIG = "MODELYARD_CONFIG"
 ENV_WATCH = "MODELYARD_WATCH"
 
 
-def build_gateway(config_path: str | Path | None, *, watch: bool = False) -> Gateway:
+def build_gateway(config_path: str | Path | None, *, watch: bool = False) -> AppState:
     source = ConfigSource(config_path)
     config = source.load()
-    return Gateway(holder=RuntimeHolder(config, source=source.describe()), source=source, watch=watch)
+    return AppState(holder=RuntimeHolder(config, source=source.describe()), source=source, watch=watch)
 
 
 def app_from_env() -> FastPath:

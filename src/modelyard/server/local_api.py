@@ -41,12 +41,13 @@ from starlette.responses import Response, StreamingResponse
 
 from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
-from modelyard.local.settings import lifecycle_of, sync_runtime
+from modelyard.local.settings import lifecycle_of
 from modelyard.providers.base import Provider
+from modelyard.runtime import sync_runtime
 
 if TYPE_CHECKING:
     from modelyard.runtime import Runtime
-    from modelyard.server.app import Gateway
+    from modelyard.server.state import AppState
 
 __all__ = ["AdminHook", "LocalStatus", "add_local_routes", "gateway_admin_auth"]
 
@@ -80,7 +81,7 @@ class _Client:
 class LocalStatus:
     """The local-model side of one app: tracks the runtime's managers and fans their events out."""
 
-    def __init__(self, gateway: Gateway, *, heartbeat_s: float = 15.0, watch_interval_s: float = 1.0) -> None:
+    def __init__(self, gateway: AppState, *, heartbeat_s: float = 15.0, watch_interval_s: float = 1.0) -> None:
         self.gateway = gateway
         self.heartbeat_s = heartbeat_s
         self.watch_interval_s = watch_interval_s
@@ -261,7 +262,7 @@ class LocalStatus:
             self._signals.append((sig, previous, handler))
 
 
-def gateway_admin_auth(gateway: Gateway) -> AdminHook:
+def gateway_admin_auth(gateway: AppState) -> AdminHook:
     """The gateway's own admin check: the master key (when the gateway runs its services)."""
 
     async def check(request: Request) -> None:
@@ -272,7 +273,7 @@ def gateway_admin_auth(gateway: Gateway) -> AdminHook:
     return check
 
 
-async def _viewer(gateway: Gateway, request: Request) -> None:
+async def _viewer(gateway: AppState, request: Request) -> None:
     services = gateway.services
     if services is not None:
         await services.auth.authenticate(request.headers)
@@ -282,7 +283,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def add_local_routes(app: FastAPI, gateway: Gateway, *, authorize: AdminHook | None = None) -> None:
+def add_local_routes(app: FastAPI, gateway: AppState, *, authorize: AdminHook | None = None) -> None:
     """Add the local-model endpoints to ``app`` and start the managers with it.
 
     ``authorize`` runs before each admin action (load, unload) and raises to refuse; None means

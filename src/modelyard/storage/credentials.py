@@ -1,4 +1,4 @@
-"""Provider credentials added through the admin API, encrypted at rest (see modelyard.security.crypto).
+"""Provider credentials added through the admin API, encrypted at rest (see modelyard.storage.crypto).
 
 Rows hold the AES-GCM ciphertext, its nonce and a masked form for display; the associated data
 binds each ciphertext to its row id.  Three values live in the ``settings`` table:
@@ -6,7 +6,7 @@ binds each ciphertext to its row id.  Three values live in the ``settings`` tabl
 * ``credentials.key_verifier``: a salted HMAC of a constant under a key derived from the master key,
   made with the standard library only.  :meth:`CredentialStore.open` (server start-up) creates it on
   first use and, later, refuses a different master key with
-  :class:`~modelyard.security.crypto.WrongMasterKeyError` instead of failing on the first credential
+  :class:`~modelyard.storage.crypto.WrongMasterKeyError` instead of failing on the first credential
   read, without importing ``cryptography`` (about 8 MB of memory).
 * ``credentials.hkdf_salt`` and ``credentials.key_check``: the per-installation HKDF salt of the data
   key and an AES-GCM sealed check value.  They are created, and the check verified, when a credential
@@ -32,7 +32,7 @@ from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.errors import NotFoundError
-from modelyard.security.crypto import Cipher, make_key_verifier, mask, verify_key_verifier
+from modelyard.storage.crypto import Cipher, make_key_verifier, mask, verify_key_verifier
 from modelyard.storage.db import Database
 from modelyard.storage.tables import provider_credentials, settings
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord, record_from_dict
+from modelyard.storage.records import AttemptRecord, RequestRecord, record_from_dict
 
 __all__ = ["Chunk", "Item", "ReplayReader", "SpillFile", "decode_line", "encode_items"]
 

@@ -177,7 +177,7 @@ provider_credentials = Table(
     Column("org_id", String(_ID), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True, index=True),
     Column("provider", String(100), nullable=False),
     Column("name", String(200), nullable=False),
-    #: AES-GCM ciphertext (with its tag) of the secret; see modelyard.security.crypto
+    #: AES-GCM ciphertext (with its tag) of the secret; see modelyard.storage.crypto
     Column("ciphertext", LargeBinary, nullable=False),
     Column("nonce", LargeBinary, nullable=False),
     #: what may be shown: "sk-...abcd"

@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
 
-from modelyard.accounting.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
 from modelyard.storage.db import Database
+from modelyard.storage.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
 from modelyard.storage.tables import usage_attempts, usage_requests
 
 __all__ = ["GroupBy", "UsageStore"]

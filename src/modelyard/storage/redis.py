@@ -6,7 +6,7 @@ the password).  :class:`LuaScript` runs a script by SHA (``EVALSHA``) and loads 
 server answers ``NOSCRIPT`` (first use, a Redis restart, ``SCRIPT FLUSH``).
 
 Only the Redis backends import this module (it imports redis-py); the names that do not need
-redis-py live in :mod:`modelyard.state.errors` and are re-exported here.
+redis-py live in :mod:`modelyard.storage.redis_errors` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
 from modelyard.errors import ConfigError
-from modelyard.state.errors import StateUnavailableError, is_redis_url, redact_url, unavailable
+from modelyard.storage.redis_errors import StateUnavailableError, is_redis_url, redact_url, unavailable
 
 __all__ = [
     "LuaScript",

@@ -48,10 +48,10 @@ from modelyard.errors import (
     UpstreamStatusError,
 )
 from modelyard.local.manager import LocalModelManager
-from modelyard.local.ollama import OllamaBackend
 from modelyard.local.settings import keep_alive_for_ollama, provider_settings
 from modelyard.providers._http import iter_lines
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
+from modelyard.providers.ollama.lifecycle import OllamaBackend
 from modelyard.types import (
     ChatChunk,
     ChatRequest,

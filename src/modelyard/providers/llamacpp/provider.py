@@ -14,7 +14,7 @@ non-streamed answers come out of the same generator.  A request that goes away s
 generation at the next token (a stopping criterion), and the instance stays locked until the
 worker has returned.
 
-Prompts: chat messages become one prompt (:mod:`modelyard.local.prompts`): the GGUF's own chat
+Prompts: chat messages become one prompt (:mod:`modelyard.providers.llamacpp.prompts`): the GGUF's own chat
 template when it has one, else a ``Q:``/``A:`` transcript, which is what makes the *base* 270M
 model answer sensibly.  Defaults: ``max_tokens`` 256, temperature 0 (greedy: a 270M base model
 sampled at temperature 1 rambles), repeat penalty 1.1.  A request may set ``prompt_format``
@@ -50,11 +50,18 @@ from modelyard.errors import (
     UpstreamTimeoutError,
 )
 from modelyard.local.base import LoadResult, ProgressFn
-from modelyard.local.llamacpp import INSTALL_HINT, Done, Generation, LlamaModel, import_optional, kv_cache_bytes
 from modelyard.local.manager import LocalModelManager
-from modelyard.local.prompts import FORMATS, PromptFormat, RenderedPrompt, check_messages, render_prompt
 from modelyard.local.settings import ModelSettings, provider_settings
 from modelyard.providers.base import CallOptions, Provider
+from modelyard.providers.llamacpp.engine import (
+    INSTALL_HINT,
+    Done,
+    Generation,
+    LlamaModel,
+    import_optional,
+    kv_cache_bytes,
+)
+from modelyard.providers.llamacpp.prompts import FORMATS, PromptFormat, RenderedPrompt, check_messages, render_prompt
 from modelyard.types import (
     ChatChunk,
     ChatRequest,

@@ -1,7 +1,7 @@
 """What the shared-state code needs without importing redis-py: URL checks and the unavailable error.
 
-Kept apart from :mod:`modelyard.state.redis` so that a gateway with ``state: memory`` never imports
-redis-py (about 6 MB and 40 ms at start-up); :mod:`modelyard.state.redis` re-exports these names.
+Kept apart from :mod:`modelyard.storage.redis` so that a gateway with ``state: memory`` never imports
+redis-py (about 6 MB and 40 ms at start-up); :mod:`modelyard.storage.redis` re-exports these names.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The response cache shared by every replica: :class:`RedisCache` (see :mod:`modelyard.accounting.cache`).
+"""The response cache shared by every replica: :class:`RedisCache` (see :mod:`modelyard.cache.base`).
 
 A module of its own so that redis-py is imported only for ``cache.backend: redis``:
-:func:`modelyard.accounting.cache.make_cache` imports it then.
+:func:`modelyard.cache.base.make_cache` imports it then.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 import orjson
 from redis.asyncio import Redis
 
-from modelyard.accounting.cache import CachedResponse
-from modelyard.state.redis import RedisError, redact_url
+from modelyard.cache.base import CachedResponse
+from modelyard.storage.redis import RedisError, redact_url
 
 __all__ = ["RedisCache"]
 

@@ -14,7 +14,7 @@ from modelyard.local.base import LoadResult, ProgressFn
 from modelyard.local.settings import ModelSettings, keep_alive_for_ollama
 
 if TYPE_CHECKING:
-    from modelyard.providers.ollama import OllamaProvider
+    from modelyard.providers.ollama.provider import OllamaProvider
 
 __all__ = ["OllamaBackend", "canonical_ollama_name"]
 

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from modelyard.accounting.records import AttemptRecord, RequestRecord
 from modelyard.routing.health import model_health
 from modelyard.runtime import Runtime
+from modelyard.storage.records import AttemptRecord, RequestRecord
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

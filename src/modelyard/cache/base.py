@@ -6,7 +6,7 @@ share entries), the messages and every parameter that changes the output; never 
 non-streamed one and vice versa (:func:`replay_chunks` turns a cached response into a stream).
 
 :class:`MemoryCache` is a per-process LRU with TTLs;
-:class:`~modelyard.accounting.cache_redis.RedisCache` shares entries between replicas (``SET ... PX``;
+:class:`~modelyard.cache.redis.RedisCache` shares entries between replicas (``SET ... PX``;
 in its own module, so that only a gateway with the Redis backend imports redis-py).  A cache is an
 optimisation: Redis errors are logged and read as a miss.
 """
@@ -24,7 +24,7 @@ import orjson
 
 from modelyard.config.schema import CacheConfig
 from modelyard.errors import ConfigError
-from modelyard.state.errors import is_redis_url
+from modelyard.storage.redis_errors import is_redis_url
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -235,8 +235,8 @@ def make_cache(cfg: CacheConfig, state_url: str) -> ResponseCache:
     if not is_redis_url(state_url):
         raise ConfigError("the redis cache backend needs `state` to be a redis:// URL", path="cache.backend")
     # imported here: only a shared-state gateway pays for redis-py
-    from modelyard.accounting.cache_redis import RedisCache
-    from modelyard.state.redis import redis_client
+    from modelyard.cache.redis import RedisCache
+    from modelyard.storage.redis import redis_client
 
     return RedisCache(redis_client(state_url), url=state_url, owns_client=True)
 

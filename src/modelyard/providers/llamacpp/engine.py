@@ -24,7 +24,7 @@ from modelyard.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from modelyard.local.prompts import PromptFormat, RenderedPrompt
+from modelyard.providers.llamacpp.prompts import PromptFormat, RenderedPrompt
 from modelyard.types import FinishReason, Usage
 
 __all__ = ["INSTALL_HINT", "Done", "Generation", "LlamaModel", "import_optional", "kv_cache_bytes"]

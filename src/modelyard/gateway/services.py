@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger
-from modelyard.accounting.cache import ResponseCache, make_cache
 from modelyard.accounting.service import Accountant
 from modelyard.accounting.writer import UsageWriter
+from modelyard.cache.base import ResponseCache, make_cache
 from modelyard.config.schema import BudgetConfig, Config
+from modelyard.gateway.auth import Authenticator
+from modelyard.observability.metrics import Metrics
 from modelyard.runtime import Runtime
-from modelyard.server.auth import Authenticator
-from modelyard.server.metrics import Metrics
 from modelyard.storage.db import Database
 from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
@@ -31,13 +31,50 @@ from modelyard.storage.usage import UsageStore
 if TYPE_CHECKING:  # imported in start(), with a master key only (cryptography itself loads on first use)
     from modelyard.storage.credentials import CredentialStore
 
-__all__ = ["Services", "master_key_of"]
+__all__ = ["CoreServices", "Services", "master_key_of"]
 
 log = logging.getLogger("modelyard.server")
 
 
 def master_key_of(config: Config) -> str | None:
     return config.master_key()
+
+
+@dataclass(slots=True)
+class CoreServices:
+    """The services of a gateway without a database (the SDK with ``database=None``).
+
+    Budgets (in memory, or shared in Redis with ``state:``), the response cache and accounting as
+    the server has them; no usage records, no virtual keys, no stored credentials.
+    """
+
+    ledger: BudgetLedger
+    cache: ResponseCache
+    accountant: Accountant
+    auth: Authenticator
+    config_budgets: tuple[BudgetConfig, ...] = ()
+
+    @classmethod
+    async def start(cls, config: Config) -> CoreServices:
+        ledger = make_ledger(config.budgets, config.state)
+        services = cls(
+            ledger=ledger,
+            cache=make_cache(config.cache, config.state),
+            accountant=Accountant(ledger=ledger),
+            auth=Authenticator(master_key_of(config), None),
+        )
+        await services.refresh_budgets(config)
+        return services
+
+    async def refresh_budgets(self, config: Config | None = None) -> None:
+        if config is not None:
+            self.config_budgets = config.budgets
+        self.ledger.reconfigure(list(self.config_budgets))
+        self.accountant.has_budgets = bool(self.config_budgets)
+
+    async def aclose(self) -> None:
+        await self.accountant.aclose()
+        await self.cache.aclose()
 
 
 @dataclass(slots=True)

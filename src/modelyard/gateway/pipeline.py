@@ -1,0 +1,498 @@
+"""The request pipeline: the one place that knows what serving a request means.
+
+Every front end (the HTTP server, the in-process SDK, later comparison runs) hands the pipeline a
+request in the internal shape, the caller's :class:`~modelyard.gateway.auth.Principal` and the
+parsed :class:`~modelyard.routing.options.RequestOptions`; the pipeline does the rest, in order:
+
+1. pin the current runtime (a reload while the request runs leaves it on the config it started on);
+2. resolve the route: the ``route`` option, the ``default`` alias, a route, a model or
+   ``provider:model``, then the task map;
+3. check the caller's access (allowed routes and models) and the key's own rpm/tpm;
+4. open the request's accounting (cost estimate, budget reservations, ``max_cost_usd``);
+5. answer from the response cache when the route caches and the entry is there;
+6. route (attempts, failover, validators), then settle the budgets and write one usage record;
+7. store a cacheable answer.
+
+The front ends only translate: their wire format in, :class:`Served` / :class:`ServedStream` /
+:class:`ServedEmbeddings` out.  A stream's cleanup (upstream, runtime pin, usage record, cache)
+runs exactly once in :meth:`ServedStream.aclose`, whether the stream ended, failed, or its reader
+left early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelyard.accounting.pricing import cost, price_for
+from modelyard.accounting.service import Accountant, RequestAccounting
+from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
+from modelyard.errors import ModelyardError
+from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
+from modelyard.ids import IdFactory
+from modelyard.routing.deployment import Deployment, Route
+from modelyard.routing.options import RequestOptions
+from modelyard.routing.router import Attempt, Router, RouteResult, estimate_tokens
+from modelyard.routing.streams import RoutedStream
+from modelyard.runtime import Runtime, RuntimeHolder
+from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
+
+__all__ = ["Pipeline", "PipelineServices", "Served", "ServedEmbeddings", "ServedStream", "resolve_route"]
+
+
+class PipelineServices(Protocol):
+    """What the pipeline uses of a gateway's services (the server's ``Services``, the SDK's too)."""
+
+    @property
+    def auth(self) -> Authenticator: ...
+
+    @property
+    def accountant(self) -> Accountant: ...
+
+    @property
+    def cache(self) -> ResponseCache: ...
+
+
+def resolve_route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
+    """The route a request asks for: the ``route`` option over the body's model, ``default`` as the
+    configured default route, then the task map."""
+    target = opts.route or model
+    if target == "default" and "default" not in rt.routes and rt.default_route:
+        target = rt.default_route
+    route = rt.resolve(target)
+    return rt.for_task(route, opts.task) if opts.task else route
+
+
+def _models_of(route: Route) -> list[str]:
+    return [d.name for d in (*route.pool, *route.fallbacks)]
+
+
+def _cost(dep: Deployment, usage: Usage | None) -> float:
+    return cost(price_for(dep.config, dep.upstream), usage) if usage is not None else 0.0
+
+
+@dataclass(slots=True)
+class Served:
+    """A finished chat answer and how it was obtained."""
+
+    request_id: str
+    response: ChatResponse
+    #: the configured model that answered (the cached answer's model on a hit)
+    model: str
+    #: the provider that answered; ``cache`` on a hit
+    provider: str
+    route: str
+    attempts: list[Attempt]
+    fallback: bool
+    overhead_ms: float
+    #: ``hit``, ``miss``, ``bypass``, or None when the route does not cache
+    cache: str | None
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class ServedEmbeddings:
+    request_id: str
+    response: EmbeddingResponse
+    model: str
+    provider: str
+    route: str
+    attempts: list[Attempt]
+    fallback: bool
+    overhead_ms: float
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class ServedStream:
+    """A started stream: iterate :meth:`chunks` once, then (always) :meth:`aclose`.
+
+    ``aclose`` is idempotent and safe to call before, during or after iteration; it releases the
+    upstream connection, the model slot and the runtime pin, settles the budgets and writes the
+    usage record.
+    """
+
+    request_id: str
+    model: str
+    provider: str
+    route: str
+    attempts: list[Attempt]
+    fallback: bool
+    #: modelyard's own time up to the first byte of the answer
+    overhead_ms: float
+    cache: str | None
+    _pipeline: Pipeline
+    _rt: Runtime | None
+    _routed: RoutedStream | None = None
+    _hit: ChatResponse | None = None
+    _acct: RequestAccounting | None = None
+    _cache_key: str | None = None
+    _cache_ttl: float | None = None
+    _kept: list[ChatChunk] | None = None
+    _chars: int = 0
+    #: the error that ended the stream early, once it has
+    error: ModelyardError | None = None
+    _closed: bool = False
+    _iterated: bool = False
+
+    @property
+    def usage(self) -> Usage | None:
+        if self._hit is not None:
+            return self._hit.usage
+        return self._routed.usage if self._routed is not None else None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return self._routed.ttft_ms if self._routed is not None else None
+
+    @property
+    def continued_by(self) -> str | None:
+        """The model that finished the answer after the first one broke mid-stream, if any."""
+        follow = self._routed.continued_by if self._routed is not None else None
+        return follow.result.deployment.name if follow is not None else None
+
+    @property
+    def cost_usd(self) -> float:
+        if self._routed is None:
+            return 0.0
+        return _cost(self._routed.result.deployment, self._routed.usage)
+
+    async def chunks(self) -> AsyncIterator[ChatChunk]:
+        """The answer's chunks in the internal shape; raises the error that ended it early."""
+        if self._iterated:
+            raise RuntimeError("a stream can be read once")
+        self._iterated = True
+        if self._hit is not None:
+            for chunk in replay_chunks(self._hit):
+                yield chunk
+            return
+        assert self._routed is not None
+        kept = self._kept
+        chars = 0
+        try:
+            async for chunk in self._routed.chunks():
+                if kept is not None:
+                    kept.append(chunk)
+                for c in chunk.choices:
+                    if c.content:
+                        chars += len(c.content)
+                yield chunk
+        except ModelyardError as exc:
+            self.error = exc
+            raise
+        finally:
+            self._chars = chars
+
+    async def aclose(self) -> None:
+        """Release everything the stream holds and record it (once; shielded from cancellation)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
+        routed = self._routed
+        try:
+            if routed is not None:
+                await routed.abort()
+                acct = self._acct
+                if acct is not None:
+                    acct.finish(
+                        routed.result,
+                        usage=routed.usage,
+                        output_chars=self._chars,
+                        error=self.error,
+                        ttft_ms=routed.ttft_ms,
+                        overhead_ms=self.overhead_ms,
+                    )
+                await self._store(routed)
+        finally:
+            if self._rt is not None:
+                self._pipeline.holder.unpin(self._rt)
+                self._rt = None
+
+    async def _store(self, routed: RoutedStream) -> None:
+        services = self._pipeline.services
+        kept = self._kept
+        if (
+            kept is None
+            or services is None
+            or self._cache_key is None
+            or not self._cache_ttl
+            or self.error is not None
+            or routed.continued_by is not None
+        ):
+            return
+        whole = assemble_response(kept, routed.usage)
+        if whole is not None:
+            await services.cache.set(
+                self._cache_key, CachedResponse.of(whole, routed.result.deployment.name), self._cache_ttl
+            )
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """A request past routing, access and accounting, before the router runs."""
+
+    route: Route
+    acct: RequestAccounting | None
+    cache: str | None
+    key: str | None
+
+
+class Pipeline:
+    """Serves requests for every front end; one per gateway (server process or SDK instance)."""
+
+    def __init__(self, holder: RuntimeHolder, router: Router, services: PipelineServices | None) -> None:
+        self.holder = holder
+        self.router = router
+        self.services = services
+        self.ids = IdFactory()
+
+    # -- who is calling -----------------------------------------------------------------------
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """The caller of a request with these (lower-case) headers; anonymous without services."""
+        services = self.services
+        if services is None:
+            return ANONYMOUS
+        return await services.auth.authenticate(headers)
+
+    # -- the steps every request takes --------------------------------------------------------
+
+    def _admit(
+        self,
+        rt: Runtime,
+        req: ChatRequest | None,
+        model: str,
+        opts: RequestOptions,
+        principal: Principal,
+        request_id: str,
+        *,
+        stream: bool,
+    ) -> _Admitted:
+        route = resolve_route(rt, model, opts)
+        principal.check_access(route.name, _models_of(route))
+        services = self.services
+        if services is None:
+            return _Admitted(route, None, None, None)
+        acct = services.accountant.request(
+            req,
+            rt=rt,
+            route=route.name,
+            org_id=principal.org_id,
+            key_id=principal.key_id,
+            task=opts.task,
+            stream=stream,
+            max_cost_usd=opts.max_cost_usd,
+            request_id=request_id,
+        )
+        if req is None or not route.config.cache_ttl_s:
+            return _Admitted(route, acct, None, None)
+        if opts.cache is False:
+            return _Admitted(route, acct, "bypass", None)
+        return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id))
+
+    async def _cached(self, admitted: _Admitted) -> CachedResponse | None:
+        if admitted.key is None or self.services is None:
+            return None
+        return await self.services.cache.get(admitted.key)
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> Served:
+        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure."""
+        t0 = started if started is not None else time.perf_counter()
+        request_id = request_id or self.ids.new()
+        acct: RequestAccounting | None = None
+        key_slot = None
+        async with self.holder.use() as rt:
+            try:
+                admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=False)
+                acct = admitted.acct
+                route = admitted.route
+                if self.services is not None:
+                    key_slot = self.services.auth.key_slot(principal, estimate_tokens(req))
+                hit = await self._cached(admitted)
+                if hit is not None:
+                    return self._serve_hit(hit, route, request_id, acct, t0)
+                response, result = await self.router.chat(route, req, opts, acct)
+            except ModelyardError as exc:
+                if acct is not None:
+                    acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
+                raise
+            finally:
+                if key_slot is not None:
+                    key_slot.release(None)
+            overhead = (time.perf_counter() - t0 - result.upstream_s) * 1000
+            if acct is not None:
+                acct.finish(result, usage=response.usage, overhead_ms=overhead)
+            ttl = route.config.cache_ttl_s
+            if admitted.key is not None and self.services is not None and ttl:
+                await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
+            return self._served(request_id, response, result, overhead, admitted.cache)
+
+    @staticmethod
+    def _served(
+        request_id: str, response: ChatResponse, result: RouteResult, overhead_ms: float, cache: str | None
+    ) -> Served:
+        dep = result.deployment
+        return Served(
+            request_id=request_id,
+            response=response,
+            model=dep.name,
+            provider=dep.provider.name,
+            route=result.route,
+            attempts=result.attempts,
+            fallback=result.fallback,
+            overhead_ms=max(0.0, overhead_ms),
+            cache=cache,
+            cost_usd=_cost(dep, response.usage),
+        )
+
+    @staticmethod
+    def _serve_hit(
+        hit: CachedResponse, route: Route, request_id: str, acct: RequestAccounting | None, t0: float
+    ) -> Served:
+        response = hit.to_response()
+        overhead = (time.perf_counter() - t0) * 1000
+        if acct is not None:
+            acct.finish(None, usage=response.usage, cache_hit_model=hit.model, overhead_ms=overhead)
+        return Served(
+            request_id=request_id,
+            response=response,
+            model=hit.model,
+            provider="cache",
+            route=route.name,
+            attempts=[],
+            fallback=False,
+            overhead_ms=overhead,
+            cache="hit",
+            cost_usd=0.0,
+        )
+
+    # -- streams ------------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> ServedStream:
+        """Start a streamed completion (held back until the first token, per the route).
+
+        Raises :class:`ModelyardError` if no candidate could start; otherwise the caller owns the
+        returned stream and must :meth:`~ServedStream.aclose` it.
+        """
+        t0 = started if started is not None else time.perf_counter()
+        request_id = request_id or self.ids.new()
+        acct: RequestAccounting | None = None
+        key_slot = None
+        holder = self.holder
+        rt = holder.pin()  # until the stream's aclose: the stream outlives this call
+        try:
+            admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=True)
+            acct = admitted.acct
+            route = admitted.route
+            if self.services is not None:
+                key_slot = self.services.auth.key_slot(principal, estimate_tokens(req))
+            hit = await self._cached(admitted)
+            if hit is not None:
+                served = self._serve_hit(hit, route, request_id, acct, t0)
+                holder.unpin(rt)
+                return ServedStream(
+                    request_id=request_id,
+                    model=served.model,
+                    provider="cache",
+                    route=route.name,
+                    attempts=[],
+                    fallback=False,
+                    overhead_ms=served.overhead_ms,
+                    cache="hit",
+                    _pipeline=self,
+                    _rt=None,
+                    _hit=served.response,
+                )
+            routed = await self.router.stream(route, req, opts, acct)
+        except BaseException as exc:
+            if acct is not None and isinstance(exc, ModelyardError):
+                acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
+            holder.unpin(rt)
+            raise
+        finally:
+            if key_slot is not None:
+                key_slot.release(None)
+        result = routed.result
+        elapsed = time.perf_counter() - t0
+        upstream = result.upstream_s + (time.perf_counter() - routed.started)
+        dep = result.deployment
+        return ServedStream(
+            request_id=request_id,
+            model=dep.name,
+            provider=dep.provider.name,
+            route=result.route,
+            attempts=result.attempts,
+            fallback=result.fallback,
+            overhead_ms=max(0.0, (elapsed - upstream) * 1000),
+            cache=admitted.cache,
+            _pipeline=self,
+            _rt=rt,
+            _routed=routed,
+            _acct=acct,
+            _cache_key=admitted.key,
+            _cache_ttl=route.config.cache_ttl_s,
+            _kept=[] if admitted.key is not None else None,
+        )
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    async def embed(
+        self,
+        req: EmbeddingRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> ServedEmbeddings:
+        t0 = started if started is not None else time.perf_counter()
+        request_id = request_id or self.ids.new()
+        acct: RequestAccounting | None = None
+        async with self.holder.use() as rt:
+            try:
+                admitted = self._admit(rt, None, req.model, opts, principal, request_id, stream=False)
+                acct = admitted.acct
+                response, result = await self.router.embed(admitted.route, req, opts, acct)
+            except ModelyardError as exc:
+                if acct is not None:
+                    acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
+                raise
+        overhead = max(0.0, (time.perf_counter() - t0 - result.upstream_s) * 1000)
+        if acct is not None:
+            acct.finish(result, usage=response.usage, overhead_ms=overhead)
+        dep = result.deployment
+        return ServedEmbeddings(
+            request_id=request_id,
+            response=response,
+            model=dep.name,
+            provider=dep.provider.name,
+            route=result.route,
+            attempts=result.attempts,
+            fallback=result.fallback,
+            overhead_ms=overhead,
+            cost_usd=_cost(dep, response.usage),
+        )

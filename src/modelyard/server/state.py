@@ -1,0 +1,65 @@
+"""The HTTP server's state: the runtime holder, the config source, the services and reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from modelyard.config.source import ConfigSource
+from modelyard.errors import ConfigError
+from modelyard.gateway.pipeline import Pipeline
+from modelyard.gateway.services import Services
+from modelyard.routing.router import Router
+from modelyard.runtime import RuntimeHolder
+
+__all__ = ["AppState"]
+
+log = logging.getLogger("modelyard.server")
+
+
+@dataclass(slots=True)
+class AppState:
+    """Everything the HTTP layer needs; one per process, held by the app (no module globals).
+
+    (The SDK's in-process front end is :class:`modelyard.Gateway`; this is the server's state.)
+    """
+
+    holder: RuntimeHolder
+    source: ConfigSource
+    router: Router = field(default_factory=Router)
+    watch: bool = False
+    reloads: asyncio.Queue[str] | None = None
+    #: database, keys, usage, budgets, cache, metrics (started in the app's lifespan)
+    services: Services | None = None
+    #: False: run without the database and accounting (the SDK and a few tests)
+    with_services: bool = True
+    #: the request pipeline every endpoint uses (rebuilt by :meth:`start_pipeline` once services are up)
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start_pipeline()
+
+    def start_pipeline(self) -> None:
+        self.pipeline = Pipeline(self.holder, self.router, self.services)
+
+    @property
+    def max_body(self) -> int:
+        return int(self.holder.current.config.server.max_body_mb * 1024 * 1024)
+
+    async def reload(self, reason: str) -> bool:
+        """Load the config again and swap it in; a bad config is logged and the old one keeps serving."""
+        try:
+            config = await self.source.aload()
+            await self.holder.swap(config)
+            if self.services is not None:
+                await self.services.refresh_budgets(config)
+        except ConfigError as exc:
+            log.error(
+                "config reload (%s) rejected, still serving version %d: %s", reason, self.holder.current.version, exc
+            )
+            return False
+        except Exception:
+            log.exception("config reload (%s) failed, still serving version %d", reason, self.holder.current.version)
+            return False
+        return True

@@ -1,0 +1,1 @@
+"""Wire codecs: the JSON that modelyard's own API speaks, to and from the internal shape."""

@@ -20,12 +20,13 @@ from typing import Any
 import orjson
 
 from modelyard.config.schema import ModelConfig
-from modelyard.types import ChatRequest, Usage
+from modelyard.types import ChatRequest, EmbeddingRequest, Usage
 
 __all__ = [
     "PRICE_TABLE",
     "Price",
     "cost",
+    "estimate_embedding_input_tokens",
     "estimate_input_tokens",
     "estimate_text_tokens",
     "lookup_price",
@@ -279,6 +280,11 @@ def estimate_text_tokens(text: str) -> int:
 
 def _json_tokens(value: Any) -> int:
     return estimate_text_tokens(orjson.dumps(value).decode())
+
+
+def estimate_embedding_input_tokens(req: EmbeddingRequest) -> int:
+    """An estimate of an embedding request's input tokens (texts by character class, token ids as given)."""
+    return sum(estimate_text_tokens(x) if isinstance(x, str) else len(x) for x in req.input)
 
 
 def estimate_input_tokens(req: ChatRequest) -> int:

@@ -105,7 +105,9 @@ class Accountant:
         stream: bool = False,
         max_cost_usd: float | None = None,
         request_id: str | None = None,
+        input_tokens: int | None = None,
     ) -> RequestAccounting:
+        """The accounting of one request; ``input_tokens`` for requests that are not chats (embeddings)."""
         return RequestAccounting(
             self,
             rt=rt,
@@ -117,6 +119,7 @@ class Accountant:
             task=task,
             stream=stream,
             max_cost_usd=max_cost_usd,
+            _input_estimate=input_tokens,
         )
 
     # -- budget events ------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hmac
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from modelyard.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from modelyard.routing.deployment import Route
 from modelyard.routing.limiter import ModelLimiter, Slot
 from modelyard.storage.keys import KeyRecord, KeyStore
 
@@ -42,26 +43,35 @@ class Principal:
     def key_id(self) -> str | None:
         return self.key.id if self.key is not None else None
 
-    def check_access(self, route: str, models: list[str]) -> None:
-        """403 unless the key may use this route (and every model it could reach)."""
+    def admit(self, route: Route) -> Route:
+        """The route as this key may use it: 403 for a route it may not use, and only the models it
+        may use (pool and fallbacks alike), so a disallowed model can never answer."""
         key = self.key
         if key is None:
-            return
-        if key.allowed_routes is not None and route not in key.allowed_routes:
+            return route
+        if key.allowed_routes is not None and route.name not in key.allowed_routes:
             raise PermissionDeniedError(
-                f"this key may not use {route!r} (allowed routes: {', '.join(key.allowed_routes) or 'none'})",
+                f"this key may not use {route.name!r} (allowed routes: {', '.join(key.allowed_routes) or 'none'})",
                 param="model",
                 code="route_not_allowed",
             )
-        if key.allowed_models is not None:
-            denied = [m for m in models if m not in key.allowed_models]
-            if denied and len(denied) == len(models):
-                raise PermissionDeniedError(
-                    f"this key may not use {', '.join(denied)} "
-                    f"(allowed models: {', '.join(key.allowed_models) or 'none'})",
-                    param="model",
-                    code="model_not_allowed",
-                )
+        allowed = key.allowed_models
+        if allowed is None:
+            return route
+        pool = [d for d in route.pool if d.name in allowed]
+        fallbacks = [d for d in route.fallbacks if d.name in allowed]
+        if len(pool) == len(route.pool) and len(fallbacks) == len(route.fallbacks):
+            return route
+        if not pool and not fallbacks:
+            denied = [d.name for d in (*route.pool, *route.fallbacks)]
+            raise PermissionDeniedError(
+                f"this key may not use {', '.join(denied)} (allowed models: {', '.join(allowed) or 'none'})",
+                param="model",
+                code="model_not_allowed",
+            )
+        if not pool:  # only fallbacks are allowed: the first of them is the first choice
+            pool, fallbacks = fallbacks[:1], fallbacks[1:]
+        return replace(route, pool=pool, fallbacks=fallbacks)
 
 
 ANONYMOUS = Principal("anonymous")

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelyard.accounting.pricing import cost, price_for
+from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
 from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
 from modelyard.errors import ModelyardError
@@ -35,7 +35,7 @@ from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
 from modelyard.ids import IdFactory
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.options import RequestOptions
-from modelyard.routing.router import Attempt, Router, RouteResult, estimate_tokens
+from modelyard.routing.router import Attempt, Router, RouteResult, estimate_embedding_tokens, estimate_tokens
 from modelyard.routing.streams import RoutedStream
 from modelyard.runtime import Runtime, RuntimeHolder
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
@@ -64,10 +64,6 @@ def resolve_route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
         target = rt.default_route
     route = rt.resolve(target)
     return rt.for_task(route, opts.task) if opts.task else route
-
-
-def _models_of(route: Route) -> list[str]:
-    return [d.name for d in (*route.pool, *route.fallbacks)]
 
 
 def _cost(dep: Deployment, usage: Usage | None) -> float:
@@ -273,9 +269,9 @@ class Pipeline:
         request_id: str,
         *,
         stream: bool,
+        input_tokens: int | None = None,
     ) -> _Admitted:
-        route = resolve_route(rt, model, opts)
-        principal.check_access(route.name, _models_of(route))
+        route = principal.admit(resolve_route(rt, model, opts))
         services = self.services
         if services is None:
             return _Admitted(route, None, None, None)
@@ -289,6 +285,7 @@ class Pipeline:
             stream=stream,
             max_cost_usd=opts.max_cost_usd,
             request_id=request_id,
+            input_tokens=input_tokens,
         )
         if req is None or not route.config.cache_ttl_s:
             return _Admitted(route, acct, None, None)
@@ -472,15 +469,30 @@ class Pipeline:
         t0 = started if started is not None else time.perf_counter()
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
+        key_slot = None
         async with self.holder.use() as rt:
             try:
-                admitted = self._admit(rt, None, req.model, opts, principal, request_id, stream=False)
+                admitted = self._admit(
+                    rt,
+                    None,
+                    req.model,
+                    opts,
+                    principal,
+                    request_id,
+                    stream=False,
+                    input_tokens=estimate_embedding_input_tokens(req),
+                )
                 acct = admitted.acct
+                if self.services is not None:
+                    key_slot = self.services.auth.key_slot(principal, estimate_embedding_tokens(req))
                 response, result = await self.router.embed(admitted.route, req, opts, acct)
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
                 raise
+            finally:
+                if key_slot is not None:
+                    key_slot.release(None)
         overhead = max(0.0, (time.perf_counter() - t0 - result.upstream_s) * 1000)
         if acct is not None:
             acct.finish(result, usage=response.usage, overhead_ms=overhead)

@@ -108,6 +108,11 @@ def estimate_tokens(req: ChatRequest) -> int:
     return chars // 4 + (req.max_tokens or 256)
 
 
+def estimate_embedding_tokens(req: EmbeddingRequest) -> int:
+    """A fast estimate of an embedding request's tokens (about 4 characters a token), for rate limits."""
+    return sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in req.input)
+
+
 def _error_class(exc: ModelyardError) -> str:
     if isinstance(exc, UpstreamError):
         return exc.kind
@@ -405,8 +410,7 @@ class Router:
                 await hooks.after(dep, token, response.usage, ok=True)
             return response
 
-        est = sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in req.input)
-        response, result, slot = await self.run(plan, est, call)
+        response, result, slot = await self.run(plan, estimate_embedding_tokens(req), call)
         _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 

@@ -98,8 +98,7 @@ def accounting_router(gw: AppState) -> APIRouter:
         req = parse_chat_request(decode_body(await read_body(request, gw.max_body)))
         opts = parse_options(req.options, option_headers(request))
         rt = gw.holder.current
-        route = resolve_route(rt, req.model, opts)
-        principal.check_access(route.name, [d.name for d in (*route.pool, *route.fallbacks)])
+        route = principal.admit(resolve_route(rt, req.model, opts))
         plan = plan_for(route, opts, stream=req.stream)
         n_in = estimate_input_tokens(req)
         candidates = []

@@ -389,6 +389,33 @@ models:
     }
 
 
+@pytest.mark.parametrize("line", ["keep_alive: 5m", "preload: true", "preload: false", "load_timeout_s: 60"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_local_model_keys_on_a_cloud_model_are_errors(tmp_path: Path, kind: str, line: str) -> None:
+    key = line.split(":")[0]
+    text = f"providers:\n  p: {{kind: {kind}, local: true}}\nmodels:\n  m:\n    provider: p\n    {line}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.path == f"models.m.{key}"
+    assert info.value.reason == f"only for local providers (ollama, llamacpp); provider 'p' is kind {kind!r}"
+
+
+def test_local_model_keys_are_checked_with_the_other_references(tmp_path: Path) -> None:
+    text = """
+providers: {cloud: {kind: openai}}
+models:
+  a: {provider: cloud, keep_alive: 5m, load_timeout_s: 3}
+  b: {provider: nowhere, keep_alive: 5m}
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.reason.splitlines()[1:] == [
+        "  models.a.keep_alive: only for local providers (ollama, llamacpp); provider 'cloud' is kind 'openai'",
+        "  models.a.load_timeout_s: only for local providers (ollama, llamacpp); provider 'cloud' is kind 'openai'",
+        "  models.b.provider: unknown provider 'nowhere' (defined: cloud)",
+    ]
+
+
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_examples_load(example: Path) -> None:
     # the variables without a default must be set; those with one keep it

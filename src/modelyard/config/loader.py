@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 
 from modelyard.config.schema import (
     LOCAL_KINDS,
+    LOCAL_MODEL_FIELDS,
     PROVIDER_CONFIG_CLASSES,
     Config,
     ProviderConfigBase,
@@ -210,8 +211,19 @@ def _format_validation(exc: ValidationError) -> list[tuple[str, str]]:
 def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for name, model in cfg.models.items():
-        if model.provider not in cfg.providers:
+        provider = cfg.providers.get(model.provider)
+        if provider is None:
             problems.append((f"models.{name}.provider", _unknown("provider", model.provider, cfg.providers)))
+        elif provider.kind not in LOCAL_KINDS:
+            for key in LOCAL_MODEL_FIELDS:
+                if key in model.model_fields_set:
+                    problems.append(
+                        (
+                            f"models.{name}.{key}",
+                            f"only for local providers ({', '.join(LOCAL_KINDS)}); "
+                            f"provider {model.provider!r} is kind {provider.kind!r}",
+                        )
+                    )
     for name, route in cfg.routes.items():
         if name in cfg.models:
             problems.append((f"routes.{name}", "a route and a model have the same name; rename one"))

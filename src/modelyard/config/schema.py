@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field
 
 __all__ = [
     "LOCAL_KINDS",
+    "LOCAL_MODEL_FIELDS",
     "PROVIDER_CONFIG_CLASSES",
     "AnthropicProviderConfig",
     "BreakerConfig",
@@ -196,11 +197,16 @@ class ModelConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     #: what the model serves: chat completions, embeddings, or both
     mode: Literal["chat", "embedding"] = "chat"
-    #: local models: load at start-up; idle time before unloading (overrides the provider's)
+    # local models only (the loader rejects them on a model of a cloud kind: LOCAL_MODEL_FIELDS)
+    #: load at start-up; idle time before unloading (overrides the provider's)
     preload: bool = False
     keep_alive: str | int | None = None
-    #: local models: longest wait for a load before failing over (when the route allows fallback)
+    #: longest wait for a load before failing over (when the route allows fallback)
     load_timeout_s: float | None = Field(None, gt=0)
+
+
+#: the model keys only the local kinds (LOCAL_KINDS) understand
+LOCAL_MODEL_FIELDS: tuple[str, ...] = ("keep_alive", "preload", "load_timeout_s")
 
 
 class RouteConfig(_Strict):

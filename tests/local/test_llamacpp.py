@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from llama_cpp import Llama
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import LlamaCppProviderConfig
 from modelyard.errors import InvalidRequestError, ServiceUnavailableError, UpstreamStatusError
 from modelyard.providers import CallOptions, build_provider
 from modelyard.providers.llamacpp.prompts import QA_INSTRUCTION, render_prompt, render_qa
@@ -42,7 +42,7 @@ def ask(text: str, max_tokens: int = 12, **kw: Any) -> ChatRequest:
 
 
 def local_provider(**config: Any) -> LlamaCppProvider:
-    p = build_provider("local", ProviderConfig(kind="llamacpp", **config))
+    p = build_provider("local", LlamaCppProviderConfig(**config))
     assert isinstance(p, LlamaCppProvider)
     return p
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelyard.config.loader import parse_config
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import OllamaProviderConfig
 from modelyard.errors import UpstreamStatusError, UpstreamTimeoutError
 from modelyard.providers import CallOptions, build_provider
 from modelyard.providers.ollama.provider import OllamaProvider
@@ -46,7 +46,7 @@ async def managed(
     stack: AsyncExitStack, fake: FakeOllama, **config: Any
 ) -> tuple[OllamaProvider, list[dict[str, Any]]]:
     """A provider whose lifecycle manager is started (as the gateway does), and its events."""
-    p = build_provider("box", ProviderConfig(kind="ollama", base_url=fake.base_url, **config))
+    p = build_provider("box", OllamaProviderConfig(base_url=fake.base_url, **config))
     assert isinstance(p, OllamaProvider)
     stack.push_async_callback(p.aclose)
     events: list[dict[str, Any]] = []

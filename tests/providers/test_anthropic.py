@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import AnthropicProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -507,7 +507,7 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 
 
 def make_provider(fake: FakeAnthropic, *, api_key: str | None = "sk-ant-test", **kw: Any) -> AnthropicProvider:
-    config = ProviderConfig(kind="anthropic", base_url=fake.base_url, api_key=api_key, **kw)
+    config = AnthropicProviderConfig(base_url=fake.base_url, api_key=api_key, **kw)
     return AnthropicProvider("anthropic", config)
 
 
@@ -545,13 +545,11 @@ async def test_plain_chat(fake: FakeAnthropic, provider: AnthropicProvider) -> N
 
 
 def test_auth_headers() -> None:
-    config = ProviderConfig(kind="anthropic", api_key="sk-ant-x", api_version="2099-01-01")
+    config = AnthropicProviderConfig(api_key="sk-ant-x", api_version="2099-01-01")
     p = AnthropicProvider("a", config)
     assert p.base_url == "https://api.anthropic.com"
     assert p.auth_headers() == {"anthropic-version": "2099-01-01", "x-api-key": "sk-ant-x"}
-    assert AnthropicProvider("a", ProviderConfig(kind="anthropic")).auth_headers() == {
-        "anthropic-version": "2023-06-01"
-    }
+    assert AnthropicProvider("a", AnthropicProviderConfig()).auth_headers() == {"anthropic-version": "2023-06-01"}
 
 
 async def test_wrong_or_missing_key_is_a_401_without_the_key_in_the_message() -> None:

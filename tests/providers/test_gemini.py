@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import GeminiProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -496,7 +496,7 @@ def test_parse_google_errors() -> None:
 
 
 def test_error_from_response_prefers_retry_after_header_then_retry_info() -> None:
-    provider = GeminiProvider("g", ProviderConfig(kind="gemini", api_key="sekrit"))
+    provider = GeminiProvider("g", GeminiProviderConfig(api_key="sekrit"))
     body = orjson.dumps(
         {
             "error": {
@@ -513,7 +513,7 @@ def test_error_from_response_prefers_retry_after_header_then_retry_info() -> Non
     assert provider.url(MODEL, "generateContent") == (
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
     )
-    versioned = GeminiProvider("g", ProviderConfig(kind="gemini", base_url="http://proxy.local/google/v1"))
+    versioned = GeminiProvider("g", GeminiProviderConfig(base_url="http://proxy.local/google/v1"))
     assert (
         versioned.url(MODEL, "batchEmbedContents")
         == "http://proxy.local/google/v1/models/gemini-2.5-flash:batchEmbedContents"
@@ -531,7 +531,7 @@ async def fake() -> AsyncIterator[FakeGemini]:
 
 @pytest.fixture
 async def provider(fake: FakeGemini) -> AsyncIterator[GeminiProvider]:
-    p = GeminiProvider("gem", ProviderConfig(kind="gemini", base_url=fake.base_url, api_key="test-key"))
+    p = GeminiProvider("gem", GeminiProviderConfig(base_url=fake.base_url, api_key="test-key"))
     yield p
     await p.aclose()
 
@@ -727,8 +727,8 @@ async def test_validation_errors_from_the_fake(provider: GeminiProvider) -> None
 
 
 async def test_auth_errors(fake: FakeGemini) -> None:
-    wrong = GeminiProvider("gem", ProviderConfig(kind="gemini", base_url=fake.url, api_key="wrong-key"))
-    missing = GeminiProvider("gem", ProviderConfig(kind="gemini", base_url=fake.url))
+    wrong = GeminiProvider("gem", GeminiProviderConfig(base_url=fake.url, api_key="wrong-key"))
+    missing = GeminiProvider("gem", GeminiProviderConfig(base_url=fake.url))
     try:
         with pytest.raises(UpstreamStatusError, match="API key not valid") as info:
             await wrong.chat(req(user("hi")), MODEL, CALL)
@@ -782,7 +782,7 @@ async def test_embeddings(provider: GeminiProvider, fake: FakeGemini) -> None:
 async def test_list_models_pages_and_health() -> None:
     names = [f"gemini-test-{i}" for i in range(5)]
     async with FakeGemini(models=names, page_size=2) as server:
-        p = GeminiProvider("gem", ProviderConfig(kind="gemini", base_url=server.url, api_key="k"))
+        p = GeminiProvider("gem", GeminiProviderConfig(base_url=server.url, api_key="k"))
         try:
             models = await p.list_models()
             assert [m.id for m in models] == names

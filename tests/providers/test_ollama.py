@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import OllamaProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -62,7 +62,7 @@ def req(text: str = "hello", **kw: Any) -> ChatRequest:
 
 
 def provider(fake: FakeOllama, **config: Any) -> OllamaProvider:
-    p = build_provider("local", ProviderConfig(kind="ollama", base_url=fake.base_url, **config))
+    p = build_provider("local", OllamaProviderConfig(base_url=fake.base_url, **config))
     assert isinstance(p, OllamaProvider)
     return p
 
@@ -430,10 +430,10 @@ def test_fake_rejects_what_go_rejects(value: str, message: str) -> None:
 
 
 def test_provider_defaults_and_auth_header() -> None:
-    p = OllamaProvider("o", ProviderConfig(kind="ollama"))
+    p = OllamaProvider("o", OllamaProviderConfig())
     assert p.base_url == "http://localhost:11434" and p.is_local and p.supports_embeddings
     assert p.auth_headers() == {}
-    keyed = OllamaProvider("o", ProviderConfig(kind="ollama", api_key="sk-secret", local=False))
+    keyed = OllamaProvider("o", OllamaProviderConfig(api_key="sk-secret", local=False))
     assert keyed.auth_headers() == {"Authorization": "Bearer sk-secret"}
     assert not keyed.is_local
 
@@ -730,7 +730,7 @@ async def test_connection_refused() -> None:
     await fake.start()
     url = fake.base_url
     await fake.stop()
-    p = OllamaProvider("o", ProviderConfig(kind="ollama", base_url=url))
+    p = OllamaProvider("o", OllamaProviderConfig(base_url=url))
     try:
         with pytest.raises(UpstreamConnectionError):
             await p.chat(req(), "llama3.2", CALL)

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import OpenAIProviderConfig
 from modelyard.errors import (
     UpstreamConnectionError,
     UpstreamError,
@@ -553,7 +553,7 @@ def test_decode_chunk_refusal_and_logprobs() -> None:
 @asynccontextmanager
 async def make_provider(base_url: str, **config: Any) -> AsyncIterator[Provider]:
     config.setdefault("api_key", "sk-test")
-    p = build_provider("up", ProviderConfig(kind="openai", base_url=base_url, **config))
+    p = build_provider("up", OpenAIProviderConfig(base_url=base_url, **config))
     try:
         yield p
     finally:
@@ -659,7 +659,7 @@ def assemble(chunks: list[ChatChunk]) -> dict[int, dict[str, Any]]:
 
 
 def test_build_provider_gives_the_openai_adapter() -> None:
-    p = build_provider("x", ProviderConfig(kind="openai"))
+    p = build_provider("x", OpenAIProviderConfig())
     assert isinstance(p, OpenAIProvider)
     assert p.base_url == "https://api.openai.com/v1"
     assert p.supports_embeddings
@@ -918,7 +918,7 @@ async def test_no_authorization_header_without_a_key() -> None:
         return web.json_response(completion())
 
     async with serve(handler) as url:
-        p = build_provider("local", ProviderConfig(kind="openai", base_url=url))
+        p = build_provider("local", OpenAIProviderConfig(base_url=url))
         try:
             await p.chat(req(), "llama", CALL)
         finally:

@@ -6,13 +6,22 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, TypeGuard, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
-from modelyard.config.schema import Config
+from modelyard.config.schema import (
+    LOCAL_KINDS,
+    LOCAL_MODEL_FIELDS,
+    PROVIDER_CONFIG_CLASSES,
+    Config,
+    ProviderConfigBase,
+)
 from modelyard.errors import ConfigError
 from modelyard.validators import build_validator
 
@@ -51,61 +60,170 @@ def interpolate(node: Any, env: Mapping[str, str], path: str = "") -> Any:
     return _VAR.sub(repl, node)
 
 
-def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the key at ``loc`` (for "did you mean")."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(current, type) and issubclass(current, BaseModel):
+@dataclass(slots=True)
+class _Where:
+    """Where a pydantic error location points in the YAML tree."""
+
+    #: the YAML path: the location without the union tags pydantic puts in it
+    path: str = ""
+    #: the model class whose key the last part of the path is (for "did you mean")
+    owner: type[BaseModel] | None = None
+    #: when the path ends at a discriminated union: its discriminator and its tags
+    discriminator: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def _unwrap(tp: Any) -> tuple[Any, str | None]:
+    """``tp`` without ``Annotated`` and ``Optional``; plus the union discriminator, if any."""
+    discriminator = None
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            base, *meta = get_args(tp)
+            for m in meta:
+                if isinstance(getattr(m, "discriminator", None), str):
+                    discriminator = m.discriminator
+            tp = base
+        elif origin in (Union, UnionType) and len(members := _members(tp)) == 1:
+            tp = members[0]
+        else:
+            return tp, discriminator
+
+
+def _members(union: Any) -> list[Any]:
+    return [a for a in get_args(union) if a is not type(None)]
+
+
+def _tags(member: Any, discriminator: str) -> tuple[str, ...]:
+    field = member.model_fields.get(discriminator) if _is_model(member) else None
+    return tuple(str(t) for t in get_args(field.annotation)) if field is not None else ()
+
+
+def _is_model(tp: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _locate(loc: tuple[int | str, ...]) -> _Where:
+    """Walk ``loc`` through the schema: the clean YAML path and the model that owns its last key.
+
+    Pydantic puts the chosen member of a union into the location: the tag of a discriminated
+    union (``providers.x.openai.auto_pull``) or the member's type name of a plain one
+    (``...keep_alive.str``); neither is a key of the YAML file, so both are left out.
+    """
+    where = _Where()
+    current: Any = Config
+    for part in loc:
+        current, discriminator = _unwrap(current)
+        if get_origin(current) in (Union, UnionType):
+            members = _members(current)
+            if discriminator is not None:
+                current = next((m for m in members if str(part) in _tags(m, discriminator)), None)
+            else:
+                current = next((m for m in members if getattr(m, "__name__", None) == part), None)
+            continue
+        where.path = _join(where.path, part)
+        if _is_model(current):
+            where.owner = current
             field = current.model_fields.get(str(part))
             if field is None:
-                return None
-            current = field.annotation
+                current = None
+            elif field.discriminator is not None:
+                current = Annotated[field.annotation, field]
+            else:
+                current = field.annotation
         else:
             # dict[str, X] or tuple[X, ...]: step into the value type
-            args = getattr(current, "__args__", ())
+            where.owner = None
+            args = [a for a in get_args(current) if a is not Ellipsis]
             current = args[-1] if args else None
-            if current is None:
-                return None
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return current
-    args = getattr(current, "__args__", ())
-    for arg in args:
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
+    current, discriminator = _unwrap(current)
+    if discriminator is not None and get_origin(current) in (Union, UnionType):
+        where.discriminator = discriminator
+        where.tags = tuple(t for m in _members(current) for t in _tags(m, discriminator))
+    return where
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _wrong_kind(owner: type[BaseModel], key: str) -> str | None:
+    """For a provider key of another kind: why it is not allowed here (else None)."""
+    if not issubclass(owner, ProviderConfigBase):
+        return None
+    kinds = [k for k, cls in PROVIDER_CONFIG_CLASSES.items() if key in cls.model_fields]
+    if not kinds:
+        return None
+    if len(kinds) > 1 and set(kinds) == set(LOCAL_KINDS):
+        what = f"a setting of the local kinds: {', '.join(kinds)}"
+    else:
+        what = f"{_article(kinds[0])} {' and '.join(kinds)} setting"
+    return f"not allowed for kind {owner.model_fields['kind'].default!r} (it is {what})"
+
+
+def _unknown_key(owner: type[BaseModel] | None, key: str) -> str:
+    if owner is None:
+        return f"unknown key {key!r}"
+    wrong_kind = _wrong_kind(owner, key)
+    if wrong_kind is not None:
+        return wrong_kind
+    close = difflib.get_close_matches(key, list(owner.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
+    return f"unknown key {key!r} (known keys: {', '.join(owner.model_fields)})"
+
+
+def _bad_tag(where: _Where, err: ErrorDetails) -> tuple[str, str]:
+    """An unknown or missing ``kind``: the path of the key, and the kinds there are."""
+    key = where.discriminator or "kind"
+    path = _join(where.path, key)
+    listed = ", ".join(where.tags)
+    if err["type"] == "union_tag_not_found":
+        return path, f"is required: one of {listed}"
+    if err["type"] == "model_attributes_type":
+        return where.path, f"must be a mapping with a {key!r} key (one of {listed})"
+    tag = str((err.get("ctx") or {}).get("tag", err["input"]))
+    close = difflib.get_close_matches(tag, list(where.tags), n=1, cutoff=0.7)  # not vllm -> ollama
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return path, f"unknown {key} {tag!r}{hint}; one of {listed}"
 
 
 def _format_validation(exc: ValidationError) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
+    found: dict[str, list[str]] = {}
     for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = ""
-        for part in loc:
-            path = _join(path, part)
+        where = _locate(tuple(err["loc"]))
+        path = where.path
         if err["type"] == "extra_forbidden":
-            owner = _model_at(Config, loc)
-            key = str(loc[-1])
-            hint = ""
-            if owner is not None:
-                close = difflib.get_close_matches(key, list(owner.model_fields), n=1, cutoff=0.6)
-                if close:
-                    hint = f" (did you mean {close[0]!r}?)"
-                else:
-                    hint = f" (known keys: {', '.join(owner.model_fields)})"
-            problems.append((path, f"unknown key {key!r}{hint}"))
+            msg = _unknown_key(where.owner, str(err["loc"][-1]))
+        elif where.tags and err["type"] in ("union_tag_invalid", "union_tag_not_found", "model_attributes_type"):
+            path, msg = _bad_tag(where, err)
+        elif err["type"] == "missing":
+            msg = "is required"
         else:
             msg = err["msg"]
-            if err["type"] == "missing":
-                msg = "is required"
-            problems.append((path, msg))
-    return problems
+        # one line per path: the members of a plain union (``str | int``) each give an error
+        msgs = found.setdefault(path, [])
+        if msg not in msgs:
+            msgs.append(msg)
+    return [(path, ", or ".join(msgs)) for path, msgs in found.items()]
 
 
 def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for name, model in cfg.models.items():
-        if model.provider not in cfg.providers:
+        provider = cfg.providers.get(model.provider)
+        if provider is None:
             problems.append((f"models.{name}.provider", _unknown("provider", model.provider, cfg.providers)))
+        elif provider.kind not in LOCAL_KINDS:
+            for key in LOCAL_MODEL_FIELDS:
+                if key in model.model_fields_set:
+                    problems.append(
+                        (
+                            f"models.{name}.{key}",
+                            f"only for local providers ({', '.join(LOCAL_KINDS)}); "
+                            f"provider {model.provider!r} is kind {provider.kind!r}",
+                        )
+                    )
     for name, route in cfg.routes.items():
         if name in cfg.models:
             problems.append((f"routes.{name}", "a route and a model have the same name; rename one"))

@@ -7,21 +7,32 @@ that name the YAML path and suggest the key that was probably meant.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 
 __all__ = [
+    "LOCAL_KINDS",
+    "LOCAL_MODEL_FIELDS",
+    "PROVIDER_CONFIG_CLASSES",
+    "AnthropicProviderConfig",
     "BreakerConfig",
     "BudgetConfig",
     "CacheConfig",
     "Config",
+    "GeminiProviderConfig",
+    "LlamaCppProviderConfig",
+    "LocalProviderConfig",
     "ModelConfig",
+    "OllamaProviderConfig",
+    "OpenAIProviderConfig",
     "ProviderConfig",
+    "ProviderConfigBase",
     "ProviderKind",
     "RouteConfig",
     "ServerConfig",
     "UsageConfig",
+    "provider_config",
 ]
 
 ProviderKind = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
@@ -40,7 +51,9 @@ class ServerConfig(_Strict):
     master_key: SecretStr | None = None
 
 
-class ProviderConfig(_Strict):
+class ProviderConfigBase(_Strict):
+    """What every provider kind understands; each kind's class adds its own keys (and only those)."""
+
     kind: ProviderKind
     #: the API root; each kind has a default (OpenAI's, Anthropic's, Google AI's, localhost:11434)
     base_url: str | None = None
@@ -54,25 +67,9 @@ class ProviderConfig(_Strict):
     max_connections: int = Field(256, ge=1)
     #: seconds between active health checks (a cheap model listing); 0 turns them off
     health_check_interval_s: float = Field(30.0, ge=0)
-    #: Anthropic ``anthropic-version`` header
-    api_version: str | None = None
-    #: True for providers that run on this machine or network (Ollama is local by default)
+    #: True for providers that run on this machine or network (a vLLM server behind ``kind: openai``,
+    #: say); unset: by kind (ollama and llamacpp are local)
     local: bool | None = None
-    #: local models (Ollama, llamacpp): how long a model stays loaded when idle (``30m``, ``-1`` never, ``0``)
-    keep_alive: str | int | None = None
-    #: Ollama: pull a missing model through /api/pull instead of failing
-    auto_pull: bool = False
-    #: llamacpp: a folder of ``.gguf`` files, each served under its file name without the extension
-    models_dir: str | None = None
-    #: local models to load at start-up
-    preload: tuple[str, ...] = ()
-    #: local models: at most this many loaded at once (least recently used idle one is unloaded)
-    max_loaded: int | None = Field(None, ge=1)
-    #: local models: memory budget for loaded models, in MB
-    memory_budget_mb: float | None = Field(None, gt=0)
-    #: llamacpp: context size and threads per loaded model
-    n_ctx: int = Field(4096, ge=128)
-    n_threads: int | None = Field(None, ge=1)
 
     @field_validator("base_url")
     @classmethod
@@ -82,6 +79,85 @@ class ProviderConfig(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+
+class OpenAIProviderConfig(ProviderConfigBase):
+    """The OpenAI API and everything that speaks it (vLLM, LM Studio, hosted endpoints)."""
+
+    kind: Literal["openai"] = "openai"
+
+
+class AnthropicProviderConfig(ProviderConfigBase):
+    kind: Literal["anthropic"] = "anthropic"
+    #: the ``anthropic-version`` header (default: the version the adapter is written for)
+    api_version: str | None = None
+
+
+class GeminiProviderConfig(ProviderConfigBase):
+    kind: Literal["gemini"] = "gemini"
+
+
+class _LocalProviderConfig(ProviderConfigBase):
+    """The lifecycle keys of the kinds whose models are loaded and unloaded (see local-models.md)."""
+
+    #: how long a model stays loaded when idle (``30m``, ``-1`` never, ``0``)
+    keep_alive: str | int | None = None
+    #: models to load at start-up
+    preload: tuple[str, ...] = ()
+    #: at most this many loaded at once (the least recently used idle one is unloaded)
+    max_loaded: int | None = Field(None, ge=1)
+    #: memory budget for loaded models, in MB
+    memory_budget_mb: float | None = Field(None, gt=0)
+
+
+class OllamaProviderConfig(_LocalProviderConfig):
+    kind: Literal["ollama"] = "ollama"
+    #: pull a missing model through /api/pull instead of failing
+    auto_pull: bool = False
+
+
+class LlamaCppProviderConfig(_LocalProviderConfig):
+    """In-process GGUF models through llama-cpp-python."""
+
+    kind: Literal["llamacpp"] = "llamacpp"
+    #: a folder of ``.gguf`` files, each served under its file name without the extension
+    models_dir: str | None = None
+    #: context size and threads per loaded model
+    n_ctx: int = Field(4096, ge=128)
+    n_threads: int | None = Field(None, ge=1)
+
+
+#: A provider's config: the class is chosen by ``kind``, so a key of another kind is an error.
+ProviderConfig = Annotated[
+    OpenAIProviderConfig
+    | AnthropicProviderConfig
+    | GeminiProviderConfig
+    | OllamaProviderConfig
+    | LlamaCppProviderConfig,
+    Field(discriminator="kind"),
+]
+#: The config of a provider whose models are loaded and unloaded (the lifecycle manager's).
+LocalProviderConfig = OllamaProviderConfig | LlamaCppProviderConfig
+
+#: kind -> its config class
+PROVIDER_CONFIG_CLASSES: dict[str, type[ProviderConfigBase]] = {
+    "openai": OpenAIProviderConfig,
+    "anthropic": AnthropicProviderConfig,
+    "gemini": GeminiProviderConfig,
+    "ollama": OllamaProviderConfig,
+    "llamacpp": LlamaCppProviderConfig,
+}
+#: the kinds whose models are local and have a lifecycle (keep_alive, preload, load_timeout_s)
+LOCAL_KINDS: tuple[str, ...] = tuple(
+    k for k, c in PROVIDER_CONFIG_CLASSES.items() if issubclass(c, _LocalProviderConfig)
+)
+
+_PROVIDER_ADAPTER: TypeAdapter[ProviderConfig] = TypeAdapter(ProviderConfig)
+
+
+def provider_config(**values: Any) -> ProviderConfig:
+    """Build the config class of ``values["kind"]``, validated as the loader would (raises ValidationError)."""
+    return _PROVIDER_ADAPTER.validate_python(values)
 
 
 class BreakerConfig(_Strict):
@@ -121,11 +197,16 @@ class ModelConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     #: what the model serves: chat completions, embeddings, or both
     mode: Literal["chat", "embedding"] = "chat"
-    #: local models: load at start-up; idle time before unloading (overrides the provider's)
+    # local models only (the loader rejects them on a model of a cloud kind: LOCAL_MODEL_FIELDS)
+    #: load at start-up; idle time before unloading (overrides the provider's)
     preload: bool = False
     keep_alive: str | int | None = None
-    #: local models: longest wait for a load before failing over (when the route allows fallback)
+    #: longest wait for a load before failing over (when the route allows fallback)
     load_timeout_s: float | None = Field(None, gt=0)
+
+
+#: the model keys only the local kinds (LOCAL_KINDS) understand
+LOCAL_MODEL_FIELDS: tuple[str, ...] = ("keep_alive", "preload", "load_timeout_s")
 
 
 class RouteConfig(_Strict):

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelyard.config.schema import ModelConfig, ProviderConfig
+from modelyard.config.schema import LocalProviderConfig, ModelConfig
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _keep_alive(value: str | int | None, path: str, default: float) -> float:
         raise ConfigError(str(exc), path=path) from None
 
 
-def provider_settings(name: str, config: ProviderConfig) -> ModelSettings:
+def provider_settings(name: str, config: LocalProviderConfig) -> ModelSettings:
     """The defaults for every model of a provider. Raises ConfigError for a bad ``keep_alive``."""
     return ModelSettings(
         keep_alive_s=_keep_alive(config.keep_alive, f"providers.{name}.keep_alive", DEFAULT_KEEP_ALIVE_S)

@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from modelyard.config.schema import AnthropicProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -588,6 +589,7 @@ class StreamTranslator:
 class AnthropicProvider(Provider):
     kind = "anthropic"
     default_base_url = "https://api.anthropic.com"
+    config: AnthropicProviderConfig
 
     def auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self.config.api_version or DEFAULT_API_VERSION}

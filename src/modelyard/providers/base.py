@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import ProviderConfigBase
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -83,8 +83,12 @@ class Provider(ABC):
     #: True when the provider runs locally (data never leaves the machine/network)
     local_by_default: ClassVar[bool] = False
     supports_embeddings: ClassVar[bool] = False
+    #: the provider's config; each adapter narrows it to its kind's class (``OllamaProviderConfig``...)
+    config: ProviderConfigBase
 
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+    def __init__(self, name: str, config: ProviderConfigBase) -> None:
+        if config.kind != self.kind:
+            raise TypeError(f"{type(self).__name__} takes a {self.kind!r} provider config, not {config.kind!r}")
         self.name = name
         self.config = config
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")

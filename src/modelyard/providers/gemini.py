@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
+from modelyard.config.schema import GeminiProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -696,6 +697,7 @@ class GeminiProvider(Provider):
     kind = "gemini"
     default_base_url = "https://generativelanguage.googleapis.com"
     supports_embeddings = True
+    config: GeminiProviderConfig
 
     def auth_headers(self) -> dict[str, str]:
         if self.config.api_key is None:

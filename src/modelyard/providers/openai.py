@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from modelyard.config.schema import OpenAIProviderConfig
 from modelyard.errors import UpstreamConnectionError, UpstreamStatusError
 from modelyard.providers._http import iter_sse
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
@@ -254,6 +255,7 @@ class OpenAIProvider(Provider):
     kind = "openai"
     default_base_url = "https://api.openai.com/v1"
     supports_embeddings = True
+    config: OpenAIProviderConfig
 
     def auth_headers(self) -> dict[str, str]:
         if self.config.api_key is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from modelyard.config.schema import ModelConfig, ProviderConfig, RouteConfig
+from modelyard.config.schema import ModelConfig, ProviderConfigBase, RouteConfig
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.routing.breaker import CircuitBreaker
 from modelyard.routing.limiter import ModelLimiter
@@ -75,7 +75,7 @@ class Deployment:
         return self.provider.is_local or "local" in self.config.tags
 
     @property
-    def provider_config(self) -> ProviderConfig:
+    def provider_config(self) -> ProviderConfigBase:
         return self.provider.config
 
 

@@ -42,7 +42,7 @@ from typing import Any, cast
 
 import orjson
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import LlamaCppProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     ModelyardError,
@@ -126,8 +126,9 @@ class LlamaCppProvider(Provider):
     kind = "llamacpp"
     default_base_url = "llamacpp://in-process"
     local_by_default = True
+    config: LlamaCppProviderConfig
 
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+    def __init__(self, name: str, config: LlamaCppProviderConfig) -> None:
         super().__init__(name, config)
         self._backend = _Backend(self)
         self._default_path: Path | None = None

@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.config.schema import ProviderConfig
+from modelyard.config.schema import OllamaProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
     UpstreamConnectionError,
@@ -392,8 +392,9 @@ class OllamaProvider(Provider):
     default_base_url = "http://localhost:11434"
     local_by_default = True
     supports_embeddings = True
+    config: OllamaProviderConfig
 
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+    def __init__(self, name: str, config: OllamaProviderConfig) -> None:
         super().__init__(name, config)
         budget = config.memory_budget_mb
         self.lifecycle = LocalModelManager(

@@ -114,10 +114,12 @@ def test_two_replicas_share_postgres_and_redis(
         one_reservation = ((3 + 4 + 3) * 1000 + 5 * 2000) / 1e6 * 2
         assert shared["used_usd"] <= limit + one_reservation  # exact across both replicas
 
-        # the response cache is shared: a miss on one replica is a hit on the other
-        first = post(a, model="cached")
+        # the response cache is shared: a miss on one replica is a hit on the other (a prompt of
+        # this run only: other runs may share the Redis)
+        unique = [{"role": "user", "content": f"hello {budget_name}"}]
+        first = post(a, model="cached", messages=unique)
         assert first.headers["x-modelyard-cache"] == "miss"
-        second = post(b, model="cached")
+        second = post(b, model="cached", messages=unique)
         assert second.headers["x-modelyard-cache"] == "hit"
 
         # usage records from both replicas land in the one PostgreSQL

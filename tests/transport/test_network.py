@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -302,6 +303,11 @@ def test_tls_files_must_exist_at_config_load(pki: dict[str, str], tmp_path: Path
     with pytest.raises(ConfigError) as info:
         parse_config({"providers": {"x": {"kind": "openai", "proxy": "socks5://p:1"}}}, env={})
     assert "providers.x.proxy" in str(info.value)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(ConfigError) as info:
+        build_provider("x", ProviderConfig(kind="openai", tls=TLSConfig(ca_bundle=str(not_pem))))
+    assert "providers.x.tls: cannot load the TLS files" in str(info.value)
     cfg = parse_config({"providers": {"x": {"kind": "openai", "proxy": "None", "tls": {"ca_bundle": pki["ca"]}}}})
     assert cfg.providers["x"].proxy == "" and cfg.providers["x"].tls == TLSConfig(ca_bundle=pki["ca"])
 
@@ -337,3 +343,14 @@ async def test_redirect_is_a_non_retryable_error_naming_the_location(transport_k
 
 async def test_proxy_error_type_is_a_connection_error() -> None:
     assert issubclass(ProxyError, ConnectionError)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="truststore reads SSL_CERT_FILE on Linux only")
+async def test_system_trust_store_honours_ssl_cert_file(
+    fake: FakeOpenAI, tls_port: int, pki: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default (truststore) context still reads SSL_CERT_FILE on Linux, the old workaround."""
+    monkeypatch.setenv("SSL_CERT_FILE", pki["ca"])
+    async with provider(f"https://127.0.0.1:{tls_port}/v1") as p:
+        assert p.transport_plan.kind == "fast"
+        assert await chat_text(p)

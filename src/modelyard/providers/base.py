@@ -8,6 +8,7 @@ alike.  It raises only :class:`~modelyard.errors.ModelyardError` subclasses.
 
 from __future__ import annotations
 
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -18,6 +19,7 @@ import orjson
 
 from modelyard.config.schema import ProviderConfig
 from modelyard.errors import (
+    ConfigError,
     InvalidRequestError,
     UpstreamConnectionError,
     UpstreamMalformedError,
@@ -136,7 +138,10 @@ class Provider(ABC):
 
     def plan_transport(self) -> TransportPlan:
         """The transport for this provider's base URL under its ``proxy:`` and ``tls:`` settings."""
-        return plan_transport(self.base_url, proxy=self.config.proxy, tls=self.config.tls, name=self.name)
+        try:
+            return plan_transport(self.base_url, proxy=self.config.proxy, tls=self.config.tls, name=self.name)
+        except (ssl.SSLError, OSError) as exc:  # a PEM file that exists but does not load
+            raise ConfigError(f"cannot load the TLS files: {exc}", path=f"providers.{self.name}.tls") from exc
 
     @property
     def client(self) -> Transport:

@@ -29,9 +29,9 @@ from modelyard.accounting.pricing import (
     worst_case_output_tokens,
 )
 from modelyard.errors import ModelyardError, PaymentRequiredError
-from modelyard.providers._client import HttpClient
 from modelyard.routing.deployment import Deployment
 from modelyard.storage.records import AttemptRecord, RequestRecord
+from modelyard.transport import Transport, make_transport
 from modelyard.types import ChatRequest, Usage
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Accountant:
         self.metrics = metrics
         self.event_sink = event_sink
         self._prices: dict[int, tuple[Deployment, Price | None]] = {}
-        self._http: HttpClient | None = None
+        self._http: Transport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: list[BudgetEvent] = []
 
@@ -136,7 +136,8 @@ class Accountant:
 
     async def _post_webhook(self, event: BudgetEvent) -> None:
         if self._http is None:
-            self._http = HttpClient(headers={"User-Agent": "modelyard", "Content-Type": "application/json"})
+            # any URL, the environment's proxies honoured (the fast client when none are set)
+            self._http = make_transport(headers={"User-Agent": "modelyard", "Content-Type": "application/json"})
         body = {
             "type": f"budget.{event.kind}",
             "budget": event.budget,
@@ -152,7 +153,7 @@ class Accountant:
                 await resp.read()
             finally:
                 lease.release()
-            if resp.status >= 400:
+            if resp.status >= 300:
                 log.warning("budget webhook for %s answered %d", event.budget, resp.status)
         except (OSError, TimeoutError, ValueError) as exc:
             log.warning("budget webhook for %s failed: %s", event.budget, type(exc).__name__)

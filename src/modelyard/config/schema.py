@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "LOCAL_KINDS",
@@ -31,6 +32,7 @@ __all__ = [
     "ProviderKind",
     "RouteConfig",
     "ServerConfig",
+    "TLSConfig",
     "UsageConfig",
     "provider_config",
 ]
@@ -51,6 +53,31 @@ class ServerConfig(_Strict):
     master_key: SecretStr | None = None
 
 
+class TLSConfig(_Strict):
+    """TLS towards one provider's upstream (see docs/providers.md, "Network: proxies and TLS")."""
+
+    #: check the upstream's certificate and host name (false: don't; a warning is logged once)
+    verify: bool = True
+    #: a PEM file of CA certificates to trust instead of the system's (a private CA)
+    ca_bundle: str | None = None
+    #: a PEM client certificate (and its key, unless the file holds both): mutual TLS
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("ca_bundle", "client_cert", "client_key")
+    @classmethod
+    def _file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise PydanticCustomError("file_not_found", "file not found: {path}", {"path": value})
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TLSConfig:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key is set but client_cert is not")
+        return self
+
+
 class ProviderConfigBase(_Strict):
     """What every provider kind understands; each kind's class adds its own keys (and only those)."""
 
@@ -60,6 +87,11 @@ class ProviderConfigBase(_Strict):
     api_key: SecretStr | None = None
     #: extra HTTP headers sent with every upstream request
     headers: dict[str, str] = Field(default_factory=dict)
+    #: the HTTP proxy for this provider (``http://[user:pass@]host:port``); ``none`` or empty: no proxy;
+    #: unset: the HTTP_PROXY/HTTPS_PROXY/NO_PROXY environment variables (loopback upstreams bypass them)
+    proxy: str | None = None
+    #: TLS towards the upstream: certificate checks, a private CA, a client certificate
+    tls: TLSConfig = Field(default_factory=TLSConfig)
     #: default per-attempt timeouts for this provider's models
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -79,6 +111,15 @@ class ProviderConfigBase(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "none"):
+            return value if value is None else ""
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or none")
+        return value
 
 
 class OpenAIProviderConfig(ProviderConfigBase):

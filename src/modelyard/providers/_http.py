@@ -7,6 +7,7 @@ wire becomes an :class:`~modelyard.errors.UpstreamError` here, in one place.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from modelyard.errors import (
     UpstreamMalformedError,
     UpstreamTimeoutError,
 )
-from modelyard.providers._client import ConnectTimeout, RequestBuildError, ResponseCutOff, UpstreamResponse
+from modelyard.transport.base import ConnectTimeout, ProxyError, RequestBuildError, Response, ResponseCutOff
 
 __all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors", "translate_exception"]
 
@@ -74,6 +75,24 @@ def translate_exception(exc: BaseException, provider: str, model: str) -> Upstre
         return UpstreamConnectionError(
             f"{provider}: the response from {model!r} was cut off ({exc})", provider=provider, model=model
         )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # a configuration problem, not a passing one: trying again cannot help
+        return UpstreamConnectionError(
+            f"{provider}: TLS certificate verification failed for {model!r} ({exc.verify_message or exc}); "
+            "for a private CA set the provider's tls.ca_bundle",
+            provider=provider,
+            model=model,
+            code="upstream_tls_error",
+            retryable=False,
+        )
+    if isinstance(exc, ProxyError):
+        return UpstreamConnectionError(
+            f"{provider}: proxy error for {model!r}: {exc}",
+            provider=provider,
+            model=model,
+            code="upstream_proxy_error",
+            retryable=exc.status is None or exc.status >= 500,
+        )
     if isinstance(exc, RequestBuildError):
         return UpstreamConnectionError(
             f"{provider}: cannot send the request for {model!r}: {exc}", provider=provider, model=model
@@ -105,7 +124,7 @@ class SSEEvent:
     data: str
 
 
-async def iter_lines(resp: UpstreamResponse) -> AsyncIterator[bytes]:
+async def iter_lines(resp: Response) -> AsyncIterator[bytes]:
     """Lines of a response body, without line endings (handles ``\\r\\n``)."""
     buffer = b""
     async for chunk in resp.iter_chunks():
@@ -123,7 +142,7 @@ async def iter_lines(resp: UpstreamResponse) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-async def iter_sse(resp: UpstreamResponse, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
+async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
     """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines).
 
     One pass over the bytes as they arrive (lines split in place, no per-line generator): this

@@ -1,12 +1,14 @@
 """The one small interface every provider adapter implements.
 
-An adapter owns one pooled :class:`~modelyard.providers._client.HttpClient` (created on first use,
-inside the running loop) and translates between :mod:`modelyard.types` and its wire format, for streaming and
-non-streaming alike.  It raises only :class:`~modelyard.errors.ModelyardError` subclasses.
+An adapter owns one pooled :class:`~modelyard.transport.base.Transport` (chosen when the provider is
+built, from its ``proxy:`` and ``tls:`` settings; created on first use, inside the running loop)
+and translates between :mod:`modelyard.types` and its wire format, for streaming and non-streaming
+alike.  It raises only :class:`~modelyard.errors.ModelyardError` subclasses.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -17,13 +19,14 @@ import orjson
 
 from modelyard.config.schema import ProviderConfigBase
 from modelyard.errors import (
+    ConfigError,
     InvalidRequestError,
     UpstreamConnectionError,
     UpstreamMalformedError,
     UpstreamStatusError,
 )
-from modelyard.providers._client import HttpClient, Lease, UpstreamResponse
 from modelyard.providers._http import retry_after_from_headers, translate_exception
+from modelyard.transport import Lease, Response, Transport, TransportPlan, plan_transport
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -94,7 +97,9 @@ class Provider(ABC):
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self.is_local = config.local if config.local is not None else self.local_by_default
         self.health_state = ProviderHealth()
-        self._client: HttpClient | None = None
+        #: the transport's kind, TLS context and proxies: decided here, once (never per request)
+        self.transport_plan: TransportPlan = self.plan_transport()
+        self._client: Transport | None = None
         self._closed = False
 
     # -- the interface -------------------------------------------------------------------
@@ -135,15 +140,24 @@ class Provider(ABC):
         """Headers that carry the credential. Override per wire format."""
         return {}
 
+    def plan_transport(self) -> TransportPlan:
+        """The transport for this provider's base URL under its ``proxy:`` and ``tls:`` settings."""
+        try:
+            return plan_transport(self.base_url, proxy=self.config.proxy, tls=self.config.tls, name=self.name)
+        except (ssl.SSLError, OSError) as exc:  # a PEM file that exists but does not load
+            raise ConfigError(f"cannot load the TLS files: {exc}", path=f"providers.{self.name}.tls") from exc
+
     @property
-    def client(self) -> HttpClient:
+    def client(self) -> Transport:
         """The provider's connection pool (one per provider, made on first use)."""
         if self._closed:
             raise UpstreamConnectionError(f"provider {self.name!r} was closed (config reloaded)", provider=self.name)
         client = self._client
         if client is None or client.closed:
             headers = {"User-Agent": "modelyard", **self.auth_headers(), **self.config.headers}
-            client = self._client = HttpClient(headers=headers, max_connections=self.config.max_connections)
+            client = self._client = self.transport_plan.build(
+                headers=headers, max_connections=self.config.max_connections
+            )
             client.constant_headers(_JSON_HEADERS)
         return client
 
@@ -161,7 +175,8 @@ class Provider(ABC):
         """``async with provider.request(...) as resp:`` sends the request and yields a 2xx response.
 
         Transport failures inside the block (including while the caller reads the body or a
-        stream) become UpstreamErrors; error statuses become :meth:`error_from_response`.
+        stream) become UpstreamErrors; error statuses become :meth:`error_from_response`, and a
+        redirect (3xx, never followed) becomes :meth:`redirect_error`.
         The connection goes back to the pool when the block ends with the body read, and is
         closed otherwise.
         """
@@ -209,6 +224,17 @@ class Provider(ABC):
             code=code,
             param=param,
             retry_after=retry_after_from_headers(headers),
+        )
+
+    def redirect_error(self, status: int, headers: Mapping[str, str], model: str) -> UpstreamStatusError:
+        """A 3xx answer: not followed (it would resend a POST and its credential elsewhere) and not retried."""
+        location = headers.get("location") or "(no Location header)"
+        return UpstreamStatusError(
+            f"{self.name}: upstream redirected ({status}) to {location}; fix the provider's base_url",
+            upstream_status=status,
+            provider=self.name,
+            model=model,
+            code="upstream_redirect",
         )
 
     def parse_error_body(self, raw: bytes) -> tuple[str, str | None, str | None]:
@@ -275,7 +301,7 @@ class UpstreamCall:
         self._call = call
         self._lease: Lease | None = None
 
-    async def __aenter__(self) -> UpstreamResponse:
+    async def __aenter__(self) -> Response:
         p = self._provider
         try:
             resp, lease = await p.client.send(
@@ -290,7 +316,8 @@ class UpstreamCall:
         except Exception as exc:
             self._raise_translated(exc)
             raise
-        if resp.status < 400:
+        status = resp.status
+        if status < 300:
             self._lease = lease
             return resp
         try:
@@ -300,7 +327,9 @@ class UpstreamCall:
             raise
         finally:
             lease.release()
-        raise p.error_from_response(resp.status, raw, resp.headers, self._model)
+        if status < 400:
+            raise p.redirect_error(status, resp.headers, self._model)
+        raise p.error_from_response(status, raw, resp.headers, self._model)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         lease = self._lease

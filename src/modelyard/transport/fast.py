@@ -6,7 +6,8 @@ upstream call needs, on asyncio's protocol API with httptools (the parser uvicor
 
 * a pool of keep-alive connections per ``(scheme, host, port)``, at most ``max_connections`` open
   at once (callers beyond that wait in FIFO order), idle ones closed after ``keepalive_s``;
-* TLS with the system's default context (certificate and host name checked);
+* TLS with the context it is given (built from the provider's ``tls:`` settings by
+  :mod:`modelyard.transport.tls`; certificate and host name checked unless ``verify: false``);
 * one deadline per request (``timeout_s``: connect, send, headers and the whole body, streams
   included), plus ``connect_timeout_s`` for opening a connection;
 * ``Content-Length``, chunked and read-until-close bodies; ``gzip``/``deflate`` decoded on the fly;
@@ -16,7 +17,9 @@ upstream call needs, on asyncio's protocol API with httptools (the parser uvicor
   connection, once, when no byte of the answer arrived.  A POST is not: the upstream may have run
   it, so the failure goes to the router, which retries or fails over and records the attempt.
 
-Errors are plain exceptions (``TimeoutError``, :class:`ConnectTimeout`, ``ConnectionError``,
+It has no proxy support: :func:`modelyard.transport.make_transport` picks the aiohttp transport
+when a proxy applies.  It implements :class:`modelyard.transport.base.Transport`; errors are the
+plain exceptions listed there (``TimeoutError``, :class:`ConnectTimeout`, ``ConnectionError``,
 :class:`ResponseCutOff`, ``OSError``); :func:`modelyard.providers._http.translate_errors` maps them
 to :class:`~modelyard.errors.UpstreamError`.
 """
@@ -34,6 +37,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
+from modelyard.transport.base import ConnectTimeout, Headers, RequestBuildError, ResponseCutOff
+
 __all__ = [
     "ConnectTimeout",
     "Headers",
@@ -49,31 +54,6 @@ __all__ = [
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 #: a stream buffers at most this much before the socket is paused
 _HIGH_WATER = 64 * 1024
-
-
-class ConnectTimeout(TimeoutError):
-    """No connection within ``connect_timeout_s``."""
-
-
-class RequestBuildError(ValueError):
-    """The request cannot be written as HTTP (a URL or header with characters HTTP does not allow)."""
-
-
-class ResponseCutOff(ConnectionError):
-    """The connection ended (or the bytes stopped parsing) before the answer was complete."""
-
-
-class Headers(dict[str, str]):
-    """Response headers with case-insensitive :meth:`get` (names are stored lower-case)."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict.get(self, key.lower(), default)
-
-    def __getitem__(self, key: str) -> str:
-        return dict.__getitem__(self, key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
 
 
 class UpstreamResponse:

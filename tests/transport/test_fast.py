@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 import pytest
 
 from modelyard.errors import UpstreamConnectionError, UpstreamTimeoutError
-from modelyard.providers._client import ConnectTimeout, HttpClient, RequestBuildError, ResponseCutOff
 from modelyard.providers._http import translate_errors
+from modelyard.transport.base import ConnectTimeout, RequestBuildError, ResponseCutOff
+from modelyard.transport.fast import HttpClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

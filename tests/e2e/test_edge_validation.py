@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from modelyard.testing import FakeServer
@@ -30,6 +31,9 @@ def edge(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFactory)
     cfg = gateway_config(fakes)
     cfg["routes"]["short"] = {"models": ["gpt"], "timeout_s": 1.0, "fallback": False}
     workdir: Path = tmp_path_factory.mktemp("edge")
+    (workdir / "models").mkdir()
+    (workdir / "outside.gguf").write_bytes(b"GGUF")
+    cfg["providers"]["local"] = {"kind": "llamacpp", "models_dir": str(workdir / "models")}
     proc = ServerProcess(cfg, workdir)
     try:
         yield proc
@@ -111,6 +115,20 @@ def test_non_ascii_byte_in_any_option_header_is_400(edge: ServerProcess, fakes: 
     resp = post(edge, {"model": "gpt", "messages": MSG}, headers={"X-Modelyard-Fallback": b"tr\xffue"})
     assert assert_openai_error(resp, 400)["param"] == "X-Modelyard-Fallback"
     no_upstream_call(fakes)
+
+
+def test_local_paths_are_refused_alike_whether_or_not_the_file_exists(
+    edge: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
+    for exists, missing in [("/etc/passwd", "/etc/nonexistent-modelyard"), ("../outside", "../missing")]:
+        answers = set()
+        for name in (exists, missing):
+            resp = post(edge, {"model": f"local:{name}", "messages": MSG})
+            assert_openai_error(resp, 400)
+            answers.add(orjson.dumps(resp.json()["error"]))
+        assert len(answers) == 1  # the answer depends on the name only, never on the file system
+    status = httpx.get(edge.url + "/v1/status/local", timeout=10).text
+    assert "passwd" not in status and "outside" not in status  # nothing was probed or loaded
 
 
 @pytest.mark.parametrize(

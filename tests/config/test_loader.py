@@ -228,3 +228,19 @@ def test_cli_models_table(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "model_1" in res.stdout and "ep-xxxx" in res.stdout and "project-planner" in res.stdout
     assert "v" not in [line.strip() for line in res.stdout.splitlines()]  # no key values printed
+
+
+def test_model_and_route_names_follow_the_request_rule() -> None:
+    # a name a request could not use (it would be refused with a 400) is a config error, said at load
+    from modelyard.config import parse_config
+    from modelyard.errors import ConfigError
+
+    base = {"providers": {"p": {"kind": "openai", "api_key": "k"}}}
+    parse_config({**base, "models": {"ollama:llama3:8b": {"provider": "p"}}})
+    for models, routes in [
+        ({"my model": {"provider": "p"}}, {}),
+        ({"m": {"provider": "p"}}, {"../r": {"models": ["m"]}}),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config({**base, "models": models, "routes": routes})
+        assert "the name" in str(info.value)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
-from modelyard.validators import build_validator
+from modelyard.validators import build_validator, model_name_problem
 
 __all__ = ["interpolate", "load_config", "parse_config"]
 
@@ -103,6 +103,12 @@ def _format_validation(exc: ValidationError) -> list[tuple[str, str]]:
 
 def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    for section, names in (("models", cfg.models), ("routes", cfg.routes)):
+        for name in names:
+            # requests name models and routes under the same rule; a name outside it is unreachable
+            problem = model_name_problem(name)
+            if problem is not None:
+                problems.append((f"{section}.{name[:80]}", f"the name {problem}"))
     for name, model in cfg.models.items():
         if model.provider not in cfg.providers:
             problems.append((f"models.{name}.provider", _unknown("provider", model.provider, cfg.providers)))

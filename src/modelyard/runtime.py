@@ -24,7 +24,7 @@ from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
-from modelyard.validators import build_validators
+from modelyard.validators import build_validators, check_model_name
 
 __all__ = ["Runtime", "RuntimeHolder", "sync_runtime"]
 
@@ -117,6 +117,9 @@ class Runtime:
             return route
         dep = self.models.get(target)
         if dep is None:
+            # the last guard before a client's string becomes an upstream model (and a metric
+            # label, a response header, a usage record): the parsers check it too
+            check_model_name(target, "model")
             provider_name, sep, upstream = target.partition(":")
             provider = self.providers.get(provider_name) if sep else None
             if provider is None or not upstream:

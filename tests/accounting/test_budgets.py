@@ -400,3 +400,12 @@ async def test_unreachable_redis_is_a_clear_503_without_the_password() -> None:
 
 def test_make_ledger_memory() -> None:
     assert isinstance(make_ledger([budget(limit_usd=1)], "memory"), MemoryLedger)
+
+
+def test_a_non_finite_usd_limit_caps_nothing_instead_of_crashing() -> None:
+    # keys stored before the admin API bounded budget_usd can carry inf; every request with them was a 500
+    from modelyard.accounting.budgets import NANO, _cap_usd
+    from modelyard.config.schema import BudgetConfig
+
+    assert _cap_usd(BudgetConfig(name="k", limit_usd=float("inf"))) == -1
+    assert _cap_usd(BudgetConfig(name="k", limit_usd=2.0)) == 2 * NANO

@@ -472,3 +472,19 @@ models:
         await first.close_unused(same)
         await same.close_unused(changed)
         await changed.close_unused(None)
+
+
+def test_model_and_route_names_follow_the_request_rule() -> None:
+    # a name a request could not use (it would be refused with a 400) is a config error, said at load
+    from modelyard.config import parse_config
+    from modelyard.errors import ConfigError
+
+    base = {"providers": {"p": {"kind": "openai", "api_key": "k"}}}
+    parse_config({**base, "models": {"ollama:llama3:8b": {"provider": "p"}}})
+    for models, routes in [
+        ({"my model": {"provider": "p"}}, {}),
+        ({"m": {"provider": "p"}}, {"../r": {"models": ["m"]}}),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config({**base, "models": models, "routes": routes})
+        assert "the name" in str(info.value)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,7 +197,10 @@ def _target(b: BudgetConfig, scope: Scope) -> str | None:
 
 
 def _cap_usd(b: BudgetConfig) -> int:
-    return -1 if b.limit_usd is None else round(b.stop_at * b.limit_usd * NANO)
+    # a non-finite limit (a key stored before the admin API bounded budget_usd) caps nothing
+    if b.limit_usd is None or not math.isfinite(b.limit_usd):
+        return -1
+    return round(b.stop_at * b.limit_usd * NANO)
 
 
 def _cap_tokens(b: BudgetConfig) -> int:

@@ -23,7 +23,7 @@ from modelyard.config.schema import (
     ProviderConfigBase,
 )
 from modelyard.errors import ConfigError
-from modelyard.validators import build_validator
+from modelyard.validators import build_validator, model_name_problem
 
 __all__ = ["interpolate", "load_config", "parse_config"]
 
@@ -210,6 +210,12 @@ def _format_validation(exc: ValidationError) -> list[tuple[str, str]]:
 
 def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    for section, names in (("models", cfg.models), ("routes", cfg.routes)):
+        for name in names:
+            # requests name models and routes under the same rule; a name outside it is unreachable
+            problem = model_name_problem(name)
+            if problem is not None:
+                problems.append((f"{section}.{name[:80]}", f"the name {problem}"))
     for name, model in cfg.models.items():
         provider = cfg.providers.get(model.provider)
         if provider is None:

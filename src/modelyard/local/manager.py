@@ -131,6 +131,11 @@ class LocalModelManager:
     def settings(self, name: str) -> ModelSettings:
         return self._settings.get(self.backend.canonical(name), self.defaults)
 
+    def configured(self, name: str) -> bool:
+        """Whether ``name`` comes from the config (a configured model, or the provider's preload list)."""
+        key = self.backend.canonical(name)
+        return key in self._settings or key in self._preload
+
     # -- start and stop ------------------------------------------------------------------
 
     @property

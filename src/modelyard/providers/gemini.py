@@ -108,9 +108,20 @@ class _NotExpressible(Exception):
 
 
 def model_path(model: str) -> str:
-    """``models/NAME`` for a bare model name; ``models/...`` and ``tunedModels/...`` stay as they are."""
-    name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
-    return quote(name, safe="/-._~@")
+    """``models/NAME`` for a bare model name; ``models/NAME`` and ``tunedModels/NAME`` keep their prefix.
+
+    Only that prefix keeps its ``/``: the name is one percent-encoded path segment, and a name with
+    a ``.`` or ``..`` segment is refused (even encoded: a proxy may decode ``%2F``), so a model
+    name cannot move the request (and its API key) to another path.
+    """
+    collection, name = "models", model
+    for prefix in ("models/", "tunedModels/"):
+        if model.startswith(prefix):
+            collection, name = prefix[:-1], model.removeprefix(prefix)
+            break
+    if not name or any(segment in (".", "..") for segment in name.split("/")):
+        raise InvalidRequestError(f"Invalid 'model': not a Gemini model name: {model[:100]!r}", param="model")
+    return f"{collection}/{quote(name, safe='-._~@')}"
 
 
 def guess_mime(url: str) -> str:

@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.errors import InvalidRequestError
+from modelyard.validators import check_model_name
 
 __all__ = ["RequestOptions", "parse_options"]
 
 _PREFER = {"custom": "custom", "provider": "provider", "local": "local"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+#: upper bounds of the numeric options (a client's timeout only ever shortens the route's)
+MAX_TIMEOUT_S = 3600.0
+MAX_COST_USD = 1e9
+_MAX = {"timeout_s": MAX_TIMEOUT_S, "max_cost_usd": MAX_COST_USD}
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,7 +38,7 @@ class RequestOptions:
     prefer: str | None = None
     #: a task type (picks a route through the route's task map)
     task: str | None = None
-    #: deadline for the whole request, in seconds
+    #: deadline for the whole request, in seconds (only ever shortens the route's timeout_s)
     timeout_s: float | None = None
     #: cap on attempts (never above the route's own max_attempts)
     max_attempts: int | None = None
@@ -48,8 +53,9 @@ DEFAULT_OPTIONS = RequestOptions()
 _FIELDS = ("route", "fallback", "local_only", "prefer", "task", "timeout_s", "max_attempts", "max_cost_usd", "cache")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    where = f"modelyard.{name}"
+def _coerce(name: str, value: Any, where: str | None = None) -> Any:
+    """The option's value, or a 400 naming ``where`` (the body field, or the header it came from)."""
+    where = where or f"modelyard.{name}"
     if name in ("fallback", "local_only", "cache"):
         if isinstance(value, bool):
             return value
@@ -61,9 +67,11 @@ def _coerce(name: str, value: Any) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             f = -1.0
-        if isinstance(value, bool) or f <= 0:
+        hi = _MAX[name]
+        # `not 0 < f <= hi` also refuses nan (every comparison with nan is false) and inf
+        if isinstance(value, bool) or not 0 < f <= hi:
             raise InvalidRequestError(
-                f"Invalid '{where}': expected a positive number", param=where, code="invalid_value"
+                f"Invalid '{where}': expected a positive number up to {hi:g}", param=where, code="invalid_value"
             )
         return f
     if name == "max_attempts":
@@ -76,6 +84,8 @@ def _coerce(name: str, value: Any) -> Any:
         return n
     if not isinstance(value, str) or not value:
         raise InvalidRequestError(f"Invalid '{where}': expected a string", param=where, code="invalid_value")
+    if name in ("route", "task"):
+        return check_model_name(value, where)
     if name == "prefer" and value not in _PREFER:
         raise InvalidRequestError(
             f"Invalid '{where}': expected one of {', '.join(_PREFER)}", param=where, code="invalid_value"
@@ -88,9 +98,10 @@ def parse_options(body_options: Mapping[str, Any], headers: Mapping[str, str] | 
     values: dict[str, Any] = {}
     if headers:
         for name in _FIELDS:
-            raw = headers.get("x-modelyard-" + name.replace("_", "-"))
+            header = "x-modelyard-" + name.replace("_", "-")
+            raw = headers.get(header)
             if raw is not None:
-                values[name] = _coerce(name, raw)
+                values[name] = _coerce(name, raw, header.title())
     for key, raw in body_options.items():
         if key not in _FIELDS:
             # later features add options; unknown ones are an error, not silently ignored

@@ -50,12 +50,16 @@ def plan_for(route: Route, opts: RequestOptions, *, stream: bool) -> Plan:
     if not fallback:
         ordered = ordered[:1]
     max_attempts = min(opts.max_attempts, cfg.max_attempts) if opts.max_attempts else cfg.max_attempts
+    # a client's timeout only ever shortens the route's own deadline
+    timeout_s = cfg.timeout_s
+    if opts.timeout_s is not None:
+        timeout_s = opts.timeout_s if timeout_s is None else min(opts.timeout_s, timeout_s)
     return Plan(
         route=route,
         candidates=ordered,
         fallback=fallback,
         local_only=local_only,
-        timeout_s=opts.timeout_s or cfg.timeout_s,
+        timeout_s=timeout_s,
         max_attempts=max_attempts,
         excluded=excluded,
     )

@@ -19,7 +19,11 @@ from modelyard.gateway.services import Services
 if TYPE_CHECKING:
     from modelyard.server.state import AppState
 
-__all__ = ["admin_router", "budget_row"]
+__all__ = ["MAX_BUDGET_USD", "MAX_RATE", "admin_router", "budget_row"]
+
+#: upper bounds of a key's limits: finite, and inside a 64-bit database integer
+MAX_BUDGET_USD = 1e9
+MAX_RATE = 10**12
 
 
 class _In(BaseModel):
@@ -40,9 +44,9 @@ class KeyIn(_In):
     name: str = Field(min_length=1, max_length=200)
     allowed_routes: list[str] | None = None
     allowed_models: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, gt=0)
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    budget_usd: float | None = Field(None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     expires_at: datetime | None = None
 
 
@@ -50,9 +54,9 @@ class KeyPatch(_In):
     name: str | None = Field(None, min_length=1, max_length=200)
     allowed_routes: list[str] | None = None
     allowed_models: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, gt=0)
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    budget_usd: float | None = Field(None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     expires_at: datetime | None = None
 
 
@@ -159,6 +163,8 @@ def admin_router(gw: AppState) -> APIRouter:
 
     @router.post("/credentials", status_code=201, summary="Store a provider credential (encrypted at rest)")
     async def put_credential(body: CredentialIn, s: Services = S) -> dict[str, Any]:
+        if body.org_id is not None and await s.keys.get_org(body.org_id) is None:
+            raise NotFoundError(f"no organisation {body.org_id!r}", param="org_id", code="org_not_found")
         record = await creds(s).put(body.provider, body.name, body.secret, body.org_id)
         return dict(record.public())
 

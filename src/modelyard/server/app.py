@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -32,6 +33,7 @@ from modelyard.server.errors import (
     error_response,
     http_exception_handler,
     modelyard_error_handler,
+    request_validation_handler,
     unexpected_error_handler,
 )
 from modelyard.server.local_api import add_local_routes
@@ -204,6 +206,7 @@ def create_app(gw: AppState) -> FastPath:
     app.add_route("/ready", handlers.ready, methods=["GET"])
     app.add_exception_handler(ModelyardError, modelyard_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     add_local_routes(app, gw)
     hot: dict[tuple[str, str], Handler] = {

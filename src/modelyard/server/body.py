@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import ClientDisconnect, Request
 
-from modelyard.errors import PayloadTooLargeError
+from modelyard.errors import InvalidRequestError, PayloadTooLargeError
 
 __all__ = ["option_headers", "read_body"]
 
@@ -43,4 +43,15 @@ def _too_large(limit: int) -> PayloadTooLargeError:
 
 
 def option_headers(request: Request) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in request.headers.raw if k.startswith(b"x-modelyard-")}
+    """The ``X-Modelyard-*`` request headers (lower-case names); 400 for a value that is not ASCII."""
+    out: dict[str, str] = {}
+    for k, v in request.headers.raw:
+        if k.startswith(b"x-modelyard-"):
+            name = k.decode("latin-1")
+            if not v.isascii():
+                header = name.title()
+                raise InvalidRequestError(
+                    f"Invalid header '{header}': the value must be ASCII", param=header, code="invalid_value"
+                )
+            out[name] = v.decode("ascii")
+    return out

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from modelyard.errors import ModelyardError
 
-__all__ = ["error_response", "http_exception_handler", "modelyard_error_handler", "unexpected_error_handler"]
+__all__ = [
+    "error_response",
+    "http_exception_handler",
+    "modelyard_error_handler",
+    "request_validation_handler",
+    "unexpected_error_handler",
+]
 
 log = logging.getLogger("modelyard.server")
 
@@ -53,6 +61,35 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         media_type="application/json",
         headers=getattr(exc, "headers", None),
     )
+
+
+_WHERE = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _param(loc: Any) -> str | None:
+    parts = [str(p) for p in (loc or ()) if not isinstance(p, int)]
+    if parts and parts[0] in _WHERE:
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's request validation (the admin API's bodies, query parameters) as a 400 in OpenAI's
+    error JSON, ``param`` naming the first offending field.
+
+    Built from each error's location and message only: the rejected input (which may be NaN, or
+    large) is never echoed, so the answer always encodes.
+    """
+    assert isinstance(exc, RequestValidationError)
+    errors = [e for e in exc.errors() if isinstance(e, dict)]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        message, param = "the request body is not valid JSON", None
+    else:
+        param = _param(errors[0].get("loc")) if errors else None
+        problems = [f"'{_param(e.get('loc')) or 'body'}': {e.get('msg', 'invalid')}" for e in errors[:5]]
+        message = "Invalid " + "; ".join(problems) if problems else "invalid request"
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}}
+    return Response(orjson.dumps(body), status_code=400, media_type="application/json")
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -44,6 +44,7 @@ from modelyard.local.manager import LocalModelManager
 from modelyard.local.settings import lifecycle_of
 from modelyard.providers.base import Provider
 from modelyard.runtime import sync_runtime
+from modelyard.validators import check_model_name
 
 if TYPE_CHECKING:
     from modelyard.runtime import Runtime
@@ -123,6 +124,7 @@ class LocalStatus:
         if dep is not None:
             provider_name, provider, upstream = dep.provider.name, dep.provider, dep.upstream
         else:
+            check_model_name(name, "name")
             provider_name, sep, upstream = name.partition(":")
             found = rt.providers.get(provider_name) if sep and upstream else None
             if found is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -25,10 +25,12 @@ from modelyard.types import (
     ForcedTool,
     Message,
     ResponseFormat,
+    Role,
     Tool,
     ToolCall,
     Usage,
 )
+from modelyard.validators import check_model_name
 
 __all__ = [
     "DONE",
@@ -86,6 +88,34 @@ def _bad(param: str, message: str) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid '{param}': {message}", param=param, code="invalid_value")
 
 
+#: orjson encodes at most this many nested arrays/objects (parsing allows 1024)
+_ENCODE_DEPTH = 254
+#: nesting allowed in a value that is sent on (pass-through fields, tool schemas); the rest of
+#: orjson's limit is left for the upstream body that wraps the value
+MAX_NESTING = 200
+_WRAP = _ENCODE_DEPTH - MAX_NESTING
+
+
+def _forwardable(value: Any, param: str) -> Any:
+    """``value`` if it can be encoded again inside an upstream body, else a 400 naming ``param``.
+
+    A body nested deeper than orjson can encode parses fine, then fails when the upstream request
+    is built (a 500 after the route was chosen).  Encoding the value wrapped in ``_WRAP`` arrays
+    checks its depth in C, without a walk in Python; only values that are forwarded are checked.
+    """
+    if not isinstance(value, dict | list) or not value:
+        return value
+    wrapped: Any = value
+    for _ in range(_WRAP):
+        wrapped = (wrapped,)
+    try:
+        orjson.dumps(wrapped)
+    except TypeError:  # orjson.JSONEncodeError: "Recursion limit reached" (or a non-JSON value via the SDK)
+        why = f"nested too deeply or not JSON (at most {MAX_NESTING} levels of arrays and objects)"
+        raise _bad(param, why) from None
+    return value
+
+
 def _num(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
     v = body.get(key)
     if v is None:
@@ -136,7 +166,11 @@ def _model(body: dict[str, Any]) -> str:
         )
     if not isinstance(model, str) or not model.strip():
         raise _bad("model", "expected a non-empty string")
-    return model
+    return check_model_name(model, "model")
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}.get(type(v), "value")
 
 
 def _content(raw: Any, where: str, role: str) -> str | list[ContentPart] | None:
@@ -176,8 +210,9 @@ def _message(raw: Any, i: int) -> Message:
     if not isinstance(raw, dict):
         raise _bad(where, "expected an object with 'role' and 'content'")
     role = raw.get("role")
-    if role not in _ROLES:
-        raise _bad(f"{where}.role", f"expected one of {', '.join(sorted(_ROLES))}, got {role!r}")
+    if not isinstance(role, str) or role not in _ROLES:
+        shown = repr(role) if isinstance(role, str | None) else f"a JSON {_json_type(role)}"
+        raise _bad(f"{where}.role", f"expected one of {', '.join(sorted(_ROLES))}, got {shown[:80]}")
     content = _content(raw.get("content"), where, role)
     tool_calls: list[ToolCall] | None = None
     raw_calls = raw.get("tool_calls")
@@ -191,7 +226,7 @@ def _message(raw: Any, i: int) -> Message:
                 raise _bad(f"{where}.tool_calls[{k}].function.name", "expected a string")
             args = fn.get("arguments", "")
             if not isinstance(args, str):
-                args = orjson.dumps(args).decode()
+                args = orjson.dumps(_forwardable(args, f"{where}.tool_calls[{k}].function.arguments")).decode()
             tool_calls.append(ToolCall(id=str(c.get("id") or f"call_{i}_{k}"), name=fn["name"], arguments=args))
     tool_call_id = raw.get("tool_call_id")
     if role == "tool":
@@ -201,7 +236,7 @@ def _message(raw: Any, i: int) -> Message:
         raise _bad(f"{where}.content", "a message needs content")
     name = raw.get("name")
     return Message(
-        role=role,
+        role=cast(Role, role),
         content=content,
         name=name if isinstance(name, str) else None,
         tool_calls=tool_calls or None,
@@ -225,6 +260,7 @@ def _tools(raw: Any) -> list[Tool] | None:
         params = fn.get("parameters")
         if params is not None and not isinstance(params, dict):
             raise _bad(f"tools[{i}].function.parameters", "expected a JSON Schema object")
+        _forwardable(params, f"tools[{i}].function.parameters")
         desc = fn.get("description")
         strict = fn.get("strict")
         tools.append(
@@ -263,6 +299,7 @@ def _response_format(raw: Any) -> ResponseFormat | None:
         if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
             raise _bad("response_format.json_schema", "expected {name, schema: {...}}")
         strict = js.get("strict")
+        _forwardable(js.get("schema"), "response_format.json_schema.schema")
         return ResponseFormat(
             type="json_schema",
             schema=js.get("schema") or {},
@@ -334,7 +371,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         tool_choice=_tool_choice(body.get("tool_choice")),
         parallel_tool_calls=_bool(body, "parallel_tool_calls"),
         response_format=_response_format(body.get("response_format")),
-        extra={k: v for k, v in body.items() if k not in _CHAT_KNOWN},
+        extra={k: _forwardable(v, k) for k, v in body.items() if k not in _CHAT_KNOWN},
         options=_options(body),
     )
 
@@ -371,7 +408,7 @@ def parse_embedding_request(body: dict[str, Any]) -> EmbeddingRequest:
         dimensions=_int(body, "dimensions", 1),
         user=_str(body, "user"),
         encoding_format="base64" if fmt == "base64" else "float",
-        extra={k: v for k, v in body.items() if k not in known},
+        extra={k: _forwardable(v, k) for k, v in body.items() if k not in known},
         options=_options(body),
     )
 

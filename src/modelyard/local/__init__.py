@@ -1,8 +1,8 @@
 """Local models: the lifecycle manager shared by the llama.cpp and Ollama providers.
 
-Each local provider owns one :class:`LocalModelManager` as ``provider.lifecycle``; code that
-deals with any provider checks ``lifecycle_of(provider)`` (or ``getattr(provider, "lifecycle",
-None)``).  :func:`modelyard.runtime.sync_runtime` hands the managers the per-model settings of a runtime.
+Each local provider owns one :class:`LocalModelManager` as ``provider.lifecycle`` (None on
+providers without local models: ``Provider.lifecycle``).  :func:`modelyard.runtime.sync_runtime`
+hands the managers the per-model settings of a runtime.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from modelyard.local.manager import LocalModelManager
 from modelyard.local.settings import (
     DEFAULT_KEEP_ALIVE_S,
     ModelSettings,
-    lifecycle_of,
     parse_keep_alive,
     provider_settings,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "ModelSettings",
     "State",
     "Subscription",
-    "lifecycle_of",
     "parse_keep_alive",
     "provider_settings",
 ]

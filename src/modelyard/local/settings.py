@@ -20,13 +20,12 @@ from modelyard.config.schema import LocalProviderConfig, ModelConfig
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modelyard.local.manager import LocalModelManager
+    pass
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_S",
     "ModelSettings",
     "keep_alive_for_ollama",
-    "lifecycle_of",
     "merge_settings",
     "model_settings",
     "parse_keep_alive",
@@ -129,11 +128,3 @@ def merge_settings(items: Iterable[ModelSettings]) -> ModelSettings:
         load_timeout_s=min(timeouts) if timeouts else None,
         preload=any(s.preload for s in items),
     )
-
-
-def lifecycle_of(provider: object) -> LocalModelManager | None:
-    """The provider's local-model lifecycle manager, or None for a provider without one."""
-    from modelyard.local.manager import LocalModelManager
-
-    manager = getattr(provider, "lifecycle", None)
-    return manager if isinstance(manager, LocalModelManager) else None

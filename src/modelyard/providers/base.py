@@ -25,6 +25,7 @@ from modelyard.errors import (
     UpstreamMalformedError,
     UpstreamStatusError,
 )
+from modelyard.local.manager import LocalModelManager
 from modelyard.providers._http import retry_after_from_headers, translate_exception
 from modelyard.transport import Lease, Response, Transport, TransportPlan, plan_transport
 from modelyard.types import (
@@ -88,6 +89,9 @@ class Provider(ABC):
     supports_embeddings: ClassVar[bool] = False
     #: the provider's config; each adapter narrows it to its kind's class (``OllamaProviderConfig``...)
     config: ProviderConfigBase
+    #: the local-model lifecycle manager of a provider that loads and unloads models (Ollama,
+    #: llama.cpp); None for the others
+    lifecycle: LocalModelManager | None = None
 
     def __init__(self, name: str, config: ProviderConfigBase) -> None:
         if config.kind != self.kind:

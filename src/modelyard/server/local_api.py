@@ -41,7 +41,6 @@ from starlette.responses import Response, StreamingResponse
 
 from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
-from modelyard.local.settings import lifecycle_of
 from modelyard.providers.base import Provider
 from modelyard.runtime import sync_runtime
 from modelyard.validators import check_model_name
@@ -100,7 +99,7 @@ class LocalStatus:
         if rt is not self._runtime:
             self._runtime = rt
             sync_runtime(rt)
-        out = [(name, p, m) for name, p in rt.providers.items() if (m := lifecycle_of(p)) is not None]
+        out = [(name, p, m) for name, p in rt.providers.items() if (m := p.lifecycle) is not None]
         for manager in list(self._attached):
             if manager.closed:
                 self._attached.pop(manager)()
@@ -134,7 +133,7 @@ class LocalStatus:
                     param="name",
                 )
             provider = found
-        manager = lifecycle_of(provider)
+        manager = provider.lifecycle
         if manager is None:
             raise InvalidRequestError(
                 f"{name!r} is served by provider {provider_name!r} ({provider.kind}), which is not a local provider",

@@ -127,6 +127,7 @@ class LlamaCppProvider(Provider):
     default_base_url = "llamacpp://in-process"
     local_by_default = True
     config: LlamaCppProviderConfig
+    lifecycle: LocalModelManager
 
     def __init__(self, name: str, config: LlamaCppProviderConfig) -> None:
         super().__init__(name, config)

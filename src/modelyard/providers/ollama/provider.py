@@ -393,6 +393,7 @@ class OllamaProvider(Provider):
     local_by_default = True
     supports_embeddings = True
     config: OllamaProviderConfig
+    lifecycle: LocalModelManager
 
     def __init__(self, name: str, config: OllamaProviderConfig) -> None:
         super().__init__(name, config)

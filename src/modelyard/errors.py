@@ -9,11 +9,17 @@ The tree (status in brackets)::
     │   └── ContentPolicyError [400]           code=content_policy_violation
     ├── AuthenticationError [401]
     ├── PaymentRequiredError [402]
+    │   └── MaxCostExceededError [402]         no candidate fits the request's max_cost_usd
     ├── PermissionDeniedError [403]
     ├── NotFoundError [404]                    unknown model, route or provider
     ├── PayloadTooLargeError [413]
     ├── RateLimitError [429]                   carries retry_after (seconds)
+    │   └── BudgetExceededError [429]          a budget would be passed; names it and when it resets
+    ├── ModelBusyError [409]                   unload asked for a local model in use
+    ├── CredentialDecryptionError [500]        a stored credential cannot be decrypted
+    │   └── WrongMasterKeyError [500]          ... because the master key is not the one used
     ├── ServiceUnavailableError [503]          nothing can serve the request right now
+    │   └── StateUnavailableError [503]        the shared-state store (Redis) is unreachable
     ├── AllAttemptsFailedError [502/503/504]   every candidate failed; lists each attempt
     └── UpstreamError [502]                    one upstream attempt failed
         ├── UpstreamStatusError [502]          the upstream answered with an error status
@@ -29,15 +35,22 @@ error bodies, never from request headers.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "AllAttemptsFailedError",
     "AuthenticationError",
+    "BudgetExceededError",
     "ConfigError",
     "ContentPolicyError",
     "ContextLengthExceededError",
+    "CredentialDecryptionError",
     "InvalidRequestError",
+    "MaxCostExceededError",
+    "ModelBusyError",
     "ModelyardError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -45,12 +58,14 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "StateUnavailableError",
     "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamMalformedError",
     "UpstreamStatusError",
     "UpstreamTimeoutError",
     "UpstreamValidationError",
+    "WrongMasterKeyError",
 ]
 
 
@@ -353,3 +368,50 @@ class AllAttemptsFailedError(ModelyardError):
         body = super().to_openai()
         body["error"]["attempts"] = self.attempts
         return body
+
+
+# -- raised by one layer each, kept here so the whole tree is in one place --------------------
+
+
+class MaxCostExceededError(PaymentRequiredError):
+    """No candidate's estimate fits the request's ``max_cost_usd`` (402)."""
+
+    default_code = "max_cost_exceeded"
+
+
+class BudgetExceededError(RateLimitError):
+    """A budget would be passed (429). Names the budget, its limit and when it resets."""
+
+    default_code = "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, scope: str, resets_at: datetime | None, retry_after: float | None):
+        super().__init__(message, retry_after=retry_after)
+        self.budget = budget
+        self.scope = scope
+        self.resets_at = resets_at
+
+
+class CredentialDecryptionError(ModelyardError):
+    """A stored credential could not be decrypted (wrong master key, or the value was altered)."""
+
+    default_code = "credential_decryption_failed"
+
+
+class WrongMasterKeyError(CredentialDecryptionError):
+    """The master key is not the one the stored credentials were encrypted with."""
+
+    default_code = "wrong_master_key"
+
+
+class StateUnavailableError(ServiceUnavailableError):
+    """The shared-state store (Redis) cannot be reached or answered with an error."""
+
+    default_code = "state_unavailable"
+
+
+class ModelBusyError(ModelyardError):
+    """An unload was asked for a model that requests are using or waiting for."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "model_in_use"

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from modelyard.config.schema import BudgetConfig
-from modelyard.errors import RateLimitError
+from modelyard.errors import BudgetExceededError
 
 __all__ = [
     "BudgetEvent",
@@ -129,18 +129,6 @@ class BudgetStatus:
     reserved_tokens: int
     fraction: float
     state: BudgetState
-
-
-class BudgetExceededError(RateLimitError):
-    """A budget would be passed (429). Names the budget, its limit and when it resets."""
-
-    default_code = "budget_exceeded"
-
-    def __init__(self, message: str, *, budget: str, scope: str, resets_at: datetime | None, retry_after: float | None):
-        super().__init__(message, retry_after=retry_after)
-        self.budget = budget
-        self.scope = scope
-        self.resets_at = resets_at
 
 
 class BudgetLedger(Protocol):

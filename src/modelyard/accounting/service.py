@@ -28,7 +28,7 @@ from modelyard.accounting.pricing import (
     worst_case_cost,
     worst_case_output_tokens,
 )
-from modelyard.errors import ModelyardError, PaymentRequiredError
+from modelyard.errors import MaxCostExceededError, ModelyardError
 from modelyard.routing.deployment import Deployment
 from modelyard.storage.records import AttemptRecord, RequestRecord
 from modelyard.transport import Transport, make_transport
@@ -48,12 +48,6 @@ class MetricsSink(Protocol):
     """Where finished requests are counted (``modelyard.observability.metrics.Metrics``, a layer above)."""
 
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None: ...
-
-
-class MaxCostExceededError(PaymentRequiredError):
-    """No candidate's estimate fits the request's ``max_cost_usd`` (402)."""
-
-    default_code = "max_cost_exceeded"
 
 
 @dataclass(slots=True)

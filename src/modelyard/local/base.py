@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelBusyError
 from modelyard.local.settings import ModelSettings
 
 __all__ = [
@@ -28,14 +28,6 @@ STATES: tuple[State, ...] = ("not_loaded", "loading", "ready", "in_use", "error"
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-class ModelBusyError(ModelyardError):
-    """An unload was asked for a model that requests are using or waiting for."""
-
-    status_code = 409
-    error_type = "invalid_request_error"
-    default_code = "model_in_use"
 
 
 @dataclass(slots=True)

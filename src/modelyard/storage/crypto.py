@@ -26,7 +26,7 @@ import hmac
 import os
 from typing import TYPE_CHECKING
 
-from modelyard.errors import ConfigError, ModelyardError
+from modelyard.errors import ConfigError, CredentialDecryptionError, WrongMasterKeyError
 
 if TYPE_CHECKING:  # imported in Cipher(), on first use: cryptography costs about 8 MB of memory
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -58,18 +58,6 @@ VERIFIER_SALT_BYTES = 16
 _PUBLIC_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "gsk_", "xai-", "AIza")
 _MIN_LEN_FOR_TAIL = 12
 _TAIL = 4
-
-
-class CredentialDecryptionError(ModelyardError):
-    """A stored credential could not be decrypted (wrong master key, or the value was altered)."""
-
-    default_code = "credential_decryption_failed"
-
-
-class WrongMasterKeyError(CredentialDecryptionError):
-    """The master key is not the one the stored credentials were encrypted with."""
-
-    default_code = "wrong_master_key"
 
 
 def _require(master_key: str) -> bytes:

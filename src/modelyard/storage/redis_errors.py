@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from modelyard.errors import ServiceUnavailableError
+from modelyard.errors import StateUnavailableError
 
 __all__ = ["StateUnavailableError", "is_redis_url", "redact_url", "unavailable"]
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-class StateUnavailableError(ServiceUnavailableError):
-    """The shared-state store (Redis) cannot be reached or answered with an error."""
-
-    default_code = "state_unavailable"
 
 
 def is_redis_url(url: str) -> bool:

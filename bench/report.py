@@ -24,6 +24,9 @@ The block below is rewritten by every full run.
 
 """
 ANY = "any"
+#: the regression check against the ``base`` target (--base-ref): these cells, modelyard within 5 %
+BASE_CELLS = ("json/0ms/c1", "json/0ms/c64", "stream/0ms/c1", "stream/0ms/c64")
+BASE_RPS_MIN, BASE_CPU_MAX = 0.95, 1.05
 
 
 def _cell(r: dict[str, Any], key: str) -> dict[str, Any]:
@@ -157,7 +160,122 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
     soak = r.get("soak") or {}
     why = soak.get("error", "not run (use --soak 10)")
     add("RSS growth over the soak (64 conn)", soak.get("growth_pct"), "< 10 %", lambda v: v < 10, " %", why)
+    if "base" in r.get("targets", {}):
+        ref = (r.get("base") or {}).get("ref", "base")
+        for row in base_rows(r):
+            mode, _, conns = row["cell"].split("/")
+            where = f"{mode}, {conns[1:]} conn, 0 ms"
+            add(
+                f"throughput vs {ref} ({where})",
+                row["rps_ratio"],
+                f">= {BASE_RPS_MIN:.2f}x",
+                lambda v: v >= BASE_RPS_MIN - 1e-9,
+                "x",
+                row["why"],
+            )
+            add(
+                f"CPU per request vs {ref} ({where})",
+                row["cpu_ratio"],
+                f"<= {BASE_CPU_MAX:.2f}x",
+                lambda v: v <= BASE_CPU_MAX + 1e-9,
+                "x",
+                row["why"],
+            )
+            for b in bars[-2:]:
+                if b["status"] != "N/A" and row["noise"] >= 0.2:
+                    b["note"] = f"noisy: up to {row['noise']:.2f} cores used by unrelated processes during this cell"
     return bars
+
+
+def base_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """modelyard vs base per BASE_CELLS: both medians, RPS ratio, CPU-per-request ratio, verdict."""
+    rows = []
+    for key in BASE_CELLS:
+        my_rps, b_rps = _get(r, key, "modelyard", "rps"), _get(r, key, "base", "rps")
+        my_cpu = _get(r, key, "modelyard", "target_cpu_ms_per_req")
+        b_cpu = _get(r, key, "base", "target_cpu_ms_per_req")
+        rps_ratio = my_rps / b_rps if my_rps is not None and b_rps else None
+        cpu_ratio = my_cpu / b_cpu if my_cpu is not None and b_cpu else None
+        if rps_ratio is None or cpu_ratio is None:
+            status = "N/A"
+        elif rps_ratio >= BASE_RPS_MIN - 1e-9 and cpu_ratio <= BASE_CPU_MAX + 1e-9:
+            status = "PASS"
+        else:
+            status = "FAIL"
+        noise = max((_get(r, key, t, "other_cores") or 0.0) for t in ("modelyard", "base"))
+        paired = _paired(r, key)
+        rows.append(
+            {
+                "cell": key,
+                "modelyard_rps": my_rps,
+                "base_rps": b_rps,
+                "rps_ratio": rps_ratio,
+                "modelyard_cpu_ms": my_cpu,
+                "base_cpu_ms": b_cpu,
+                "cpu_ratio": cpu_ratio,
+                "status": status,
+                "noise": noise,
+                "paired_rps": [round(a, 3) for a, _ in paired],
+                "paired_cpu": [round(b, 3) for _, b in paired],
+                "why": _why(r, key, "modelyard", "base"),
+            }
+        )
+    return rows
+
+
+def _paired(r: dict[str, Any], key: str) -> list[tuple[float, float]]:
+    """(RPS ratio, CPU/request ratio) of modelyard over base within each repeat (the two ran back to back)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for c in r.get("cells", []):
+        if c["cell"] == key:
+            runs = c.get("runs", {})
+    out = []
+    for a, b in zip(runs.get("modelyard", []), runs.get("base", []), strict=False):
+        if "error" in a or "error" in b or not b.get("rps") or not b.get("target_cpu_ms_per_req"):
+            continue
+        if a.get("rps") is None or a.get("target_cpu_ms_per_req") is None:
+            continue
+        out.append((a["rps"] / b["rps"], a["target_cpu_ms_per_req"] / b["target_cpu_ms_per_req"]))
+    return out
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}x"
+
+
+def markdown_base(r: dict[str, Any]) -> str:
+    """The regression table against the base target (only when ``base`` was in the run)."""
+    info = r.get("base") or {}
+    cur = info.get("current") or {}
+    dirty = cur.get("uncommitted_src") or []
+    head = (cur.get("head") or "?")[:12]
+    lines = [
+        f"#### Against the base: `{info.get('ref', '?')}` ({(info.get('sha') or '?')[:12]})",
+        "",
+        f"`base` runs `modelyard serve` from `{info.get('src', '?')}` (imports `{info.get('modelyard_file', '?')}`); "
+        f"`modelyard` runs the checkout at {head}"
+        + (f" plus {len(dirty)} uncommitted file(s) under src/" if dirty else "")
+        + f". Same config, same interpreter, interleaved. PASS: RPS >= {BASE_RPS_MIN:.2f}x the base's and CPU "
+        f"ms/request <= {BASE_CPU_MAX:.2f}x the base's (ratios of the medians over repeats; the per-repeat ratios "
+        "pair the two runs made back to back, which cancels slower drift of a shared machine).",
+        "",
+    ]
+    if info.get("error"):
+        lines += [f"Base unavailable: `{info['error'][:400]}`", ""]
+    lines += [
+        "| cell | modelyard RPS | base RPS | RPS ratio | modelyard CPU ms/req | base CPU ms/req | CPU ratio | result "
+        "| other | per repeat: RPS / CPU ratios | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
+    ]
+    for row in base_rows(r):
+        note = "" if row["status"] != "N/A" else row["why"][:160].replace("|", "/").replace("\n", " ")
+        per = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(row["paired_rps"], row["paired_cpu"], strict=True)) or "-"
+        lines.append(
+            f"| {row['cell']} | {_fmt(row['modelyard_rps'], nd=0)} | {_fmt(row['base_rps'], nd=0)} | "
+            f"{_ratio(row['rps_ratio'])} | {_fmt(row['modelyard_cpu_ms'], nd=3)} | {_fmt(row['base_cpu_ms'], nd=3)} "
+            f"| {_ratio(row['cpu_ratio'])} | **{row['status']}** | {row['noise']:.2f} | {per} | {note} |"
+        )
+    return "\n".join(lines)
 
 
 def markdown_bar(bars: list[dict[str, Any]]) -> str:
@@ -252,6 +370,8 @@ def markdown(r: dict[str, Any]) -> str:
         _targets_table(r),
         "",
     ]
+    if "base" in r.get("targets", {}) or r.get("base"):
+        parts += [markdown_base(r), ""]
     imp = r.get("import_time") or {}
     if imp.get("import_ms") is not None:
         tops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp.get("top", [])[:5])

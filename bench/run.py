@@ -5,6 +5,8 @@ side by side in one run, repeats interleaved round-robin so drift cancels, media
     make bench ARGS="--quick"                    # smoke run, about 5 min (LiteLLM starts slowly)
     .venv/bin/python bench/run.py --quick --targets direct,minimal --skip-litellm
     .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
+    .venv/bin/python bench/run.py --targets modelyard,base --skip-litellm --connections 1,64 --delays 0 \
+        --modes json,stream --repeats 3 --no-docs       # regression check against --base-ref (wave2-base)
 
 Writes bench/results/<timestamp>.json and bench/results/latest.md and refreshes the block between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in docs/performance.md. See bench/README.md.
@@ -35,14 +37,18 @@ from targets import (
     ALL_TARGETS,
     BENCH,
     BUILD,
+    DEFAULT_BASE_REF,
     LITELLM_KEY,
     MODELYARD_MASTER_KEY,
     Target,
     cold_start_samples,
     ensure_litellm,
+    is_modelyard,
     launch,
     measure_idle,
     post,
+    prepare_base,
+    working_tree,
 )
 
 MEDIAN_FIELDS = (
@@ -59,7 +65,7 @@ MEDIAN_FIELDS = (
     "mock_cpu_util",
     "other_cores",
 )
-START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "litellm": 240.0}
+START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "base": 30.0, "litellm": 240.0}
 
 
 @dataclass(frozen=True)
@@ -149,15 +155,21 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
             continue
         t = Target(name, workers=2 if name.endswith("-w2") else 1)
         out.append(t)
-        if name.startswith("modelyard"):
+        if is_modelyard(name):
             t.api_key = MODELYARD_MASTER_KEY
+        if name.startswith("base"):
+            if args.base_error:
+                t.fail(args.base_error)
+                log(f"{name}: FAILED: {t.reason}")
+                continue
+            t.src = Path(args.base_info["src"])
         if name.startswith("litellm"):
             t.api_key = LITELLM_KEY
             if args.litellm_unavailable:
                 t.status, t.reason = "unavailable", args.litellm_unavailable
                 continue
         timeout = start_timeout(name)
-        if name.startswith("modelyard") and args.cold_starts > 0:
+        if is_modelyard(name) and args.cold_starts > 0:
             log(f"{name}: {args.cold_starts} cold-start samples")
             cold_start_samples(t, upstream, logdir, extra, args.cold_starts, timeout)
         log(f"starting {name}")
@@ -323,7 +335,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="gap between mock stream chunks")
     ap.add_argument("--cold-starts", type=int, help="extra cold-start samples for modelyard (default 3, quick 2)")
     ap.add_argument("--import-runs", type=int, help="fresh interpreters for the import time (default 9, quick 5)")
-    ap.add_argument("--modelyard-args", default="", help="extra arguments for `modelyard serve`")
+    ap.add_argument("--modelyard-args", default="", help="extra arguments for `modelyard serve` (base too)")
+    ap.add_argument(
+        "--base-ref",
+        default=DEFAULT_BASE_REF,
+        metavar="REF",
+        help=f"git ref the base/base-w2 targets run (exported to bench/build/base-<sha>/; default {DEFAULT_BASE_REF})",
+    )
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = ap.parse_args(argv)
     q = args.quick
@@ -340,6 +358,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names = [n for n in names if not n.startswith("litellm")]
     args.names = names
     args.litellm_unavailable = ""
+    args.base_error = ""
+    args.base_info = {}
     args.mock_pid = 0
     return args
 
@@ -377,6 +397,16 @@ def main(argv: list[str] | None = None) -> int:
         if any(n.startswith("modelyard") for n in args.names):
             log("import time of modelyard")
             result["import_time"] = sysinfo.import_time(args.import_runs)
+        if any(n.startswith("base") for n in args.names):
+            result["base"] = {"ref": args.base_ref, "current": working_tree()}
+            try:
+                args.base_info = prepare_base(args.base_ref)
+                result["base"].update(args.base_info)
+                log(f"base: {args.base_ref} = {args.base_info['sha'][:12]}, imports {args.base_info['modelyard_file']}")
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                args.base_error = f"base {args.base_ref}: {exc}"
+                result["base"]["error"] = args.base_error
+                log(f"WARNING: {args.base_error}")
         if any(n.startswith("litellm") for n in args.names):
             ok, reason = ensure_litellm(not args.no_install, logdir / "litellm-install.log")
             args.litellm_unavailable = "" if ok else reason

@@ -1,8 +1,10 @@
 """The systems under test: how each is started, checked for readiness and measured at idle.
 
 Targets: ``direct`` (the mock upstream itself: the floor), ``minimal`` (bench/minimal_proxy.py: the ceiling for
-a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers) and ``litellm`` /
-``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2 workers).
+a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers), ``base`` / ``base-w2``
+(``modelyard serve`` from an exported tree of an earlier commit, ``--base-ref``, default ``wave2-base``: the
+regression check) and ``litellm`` / ``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2
+workers).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import string
 import subprocess
 import sys
@@ -28,7 +31,11 @@ LITELLM_VENV = BUILD / "litellm-venv"
 LITELLM_KEY = "sk-bench-7f3a9c2e51d84b6a9e0c4d2f8b1a6e3c"
 #: modelyard's admin key in the bench config; the load itself uses a virtual key made with it
 MODELYARD_MASTER_KEY = "sk-bench-master-2b7e151628aed2a6abf71588"
-ALL_TARGETS = ("direct", "minimal", "modelyard", "modelyard-w2", "litellm", "litellm-w2")
+ALL_TARGETS = ("direct", "minimal", "modelyard", "modelyard-w2", "base", "base-w2", "litellm", "litellm-w2")
+#: the ref the ``base`` targets run by default (the commit before the change being checked)
+DEFAULT_BASE_REF = "wave2-base"
+#: printed to the target's log by the ``base`` launcher before it runs the CLI (proof of which code it imports)
+BASE_MARKER = "bench-base: modelyard imported from "
 CHAT_PATH = "/v1/chat/completions"
 PROBE_BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}],"max_tokens":8}'
 
@@ -41,6 +48,7 @@ class Target:
     api_key: str = "sk-bench"  # modelyard: the master key until start-up, then a virtual key
     proc: subprocess.Popen[bytes] | None = None
     external_pid: int = 0  # for ``direct``: the mock, owned by the runner
+    src: Path | None = None  # ``base``: the exported tree's src/ (put on PYTHONPATH)
     log: Path | None = None
     status: str = "pending"  # ok | failed | unavailable
     reason: str = ""
@@ -132,6 +140,81 @@ def answers(port: int, api_key: str) -> bool:
     return status == 200 and b'"choices"' in body
 
 
+def is_modelyard(name: str) -> bool:
+    """``modelyard``/``base`` targets: both are ``modelyard serve`` with the bench config and a virtual key."""
+    return name.startswith(("modelyard", "base"))
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise ValueError(f"git {' '.join(args)}: {out.stderr.strip() or f'exit {out.returncode}'}")
+    return out.stdout.strip()
+
+
+def _base_python_env(src: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    env["PYTHONPATH"] = str(src.resolve())
+    return env
+
+
+def imported_from(src: Path) -> str:
+    """Where ``import modelyard`` resolves with the base's environment (a one-shot interpreter, run from /)."""
+    code = "import modelyard, modelyard.cli, modelyard.server.factory; print(modelyard.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_base_python_env(src), cwd="/", capture_output=True, text=True, timeout=60
+    )
+    if out.returncode != 0:
+        last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+        raise ValueError(f"importing the base's modelyard failed: {last}")
+    return out.stdout.strip()
+
+
+def prepare_base(ref: str) -> dict[str, str]:
+    """Export ``ref``'s src/ (``git archive``) into bench/build/base-<sha>/ once, drop older exports, and check
+    that the bench's interpreter with ``PYTHONPATH=<that>/src`` imports modelyard from there (not from the
+    editable install of the checkout). Raises ValueError with the reason."""
+    sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    dest = BUILD / f"base-{sha[:12]}"
+    done = dest / ".complete"
+    if not done.exists():
+        BUILD.mkdir(parents=True, exist_ok=True)
+        tmp = BUILD / f".base-{sha[:12]}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", sha, "src", "pyproject.toml"], cwd=ROOT, capture_output=True, timeout=120
+        )
+        if archive.returncode != 0:
+            raise ValueError(f"git archive {sha[:12]} failed: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True, timeout=120)
+        # compile once now, so the first cold start of the base does not pay for writing __pycache__
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tmp / "src")], capture_output=True, timeout=300)
+        (tmp / ".complete").write_text(f"{ref} {sha}\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    for old in BUILD.glob("base-*"):
+        if old != dest and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    src = (dest / "src").resolve()
+    where = imported_from(src)
+    if not Path(where).resolve().is_relative_to(src):
+        raise ValueError(f"with PYTHONPATH={src} modelyard is imported from {where}, not from the base's tree")
+    subject = _git("show", "-s", "--format=%s", sha)
+    return {"ref": ref, "sha": sha, "src": str(src), "modelyard_file": where, "subject": subject}
+
+
+def working_tree() -> dict[str, Any]:
+    """What the ``modelyard`` target runs: the checkout's src/ as it is on disk (HEAD plus uncommitted edits)."""
+    try:
+        head = _git("rev-parse", "HEAD")
+        dirty = [ln[3:] for ln in _git("status", "--porcelain", "--", "src").splitlines() if ln.strip()]
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)}
+    return {"head": head, "uncommitted_src": dirty}
+
+
 def modelyard_bin() -> Path:
     for candidate in (ROOT / ".venv" / "bin" / "modelyard", Path(sys.executable).parent / "modelyard"):
         if candidate.exists():
@@ -189,7 +272,7 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
     if t.name == "minimal":
         cmd = [sys.executable, str(BENCH / "minimal_proxy.py"), "--port", str(t.port), "--upstream", upstream]
         return cmd, env
-    if t.name.startswith("modelyard"):
+    if is_modelyard(t.name):
         cfg = render(
             BENCH / "modelyard.bench.yaml",
             workdir / "modelyard.yaml",
@@ -198,7 +281,18 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
             MASTER_KEY=MODELYARD_MASTER_KEY,
             WORKDIR=str(workdir.resolve()),
         )
-        cmd = [str(modelyard_bin()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(t.port)]
+        cmd = [str(modelyard_bin())]
+        if t.name.startswith("base"):
+            if t.src is None:
+                raise ValueError("the base tree was not prepared")
+            env = _base_python_env(t.src)
+            boot = (
+                "import sys, modelyard; "
+                f"print({BASE_MARKER!r} + modelyard.__file__, file=sys.stderr, flush=True); "
+                "from modelyard.cli import main; main()"
+            )
+            cmd = [sys.executable, "-c", boot]
+        cmd += ["serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(t.port)]
         if t.workers > 1:
             cmd += ["--workers", str(t.workers)]
         return cmd + extra_modelyard, env
@@ -243,7 +337,11 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
             return None
         if answers(t.port, t.api_key):
             took = time.perf_counter() - t0
-            if t.name.startswith("modelyard"):
+            if t.name.startswith("base") and t.src is not None and not _base_imported(t.log, t.src):
+                t.fail(f"does not run the base's code: {t.log} has no '{BASE_MARKER}{t.src}/...' line")
+                procs.stop(t.proc)
+                return None
+            if is_modelyard(t.name):
                 try:
                     t.api_key = virtual_key(t.port)
                 except (OSError, ValueError, KeyError) as exc:
@@ -255,6 +353,12 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
     t.fail(f"no 200 answer within {timeout:.0f}s: {procs.tail(t.log, 6)}")
     procs.stop(t.proc)
     return None
+
+
+def _base_imported(log: Path, src: Path) -> bool:
+    """The last marker line in the target's log names a file under ``src``."""
+    lines = [ln for ln in procs.tail(log, 400).splitlines() if ln.startswith(BASE_MARKER)]
+    return bool(lines) and Path(lines[-1][len(BASE_MARKER) :].strip()).resolve().is_relative_to(src.resolve())
 
 
 def measure_idle(t: Target, settle: float = 1.0, window: float = 1.0, max_wait: float = 20.0) -> None:
@@ -278,7 +382,7 @@ def measure_idle(t: Target, settle: float = 1.0, window: float = 1.0, max_wait: 
 def cold_start_samples(t: Target, upstream: str, logdir: Path, extra: list[str], n: int, timeout: float) -> None:
     """Extra spawn→first-answer samples on throwaway instances (each killed right after)."""
     for _ in range(n):
-        probe = Target(t.name, workers=t.workers, api_key=t.api_key)
+        probe = Target(t.name, workers=t.workers, api_key=t.api_key, src=t.src)
         try:
             took = launch(probe, upstream, logdir / "cold", extra, timeout)
         finally:

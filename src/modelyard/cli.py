@@ -96,6 +96,10 @@ def serve(
             "OLLAMA_HOST, or write modelyard.yaml (see README: 'Configure'), then restart or send SIGHUP.",
             highlight=False,
         )
+    from modelyard.server.protocol import ENV_LIMITS, Limits, protocol_for
+
+    limits = Limits.from_config(cfg.server)
+
     common = {
         "host": bind_host,
         "port": bind_port,
@@ -105,7 +109,9 @@ def serve(
         "proxy_headers": False,
         "server_header": False,  # no "server: uvicorn" on every answer
         "loop": _loop(),
-        "http": _http(),
+        # uvicorn's httptools protocol with header limits and read timeouts (server/protocol.py)
+        "http": protocol_for(limits),
+        "timeout_keep_alive": cfg.server.keep_alive_s,
         "timeout_graceful_shutdown": 30,
     }
     from modelyard.server.factory import ENV_CONFIG, ENV_WATCH
@@ -120,6 +126,8 @@ def serve(
         return
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""
     os.environ[ENV_WATCH] = "1" if watch else "0"
+    os.environ[ENV_LIMITS] = limits.to_env()
+    common["http"] = "modelyard.server.protocol:EnvLimitedProtocol"  # a class cannot cross to a spawned worker
     uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
 
 
@@ -140,14 +148,6 @@ def _loop() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
-
-
-def _http() -> str:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
 
 
 @config_app.command("check")

@@ -16,6 +16,7 @@ The tree (status in brackets)::
     ├── RateLimitError [429]                   carries retry_after (seconds)
     │   └── BudgetExceededError [429]          a budget would be passed; names it and when it resets
     ├── ModelBusyError [409]                   unload asked for a local model in use
+    ├── ClientClosedError [499]                the client left before its answer started (recorded only)
     ├── CredentialDecryptionError [500]        a stored credential cannot be decrypted
     │   └── WrongMasterKeyError [500]          ... because the master key is not the one used
     ├── ServiceUnavailableError [503]          nothing can serve the request right now
@@ -44,6 +45,7 @@ __all__ = [
     "AllAttemptsFailedError",
     "AuthenticationError",
     "BudgetExceededError",
+    "ClientClosedError",
     "ConfigError",
     "ContentPolicyError",
     "ContextLengthExceededError",
@@ -407,6 +409,14 @@ class StateUnavailableError(ServiceUnavailableError):
     """The shared-state store (Redis) cannot be reached or answered with an error."""
 
     default_code = "state_unavailable"
+
+
+class ClientClosedError(ModelyardError):
+    """The client left before its answer started; the work was cancelled (recorded, never sent)."""
+
+    status_code = 499
+    error_type = "client_closed"
+    default_code = "client_closed"
 
 
 class ModelBusyError(ModelyardError):

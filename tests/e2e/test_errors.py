@@ -71,7 +71,8 @@ def test_oversized_chunked_body(server: ServerProcess) -> None:
         for _ in range(300):
             yield b"x" * 8192
 
-    resp = httpx.post(server.url + "/v1/chat/completions", content=gen(), timeout=30)
+    headers = {"content-type": "application/json"}  # no-key mode refuses other POSTs (403)
+    resp = httpx.post(server.url + "/v1/chat/completions", content=gen(), headers=headers, timeout=30)
     assert_openai_error(resp, 413)
 
 

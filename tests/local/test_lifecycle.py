@@ -207,7 +207,7 @@ async def test_requests_arriving_during_a_load_share_it(stack: AsyncExitStack) -
     await asyncio.gather(*(request() for _ in range(5)))
     took = time.perf_counter() - start
     assert engine.loads["m"] == 1 and peak == 5
-    assert 0.2 <= took < 0.5
+    assert 0.2 <= took < 1.0  # peak == 5 proves the overlap; the bound only catches a serial queue
     assert states(events, "m") == ["loading", "ready", "in_use", "ready"]
 
 
@@ -234,7 +234,7 @@ async def test_a_wait_known_to_exceed_the_timeout_fails_at_once(stack: AsyncExit
     start = time.perf_counter()
     with pytest.raises(UpstreamTimeoutError, match="last load took") as info:
         await m.ensure_loaded("m", timeout=0.1)
-    assert time.perf_counter() - start < 0.05 and info.value.phase == "load"
+    assert time.perf_counter() - start < 0.25 and info.value.phase == "load"  # the load takes 0.3 s
     await reload
 
 

@@ -93,7 +93,7 @@ async def test_concurrent_requests_share_one_load(stack: AsyncExitStack, fake: F
 
     start = time.perf_counter()
     results = await asyncio.gather(*(p.chat(req("a"), LLAMA, CALL) for _ in range(3)), stream())
-    assert 0.3 <= time.perf_counter() - start < 0.8
+    assert 0.3 <= time.perf_counter() - start < 1.5  # load_count == 1 proves the sharing
     assert len(results) == 4 and fake.load_count(LLAMA) == 1
     assert [r["path"] for r in fake.requests].count("/api/generate") == 1
     assert states(events, LLAMA)[:3] == ["loading", "ready", "in_use"] and states(events, LLAMA)[-1] == "ready"
@@ -118,7 +118,7 @@ async def test_load_timeout_from_the_model_config_fails_over_with_phase_load(
     with pytest.raises(UpstreamTimeoutError) as info:
         await dep.provider.chat(req(), dep.upstream, CALL)
     waited = time.perf_counter() - start
-    assert info.value.phase == "load" and info.value.retryable and 0.15 <= waited < 0.45
+    assert info.value.phase == "load" and info.value.retryable and 0.15 <= waited < 0.58  # the load takes 0.6 s
     assert info.value.provider == "box" and info.value.model == LLAMA
     await until(lambda: fake.is_loaded(LLAMA))  # the load went on in the background
     await dep.provider.chat(req(), dep.upstream, CALL)

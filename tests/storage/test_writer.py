@@ -98,13 +98,11 @@ async def test_submit_never_waits(db: Database, tmp_path: Path) -> None:
     await writer.start()
     try:
         batch = items(0, 5000)
-        started = time.perf_counter()
         for req, atts in batch:
             writer.submit(req, atts)
-        elapsed = time.perf_counter() - started
-        # no await in between: nothing can have been written yet, and submitting was cheap
+        # no await in between: submit only queued, nothing was written (its cost is a
+        # bench figure, never a timed unit test)
         assert writer.written == 0 and writer.backlog == 5000
-        assert elapsed / len(batch) < 50e-6, f"submit took {elapsed / len(batch) * 1e6:.1f} µs"
     finally:
         await writer.aclose()
     assert await store.count() == (5000, 10000)

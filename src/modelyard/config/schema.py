@@ -51,6 +51,17 @@ class ServerConfig(_Strict):
     #: largest accepted request body, in megabytes
     max_body_mb: float = Field(20, gt=0)
     master_key: SecretStr | None = None
+    #: the request line and headers of one request: at most this many KiB and headers (else 431)
+    max_header_kb: float = Field(64, gt=0, le=1024)
+    max_headers: int = Field(128, ge=8, le=10_000)
+    #: seconds for a client to send a request's headers, and the longest pause inside its body
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    #: seconds an idle keep-alive connection stays open
+    keep_alive_s: float = Field(5.0, gt=0, le=3600)
+    #: without a master key: Host/Origin values besides loopback that may use the gateway
+    #: (``gateway.internal``, ``gateway.internal:4000``); see SECURITY.md
+    allowed_hosts: tuple[str, ...] = ()
 
 
 class TLSConfig(_Strict):

@@ -30,7 +30,7 @@ from typing import Protocol
 from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
 from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
-from modelyard.errors import ModelyardError
+from modelyard.errors import ClientClosedError, ModelyardError
 from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
 from modelyard.ids import IdFactory
 from modelyard.routing.deployment import Deployment, Route
@@ -64,6 +64,10 @@ def resolve_route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
         target = rt.default_route
     route = rt.resolve(target)
     return rt.for_task(route, opts.task) if opts.task else route
+
+
+def _closed() -> ClientClosedError:
+    return ClientClosedError("the client closed the connection before the answer started")
 
 
 def _cost(dep: Deployment, usage: Usage | None) -> float:
@@ -329,6 +333,10 @@ class Pipeline:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
                 raise
+            except asyncio.CancelledError:
+                if acct is not None:
+                    acct.finish(None, error=_closed())
+                raise
             finally:
                 if key_slot is not None:
                     key_slot.release(None)
@@ -428,6 +436,8 @@ class Pipeline:
         except BaseException as exc:
             if acct is not None and isinstance(exc, ModelyardError):
                 acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
+            elif acct is not None and isinstance(exc, asyncio.CancelledError):
+                acct.finish(None, error=_closed())
             holder.unpin(rt)
             raise
         finally:
@@ -489,6 +499,10 @@ class Pipeline:
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
+                raise
+            except asyncio.CancelledError:
+                if acct is not None:
+                    acct.finish(None, error=_closed())
                 raise
             finally:
                 if key_slot is not None:

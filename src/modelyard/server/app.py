@@ -36,8 +36,10 @@ from modelyard.server.errors import (
     request_validation_handler,
     unexpected_error_handler,
 )
+from modelyard.server.guard import RequestGuard
 from modelyard.server.local_api import add_local_routes
 from modelyard.server.openai_api import OpenAIHandlers
+from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
 
@@ -119,29 +121,71 @@ class FastPath:
     FastAPI wraps every request in several middleware layers (error handling, telemetry, body
     limits, an exit stack): about 40 % of the CPU of a proxied request in a profile.  The hot
     handlers do all of that themselves (body limit, OpenAI error JSON), so they skip the stack.
+    Every request first passes the :class:`~modelyard.server.guard.RequestGuard` (body size,
+    authentication before a management body is read, the no-key Host/Origin/Content-Type rules).
+
+    A hot request whose client leaves before its answer starts is cancelled (the connection
+    protocol cancels the task, see :mod:`modelyard.server.protocol`); it ends here quietly.
     """
 
-    def __init__(self, app: FastAPI, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(self, app: FastAPI, routes: dict[tuple[str, str], Handler], gw: AppState) -> None:
         self.app = app
         self.routes = routes
         self.state = app.state
+        self.gw = gw
+        self.guard = RequestGuard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            handler = self.routes.get((scope["method"], scope["path"]))
-            if handler is not None:
-                request = Request(scope, receive)
-                try:
-                    response = await handler(request)
-                except ClientDisconnect:
-                    return  # the client left while sending its request: nobody to answer
-                except ModelyardError as exc:
-                    response = error_response(exc)
-                except Exception as exc:
-                    response = await unexpected_error_handler(request, exc)
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        config = self.gw.holder.current.config
+        refused = self.guard.check(scope, config)
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
+        handler = self.routes.get((scope["method"], scope["path"]))
+        if handler is None:
+            await self._other(scope, receive, send)
+            return
+        scope[CANCEL_ON_DISCONNECT] = True
+        request = Request(scope, receive)
+        try:
+            response = await handler(request)
+        except ClientDisconnect:
+            return  # the client left while sending its request: nobody to answer
+        except asyncio.CancelledError:
+            if scope.get(CLIENT_GONE):
+                _uncancel()
+                return  # the client left before the answer started; the pipeline recorded it
+            raise
+        except ModelyardError as exc:
+            response = error_response(exc)
+        except Exception as exc:
+            response = await unexpected_error_handler(request, exc)
+        await response(scope, receive, send)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything but the hot endpoints: FastAPI, after early auth and with the body limit."""
+        services = self.gw.services
+        if services is not None and self.guard.needs_early_auth(scope):
+            headers = self.guard.headers(scope)
+            try:
+                if scope["path"].startswith("/admin"):
+                    services.auth.require_master(headers)
+                else:
+                    await services.auth.authenticate(headers)
+            except ModelyardError as exc:
+                await error_response(exc)(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        limit = self.guard.policy(self.gw.holder.current.config).max_body
+        await self.app(scope, self.guard.limited(receive, limit), send)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def create_app(gw: AppState) -> FastPath:
@@ -217,7 +261,7 @@ def create_app(gw: AppState) -> FastPath:
         ("GET", "/v1/models"): api.models,
         ("GET", "/health"): handlers.health,
     }
-    return FastPath(app, hot)
+    return FastPath(app, hot, gw)
 
 
 #: collect the youngest generation after this many net allocations (CPython's default: 700)

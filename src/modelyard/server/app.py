@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, PayloadTooLargeError
 from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.routing.health import HealthMonitor
@@ -36,7 +36,7 @@ from modelyard.server.errors import (
     request_validation_handler,
     unexpected_error_handler,
 )
-from modelyard.server.guard import RequestGuard
+from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import add_local_routes
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
@@ -148,7 +148,7 @@ class FastPath:
         if handler is None:
             await self._other(scope, receive, send)
             return
-        scope[CANCEL_ON_DISCONNECT] = True
+        scope[CANCEL_ON_DISCONNECT] = asyncio.current_task()
         request = Request(scope, receive)
         try:
             response = await handler(request)
@@ -178,8 +178,15 @@ class FastPath:
             except ModelyardError as exc:
                 await error_response(exc)(scope, receive, send)
                 return
-        limit = self.guard.policy(self.gw.holder.current.config).max_body
-        await self.app(scope, self.guard.limited(receive, limit), send)
+        body = BodyLimit(receive, send, self.guard.policy(self.gw.holder.current.config).max_body)
+        try:
+            await self.app(scope, body.receive, body.send)
+        except PayloadTooLargeError:
+            if body.started:
+                raise
+        refused = body.error()
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
 
 
 def _uncancel() -> None:

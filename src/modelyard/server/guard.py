@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import Message, Receive, Scope
+from starlette.types import Message, Receive, Scope, Send
 
 from modelyard.config.schema import Config
 from modelyard.errors import ModelyardError, PayloadTooLargeError, PermissionDeniedError
 
-__all__ = ["RequestGuard", "too_large"]
+__all__ = ["BodyLimit", "RequestGuard", "too_large"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "localhost.localdomain"})
 _EXEMPT = frozenset({"/health"})
@@ -126,21 +126,44 @@ class RequestGuard:
     def headers(scope: Scope) -> Headers:
         return Headers(scope=scope)
 
-    @staticmethod
-    def limited(receive: Receive, limit: int) -> Receive:
-        """``receive`` that raises 413 once more than ``limit`` body bytes have arrived."""
-        seen = 0
 
-        async def receive_limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise too_large(limit)
-            return message
+class BodyLimit:
+    """``receive`` and ``send`` for one request to an app that reads its own body (FastAPI).
 
-        return receive_limited
+    Once more than ``limit`` body bytes have arrived, ``receive`` raises the 413 error; an app that
+    turns errors in body parsing into its own 400 (FastAPI does) would hide it, so everything the
+    app sends after that is dropped and :meth:`answer` sends the 413 instead.
+    """
+
+    __slots__ = ("_receive", "_send", "limit", "over", "seen", "started")
+
+    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.seen = 0
+        self.over = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                self.over = True
+                raise too_large(self.limit)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.over:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    def error(self) -> ModelyardError | None:
+        """The 413 to answer with, if the body went over and nothing was sent yet."""
+        return too_large(self.limit) if self.over and not self.started else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -35,8 +35,8 @@ from modelyard.config.schema import ServerConfig
 
 __all__ = ["CANCEL_ON_DISCONNECT", "CLIENT_GONE", "GuardedHttpToolsProtocol", "Limits", "protocol_for"]
 
-#: scope keys: the app marks a request whose work may be cancelled when its client leaves before
-#: the answer starts; the protocol marks it gone before cancelling the task
+#: scope keys: the app puts the task of a request whose work may be cancelled when its client leaves
+#: before the answer starts; the protocol marks it gone before cancelling that task
 CANCEL_ON_DISCONNECT = "modelyard.cancel_on_disconnect"
 CLIENT_GONE = "modelyard.client_gone"
 #: the environment variable that carries the limits to ``--workers`` processes
@@ -114,12 +114,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         cycle = self.cycle
         scope = cast(dict[str, Any], cycle.scope) if cycle is not None else None
-        if scope is not None and not cycle.response_started and scope.get(CANCEL_ON_DISCONNECT):
+        task = scope.get(CANCEL_ON_DISCONNECT) if scope is not None else None
+        if task is not None and scope is not None and not cycle.response_started:
             # The client left before its answer started: nobody will read it.  Cancel the work
-            # (queued or in flight upstream); the pipeline records the request as closed by the client.
+            # (queued or in flight upstream) of this request only (``self.tasks`` is the whole
+            # server's); the pipeline records the request as closed by the client.
             scope[CLIENT_GONE] = True
-            for task in self.tasks:
-                task.cancel()
+            task.cancel()
         super().connection_lost(exc)
 
     # -- header block ------------------------------------------------------------------------

@@ -108,6 +108,17 @@ def test_headers_within_the_limits_are_served(keyless: ServerProcess) -> None:
     assert httpx.get(keyless.url + "/health", headers=headers).status_code == 200
 
 
+def test_a_large_body_sent_with_its_head_in_one_write_is_not_a_large_head(keyless: ServerProcess) -> None:
+    import orjson
+
+    body = orjson.dumps({"model": "gpt", "messages": [{"role": "user", "content": "y" * 400_000}]})
+    extra = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+    with connect(keyless) as sock:
+        sock.sendall(head("/v1/chat/completions", "POST", extra) + body)
+        answer = read_all(sock, timeout=20)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
 # -- D7: read timeouts and keep-alive ----------------------------------------------------------
 
 

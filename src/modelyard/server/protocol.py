@@ -15,9 +15,10 @@ This subclass adds, per connection:
 - a request the app marked cancellable (chat, embeddings) whose client leaves before the answer
   starts has its task cancelled: queued requests leave the queue, upstream calls stop.
 
-Cost on the hot path: two integer additions and two comparisons per header, one timer handle per
-request (armed at its first byte, cancelled when the headers are complete), and a timestamp per
-body chunk; the body timer is re-armed only when it fires early.
+The two timeouts are checked by one watchdog timer per connection, every half of the shorter one,
+so a slow client is cut off between one and one and a half timeouts.  Cost on the hot path: a few
+attribute writes per request and an addition per received chunk (no per-header callback, no timer
+per request: a first version with both cost about 7 % CPU per request at 1 connection).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, cast
 
@@ -97,21 +97,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_bytes = 0
-        self._header_count = 0
         self._too_large = False
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
-        self._last_body = 0.0
+        #: the request head being read: its bytes so far and when its first byte came (None: no
+        #: head in progress: between requests, or reading a body or answering)
+        self._head_bytes = 0
+        self._head_since: float | None = None
+        #: body bytes seen (all requests) and, at the last watchdog tick, their count and time
+        self._body_bytes = 0
+        self._in_body = False
+        self._watched_bytes = -1
+        self._progress_at = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # -- connection --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._head_since = self.loop.time()  # a connection that sends nothing is a head that never ends
+        lim = self.limits
+        self._tick = min(lim.header_timeout_s, lim.body_timeout_s) / 2
+        self._watchdog = self.loop.call_later(self._tick, self._watch)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         cycle = self.cycle
         scope = cast(dict[str, Any], cycle.scope) if cycle is not None else None
         task = scope.get(CANCEL_ON_DISCONNECT) if scope is not None else None
@@ -123,38 +133,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task.cancel()
         super().connection_lost(exc)
 
-    # -- header block ------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._in_body:
+            self._body_bytes += len(data)
+        else:
+            self._head_bytes += len(data)  # may include body bytes: on_headers_complete counts exactly
+        super().data_received(data)
+        # a head still incomplete after this many bytes is too large, whatever follows
+        too_large = self._head_since is not None and self._head_bytes > self.limits.max_header_bytes
+        if too_large and not self.transport.is_closing():
+            self._too_large = True
+            self.send_400_response("header block too large")
+
+    # -- request head ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
-        self._header_count = 0
-        if self._header_timer is None:
-            self._arm_header_timer()
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._too_large = True
-            raise _HeaderLimit
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        self._header_count += 1
-        if self._header_bytes > self.limits.max_header_bytes or self._header_count > self.limits.max_headers:
-            self._too_large = True
-            raise _HeaderLimit
-        super().on_header(name, value)
+        if self._head_since is None:
+            self._head_since = self.loop.time()
+            self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        lim = self.limits
+        if len(self.headers) > lim.max_headers or (
+            self._head_bytes > lim.max_header_bytes and self._exact_head_bytes() > lim.max_header_bytes
+        ):
+            self._too_large = True
+            raise _HeaderLimit  # the parser error path answers with send_400_response (431 below)
+        self._head_since = None
+        self._head_bytes = 0
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
-            self._last_body = time.monotonic()
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_idle)
+        self._in_body = self.cycle is not None and self.cycle.more_body
+
+    def _exact_head_bytes(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head_bytes = 0
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         if not self._too_large:
@@ -174,39 +191,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
-    # -- body --------------------------------------------------------------------------------
+    # -- the watchdog ------------------------------------------------------------------------
 
-    def on_body(self, body: bytes) -> None:
-        self._last_body = time.monotonic()
-        super().on_body(body)
+    def _watch(self) -> None:
+        """Every half of the shorter timeout: close a connection whose head or body is too slow.
 
-    def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-        super().on_message_complete()
-
-    # -- timers ------------------------------------------------------------------------------
-
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_late)
-
-    def _header_late(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-    def _body_idle(self) -> None:
-        self._body_timer = None
-        idle = time.monotonic() - self._last_body
-        if idle < self.limits.body_timeout_s:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s - idle, self._body_idle)
+        One timer per connection instead of one per request keeps the per-request cost at a few
+        attribute writes; a slow client is cut off between one and one and a half timeouts.
+        """
+        self._watchdog = None
+        if self.transport.is_closing():
             return
-        if not self.transport.is_closing():
+        now = self.loop.time()
+        lim = self.limits
+        if self._head_since is not None and now - self._head_since > lim.header_timeout_s:
             self.transport.close()
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
+            return
+        if self._in_body:
+            if self._body_bytes != self._watched_bytes:
+                self._watched_bytes = self._body_bytes
+                self._progress_at = now
+            elif now - self._progress_at > lim.body_timeout_s:
+                self.transport.close()
+                return
+        else:
+            self._watched_bytes = -1
+        self._watchdog = self.loop.call_later(self._tick, self._watch)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
@@ -211,7 +211,7 @@ class Gateway:
         api_key: str | None = None,
         into: StreamResult | None = None,
         **params: Any,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Text deltas as they arrive; pass ``into=StreamResult()`` to get the final :class:`ChatResult`.
 
         Leaving the loop early (``break``, an exception, ``aclose()``) ends the upstream call and
@@ -263,11 +263,16 @@ class Gateway:
     def stream_sync(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[str]:
         """:meth:`stream` for synchronous code."""
         agen = self.stream(messages, **kwargs)
-        while True:
-            try:
-                yield self._run(anext(agen))  # type: ignore[arg-type]
-            except StopAsyncIteration:
-                return
+        try:
+            while True:
+                try:
+                    yield self._run(anext(agen))
+                except StopAsyncIteration:
+                    return
+        finally:
+            # leaving early (break, close(), an exception): end the upstream call and record the
+            # request now, as an HTTP client hanging up does, not whenever the generator is collected
+            self._run(agen.aclose())
 
     async def aclose(self) -> None:
         """Close the providers and the services (every queued usage record is written first)."""

@@ -15,6 +15,8 @@ from modelyard.errors import ConfigError
 if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner without it (~3 MB, 25 ms)
     from rich.console import Console
 
+    from modelyard.config.schema import Config
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -96,6 +98,8 @@ def serve(
             "OLLAMA_HOST, or write modelyard.yaml (see README: 'Configure'), then restart or send SIGHUP.",
             highlight=False,
         )
+    for line in _price_warnings(cfg):
+        _console(stderr=True).print(f"[yellow]warning[/]: {line}", highlight=False)
     from modelyard.server.protocol import ENV_LIMITS, Limits, protocol_for
 
     limits = Limits.from_config(cfg.server)
@@ -166,6 +170,19 @@ def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to val
         + (f", default route {cfg.default_route}" if cfg.default_route else ""),
         highlight=False,
     )
+    for line in _price_warnings(cfg):
+        console.print(f"[yellow]warning[/]: {line}", highlight=False)
+
+
+def _price_warnings(cfg: Config) -> list[str]:
+    """One line per configured model that costs money but has no price."""
+    from modelyard.config.prices import unpriced_models
+
+    return [
+        f"models.{name}: no price for {cfg.models[name].model or name!r}: its calls count as $0 in costs and "
+        "budgets; set input_cost_per_mtok/output_cost_per_mtok, or free: true if it costs nothing"
+        for name in unpriced_models(cfg)
+    ]
 
 
 @app.command()

@@ -29,7 +29,9 @@ The tree (status in brackets)::
         ├── UpstreamMalformedError [502]       the upstream sent something we cannot parse
         └── UpstreamValidationError [502]      the answer failed the route's output validators
 
-Errors become OpenAI-style JSON in exactly one place: ``ModelyardError.to_openai()``, used by
+Every message passes through :func:`modelyard.scrub.scrub` when the error is built, so no
+configured secret or key-shaped string reaches a body, a record or a log.  Errors become
+OpenAI-style JSON in exactly one place: ``ModelyardError.to_openai()``, used by
 ``modelyard.server.errors``.  Messages never contain secrets: adapters build them from upstream
 error bodies, never from request headers.
 """
@@ -37,6 +39,8 @@ error bodies, never from request headers.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from modelyard.scrub import scrub
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -79,6 +83,7 @@ class ModelyardError(Exception):
     default_code: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        message = scrub(message)  # no secret survives into a body, a record or a log (modelyard.scrub)
         super().__init__(message)
         self.message = message
         self.param = param

@@ -24,6 +24,7 @@ from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
+from modelyard.scrub import Scrubber
 from modelyard.validators import build_validators, check_model_name
 
 __all__ = ["Runtime", "RuntimeHolder", "sync_runtime"]
@@ -55,6 +56,19 @@ def _new_state(name: str, cfg: ModelConfig) -> ModelState:
     )
 
 
+def _secrets(config: Config) -> list[str]:
+    """Every secret value of a config: provider keys and header values, the master key."""
+    out: list[str] = []
+    for pcfg in config.providers.values():
+        if pcfg.api_key is not None:
+            out.append(pcfg.api_key.get_secret_value())
+        out.extend(pcfg.headers.values())
+    master = config.master_key()
+    if master:
+        out.append(master)
+    return out
+
+
 class Runtime:
     """Everything a request needs, precomputed from one config version."""
 
@@ -74,6 +88,8 @@ class Runtime:
         self.routes: dict[str, Route] = {name: self._route(name, rcfg) for name, rcfg in config.routes.items()}
         self._adhoc: OrderedDict[str, Route] = OrderedDict()
         self.default_route = config.default_route
+        #: removes this config's secrets from every error message (see modelyard.scrub)
+        self.scrubber = Scrubber(_secrets(config))
 
     def _deployment(self, name: str, cfg: ModelConfig, previous: Runtime | None) -> Deployment:
         provider = self.providers[cfg.provider]

@@ -22,6 +22,7 @@ from modelyard.accounting.pricing import (
     worst_case_cost,
     worst_case_output_tokens,
 )
+from modelyard.config.prices import TAKEN
 from modelyard.config.schema import ModelConfig
 from modelyard.types import ChatRequest, ContentPart, Message, ResponseFormat, Tool, ToolCall, Usage
 
@@ -61,8 +62,8 @@ def test_lookup_handles_dated_names_and_prefixes(name: str, entry: str) -> None:
 
 
 def test_snapshot_with_its_own_price_wins_over_the_alias() -> None:
-    assert lookup_price("gpt-4o-2024-05-13") == Price(5.0, 15.0)
-    assert lookup_price("gpt-4o") == Price(2.5, 10.0, 1.25)
+    assert lookup_price("gpt-4o-2024-05-13") == Price(5.0, 15.0, source_date=TAKEN)
+    assert lookup_price("gpt-4o") == Price(2.5, 10.0, 1.25, source_date=TAKEN)
 
 
 @pytest.mark.parametrize(

@@ -254,7 +254,7 @@ def test_response_cache(acct_server: ServerProcess, fakes: dict[str, FakeServer]
 def test_metrics(acct_server: ServerProcess) -> None:
     srv = acct_server
     assert chat(srv, MASTER).status_code == 200
-    text = httpx.get(f"{srv.url}/metrics").text
+    text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}).text
     for name in (
         "modelyard_requests_total",
         "modelyard_request_latency_seconds_bucket",

@@ -174,7 +174,7 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _target(b: BudgetConfig, scope: Scope) -> str | None:
+def target_of(b: BudgetConfig, scope: Scope) -> str | None:
     """The scope label a request counts under for budget ``b``, or None when ``b`` does not apply."""
     if b.scope == "global":
         return "global"
@@ -264,7 +264,7 @@ class _LedgerBase:
             parts = []
             since, until = now, now + _MAX_CACHED_PERIOD
             for b in self._budgets.values():
-                label = _target(b, scope)
+                label = target_of(b, scope)
                 if label is None:
                     continue
                 period = period_of(b.period, now)
@@ -385,6 +385,23 @@ class MemoryLedger(_LedgerBase):
                 del self._counters[key]
             c = self._counters[ref.key] = _new_counter(ref)
         return c
+
+    def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
+        """Start the counter of ``budget`` for ``scope`` (``global``, ``key:<id>``...) in its current
+        period at ``usd``/``tokens`` (recorded spend) if it does not exist yet; never adds to one
+        that does.  True when it was created."""
+        b = self._budgets.get(budget)
+        if b is None:
+            return False
+        at = _utc(now)
+        period = period_of(b.period, at)
+        key = self._counter_key(b.name, scope, period.id)
+        if key in self._counters:
+            return False
+        c = self._counters[key] = _new_counter(CounterRef(b.name, scope, period, key))
+        c.used_usd = max(0, round(usd * NANO))
+        c.used_tokens = max(0, int(tokens))
+        return True
 
     async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation:
         at = _utc(now)

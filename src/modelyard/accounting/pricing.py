@@ -13,12 +13,11 @@ first use, and modelyard must work offline).
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from modelyard.config.prices import PRICE_TABLE, Price, lookup_price, normalize_model_name
 from modelyard.config.schema import ModelConfig
 from modelyard.types import ChatRequest, EmbeddingRequest, Usage
 
@@ -40,136 +39,6 @@ __all__ = [
 CACHE_WRITE_MULTIPLIER = 1.25
 #: Output allowance when neither the request nor the model config caps it.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens. ``cached_input`` None: cached reads cost ``input``;
-    ``cache_write`` None: cache writes cost ``input * 1.25``."""
-
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
-
-
-def _p(inp: float, cached: float | None, out: float, write: float | None = None) -> Price:
-    return Price(input=inp, output=out, cached_input=cached, cache_write=write)
-
-
-# Sources (stored copies of the providers' official pricing pages, read for this table in 2026):
-# - OpenAI: https://platform.openai.com/docs/pricing (now developers.openai.com/api/docs/pricing),
-#   standard tier; GPT-4.1/4o/o-series figures as listed 2025-06-03, GPT-5 family as listed from
-#   2025-08 (cached input 90% off for GPT-5, 75% for GPT-4.1/o3/o4-mini, 50% for GPT-4o/o1).
-# - Anthropic: https://platform.claude.com/docs/en/about-claude/pricing ("Model pricing": base input,
-#   5-minute cache writes, cache hits, output).  1-hour cache writes (2x input) are not modelled.
-# - Google: https://ai.google.dev/gemini-api/docs/pricing, paid tier, text input, prompts <= 200k tokens
-#   (Gemini 2.5 Pro doubles its input price above 200k; that tier is not modelled).
-# Batch, flex and priority tiers are not modelled.  Override any field per model in the config
-# (input_cost_per_mtok, output_cost_per_mtok, cached_input_cost_per_mtok).
-PRICE_TABLE: dict[str, Price] = {
-    # OpenAI ------------------------------------------------------------------------------
-    "gpt-5": _p(1.25, 0.125, 10.00),
-    "gpt-5-chat": _p(1.25, 0.125, 10.00),
-    "gpt-5.1": _p(1.25, 0.125, 10.00),
-    "gpt-5-mini": _p(0.25, 0.025, 2.00),
-    "gpt-5-nano": _p(0.05, 0.005, 0.40),
-    "gpt-4.1": _p(2.00, 0.50, 8.00),
-    "gpt-4.1-mini": _p(0.40, 0.10, 1.60),
-    "gpt-4.1-nano": _p(0.10, 0.025, 0.40),
-    "gpt-4o": _p(2.50, 1.25, 10.00),
-    "gpt-4o-2024-05-13": _p(5.00, None, 15.00),
-    "gpt-4o-mini": _p(0.15, 0.075, 0.60),
-    "o1": _p(15.00, 7.50, 60.00),
-    "o1-pro": _p(150.00, None, 600.00),
-    "o1-mini": _p(1.10, 0.55, 4.40),
-    "o3": _p(2.00, 0.50, 8.00),
-    "o3-pro": _p(20.00, None, 80.00),
-    "o3-mini": _p(1.10, 0.55, 4.40),
-    "o4-mini": _p(1.10, 0.275, 4.40),
-    "text-embedding-3-small": _p(0.02, None, 0.0),
-    "text-embedding-3-large": _p(0.13, None, 0.0),
-    "text-embedding-ada-002": _p(0.10, None, 0.0),
-    # Anthropic (input, cache read, output, 5-minute cache write) -------------------------
-    "claude-opus-4-7": _p(5.00, 0.50, 25.00, 6.25),
-    "claude-opus-4-6": _p(5.00, 0.50, 25.00, 6.25),
-    "claude-opus-4-5": _p(5.00, 0.50, 25.00, 6.25),
-    "claude-opus-4-1": _p(15.00, 1.50, 75.00, 18.75),
-    "claude-opus-4": _p(15.00, 1.50, 75.00, 18.75),
-    "claude-sonnet-4-6": _p(3.00, 0.30, 15.00, 3.75),
-    "claude-sonnet-4-5": _p(3.00, 0.30, 15.00, 3.75),
-    "claude-sonnet-4": _p(3.00, 0.30, 15.00, 3.75),
-    "claude-3-7-sonnet": _p(3.00, 0.30, 15.00, 3.75),
-    "claude-3-5-sonnet": _p(3.00, 0.30, 15.00, 3.75),
-    "claude-haiku-4-5": _p(1.00, 0.10, 5.00, 1.25),
-    "claude-3-5-haiku": _p(0.80, 0.08, 4.00, 1.00),
-    "claude-3-opus": _p(15.00, 1.50, 75.00, 18.75),
-    "claude-3-haiku": _p(0.25, 0.03, 1.25, 0.30),
-    # Google Gemini ----------------------------------------------------------------------
-    "gemini-2.5-pro": _p(1.25, 0.125, 10.00),
-    "gemini-2.5-flash": _p(0.30, 0.03, 2.50),
-    "gemini-2.5-flash-lite": _p(0.10, 0.01, 0.40),
-    "gemini-2.0-flash": _p(0.10, 0.025, 0.40),
-    "gemini-2.0-flash-lite": _p(0.075, None, 0.30),
-}
-
-#: Other spellings of table entries.
-_ALIASES = {
-    "claude-opus-4-0": "claude-opus-4",
-    "claude-sonnet-4-0": "claude-sonnet-4",
-    "chatgpt-4o": "gpt-4o",
-}
-
-#: ``provider/model`` and ``provider:model`` prefixes that are not part of the model name.
-_PREFIXES = frozenset(
-    {"openai", "anthropic", "gemini", "google", "azure", "vertex_ai", "vertex", "bedrock", "models", "openrouter"}
-)
-
-#: Suffixes stripped one at a time (dates, versions, previews, aliases) until a table entry matches.
-_SUFFIXES = (
-    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # OpenAI snapshots: gpt-4o-2024-08-06
-    re.compile(r"[-@]\d{8}$"),  # Anthropic snapshots: claude-sonnet-4-5-20250929, Vertex @20240620
-    re.compile(r"-v\d+(:\d+)?$"),  # Bedrock versions: ...-v2:0
-    re.compile(r"-(latest|exp)$"),
-    re.compile(r"-(preview|exp)(-\d{2}-\d{2,4})?$"),  # Gemini previews: -preview-05-20, -exp-03-25
-    re.compile(r"-\d{3}$"),  # Gemini stable versions: gemini-2.0-flash-001
-)
-
-
-def normalize_model_name(name: str) -> str:
-    """Lower-case, without a known provider prefix (``openai/``, ``models/``, ``anthropic.``)."""
-    n = name.strip().lower()
-    while True:
-        head, sep, rest = n.partition("/")
-        if sep and rest:
-            n = rest
-            continue
-        head, sep, rest = n.partition(":")
-        if sep and rest and head in _PREFIXES:
-            n = rest
-            continue
-        break
-    for vendor in ("anthropic.", "us.anthropic.", "eu.anthropic.", "apac.anthropic."):
-        if n.startswith(vendor):
-            n = n[len(vendor) :]
-    return n
-
-
-def lookup_price(upstream_model: str) -> Price | None:
-    """The built-in price of a model, or None when the table does not know it."""
-    n = normalize_model_name(upstream_model)
-    for _ in range(len(_SUFFIXES) + 1):
-        hit = PRICE_TABLE.get(_ALIASES.get(n, n))
-        if hit is not None:
-            return hit
-        for pattern in _SUFFIXES:
-            stripped = pattern.sub("", n)
-            if stripped != n and stripped:
-                n = stripped
-                break
-        else:
-            return None
-    return None
 
 
 def price_for(model_cfg: ModelConfig | None, upstream_model: str) -> Price | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, Reservation, Scope
+from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, Reservation, Scope, target_of
 from modelyard.accounting.pricing import (
     Price,
     cost,
@@ -76,6 +76,16 @@ class Accountant:
         self._http: Transport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: list[BudgetEvent] = []
+
+    def usd_budget_for(self, scope: Scope) -> str | None:
+        """The name of a USD budget that applies to a request of ``scope``, or None."""
+        ledger = self.ledger
+        if ledger is None or not self.has_budgets:
+            return None
+        for b in getattr(ledger, "budgets", ()):
+            if b.limit_usd is not None and target_of(b, scope) is not None:
+                return str(b.name)
+        return None
 
     def price(self, dep: Deployment) -> Price | None:
         cached = self._prices.get(id(dep))
@@ -228,7 +238,9 @@ class RequestAccounting:
         if not isinstance(token, Reservation) or self.acct.ledger is None:
             return
         try:
-            if ok and usage is not None:
+            # settled whenever there is usage: the upstream's, or (ok=False) the estimate of what a
+            # call that ended early produced (see RoutedStream and the router); released otherwise
+            if usage is not None:
                 events = await self.acct.ledger.settle(
                     token, usd=cost(self.acct.price(dep), usage), tokens=usage.total_tokens
                 )

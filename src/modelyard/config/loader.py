@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from modelyard.config.prices import unpriced_under_budgets
 from modelyard.config.schema import (
     LOCAL_KINDS,
     LOCAL_MODEL_FIELDS,
@@ -253,6 +254,7 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 build_validator(spec, json_schema=route.json_schema)
             except ValueError as exc:
                 problems.append((f"routes.{name}.validators[{i}]", str(exc)))
+    problems.extend(unpriced_under_budgets(cfg))
     if cfg.default_route is not None and cfg.default_route not in cfg.routes and (cfg.default_route not in cfg.models):
         problems.append(("default_route", _unknown("route or model", cfg.default_route, {**cfg.routes, **cfg.models})))
     return problems

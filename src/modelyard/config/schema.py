@@ -62,6 +62,12 @@ class ServerConfig(_Strict):
     #: without a master key: Host/Origin values besides loopback that may use the gateway
     #: (``gateway.internal``, ``gateway.internal:4000``); see SECURITY.md
     allowed_hosts: tuple[str, ...] = ()
+    #: a token that reads /metrics besides the master key (for Prometheus); see docs/api.md
+    metrics_token: SecretStr | None = None
+    #: serve /metrics without authentication on this port, bound to 127.0.0.1 only
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    #: label cost and budget metrics with organisation and key ids (off: no tenant ids in /metrics)
+    metrics_org_labels: bool = False
 
 
 class TLSConfig(_Strict):
@@ -232,6 +238,9 @@ class ModelConfig(_Strict):
     input_cost_per_mtok: float | None = Field(None, ge=0)
     output_cost_per_mtok: float | None = Field(None, ge=0)
     cached_input_cost_per_mtok: float | None = Field(None, ge=0)
+    #: the model costs nothing (a self-hosted endpoint): no price needed under USD budgets.
+    #: Unset: true for local providers (ollama, llamacpp), false otherwise
+    free: bool | None = None
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     max_concurrency: int | None = Field(None, ge=1)

@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from modelyard.accounting.budgets import Scope
 from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
 from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
-from modelyard.errors import ClientClosedError, ModelyardError
+from modelyard.errors import ClientClosedError, InvalidRequestError, ModelyardError
 from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
 from modelyard.ids import IdFactory
 from modelyard.routing.deployment import Deployment, Route
@@ -38,6 +39,7 @@ from modelyard.routing.options import RequestOptions
 from modelyard.routing.router import Attempt, Router, RouteResult, estimate_embedding_tokens, estimate_tokens
 from modelyard.routing.streams import RoutedStream
 from modelyard.runtime import Runtime, RuntimeHolder
+from modelyard.scrub import use as use_scrubber
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 
 __all__ = ["Pipeline", "PipelineServices", "Served", "ServedEmbeddings", "ServedStream", "resolve_route"]
@@ -64,6 +66,24 @@ def resolve_route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
         target = rt.default_route
     route = rt.resolve(target)
     return rt.for_task(route, opts.task) if opts.task else route
+
+
+def _refuse_unpriced_adhoc(route: Route, accountant: Accountant, principal: Principal) -> None:
+    """D5: an ad-hoc ``provider:model`` with no price, under a USD budget of the caller, would be
+    served and counted as $0, walking around the budget: refuse it (400) before anything is sent."""
+    dep = route.pool[0]
+    free = dep.config.free if dep.config.free is not None else dep.provider.is_local
+    if free or price_for(dep.config, dep.upstream) is not None:
+        return
+    budget = accountant.usd_budget_for(Scope(principal.org_id, principal.key_id, route.name, dep.name))
+    if budget is not None:
+        raise InvalidRequestError(
+            f"{route.name!r} has no price, and the USD budget {budget!r} applies to this request: its cost "
+            "could not be counted. Use a configured model, or ask the operator to configure this one with "
+            "a price (input_cost_per_mtok/output_cost_per_mtok) or free: true",
+            param="model",
+            code="model_not_priced",
+        )
 
 
 def _closed() -> ClientClosedError:
@@ -279,6 +299,8 @@ class Pipeline:
         services = self.services
         if services is None:
             return _Admitted(route, None, None, None)
+        if route.name not in rt.routes and route.name not in rt.models:
+            _refuse_unpriced_adhoc(route, services.accountant, principal)
         acct = services.accountant.request(
             req,
             rt=rt,
@@ -319,6 +341,7 @@ class Pipeline:
         acct: RequestAccounting | None = None
         key_slot = None
         async with self.holder.use() as rt:
+            use_scrubber(rt.scrubber)
             try:
                 admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=False)
                 acct = admitted.acct
@@ -409,6 +432,7 @@ class Pipeline:
         key_slot = None
         holder = self.holder
         rt = holder.pin()  # until the stream's aclose: the stream outlives this call
+        use_scrubber(rt.scrubber)
         try:
             admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=True)
             acct = admitted.acct
@@ -481,6 +505,7 @@ class Pipeline:
         acct: RequestAccounting | None = None
         key_slot = None
         async with self.holder.use() as rt:
+            use_scrubber(rt.scrubber)
             try:
                 admitted = self._admit(
                     rt,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger
+from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, MemoryLedger, make_ledger, period_of
 from modelyard.accounting.service import Accountant
 from modelyard.accounting.writer import UsageWriter
 from modelyard.cache.base import ResponseCache, make_cache
@@ -151,6 +151,35 @@ class Services:
         budgets = [*self.config_budgets, *key_budgets]
         self.ledger.reconfigure(budgets)
         self.accountant.has_budgets = bool(budgets)
+        await self.rebuild_budgets(budgets)
+
+    async def rebuild_budgets(self, budgets: Sequence[BudgetConfig]) -> int:
+        """Counters of an in-memory ledger start from the recorded spend of their period.
+
+        A process that starts (or a budget that is added) with ``state: memory`` would otherwise
+        begin every budget at 0: a ``total`` budget would start again after each restart.  One
+        grouped query per budget over the usage records; a counter that exists is never touched
+        (nothing is added twice, however often this runs).  With Redis the counters live on in
+        Redis.  Returns the number of counters created."""
+        ledger = self.ledger
+        if not isinstance(ledger, MemoryLedger):
+            return 0
+        now = datetime.now(UTC)
+        created = 0
+        for b in budgets:
+            period = period_of(b.period, now)
+            try:
+                rows = await self.usage.spend_by(b.scope, since=period.start, target=b.target)
+            except Exception as exc:  # the store is down: start from 0 rather than not at all
+                log.warning("budget %s: cannot read the recorded spend (%s); its counter starts at 0", b.name, exc)
+                continue
+            for value, usd, tokens in rows:
+                if b.scope != "global" and value is None:
+                    continue
+                label = "global" if b.scope == "global" else f"{b.scope}:{value}"
+                if (usd or tokens) and ledger.seed(b.name, label, usd=usd, tokens=tokens, now=now):
+                    created += 1
+        return created
 
     def _store_event(self, event: BudgetEvent) -> None:
         stored = StoredEvent(

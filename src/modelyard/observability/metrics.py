@@ -65,16 +65,25 @@ class _LiveCollector(Collector):
             used = GaugeMetricFamily(
                 "modelyard_budget_used_fraction", "Budget use (used / limit)", labels=["budget", "scope"]
             )
+            org_labels = rt.config.server.metrics_org_labels
             for b in budgets:
-                used.add_metric([b["name"], b.get("scope_key") or ""], float(b.get("fraction") or 0.0))
+                scope = str(b.get("scope_key") or "")
+                if not org_labels:  # "key:key_123" -> "key": no tenant ids unless asked for
+                    scope = scope.split(":", 1)[0]
+                used.add_metric([b["name"], scope], float(b.get("fraction") or 0.0))
             yield used
         version = GaugeMetricFamily("modelyard_config_version", "The live config version", value=rt.version)
         yield version
 
 
+#: the label of every model or route that is not in the config (``provider:model`` requests)
+ADHOC = "adhoc"
+
+
 class Metrics:
     def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._runtime = runtime
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
@@ -119,27 +128,34 @@ class Metrics:
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None:
         status = str(rec.status or (200 if rec.success else 500))
         child = self._child
+        rt = self._runtime()
+        # labels are bounded: configured names, or one "adhoc" bucket for provider:model requests
+        # (every client-chosen string would be a new time series forever)
+        model = rec.model if rec.model in rt.models else ADHOC
+        route = rec.route if rec.route in rt.routes or rec.route in rt.models else ADHOC
+        org = (rec.org_id or "") if rt.config.server.metrics_org_labels else ""
         fallback = "true" if rec.fallback else "false"
-        child(self.requests, rec.route, rec.model, status, fallback, "hit" if rec.cache_hit else "miss").inc()
-        child(self.latency, rec.route, rec.model).observe(rec.latency_ms / 1000)
+        child(self.requests, route, model, status, fallback, "hit" if rec.cache_hit else "miss").inc()
+        child(self.latency, route, model).observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
-            child(self.ttft, rec.route, rec.model).observe(rec.ttft_ms / 1000)
+            child(self.ttft, route, model).observe(rec.ttft_ms / 1000)
         if overhead_ms is not None:
             self.overhead.observe(max(0.0, overhead_ms) / 1000)
         if rec.tokens_in:
-            child(self.tokens, rec.model, "input").inc(rec.tokens_in)
+            child(self.tokens, model, "input").inc(rec.tokens_in)
         if rec.tokens_out:
-            child(self.tokens, rec.model, "output").inc(rec.tokens_out)
+            child(self.tokens, model, "output").inc(rec.tokens_out)
         if rec.tokens_cached:
-            child(self.tokens, rec.model, "cached").inc(rec.tokens_cached)
+            child(self.tokens, model, "cached").inc(rec.tokens_cached)
         if rec.cost_usd:
-            child(self.cost, rec.model, rec.route, rec.org_id or "").inc(rec.cost_usd)
+            child(self.cost, model, route, org).inc(rec.cost_usd)
         if rec.baseline_cost_usd is not None and rec.baseline_cost_usd > rec.cost_usd:
-            child(self.savings, rec.route).inc(rec.baseline_cost_usd - rec.cost_usd)
+            child(self.savings, route).inc(rec.baseline_cost_usd - rec.cost_usd)
         if rec.fallback:
-            child(self.fallbacks, rec.route).inc()
+            child(self.fallbacks, route).inc()
         for a in attempts:
-            child(self.attempts, a.model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
+            a_model = a.model if a.model in rt.models else ADHOC
+            child(self.attempts, a_model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,6 +27,7 @@ from modelyard.errors import (
 )
 from modelyard.local.manager import LocalModelManager
 from modelyard.providers._http import retry_after_from_headers, translate_exception
+from modelyard.scrub import scrub
 from modelyard.transport import Lease, Response, Transport, TransportPlan, plan_transport
 from modelyard.types import (
     ChatChunk,
@@ -129,7 +130,8 @@ class Provider(ABC):
         try:
             models = await self.list_models()
         except Exception as exc:  # a probe reports, it does not raise
-            return HealthResult(False, (time.perf_counter() - start) * 1000, f"{type(exc).__name__}: {exc}")
+            detail = scrub(f"{type(exc).__name__}: {exc}")
+            return HealthResult(False, (time.perf_counter() - start) * 1000, detail)
         return HealthResult(True, (time.perf_counter() - start) * 1000, f"{len(models)} models")
 
     async def aclose(self) -> None:

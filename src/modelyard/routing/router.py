@@ -95,6 +95,23 @@ class RouteResult:
         return self.deployment.name != self.first_choice
 
 
+def _input_tokens(req: ChatRequest) -> int:
+    return estimate_tokens(req) - (req.max_tokens or 256)
+
+
+def _unknown_usage(exc: BaseException, req: ChatRequest) -> Usage | None:
+    """What a failed non-streamed attempt is charged: the input estimate when the upstream had the
+    request and was working on it (the client left, or a timeout after the request was sent: the
+    provider bills it), nothing when it answered with an error or was never reached."""
+    sent = isinstance(exc, asyncio.CancelledError) or (
+        isinstance(exc, UpstreamTimeoutError) and exc.phase not in ("connect", "load", "deadline")
+    )
+    if not sent:
+        return None
+    n_in = _input_tokens(req)
+    return Usage(n_in, 0, n_in, estimated=True)
+
+
 def estimate_tokens(req: ChatRequest) -> int:
     """A fast upper-bound estimate of a request's tokens (about 4 characters a token), for rate limits."""
     chars = 0
@@ -321,9 +338,9 @@ class Router:
                 if validators:
                     texts = [c.message.text() for c in response.choices if not c.message.tool_calls]
                     _validate(validators, texts, dep)
-            except BaseException:
+            except BaseException as exc:
                 if hooks is not None:
-                    await hooks.after(dep, token, None, ok=False)
+                    await hooks.after(dep, token, _unknown_usage(exc, req), ok=False)
                 raise
             if hooks is not None:
                 await hooks.after(dep, token, response.usage, ok=True)
@@ -371,7 +388,14 @@ class Router:
                 await hooks.after(dep, token, usage, ok=ok)
 
         return RoutedStream(
-            result=result, head=head, tail=tail, slot=slot, started=started["t"], ttft_ms=ttft_ms, on_finish=on_finish
+            result=result,
+            head=head,
+            tail=tail,
+            slot=slot,
+            started=started["t"],
+            ttft_ms=ttft_ms,
+            on_finish=on_finish,
+            input_tokens=_input_tokens(req),
         )
 
     def _continuation(

@@ -42,6 +42,10 @@ class RoutedStream:
     on_finish: Callable[[bool, Usage | None], Awaitable[None]] | None = None
     #: set when a continuation model finished the answer
     continued_by: RoutedStream | None = None
+    #: the request's input tokens (estimated) and the answer's characters received so far: a stream
+    #: that ends without the upstream's usage (the client left, a timeout, a cut) is charged these
+    input_tokens: int = 0
+    output_chars: int = 0
     _closed: bool = field(default=False)
 
     async def chunks(self) -> AsyncIterator[ChatChunk]:
@@ -82,6 +86,7 @@ class RoutedStream:
             for chunk in self.head:
                 if chunk.usage is not None:
                     self.usage = chunk.usage
+                self.output_chars += _chars(chunk)
                 yield chunk
             while True:
                 try:
@@ -101,6 +106,7 @@ class RoutedStream:
                     ) from None
                 if chunk.usage is not None:
                     self.usage = chunk.usage
+                self.output_chars += _chars(chunk)
                 yield chunk
             ok = True
         except BaseException as exc:
@@ -122,6 +128,11 @@ class RoutedStream:
         dep = self.result.deployment
         latency = (time.perf_counter() - self.started) * 1000
         attempt = self.result.attempts[-1]
+        if self.usage is None and not ok:
+            # The upstream was answering when the stream ended (client gone, stall, cut): it bills
+            # what it produced, so this is charged too: the input estimate plus the output received.
+            n_out = (self.output_chars + 3) // 4
+            self.usage = Usage(self.input_tokens, n_out, self.input_tokens + n_out, estimated=True)
         attempt.latency_ms = latency
         attempt.usage = self.usage
         self.result.upstream_s += latency / 1000
@@ -160,3 +171,13 @@ def _add(a: Usage | None, b: Usage) -> Usage:
         reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
         estimated=a.estimated or b.estimated,
     )
+
+
+def _chars(chunk: ChatChunk) -> int:
+    n = 0
+    for c in chunk.choices:
+        if c.content:
+            n += len(c.content)
+        for t in c.tool_calls or ():
+            n += len(t.arguments or "") + len(t.name or "")
+    return n

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
+from wsgiref.simple_server import WSGIServer
 
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import start_http_server
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.errors import ModelyardError, PayloadTooLargeError
+from modelyard.errors import AuthenticationError, ModelyardError, PayloadTooLargeError
 from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.routing.health import HealthMonitor
@@ -86,6 +90,24 @@ class _Handlers:
         return Response(orjson.dumps(body), status_code=200 if store_ok is not False else 503, media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics: with a master key (or ``server.metrics_token``), only for that key.
+
+        Without either, the no-key rules of the request guard apply (loopback only).  The separate
+        listener of ``server.metrics_port`` (127.0.0.1 only) needs no key.
+        """
+        config = self.gw.holder.current.config
+        accepted = [t for t in (config.master_key(), _secret(config.server.metrics_token)) if t]
+        if accepted:
+            given = request.headers.get("authorization", "")
+            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not any(hmac.compare_digest(token.encode(), t.encode()) for t in accepted):
+                return error_response(
+                    AuthenticationError(
+                        "/metrics needs 'Authorization: Bearer <master key or server.metrics_token>' "
+                        "(or scrape the local listener of server.metrics_port)",
+                        code="invalid_api_key",
+                    )
+                )
         services = self.gw.services
         if services is None:
             return Response(b"", media_type=CONTENT_TYPE)
@@ -195,6 +217,21 @@ def _uncancel() -> None:
         task.uncancel()
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() or None if value is not None else None
+
+
+def _metrics_listener(gw: AppState) -> WSGIServer | None:
+    """``server.metrics_port``: /metrics without a key, on 127.0.0.1 only (prometheus-client's
+    threaded WSGI server, started once at start-up; a reload does not move it)."""
+    port = gw.holder.current.config.server.metrics_port
+    if port is None or gw.services is None:
+        return None
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=gw.services.metrics.registry)
+    log.info("metrics without authentication on http://127.0.0.1:%d/metrics (server.metrics_port)", port)
+    return server
+
+
 def create_app(gw: AppState) -> FastPath:
     """The ASGI app for one gateway."""
     handlers = _Handlers(gw)
@@ -209,6 +246,7 @@ def create_app(gw: AppState) -> FastPath:
         _install_reload(gw, tasks)
         monitor = HealthMonitor(lambda: gw.holder.current.providers)
         monitor.start()
+        listener = _metrics_listener(gw)
         tune_gc()
         rt = gw.holder.current
         if not rt.providers:
@@ -217,6 +255,9 @@ def create_app(gw: AppState) -> FastPath:
                 "or write modelyard.yaml (see README), then restart or send SIGHUP."
             )
         yield
+        if listener is not None:
+            listener.shutdown()
+            listener.server_close()
         await monitor.aclose()
         for task in tasks:
             task.cancel()

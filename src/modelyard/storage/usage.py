@@ -264,6 +264,28 @@ class UsageStore:
             cost, tokens = (await conn.execute(query)).one()
         return float(cost), int(tokens)
 
+    async def spend_by(
+        self, scope: str, *, since: datetime | None = None, target: str | None = None
+    ) -> list[tuple[str | None, float, int]]:
+        """Cost (USD) and tokens (in + out) since ``since``, per value of a budget scope's column
+        (``global``: one row; ``organization``/``key``/``route``/``model``: one per value), for
+        rebuilding budget counters: one grouped query per budget."""
+        column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route, "model": _T.c.model}.get(scope)
+        conds = self._filters(None, since, None)
+        if column is not None and target is not None:
+            conds.append(column == target)
+        sums = (
+            func.coalesce(func.sum(_T.c.cost_usd), 0.0),
+            func.coalesce(func.sum(_T.c.tokens_in + _T.c.tokens_out), 0),
+        )
+        if column is None:
+            query = select(literal(None), *sums).where(*conds)
+        else:
+            query = select(column, *sums).where(*conds, column.is_not(None)).group_by(column)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(None if r[0] is None else str(r[0]), float(r[1]), int(r[2])) for r in rows]
+
 
 @functools.cache
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:

@@ -60,6 +60,11 @@ def _headers(served: Served | ServedStream | ServedEmbeddings, cache: str | None
     return headers
 
 
+def _usd(value: float) -> str:
+    """A cost for a header: plain decimal, no exponent (``0.00001234``)."""
+    return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
+
+
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     """ASGI header pairs (lower-case names) for a dict of response headers."""
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -148,7 +153,9 @@ class OpenAIHandlers:
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
-                return _JSONAnswer(encode_response(served.response, served.model), _headers(served, served.cache))
+                headers = _headers(served, served.cache)
+                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
+                return _JSONAnswer(encode_response(served.response, served.model, served.cost_usd), headers)
             stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
@@ -171,7 +178,7 @@ class OpenAIHandlers:
                 if chunk.usage is not None and not chunk.choices:
                     if include_usage:
                         usage_sent = True
-                        yield encode_chunk(chunk, model, chunk_id=chunk_id, created=created)
+                        yield encode_chunk(chunk, model, chunk_id=chunk_id, created=created, cost_usd=stream.cost_usd)
                     continue
                 if chunk.usage is not None and not include_usage:
                     chunk = ChatChunk(
@@ -180,7 +187,11 @@ class OpenAIHandlers:
                 elif chunk.usage is not None:
                     usage_sent = True
                 yield encode_chunk(
-                    chunk, chunk.model if stream.continued_by else model, chunk_id=chunk_id, created=created
+                    chunk,
+                    chunk.model if stream.continued_by else model,
+                    chunk_id=chunk_id,
+                    created=created,
+                    cost_usd=stream.cost_usd if chunk.usage is not None else None,
                 )
             if include_usage and not usage_sent:
                 usage = stream.usage or Usage(estimated=True)
@@ -193,7 +204,7 @@ class OpenAIHandlers:
                             "created": created,
                             "model": model,
                             "choices": [],
-                            "usage": encode_usage(usage),
+                            "usage": encode_usage(usage, stream.cost_usd),
                         }
                     )
                     + b"\n\n"
@@ -225,7 +236,9 @@ class OpenAIHandlers:
             served = await pipeline.embed(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
-        return _JSONAnswer(encode_embeddings(served.response, served.model, req.encoding_format), _headers(served))
+        headers = _headers(served)
+        headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
+        return _JSONAnswer(encode_embeddings(served.response, served.model, req.encoding_format), headers)
 
     # -- models --------------------------------------------------------------------------------
 

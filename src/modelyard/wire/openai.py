@@ -418,7 +418,9 @@ def parse_embedding_request(body: dict[str, Any]) -> EmbeddingRequest:
 DONE = b"data: [DONE]\n\n"
 
 
-def encode_usage(u: Usage) -> dict[str, Any]:
+def encode_usage(u: Usage, cost_usd: float | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; ``cost_usd`` (what the call cost, 0 for a cache hit) is modelyard's
+    extension field, which OpenAI's SDKs keep (``usage.model_extra["cost_usd"]`` in Python)."""
     out: dict[str, Any] = {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
@@ -428,6 +430,8 @@ def encode_usage(u: Usage) -> dict[str, Any]:
     }
     if u.estimated:
         out["estimated"] = True
+    if cost_usd is not None:
+        out["cost_usd"] = round(cost_usd, 10)
     return out
 
 
@@ -442,7 +446,7 @@ def _encode_message(m: Message) -> dict[str, Any]:
     return out
 
 
-def encode_response(r: ChatResponse, model: str) -> bytes:
+def encode_response(r: ChatResponse, model: str, cost_usd: float | None = None) -> bytes:
     """A ``chat.completion`` body; ``model`` is the configured name of the model that answered."""
     body: dict[str, Any] = {
         "id": r.id,
@@ -460,13 +464,13 @@ def encode_response(r: ChatResponse, model: str) -> bytes:
         ],
     }
     if r.usage is not None:
-        body["usage"] = encode_usage(r.usage)
+        body["usage"] = encode_usage(r.usage, cost_usd)
     if r.system_fingerprint is not None:
         body["system_fingerprint"] = r.system_fingerprint
     return orjson.dumps(body)
 
 
-def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int) -> bytes:
+def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int, cost_usd: float | None = None) -> bytes:
     """One SSE frame (``data: {...}\\n\\n``) for a chunk, under a stable id for the whole stream."""
     choices = []
     for d in c.choices:
@@ -498,7 +502,7 @@ def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int) -> by
         "choices": choices,
     }
     if c.usage is not None:
-        body["usage"] = encode_usage(c.usage)
+        body["usage"] = encode_usage(c.usage, cost_usd)
     if c.system_fingerprint is not None:
         body["system_fingerprint"] = c.system_fingerprint
     return b"data: " + orjson.dumps(body) + b"\n\n"

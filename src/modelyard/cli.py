@@ -98,7 +98,7 @@ def serve(
             "OLLAMA_HOST, or write modelyard.yaml (see README: 'Configure'), then restart or send SIGHUP.",
             highlight=False,
         )
-    for line in _price_warnings(cfg):
+    for line in _config_warnings(cfg):
         _console(stderr=True).print(f"[yellow]warning[/]: {line}", highlight=False)
     from modelyard.server.protocol import ENV_LIMITS, Limits, protocol_for
 
@@ -170,15 +170,20 @@ def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to val
         + (f", default route {cfg.default_route}" if cfg.default_route else ""),
         highlight=False,
     )
-    for line in _price_warnings(cfg):
+    for line in _config_warnings(cfg):
         console.print(f"[yellow]warning[/]: {line}", highlight=False)
 
 
-def _price_warnings(cfg: Config) -> list[str]:
-    """One line per configured model that costs money but has no price."""
+def _config_warnings(cfg: Config) -> list[str]:
+    """What is valid but probably wrong: unpriced models, renamed keys."""
     from modelyard.config.prices import unpriced_models
 
-    return [
+    renamed = [
+        f"providers.{name}.health_check_interval_s is the old name of health.interval_s (still honoured); rename it"
+        for name, p in cfg.providers.items()
+        if "health_check_interval_s" in p.model_fields_set
+    ]
+    return renamed + [
         f"models.{name}: no price for {cfg.models[name].model or name!r}: its calls count as $0 in costs and "
         "budgets; set input_cost_per_mtok/output_cost_per_mtok, or free: true if it costs nothing"
         for name in unpriced_models(cfg)

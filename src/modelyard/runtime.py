@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 
+from modelyard.config.prices import lookup_price
 from modelyard.config.schema import Config, ModelConfig, RouteConfig
 from modelyard.errors import ConfigError, InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
@@ -69,6 +70,22 @@ def _secrets(config: Config) -> list[str]:
     return out
 
 
+def _probe_model(config: Config, provider: str) -> str | None:
+    """The upstream name of the provider's cheapest configured chat model (for chat probes)."""
+    best: tuple[float, str] | None = None
+    for name, m in config.models.items():
+        if m.provider != provider or m.mode != "chat":
+            continue
+        upstream = m.model or name
+        price = lookup_price(upstream)
+        inp = m.input_cost_per_mtok if m.input_cost_per_mtok is not None else (price.input if price else None)
+        out = m.output_cost_per_mtok if m.output_cost_per_mtok is not None else (price.output if price else None)
+        cost = (inp or 0.0) + (out or 0.0) if inp is not None or out is not None or m.free else float("inf")
+        if best is None or cost < best[0]:
+            best = (cost, upstream)
+    return best[1] if best is not None else None
+
+
 class Runtime:
     """Everything a request needs, precomputed from one config version."""
 
@@ -90,6 +107,8 @@ class Runtime:
         self.default_route = config.default_route
         #: removes this config's secrets from every error message (see modelyard.scrub)
         self.scrubber = Scrubber(_secrets(config))
+        for name, provider in self.providers.items():
+            provider.probe_model = _probe_model(config, name)
 
     def _deployment(self, name: str, cfg: ModelConfig, previous: Runtime | None) -> Deployment:
         provider = self.providers[cfg.provider]

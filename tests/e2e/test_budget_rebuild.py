@@ -7,14 +7,17 @@ and spend reached 170 % of the limit).
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from modelyard.testing import FakeServer
 from tests.e2e.conftest import gateway_config
+from tests.e2e.test_shared_state import redis_url  # noqa: F401 - the fixture
 from tests.helpers import ServerProcess, wait_for
 
 MASTER = "master-key-rebuild-0123456789"
@@ -82,3 +85,39 @@ def test_a_total_budget_spent_before_a_restart_still_refuses(fakes: dict[str, Fa
         assert resp.json()["error"]["code"] == "budget_exceeded"
     finally:
         srv.stop()
+
+
+def test_counters_redis_lost_are_rebuilt_and_live_ones_are_not_doubled(
+    fakes: dict[str, FakeServer],
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the imported fixture
+) -> None:
+    cfg = config(fakes, limit=1.0)
+    name = f"lifetime-{secrets.token_hex(4)}"  # this run's own keys in the shared Redis
+    cfg["budgets"][0]["name"] = name
+    cfg["state"] = redis_url
+    srv = ServerProcess(cfg, tmp_path)
+    try:
+        for _ in range(2):
+            assert chat(srv).status_code == 200
+        assert wait_for(lambda: used(srv).get(name, 0) > 0)
+        spent = used(srv)[name]
+    finally:
+        srv.stop()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        srv = ServerProcess(cfg, tmp_path)  # Redis still has the counter: it is not added to
+        try:
+            assert used(srv)[name] == pytest.approx(spent, rel=1e-6)
+        finally:
+            srv.stop()
+        lost = list(client.scan_iter(match=f"*{name}*"))
+        assert lost
+        client.delete(*lost)  # Redis lost them (a flush, an eviction, a new instance)
+        srv = ServerProcess(cfg, tmp_path)
+        try:
+            assert used(srv)[name] == pytest.approx(spent, rel=1e-6)
+        finally:
+            srv.stop()
+    finally:
+        client.close()

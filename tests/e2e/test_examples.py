@@ -19,13 +19,13 @@ EXAMPLES = ROOT / "examples"
 MSG = [{"role": "user", "content": "hello"}]
 
 AGENTS = {
-    "project-planner": (["m1"], ["m2", "m3"]),
-    "frontend-developer": (["m4", "m5", "m6"], ["m7", "m8"]),
-    "backend-developer": (["m9", "m10", "m11"], ["m12", "m13"]),
-    "database-designer": (["m14", "m15"], ["m16"]),
-    "ui-ux-designer": (["m17", "m18"], ["m19"]),
-    "code-reviewer": (["m3"], ["m1", "m2"]),
-    "deployment-agent": (["m19"], ["m18", "m17"]),
+    "project-planner": (["model_1"], ["model_2", "model_3"]),
+    "frontend-developer": (["model_4", "model_5", "model_6"], ["model_7", "model_8"]),
+    "backend-developer": (["model_9", "model_10", "model_11"], ["model_12", "model_13"]),
+    "database-designer": (["model_14", "model_15"], ["model_16"]),
+    "ui-ux-designer": (["model_17", "model_18"], ["model_19"]),
+    "code-reviewer": (["model_3"], ["model_1", "model_2"]),
+    "deployment-agent": (["model_19"], ["model_18", "model_17"]),
 }
 
 
@@ -42,27 +42,52 @@ async def test_agents_allocation_round_robin_and_backups(vanchin: FakeOpenAI) ->
         route = cfg.routes[name]
         assert list(route.models) == primary and list(route.fallbacks) == backups
         assert route.strategy == "round_robin"
+    assert list(cfg.models) == [f"model_{i}" for i in range(1, 20)]
     assert all(m.max_concurrency == 5 and m.timeout_s == 30 and m.max_queue > 0 for m in cfg.models.values())
+    assert all(m.rpm == 60 and m.description for m in cfg.models.values())
+    (pool,) = cfg.budgets
+    assert (pool.scope, pool.limit_tokens, pool.period, pool.alert_at) == ("global", 20_000_000, "total", (0.8,))
+    assert all(r.cache_ttl_s == 3600 and r.cache_max_ttl_s == 86400 for r in cfg.routes.values())
     async with Gateway(cfg, database=None) as gw:
-        for _ in range(6):
-            res = await gw.chat(MSG, route="frontend-developer", raise_on_error=True)
-            assert res.model_used in ("m4", "m5", "m6")
-        assert [vanchin.attempts(m) for m in ("m4", "m5", "m6")] == [2, 2, 2]  # round robin in the pool
-        for m in ("m4", "m5", "m6"):
+        for _ in range(6):  # the route caches answers: ask past the cache to see the rotation
+            res = await gw.chat(MSG, route="frontend-developer", modelyard={"cache": False}, raise_on_error=True)
+            assert res.model_used in ("model_4", "model_5", "model_6")
+        assert [vanchin.attempts(m) for m in ("model_4", "model_5", "model_6")] == [2, 2, 2]  # round robin in the pool
+        for m in ("model_4", "model_5", "model_6"):
             vanchin.inject(m, status=503)
-        res = await gw.chat(MSG, route="frontend-developer", raise_on_error=True)
-        assert res.model_used == "m7" and res.is_fallback
+        res = await gw.chat(MSG, route="frontend-developer", modelyard={"cache": False}, raise_on_error=True)
+        assert res.model_used == "model_7" and res.is_fallback
         vanchin.clear_faults()
         for name, (primary, _) in AGENTS.items():
-            res = await gw.chat(MSG, route=name, raise_on_error=True)
+            res = await gw.chat(MSG, route=name, modelyard={"cache": False}, raise_on_error=True)
             assert res.model_used in primary
+
+
+async def test_agents_cache_and_shared_token_pool(vanchin: FakeOpenAI) -> None:
+    cfg = load_config(EXAMPLES / "agents.yaml", env={"VANCHIN_API_KEY": "k", "VANCHIN_BASE_URL": vanchin.base_url})
+    async with Gateway(cfg, database=None) as gw:
+        question = [{"role": "user", "content": "what is our coding style?"}]
+        first = await gw.chat(question, route="code-reviewer", raise_on_error=True)
+        again = await gw.chat(question, route="code-reviewer", raise_on_error=True)
+        assert first.content == again.content and vanchin.attempts("model_3") == 1  # the cache answered
+        static = await gw.chat(
+            [{"role": "user", "content": "the style guide"}],
+            route="code-reviewer",
+            modelyard={"cache_ttl_s": 86400},
+            raise_on_error=True,
+        )
+        assert static.ok
+        assert gw.services is not None
+        rows = {b.budget: b for b in await gw.services.ledger.usage()}
+        pool = rows["shared-pool"]
+        assert pool.limit_tokens == 20_000_000 and pool.used_tokens > 0  # every agent draws on one pool
 
 
 async def test_agents_concurrency_limit_queues(vanchin: FakeOpenAI) -> None:
     cfg = load_config(EXAMPLES / "agents.yaml", env={"VANCHIN_API_KEY": "k", "VANCHIN_BASE_URL": vanchin.base_url})
     async with Gateway(cfg, database=None) as gw:
         vanchin.inject("*", delay_s=0.2)
-        limiter = gw.runtime.models["m19"].state.limiter
+        limiter = gw.runtime.models["model_19"].state.limiter
         peak = 0
 
         async def watch() -> None:
@@ -90,7 +115,13 @@ async def test_local_first_tasks_and_cloud_fallback() -> None:
         }
         cfg = load_config(EXAMPLES / "local-first.yaml", env=env)
         async with Gateway(cfg, database=None) as gw:
-            res = await gw.chat(MSG, modelyard={"task": "diagram"}, raise_on_error=True)
+            route = cfg.routes["assistant"]
+            assert {route.tasks[t] for t in ("erd", "architecture")} == {"mermaid"} and route.tasks["tasks"] == "jira"
+            assert all(r.retries == 2 and r.timeout_s == 120 and r.validators for r in cfg.routes.values())
+            ollama_cfg = cfg.providers["ollama"]
+            assert ollama_cfg.max_loaded == 3 and ollama_cfg.memory_budget_mb == 20000  # type: ignore[union-attr]
+            diagram = [{"role": "user", "content": "graph TD; A-->B"}]  # the fakes echo: a Mermaid answer
+            res = await gw.chat(diagram, modelyard={"task": "diagram"}, raise_on_error=True)
             assert res.model_used == "mermaid-mistral" and not res.is_fallback
             # codellama:13b is not installed in the fake: the cloud answers, and says so
             res = await gw.chat(MSG, modelyard={"task": "code"}, raise_on_error=True)
@@ -103,12 +134,22 @@ async def test_local_first_tasks_and_cloud_fallback() -> None:
             res = await gw.chat(MSG, modelyard={"task": "code", "local_only": True})
             assert not res.ok and "local_only" in (res.error or "")
             assert gemini.attempts() + openai_fake.attempts() == before  # nothing left the machine
+            gemini.clear_faults()
+            # an answer that is not a Mermaid diagram is invalid output: each next model is asked in turn
+            res = await gw.chat([{"role": "user", "content": "say hello"}], modelyard={"task": "erd"})
+            assert not res.ok
+            assert [(a.model, a.error_class) for a in res.attempts] == [
+                ("mermaid-mistral", "validation"),
+                ("gemini-flash", "validation"),
+                ("gpt-4o-mini", "validation"),
+            ]
 
 
 async def test_custom_first_and_explicit_provider_model(vanchin: FakeOpenAI) -> None:
     async with FakeOpenAI() as openai_fake:
         env = {"CUSTOM_BASE_URL": vanchin.base_url, "OPENAI_BASE_URL": openai_fake.base_url, "OPENAI_API_KEY": "o"}
         cfg = load_config(EXAMPLES / "custom-first.yaml", env=env)
+        assert cfg.models["custom-coder"].timeout_s == 30
         async with Gateway(cfg, database=None) as gw:
             res = await gw.chat(MSG, raise_on_error=True)
             assert res.model_used == "custom-coder" and openai_fake.attempts() == 0

@@ -142,6 +142,10 @@ class BudgetLedger(Protocol):
 
     def reconfigure(self, budgets: Sequence[BudgetConfig]) -> None: ...
 
+    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
+        """Create a missing counter at recorded spend (never touches an existing one)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -386,7 +390,7 @@ class MemoryLedger(_LedgerBase):
             c = self._counters[ref.key] = _new_counter(ref)
         return c
 
-    def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
+    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
         """Start the counter of ``budget`` for ``scope`` (``global``, ``key:<id>``...) in its current
         period at ``usd``/``tokens`` (recorded spend) if it does not exist yet; never adds to one
         that does.  True when it was created."""

@@ -33,7 +33,7 @@ from modelyard.accounting.budgets import (
     period_of,
 )
 from modelyard.config.schema import BudgetConfig
-from modelyard.storage.lua import RESERVE_LUA, SETTLE_LUA
+from modelyard.storage.lua import RESERVE_LUA, SEED_LUA, SETTLE_LUA
 from modelyard.storage.redis import LuaScript, RedisError, unavailable
 
 __all__ = ["RedisLedger"]
@@ -58,6 +58,24 @@ class RedisLedger(_LedgerBase):
         self._owns_client = owns_client
         self._reserve = LuaScript(RESERVE_LUA)
         self._settle = LuaScript(SETTLE_LUA)
+        self._seed = LuaScript(SEED_LUA)
+
+    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
+        """Create the counter of ``budget`` for ``scope`` in its current period at recorded spend,
+        only when Redis does not have it (it was lost); never adds to a live counter."""
+        b = self._budgets.get(budget)
+        if b is None:
+            return False
+        at = _utc(now)
+        period = period_of(b.period, at)
+        spec = {
+            "usd": max(0, round(usd * NANO)),
+            "tok": max(0, int(tokens)),
+            "target": scope,
+            "ttl": _ttl_ms(period, at),
+        }
+        keys = [self._counter_key(b.name, scope, period.id), self._targets_key(b.name, period.id)]
+        return bool(await self._run(self._seed, keys, spec))
 
     def _res_key(self, rid: str) -> str:
         return f"{self.prefix}r|{rid}"

@@ -289,6 +289,7 @@ class RequestAccounting:
             status=a.status,
             fallback=a.model != first_choice,
             stream=self.stream,
+            error_message=a.message[:300] if not a.ok and a.message else None,
         )
 
     def finish(

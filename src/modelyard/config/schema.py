@@ -70,6 +70,27 @@ class ServerConfig(_Strict):
     metrics_org_labels: bool = False
 
 
+class HealthConfig(_Strict):
+    """Active health checks of one provider.
+
+    ``list_models`` (default): ``GET /models`` (or the kind's listing); when the upstream does not
+    serve it (404/405), a 1-token chat probe instead.  ``chat_probe``: a 1-token completion on the
+    provider's cheapest configured model, skipped while real traffic shows the provider healthy.
+    ``none``: no active check (passive health from real traffic still applies).
+    """
+
+    method: Literal["list_models", "chat_probe", "none"] = "list_models"
+    #: seconds between checks; unset: ``health_check_interval_s`` (30) for list_models, 300 for chat_probe
+    interval_s: float | None = Field(None, ge=0)
+
+    def interval(self, legacy_s: float) -> float:
+        if self.method == "none":
+            return 0.0
+        if self.interval_s is not None:
+            return self.interval_s
+        return 300.0 if self.method == "chat_probe" else legacy_s
+
+
 class TLSConfig(_Strict):
     """TLS towards one provider's upstream (see docs/providers.md, "Network: proxies and TLS")."""
 
@@ -114,8 +135,10 @@ class ProviderConfigBase(_Strict):
     connect_timeout_s: float = Field(5.0, gt=0)
     #: size of the pooled connection set to this provider
     max_connections: int = Field(256, ge=1)
-    #: seconds between active health checks (a cheap model listing); 0 turns them off
+    #: old name of ``health.interval_s`` (an alias; ``config check`` warns about it)
     health_check_interval_s: float = Field(30.0, ge=0)
+    #: how this provider's health is checked: see HealthConfig
+    health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     #: True for providers that run on this machine or network (a vLLM server behind ``kind: openai``,
     #: say); unset: by kind (ollama and llamacpp are local)
     local: bool | None = None
@@ -238,6 +261,8 @@ class ModelConfig(_Strict):
     input_cost_per_mtok: float | None = Field(None, ge=0)
     output_cost_per_mtok: float | None = Field(None, ge=0)
     cached_input_cost_per_mtok: float | None = Field(None, ge=0)
+    #: what the model is for (shown in /v1/models and config check)
+    description: str | None = Field(None, max_length=500)
     #: the model costs nothing (a self-hosted endpoint): no price needed under USD budgets.
     #: Unset: true for local providers (ollama, llamacpp), false otherwise
     free: bool | None = None
@@ -296,6 +321,8 @@ class RouteConfig(_Strict):
     baseline_model: str | None = None
     #: exact-match response cache lifetime for this route (unset: no caching)
     cache_ttl_s: float | None = Field(None, gt=0)
+    #: the longest TTL a request may ask for with the cache_ttl_s option (unset: cache_ttl_s)
+    cache_max_ttl_s: float | None = Field(None, gt=0)
 
 
 class BudgetConfig(_Strict):

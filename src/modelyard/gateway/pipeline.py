@@ -366,7 +366,7 @@ class Pipeline:
             overhead = (time.perf_counter() - t0 - result.upstream_s) * 1000
             if acct is not None:
                 acct.finish(result, usage=response.usage, overhead_ms=overhead)
-            ttl = route.config.cache_ttl_s
+            ttl = opts.cache_ttl(route.config.cache_ttl_s, route.config.cache_max_ttl_s)
             if admitted.key is not None and self.services is not None and ttl:
                 await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
             return self._served(request_id, response, result, overhead, admitted.cache)
@@ -485,7 +485,7 @@ class Pipeline:
             _routed=routed,
             _acct=acct,
             _cache_key=admitted.key,
-            _cache_ttl=route.config.cache_ttl_s,
+            _cache_ttl=opts.cache_ttl(route.config.cache_ttl_s, route.config.cache_max_ttl_s),
             _kept=[] if admitted.key is not None else None,
         )
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, MemoryLedger, make_ledger, period_of
+from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger, period_of
 from modelyard.accounting.service import Accountant
 from modelyard.accounting.writer import UsageWriter
 from modelyard.cache.base import ResponseCache, make_cache
 from modelyard.config.schema import BudgetConfig, Config
+from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import Authenticator
 from modelyard.observability.metrics import Metrics
 from modelyard.runtime import Runtime
@@ -156,14 +157,13 @@ class Services:
     async def rebuild_budgets(self, budgets: Sequence[BudgetConfig]) -> int:
         """Counters of an in-memory ledger start from the recorded spend of their period.
 
-        A process that starts (or a budget that is added) with ``state: memory`` would otherwise
-        begin every budget at 0: a ``total`` budget would start again after each restart.  One
+        A process that starts (or a budget that is added) with ``state: memory``, or a Redis that
+        lost its keys, would otherwise begin every budget at 0: a ``total`` budget would start
+        again after each restart.  One
         grouped query per budget over the usage records; a counter that exists is never touched
-        (nothing is added twice, however often this runs).  With Redis the counters live on in
-        Redis.  Returns the number of counters created."""
+        (nothing is added twice, however often this runs): with Redis the counters live on in
+        Redis, and are rebuilt only when Redis lost them.  Returns the number of counters created."""
         ledger = self.ledger
-        if not isinstance(ledger, MemoryLedger):
-            return 0
         now = datetime.now(UTC)
         created = 0
         for b in budgets:
@@ -177,8 +177,12 @@ class Services:
                 if b.scope != "global" and value is None:
                     continue
                 label = "global" if b.scope == "global" else f"{b.scope}:{value}"
-                if (usd or tokens) and ledger.seed(b.name, label, usd=usd, tokens=tokens, now=now):
-                    created += 1
+                try:
+                    if (usd or tokens) and await ledger.seed(b.name, label, usd=usd, tokens=tokens, now=now):
+                        created += 1
+                except ModelyardError as exc:  # Redis down: the requests will say so themselves
+                    log.warning("budget %s: cannot rebuild its counter (%s)", b.name, exc.message)
+                    return created
         return created
 
     def _store_event(self, event: BudgetEvent) -> None:

@@ -36,6 +36,7 @@ from modelyard.types import (
     EmbeddingRequest,
     EmbeddingResponse,
     HealthResult,
+    Message,
     UpstreamModel,
 )
 
@@ -124,15 +125,37 @@ class Provider(ABC):
     async def list_models(self) -> list[UpstreamModel]:
         """The models the upstream itself lists."""
 
+    #: the upstream model a chat probe asks (the cheapest configured one; set by the runtime)
+    probe_model: str | None = None
+    #: when (time.monotonic) a real request last succeeded on this provider (set by the router)
+    traffic_ok_at: float | None = None
+
     async def health(self) -> HealthResult:
-        """A cheap probe: list the upstream's models."""
+        """An active check, by ``health.method``: list the upstream's models (a chat probe when the
+        listing is not served: 404/405), or a 1-token chat probe."""
         start = time.perf_counter()
+        method = self.config.health.method
         try:
-            models = await self.list_models()
+            if method == "chat_probe":
+                return await self._chat_probe(start)
+            try:
+                models = await self.list_models()
+            except UpstreamStatusError as exc:
+                if exc.upstream_status in (404, 405) and self.probe_model is not None:
+                    return await self._chat_probe(start, note="the model listing is not served: ")
+                raise
         except Exception as exc:  # a probe reports, it does not raise
             detail = scrub(f"{type(exc).__name__}: {exc}")
             return HealthResult(False, (time.perf_counter() - start) * 1000, detail)
         return HealthResult(True, (time.perf_counter() - start) * 1000, f"{len(models)} models")
+
+    async def _chat_probe(self, start: float, note: str = "") -> HealthResult:
+        model = self.probe_model
+        if model is None:
+            return HealthResult(False, 0.0, "chat_probe: the provider has no configured model to ask")
+        req = ChatRequest(model=model, messages=[Message(role="user", content="ping")], max_tokens=1)
+        await self.chat(req, model, CallOptions(timeout_s=self.config.timeout_s))
+        return HealthResult(True, (time.perf_counter() - start) * 1000, f"{note}1-token chat probe on {model!r} ok")
 
     async def aclose(self) -> None:
         self._closed = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from modelyard.providers.base import Provider
@@ -57,7 +58,8 @@ class HealthMonitor:
         while True:
             now = loop.time()
             for provider in list(self._providers().values()):
-                interval = provider.config.health_check_interval_s
+                cfg = provider.config
+                interval = cfg.health.interval(cfg.health_check_interval_s)
                 if interval <= 0:
                     continue
                 due = self._next.get(id(provider))
@@ -71,6 +73,12 @@ class HealthMonitor:
             await asyncio.sleep(self._tick_s)
 
     async def check(self, provider: Provider) -> None:
+        cfg = provider.config
+        if cfg.health.method == "chat_probe":
+            # a probe costs a (tiny) completion: skip it while real traffic shows the provider works
+            interval = cfg.health.interval(cfg.health_check_interval_s)
+            if provider.traffic_ok_at is not None and time.monotonic() - provider.traffic_ok_at < interval:
+                return
         result = await provider.health()
         before = provider.health_state.state
         provider.health_state.record(result)

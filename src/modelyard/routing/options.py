@@ -21,7 +21,8 @@ _FALSE = {"0", "false", "no", "off"}
 #: upper bounds of the numeric options (a client's timeout only ever shortens the route's)
 MAX_TIMEOUT_S = 3600.0
 MAX_COST_USD = 1e9
-_MAX = {"timeout_s": MAX_TIMEOUT_S, "max_cost_usd": MAX_COST_USD}
+MAX_CACHE_TTL_S = 365 * 86400.0
+_MAX = {"timeout_s": MAX_TIMEOUT_S, "max_cost_usd": MAX_COST_USD, "cache_ttl_s": MAX_CACHE_TTL_S}
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,11 +47,32 @@ class RequestOptions:
     max_cost_usd: float | None = None
     #: false: bypass the response cache for this request
     cache: bool | None = None
+    #: how long this answer may be cached (capped by the route's cache_max_ttl_s)
+    cache_ttl_s: float | None = None
+
+    def cache_ttl(self, route_ttl: float | None, route_max: float | None) -> float | None:
+        """The TTL this request's answer is cached for on a route caching with ``route_ttl``."""
+        if not route_ttl:
+            return None
+        if self.cache_ttl_s is None:
+            return route_ttl
+        return min(self.cache_ttl_s, route_max if route_max is not None else route_ttl)
 
 
 DEFAULT_OPTIONS = RequestOptions()
 
-_FIELDS = ("route", "fallback", "local_only", "prefer", "task", "timeout_s", "max_attempts", "max_cost_usd", "cache")
+_FIELDS = (
+    "route",
+    "fallback",
+    "local_only",
+    "prefer",
+    "task",
+    "timeout_s",
+    "max_attempts",
+    "max_cost_usd",
+    "cache",
+    "cache_ttl_s",
+)
 
 
 def _coerce(name: str, value: Any, where: str | None = None) -> Any:
@@ -62,7 +84,7 @@ def _coerce(name: str, value: Any, where: str | None = None) -> Any:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         raise InvalidRequestError(f"Invalid '{where}': expected true or false", param=where, code="invalid_value")
-    if name in ("timeout_s", "max_cost_usd"):
+    if name in ("timeout_s", "max_cost_usd", "cache_ttl_s"):
         try:
             f = float(value)
         except (TypeError, ValueError):

@@ -31,12 +31,15 @@ class Plan:
     excluded: tuple[str, ...] = ()
 
 
-def plan_for(route: Route, opts: RequestOptions, *, stream: bool) -> Plan:
+def plan_for(route: Route, opts: RequestOptions, *, stream: bool, peek: bool = False) -> Plan:
+    """The candidates of a request, in order.  ``peek``: without changing the route's strategy
+    state (``/v1/estimate`` must not move a round-robin rotation or spend random draws)."""
     cfg = route.config
     fallback = cfg.fallback if opts.fallback is None else opts.fallback
     local_only = cfg.local_only if opts.local_only is None else opts.local_only
     prefer = opts.prefer or cfg.prefer
-    ordered = route.strategy.order(route.pool, stream=stream)
+    strategy = route.strategy
+    ordered = strategy.preview(route.pool, stream=stream) if peek else strategy.order(route.pool, stream=stream)
     if fallback:
         ordered += [d for d in route.fallbacks if d not in ordered]
     if cfg.local_first:

@@ -228,6 +228,7 @@ class Router:
                 dep.state.breaker.release_probe()
                 slot.release(0)
                 raise
+            dep.provider.traffic_ok_at = time.monotonic()  # a chat_probe health check can skip
             elapsed = (time.perf_counter() - start) * 1000
             result.attempts.append(
                 Attempt(number=number, model=dep.name, provider=dep.provider.name, ok=True, latency_ms=elapsed)

@@ -60,6 +60,11 @@ class Strategy(ABC):
     def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
         """All members of ``pool``, best first."""
 
+    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+        """The order a request would get now, without changing the strategy's state (rotation,
+        random draws): for ``/v1/estimate``.  The stateless strategies' preview is their order."""
+        return self.order(pool, stream=stream)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -79,6 +84,12 @@ class RoundRobin(Strategy):
         self._next = start + 1
         return [*pool[start:], *pool[:start]]
 
+    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+        if not pool:
+            return []
+        start = self._next % len(pool)
+        return [*pool[start:], *pool[:start]]
+
 
 class Random(Strategy):
     """A uniformly random order."""
@@ -92,6 +103,9 @@ class Random(Strategy):
         ordered = list(pool)
         self._rng.shuffle(ordered)
         return ordered
+
+    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+        return list(pool)  # any order is as likely; no draw is spent
 
 
 class Weighted(Strategy):
@@ -119,6 +133,10 @@ class Weighted(Strategy):
                 zero.append(c)
         keyed.sort(key=lambda t: (t[0], t[1]))
         return [c for _, _, c in keyed] + zero
+
+    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+        """Heaviest first (the most likely order); no draw is spent."""
+        return sorted(pool, key=lambda c: -c.weight if c.weight > 0 else math.inf)
 
 
 class LeastBusy(Strategy):

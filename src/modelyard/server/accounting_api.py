@@ -7,7 +7,7 @@ its own organisation's figures and budgets.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -21,14 +21,13 @@ from modelyard.routing.options import parse_options
 from modelyard.routing.plan import plan_for
 from modelyard.server.admin import budget_row
 from modelyard.server.body import option_headers, read_body
+from modelyard.storage.usage import GroupBy
 from modelyard.wire.openai import decode_body, parse_chat_request
 
 if TYPE_CHECKING:
     from modelyard.server.state import AppState
 
 __all__ = ["accounting_router"]
-
-GroupBy = Literal["model", "route", "provider", "org", "hour", "day"]
 
 
 def _summary(total: dict[str, Any] | None) -> dict[str, Any]:
@@ -65,7 +64,9 @@ def accounting_router(gw: AppState) -> APIRouter:
     @router.get("/v1/stats", summary="Usage figures per model, route, provider, organisation or time bucket")
     async def stats(
         request: Request,
-        group_by: GroupBy | None = Query(None, description="model, route, provider, org, hour or day"),
+        group_by: GroupBy | None = Query(
+            None, description="model, route, provider, org, key, error_class, failed_model, hour or day"
+        ),
         since: datetime | None = Query(None),
         until: datetime | None = Query(None),
         org_id: str | None = Query(None, description="master key only; a virtual key always sees its own"),
@@ -99,7 +100,7 @@ def accounting_router(gw: AppState) -> APIRouter:
         opts = parse_options(req.options, option_headers(request))
         rt = gw.holder.current
         route = principal.admit(resolve_route(rt, req.model, opts))
-        plan = plan_for(route, opts, stream=req.stream)
+        plan = plan_for(route, opts, stream=req.stream, peek=True)  # no side effect on routing
         n_in = estimate_input_tokens(req)
         candidates = []
         for dep in plan.candidates:

@@ -279,6 +279,7 @@ class OpenAIHandlers:
                     "tags": list(d.config.tags),
                     "local": d.is_local,
                     "context_window": d.config.context_window,
+                    "description": d.config.description,
                     "default": name == rt.default_route,
                 },
             }

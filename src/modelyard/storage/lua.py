@@ -17,7 +17,7 @@ goes through Lua's ``%.14g`` formatting; limits are compared as doubles (exact b
 
 from __future__ import annotations
 
-__all__ = ["RESERVE_LUA", "SETTLE_LUA"]
+__all__ = ["RESERVE_LUA", "SEED_LUA", "SETTLE_LUA"]
 
 #: KEYS: rexp, reservation, counters[n], target sets[n].  ARGV[1]: JSON spec.
 #: Returns {0} when reserved, else {i, "usd"|"tokens", used, reserved} for the first budget refusing.
@@ -103,4 +103,20 @@ for i = 1, #spec.c do
   end
 end
 return events
+"""
+
+#: Start a budget counter at recorded spend, only if it does not exist (a rebuild never adds to a
+#: live counter). KEYS: counter hash, targets set. ARGV[1]: JSON {usd, tok, target, ttl}.
+SEED_LUA = """
+local spec = cjson.decode(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'uusd', spec.usd, 'utok', spec.tok, 'rusd', 0, 'rtok', 0)
+redis.call('SADD', KEYS[2], spec.target)
+if spec.ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], spec.ttl)
+  redis.call('PEXPIRE', KEYS[2], spec.ttl)
+end
+return 1
 """

@@ -49,6 +49,8 @@ class RequestRecord:
     attempts: int = 1
     cache_hit: bool = False
     stream: bool = False
+    #: production, canary, shadow, comparison or probe
+    source: str = "production"
 
 
 @dataclass(slots=True)
@@ -77,6 +79,8 @@ class AttemptRecord:
     #: True when this attempt was on a model other than the first choice
     fallback: bool = False
     stream: bool = False
+    #: the failure's message, scrubbed of secrets, at most 300 characters
+    error_message: str | None = None
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

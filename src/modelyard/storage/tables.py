@@ -150,6 +150,8 @@ usage_requests = Table(
     Column("baseline_cost_usd", Double, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("cache_hit", Boolean, nullable=False),
+    #: production, canary, shadow, comparison or probe (migration 0002)
+    Column("source", String(16), nullable=False, server_default="production"),
     PrimaryKeyConstraint("request_id"),
     Index(None, "ts"),
     Index(None, "org_id", "ts"),
@@ -163,6 +165,8 @@ usage_attempts = Table(
     metadata,
     *_usage_columns(),
     Column("attempt_number", Integer, nullable=False),
+    #: a short, scrubbed error text of a failed attempt (migration 0002)
+    Column("error_message", String(300), nullable=True),
     PrimaryKeyConstraint("request_id", "attempt_number"),
     Index(None, "ts"),
     Index(None, "org_id", "ts"),

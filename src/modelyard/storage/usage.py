@@ -30,9 +30,10 @@ from modelyard.storage.tables import usage_attempts, usage_requests
 
 __all__ = ["GroupBy", "UsageStore"]
 
-GroupBy = Literal["model", "route", "provider", "org", "hour", "day"]
+GroupBy = Literal["model", "route", "provider", "org", "key", "error_class", "failed_model", "hour", "day"]
 _TIME_GROUPS = ("hour", "day")
 _T = usage_requests
+_A = usage_attempts
 
 
 def _rate(part: float, whole: float) -> float:
@@ -104,8 +105,15 @@ class UsageStore:
                 fmt = 'YYYY-MM-DD"T"HH24":00:00Z"' if group_by == "hour" else "YYYY-MM-DD"
                 return func.to_char(func.timezone("UTC", _T.c.ts), fmt)
             return func.strftime("%Y-%m-%dT%H:00:00Z" if group_by == "hour" else "%Y-%m-%d", _T.c.ts)
-        column = {"model": _T.c.model, "route": _T.c.route, "provider": _T.c.provider, "org": _T.c.org_id}[group_by]
-        return column
+        columns = {
+            "model": _T.c.model,
+            "route": _T.c.route,
+            "provider": _T.c.provider,
+            "org": _T.c.org_id,
+            "key": _T.c.key_id,
+            "error_class": _T.c.error_class,  # null: the requests that succeeded
+        }
+        return columns[group_by]
 
     @staticmethod
     def _filters(org_id: str | None, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
@@ -160,6 +168,8 @@ class UsageStore:
         provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures.
         Time groups come in time order, the others by request count, highest first.
         """
+        if group_by == "failed_model":
+            return await self._failed_models(org_id, since, until)
         key = self._key(group_by)
         conds = self._filters(org_id, since, until)
         ok_latency = case((_T.c.success, _T.c.latency_ms), else_=None)
@@ -200,6 +210,55 @@ class UsageStore:
                 for row in rows:
                     row.update(pct.get(row["k"], {}))
         return self._finish(rows, group_by)
+
+    async def _failed_models(
+        self, org_id: str | None, since: datetime | None, until: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Per model that failed an attempt: how often, in how many requests, how many of those the
+        route still answered (a fallback or retry rescued them), and by error class.  Credits the
+        model that failed, where ``group_by=model`` credits the one that answered."""
+        conds: list[ColumnElement[bool]] = [_A.c.success.is_(False)]
+        if org_id is not None:
+            conds.append(_A.c.org_id == org_id)
+        if since is not None:
+            conds.append(_A.c.ts >= since)
+        if until is not None:
+            conds.append(_A.c.ts < until)
+        rescued = case((_T.c.success, _A.c.request_id), else_=None)
+        query = (
+            select(
+                _A.c.model,
+                func.count().label("failed_attempts"),
+                func.count(func.distinct(_A.c.request_id)).label("requests"),
+                func.count(func.distinct(rescued)).label("rescued"),
+            )
+            .select_from(_A.outerjoin(_T, _T.c.request_id == _A.c.request_id))
+            .where(*conds)
+            .group_by(_A.c.model)
+        )
+        by_class = (
+            select(_A.c.model, _A.c.error_class, func.count().label("n"))
+            .where(*conds)
+            .group_by(_A.c.model, _A.c.error_class)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            classes: dict[str, dict[str, int]] = {}
+            for model, error_class, n in await conn.execute(by_class):
+                classes.setdefault(model, {})[error_class or "unknown"] = int(n)
+        out = [
+            {
+                "key": r["model"],
+                "failed_attempts": int(r["failed_attempts"]),
+                "requests": int(r["requests"]),
+                "rescued": int(r["rescued"]),
+                "rescue_rate": _rate(int(r["rescued"]), int(r["requests"])),
+                "error_classes": classes.get(r["model"], {}),
+            }
+            for r in rows
+        ]
+        out.sort(key=lambda row: (-row["failed_attempts"], str(row["key"])))
+        return out
 
     @staticmethod
     def _finish(rows: list[dict[str, Any]], group_by: GroupBy | None) -> list[dict[str, Any]]:

@@ -44,9 +44,14 @@ def _default_config(path: Path | None) -> Path | None:
 
 
 def _console(*, stderr: bool = False) -> Console:
+    """Rich output; when not on a terminal (a pipe, a log, CI) lines are never wrapped, so an error
+    stays one line a program (or grep) can read."""
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True, width=10_000)
 
 
 def _fail(console: Console, exc: ConfigError) -> None:
@@ -85,9 +90,13 @@ def serve(
             highlight=False,
         )
         raise typer.Exit(2)
-    source = str(path) if path else "environment (no modelyard.yaml)"
+    problem = _startup_problem(bind_host, bind_port, cfg)
+    if problem is not None:
+        _console(stderr=True).print(f"[bold red]cannot start[/]: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    source = str(path.resolve()) if path else "environment (no modelyard.yaml)"
     print(
-        f"modelyard on http://{bind_host}:{bind_port}  config: {source}  "
+        f"modelyard on http://{bind_host}:{bind_port}  config: {source}  database: {_database_label(cfg)}  "
         f"providers: {', '.join(cfg.providers) or 'none'}  routes: {', '.join(cfg.routes) or 'none'}",
         file=sys.stderr,
         flush=True,
@@ -135,6 +144,52 @@ def serve(
     uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
 
 
+def _database_label(cfg: Config) -> str:
+    from modelyard.config.paths import sqlite_file
+
+    file = sqlite_file(cfg.database)
+    if file is not None:
+        return str(file.resolve())
+    return cfg.database.split("@")[-1]  # host/database of a server URL, without credentials
+
+
+def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
+    """What would make the server fail right after saying it started: checked before."""
+    import errno
+    import socket
+
+    from modelyard.config.paths import sqlite_file
+
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another modelyard or program is listening); "
+                    f"stop it, or start on another port: modelyard serve --port {port + 1}"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
+    file = sqlite_file(cfg.database)
+    if file is not None:
+        folder = file.resolve().parent
+        while not folder.exists() and folder != folder.parent:  # missing folders are created
+            folder = folder.parent
+        if not folder.is_dir():
+            return (
+                f"the database {file.resolve()} cannot be created: {folder} is a file, not a folder "
+                f"(database: {cfg.database}); point database at a writable place"
+            )
+        if not os.access(folder, os.W_OK) or (file.exists() and not os.access(file, os.W_OK)):
+            return (
+                f"the database {file.resolve()} is not writable (database: {cfg.database}); "
+                "fix its permissions or point database at a writable place"
+            )
+    return None
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -155,16 +210,25 @@ def _loop() -> str:
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to validate.")]) -> None:
-    """Validate a config file; on error print the YAML path of the bad key and why (exit 2)."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The YAML file to validate.")],
+    allow_missing_env: Annotated[
+        bool,
+        typer.Option(help="Check without the secrets: unset environment variables are notes, not errors."),
+    ] = False,
+) -> None:
+    """Validate a config file: every problem in one pass, each with its YAML path and why (exit 2)."""
     from modelyard.config import load_config
 
     console = _console()
+    missing: list[tuple[str, str]] | None = [] if allow_missing_env else None
     try:
-        cfg = load_config(file)
+        cfg = load_config(file, missing_env=missing)
     except ConfigError as exc:
         _fail(console, exc)
         return
+    for path, message in missing or []:
+        console.print(f"[cyan]note[/]: {path}: {message}", highlight=False)
     console.print(
         f"[green]ok[/]: {file}: {len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.routes)} routes"
         + (f", default route {cfg.default_route}" if cfg.default_route else ""),

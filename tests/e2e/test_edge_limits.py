@@ -303,3 +303,11 @@ def test_a_request_whose_client_left_is_recorded_as_closed(
     success, error_class, status = recorded()[-1]
     assert not success and error_class == "client_closed" and status == 499
     assert httpx.get(keyless.url + "/health").status_code == 200
+
+
+def test_a_401_says_how_to_get_a_key(keyed: ServerProcess) -> None:
+    for headers in ({}, {"Authorization": "Bearer my-not-a-key"}, {"Authorization": "Bearer wrong"}):
+        resp = httpx.post(keyed.url + "/v1/chat/completions", json=chat_body(), headers=headers)
+        assert resp.status_code == 401
+        message = resp.json()["error"]["message"]
+        assert "master key" in message and "POST /admin/keys" in message and "ask your admin" not in message

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from modelyard.config.paths import resolve_paths
 from modelyard.config.prices import unpriced_under_budgets
 from modelyard.config.schema import (
     LOCAL_KINDS,
@@ -37,12 +38,22 @@ def _join(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def interpolate(node: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+def _unset(name: str) -> str:
+    return (
+        f"environment variable {name} is not set: set it before starting (export {name}=...), "
+        f"or write ${{{name}:-default}} in the config if it may be left out"
+    )
+
+
+def interpolate(node: Any, env: Mapping[str, str], path: str = "", missing: list[tuple[str, str]] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree.
+
+    An unset variable without a default raises, or, when ``missing`` is given, is recorded there
+    as (YAML path, message) and left as written, so every problem can be reported in one pass."""
     if isinstance(node, dict):
-        return {k: interpolate(v, env, _join(path, k)) for k, v in node.items()}
+        return {k: interpolate(v, env, _join(path, k), missing) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, _join(path, i)) for i, v in enumerate(node)]
+        return [interpolate(v, env, _join(path, i), missing) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -51,10 +62,10 @@ def interpolate(node: Any, env: Mapping[str, str], path: str = "") -> Any:
         value = env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:
-                raise ConfigError(
-                    f"environment variable {name} is not set (write ${{{name}:-default}} to make it optional)",
-                    path=path,
-                )
+                if missing is None:
+                    raise ConfigError(_unset(name), path=path)
+                missing.append((path, _unset(name)))
+                return match.group(0)
             return default
         return value
 
@@ -280,23 +291,34 @@ def _raise(problems: list[tuple[str, str]], source: str | None) -> None:
     raise err
 
 
-def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str | None = None) -> Config:
-    """Validate an already-parsed YAML/JSON tree into a :class:`Config`."""
+def parse_config(
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    source: str | None = None,
+    missing_env: list[tuple[str, str]] | None = None,
+) -> Config:
+    """Validate an already-parsed YAML/JSON tree into a :class:`Config`.
+
+    Every problem is reported in one error: unset environment variables and schema errors
+    together, then (once the schema holds) the cross-checks.  With ``missing_env`` (a list to
+    fill), unset variables are not errors: they are recorded there and left as written (``config
+    check --allow-missing-env``)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping of keys to values", source=source)
-    try:
-        data = interpolate(data, os.environ if env is None else env)
-    except ConfigError as exc:
-        exc.source = source
-        raise ConfigError(exc.reason, path=exc.path, source=source) from None
+    unset: list[tuple[str, str]] = []
+    data = interpolate(data, os.environ if env is None else env, missing=unset)
+    problems = [] if missing_env is not None else list(unset)
+    if missing_env is not None:
+        missing_env.extend(unset)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        _raise(_format_validation(exc), source)
+        _raise(problems + _format_validation(exc), source)
         raise  # unreachable: _raise always raises for a non-empty list
-    _raise(_cross_check(cfg), source)
+    _raise(problems + _cross_check(cfg), source)
     return cfg
 
 
@@ -313,8 +335,10 @@ def _restore(node: Any, hidden: Mapping[str, str]) -> Any:
     return node
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML config file."""
+def load_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None, missing_env: list[tuple[str, str]] | None = None
+) -> Config:
+    """Read and validate a YAML config file (``missing_env``: see :func:`parse_config`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -336,4 +360,5 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"invalid YAML{where}: {problem}", source=str(p)) from None
-    return parse_config(data, env=env, source=str(p))
+    # relative paths (database, usage.spill_path, models_dir) are relative to the file
+    return resolve_paths(parse_config(data, env=env, source=str(p), missing_env=missing_env), p.parent.resolve())

@@ -30,6 +30,13 @@ _REASONS = {
 }
 
 
+#: how a caller gets a key, on a self-hosted gateway (said in every 401)
+_GET_A_KEY = (
+    "use the gateway's master key (server.master_key or MODELYARD_MASTER_KEY), or a virtual key "
+    'created with it: POST /admin/keys {"org_id": ..., "name": ...}'
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     kind: Literal["master", "key", "anonymous"]
@@ -108,14 +115,14 @@ class Authenticator:
             if check.key is not None:
                 return Principal("key", check.key)
             if self.required:
-                raise AuthenticationError(f"{_REASONS[check.reason]}; ask your admin for a key")
+                raise AuthenticationError(f"{_REASONS[check.reason]}; {_GET_A_KEY}")
         if self.required:
             if not token:
                 raise AuthenticationError(
-                    "missing API key: send 'Authorization: Bearer <key>' (a virtual key from /admin/keys)",
+                    f"missing API key: send 'Authorization: Bearer <key>'; {_GET_A_KEY}",
                     code="missing_api_key",
                 )
-            raise AuthenticationError("the API key is not valid; ask your admin for a key")
+            raise AuthenticationError(f"the API key is not valid; {_GET_A_KEY}")
         return ANONYMOUS
 
     def require_master(self, headers: Mapping[str, str]) -> None:

@@ -298,14 +298,25 @@ def models(config: ConfigOpt = None) -> None:
 @app.command("fake-provider")
 def fake_provider(
     kind: Annotated[str, typer.Option(help="openai, anthropic, gemini or ollama.")] = "openai",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9100,
+    port: Annotated[int, typer.Option(help="Port to listen on (with --for: the first of consecutive ports).")] = 9100,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    for_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--for",
+            help="Start a fake for every provider of this config and print the environment variables "
+            "that point the config at them (run an example offline).",
+        ),
+    ] = None,
 ) -> None:
     """Run a fake provider that speaks a real wire format, with fault injection (see docs/testing.md)."""
     import asyncio
 
     from modelyard.testing import FAKE_KINDS, fake_class
 
+    if for_config is not None:
+        _fakes_for(for_config, host, port)
+        return
     if kind not in FAKE_KINDS:
         _console(stderr=True).print(f"[red]unknown kind {kind!r}[/]: choose {', '.join(FAKE_KINDS)}")
         raise typer.Exit(2)
@@ -321,6 +332,63 @@ def fake_provider(
             await asyncio.Event().wait()
         finally:
             await fake.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+def _fakes_for(config: Path, host: str, first_port: int) -> None:
+    """Fakes for every provider of ``config``; prints the ``export`` lines that point it at them."""
+    import asyncio
+    import re
+
+    import yaml
+
+    from modelyard.testing import FAKE_KINDS, fake_class
+
+    try:
+        # ${VAR} / ${VAR:-default} hidden behind a plain token: "{" is not valid in a YAML flow mapping
+        text = re.sub(
+            r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}", r"__MODELYARD_VAR_\1__", config.read_text(encoding="utf-8")
+        )
+        raw = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        _console(stderr=True).print(f"[bold red]cannot read {config}[/]: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    var = re.compile(r"__MODELYARD_VAR_([A-Za-z_][A-Za-z0-9_]*?)__")
+    plan: list[tuple[str, str, str | None, str | None]] = []  # (name, kind, base_url var, api_key var)
+    notes: list[str] = []
+    for name, p in (raw.get("providers") or {}).items():
+        kind = str((p or {}).get("kind", ""))
+        if kind not in FAKE_KINDS:
+            notes.append(f"# providers.{name}: kind {kind!r} runs without a network fake (nothing to start)")
+            continue
+        url_var = var.search(str(p.get("base_url", "")))
+        key_var = var.search(str(p.get("api_key", "")))
+        if url_var is None:
+            notes.append(f"# providers.{name}: base_url is not a ${{VARIABLE}}: set it to the URL printed below")
+        plan.append((name, kind, url_var.group(1) if url_var else None, key_var.group(1) if key_var else None))
+
+    async def run() -> None:
+        fakes = [fake_class(kind)(host, first_port + i) for i, (_, kind, _, _) in enumerate(plan)]
+        for fake in fakes:
+            await fake.start()
+        lines = [f"# fakes for {config} (Ctrl-C stops them); then: modelyard serve --config {config}", *notes]
+        for (name, kind, url_var, key_var), fake in zip(plan, fakes, strict=True):
+            base = getattr(fake, "base_url", fake.url)
+            lines.append(f"# providers.{name}: fake {kind} on {base}")
+            if url_var:
+                lines.append(f"export {url_var}={base}")
+            if key_var:
+                lines.append(f"export {key_var}=fake-key")
+        print("\n".join(lines), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for fake in fakes:
+                await fake.stop()
 
     try:
         asyncio.run(run())

@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import yaml
 
 from modelyard.config import load_config
@@ -72,3 +73,26 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert (conf / "data" / "gw.db").exists() and not (elsewhere / "data").exists()
+
+
+def test_an_unreachable_upstream_is_named_in_the_502(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cfg = {
+        "providers": {
+            "o": {"kind": "openai", "base_url": f"http://user:hunter2pass@127.0.0.1:{port}/v1", "api_key": "x"}
+        },
+        "models": {"gpt": {"provider": "o", "model": "gpt-4o"}},
+    }
+    srv = ServerProcess(cfg, tmp_path)
+    try:
+        resp = httpx.post(
+            srv.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+    finally:
+        srv.stop()
+    assert resp.status_code == 502
+    message = resp.json()["error"]["message"]
+    assert f"http://127.0.0.1:{port}/v1" in message and "base_url" in message
+    assert "hunter2pass" not in resp.text

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelyard.errors import (
     UpstreamConnectionError,
@@ -59,14 +60,27 @@ def retry_after_from_headers(headers: Mapping[str, Any] | None) -> float | None:
     return parse_retry_after(value if isinstance(value, str) else None)
 
 
-def translate_exception(exc: BaseException, provider: str, model: str) -> UpstreamError | None:
-    """The UpstreamError for a transport exception (None: not a transport failure, let it through)."""
+def _where(url: str | None) -> str:
+    """`` at http://host:port/path`` for a message (without any user:password), or nothing."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f" at {parts.scheme}://{host}{parts.path}"
+
+
+def translate_exception(exc: BaseException, provider: str, model: str, url: str | None = None) -> UpstreamError | None:
+    """The UpstreamError for a transport exception (None: not a transport failure, let it through).
+    ``url``: the provider's base URL, named in connection failures and timeouts."""
     if isinstance(exc, UpstreamError):
         return None
+    where = _where(url)
     if isinstance(exc, TimeoutError):
         phase = "connect" if isinstance(exc, ConnectTimeout) else "total"
         return UpstreamTimeoutError(
-            f"{provider}: no answer from upstream model {model!r} in time ({phase} timeout)",
+            f"{provider}: no answer from upstream model {model!r}{where} in time ({phase} timeout)",
             provider=provider,
             model=model,
             phase=phase,
@@ -99,7 +113,8 @@ def translate_exception(exc: BaseException, provider: str, model: str) -> Upstre
         )
     if isinstance(exc, (ConnectionError, OSError)):
         return UpstreamConnectionError(
-            f"{provider}: connection to upstream failed for {model!r} ({type(exc).__name__}: {exc})",
+            f"{provider}: connection to upstream failed for {model!r}{where} ({type(exc).__name__}: {exc}); "
+            f"is the provider's base_url right and the server up?",
             provider=provider,
             model=model,
         )

@@ -370,6 +370,6 @@ class UpstreamCall:
 
     def _raise_translated(self, exc: Exception) -> None:
         """Raise the UpstreamError for a transport failure; return for anything else (the caller re-raises)."""
-        translated = translate_exception(exc, self._provider.name, self._model)
+        translated = translate_exception(exc, self._provider.name, self._model, self._provider.base_url)
         if translated is not None:
             raise translated from exc

@@ -33,6 +33,7 @@ from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.routing.health import HealthMonitor
 from modelyard.server.accounting_api import accounting_router
 from modelyard.server.admin import admin_router
+from modelyard.server.docs import add_docs
 from modelyard.server.errors import (
     error_response,
     http_exception_handler,
@@ -277,10 +278,11 @@ def create_app(gw: AppState) -> FastPath:
         version=_version(),
         description="Self-hosted LLM gateway and model router with an OpenAI-compatible API.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # server/docs.py: the same page with assets from the package, not a CDN
         redoc_url=None,
     )
     app.state.gateway = gw
+    add_docs(app)
     # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
     chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
     embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)

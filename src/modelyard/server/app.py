@@ -44,6 +44,7 @@ from modelyard.server.errors import (
 from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import add_local_routes
 from modelyard.server.openai_api import OpenAIHandlers
+from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
@@ -283,6 +284,7 @@ def create_app(gw: AppState) -> FastPath:
     )
     app.state.gateway = gw
     add_docs(app)
+    install_openapi(app)
     # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
     chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
     embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)

@@ -86,6 +86,16 @@ def _refuse_unpriced_adhoc(route: Route, accountant: Accountant, principal: Prin
         )
 
 
+def _output_chars(routed: RoutedStream) -> int:
+    """The answer's characters received (the routed streams count them as they pass)."""
+    n = routed.output_chars
+    follow = routed.continued_by
+    while follow is not None:
+        n += follow.output_chars
+        follow = follow.continued_by
+    return n
+
+
 def _closed() -> ClientClosedError:
     return ClientClosedError("the client closed the connection before the answer started")
 
@@ -152,7 +162,6 @@ class ServedStream:
     _cache_key: str | None = None
     _cache_ttl: float | None = None
     _kept: list[ChatChunk] | None = None
-    _chars: int = 0
     #: the error that ended the stream early, once it has
     error: ModelyardError | None = None
     _closed: bool = False
@@ -191,20 +200,14 @@ class ServedStream:
             return
         assert self._routed is not None
         kept = self._kept
-        chars = 0
         try:
             async for chunk in self._routed.chunks():
                 if kept is not None:
                     kept.append(chunk)
-                for c in chunk.choices:
-                    if c.content:
-                        chars += len(c.content)
                 yield chunk
         except ModelyardError as exc:
             self.error = exc
             raise
-        finally:
-            self._chars = chars
 
     async def aclose(self) -> None:
         """Release everything the stream holds and record it (once; shielded from cancellation)."""
@@ -223,7 +226,7 @@ class ServedStream:
                     acct.finish(
                         routed.result,
                         usage=routed.usage,
-                        output_chars=self._chars,
+                        output_chars=_output_chars(routed),
                         error=self.error,
                         ttft_ms=routed.ttft_ms,
                         overhead_ms=self.overhead_ms,

@@ -86,7 +86,9 @@ class RoutedStream:
             for chunk in self.head:
                 if chunk.usage is not None:
                     self.usage = chunk.usage
-                self.output_chars += _chars(chunk)
+                for c in chunk.choices:
+                    if c.content:
+                        self.output_chars += len(c.content)
                 yield chunk
             while True:
                 try:
@@ -106,7 +108,9 @@ class RoutedStream:
                     ) from None
                 if chunk.usage is not None:
                     self.usage = chunk.usage
-                self.output_chars += _chars(chunk)
+                for c in chunk.choices:
+                    if c.content:
+                        self.output_chars += len(c.content)
                 yield chunk
             ok = True
         except BaseException as exc:
@@ -171,13 +175,3 @@ def _add(a: Usage | None, b: Usage) -> Usage:
         reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
         estimated=a.estimated or b.estimated,
     )
-
-
-def _chars(chunk: ChatChunk) -> int:
-    n = 0
-    for c in chunk.choices:
-        if c.content:
-            n += len(c.content)
-        for t in c.tool_calls or ():
-            n += len(t.arguments or "") + len(t.name or "")
-    return n

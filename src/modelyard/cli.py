@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from modelyard.cli_remote import config_remote, providers_app, remote_models, routes_app, set_model_enabled
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner without it (~3 MB, 25 ms)
@@ -25,8 +26,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-config_app = typer.Typer(help="Work with config files.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check config files; revisions, deploys and rollback on a running gateway.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
+app.add_typer(providers_app, name="providers")
+app.add_typer(routes_app, name="routes")
+config_remote(config_app)
+models_app = typer.Typer(
+    help="Models: the config's (offline, --config) or a running gateway's (--url).", invoke_without_command=True
+)
+app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -254,9 +264,47 @@ def _config_warnings(cfg: Config) -> list[str]:
     ]
 
 
-@app.command()
-def models(config: ConfigOpt = None) -> None:
-    """A table of the configured models and routes."""
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="A running gateway's models instead of the config file's.")
+    ] = None,
+    key_env: Annotated[
+        str, typer.Option("--key-env", help="The variable holding the master key.")
+    ] = "MODELYARD_MASTER_KEY",
+) -> None:
+    """A table of the configured models and routes (of a running gateway with --url)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if url is not None:
+        remote_models(url, key_env)
+        return
+    _models_offline(config)
+
+
+@models_app.command("enable")
+def models_enable(
+    name: str,
+    url: Annotated[str | None, typer.Option("--url", help="The gateway (default: $MODELYARD_URL).")] = None,
+    key_env: Annotated[str, typer.Option("--key-env")] = "MODELYARD_MASTER_KEY",
+) -> None:
+    """Enable a model on a running gateway."""
+    set_model_enabled(name, True, url, key_env)
+
+
+@models_app.command("disable")
+def models_disable(
+    name: str,
+    url: Annotated[str | None, typer.Option("--url", help="The gateway (default: $MODELYARD_URL).")] = None,
+    key_env: Annotated[str, typer.Option("--key-env")] = "MODELYARD_MASTER_KEY",
+) -> None:
+    """Disable a model on a running gateway (routes skip it)."""
+    set_model_enabled(name, False, url, key_env)
+
+
+def _models_offline(config: Path | None) -> None:
     from rich.table import Table
 
     from modelyard.config.source import ConfigSource

@@ -51,17 +51,21 @@ __all__ = [
     "BudgetExceededError",
     "ClientClosedError",
     "ConfigError",
+    "ConfigRejectedError",
+    "ConflictError",
     "ContentPolicyError",
     "ContextLengthExceededError",
     "CredentialDecryptionError",
     "InvalidRequestError",
     "MaxCostExceededError",
+    "MethodNotAllowedError",
     "ModelBusyError",
     "ModelyardError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "PreconditionRequiredError",
     "RateLimitError",
     "ServiceUnavailableError",
     "StateUnavailableError",
@@ -430,3 +434,37 @@ class ModelBusyError(ModelyardError):
     status_code = 409
     error_type = "invalid_request_error"
     default_code = "model_in_use"
+
+
+class ConflictError(ModelyardError):
+    """The change conflicts with the current state: a stale revision, something still in use (409)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class PreconditionRequiredError(ModelyardError):
+    """A config write without the revision it was based on (428)."""
+
+    status_code = 428
+    error_type = "invalid_request_error"
+    default_code = "precondition_required"
+
+
+class MethodNotAllowedError(ModelyardError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class ConfigRejectedError(ModelyardError):
+    """A config change sent through the admin API does not validate (422, ``param`` is the YAML path)."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    default_code = "invalid_config"
+
+    @classmethod
+    def of(cls, exc: ConfigError) -> ConfigRejectedError:
+        return cls(exc.reason, param=exc.path or None)

@@ -92,6 +92,10 @@ class Runtime:
     def __init__(self, config: Config, *, previous: Runtime | None = None, version: int = 1) -> None:
         self.config = config
         self.version = version
+        #: the version of the runtime this one was built on (it carries that one's providers over)
+        self.based_on = previous.version if previous is not None else None
+        #: the config revision this runtime runs (set by the management plane; None: unmanaged)
+        self.revision: int | None = None
         self.active = 0
         self.retired = False
         self._closed = False
@@ -132,8 +136,8 @@ class Runtime:
     def _route(self, name: str, cfg: RouteConfig) -> Route:
         return Route(
             name=name,
-            pool=[self.models[m] for m in cfg.models],
-            fallbacks=[self.models[m] for m in cfg.fallbacks],
+            pool=[self.models[m] for m in cfg.models if self.models[m].config.enabled],
+            fallbacks=[self.models[m] for m in cfg.fallbacks if self.models[m].config.enabled],
             strategy=make_strategy(cfg.strategy),
             config=cfg,
             validators=build_validators(cfg.validators, json_schema=cfg.json_schema),
@@ -151,6 +155,8 @@ class Runtime:
             self._adhoc.move_to_end(target)
             return route
         dep = self.models.get(target)
+        if dep is not None and not dep.config.enabled:
+            raise NotFoundError(f"model {target!r} is disabled (POST /admin/models/.../enable)", param="model")
         if dep is None:
             # the last guard before a client's string becomes an upstream model (and a metric
             # label, a response header, a usage record): the parsers check it too
@@ -242,11 +248,28 @@ class RuntimeHolder:
         if rt.retired and rt.active == 0:
             self._schedule_close(rt)
 
-    async def swap(self, config: Config) -> Runtime:
-        """Build a runtime from ``config`` and make it current. Raises (and keeps the old one) on error."""
+    def prepare(self, config: Config) -> Runtime:
+        """A runtime for ``config``, built on the current one but not made current (for probing
+        it first).  Hand it to :meth:`swap`, or close it with :meth:`discard`."""
+        old = self.current
+        return Runtime(config, previous=old, version=old.version + 1)
+
+    async def discard(self, prepared: Runtime) -> None:
+        """Close what a prepared runtime opened that the current one does not use."""
+        await prepared.close_unused(self.current)
+
+    async def swap(self, config: Config, *, prepared: Runtime | None = None, revision: int | None = None) -> Runtime:
+        """Build a runtime from ``config`` (or take ``prepared``, if built on the current one) and make
+        it current.  Raises (and keeps the old one) on error."""
         async with self._lock:
             old = self.current
-            new = Runtime(config, previous=old, version=old.version + 1)
+            if prepared is not None and prepared.based_on == old.version and prepared.config is config:
+                new = prepared
+            else:
+                if prepared is not None:
+                    await prepared.close_unused(old)
+                new = Runtime(config, previous=old, version=old.version + 1)
+            new.revision = revision
             self.current = new
             old.retired = True
             if old.active == 0:

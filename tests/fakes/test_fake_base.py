@@ -528,7 +528,7 @@ async def test_attempts_and_request_log(echo: EchoFake, http: aiohttp.ClientSess
     await post(http, echo, "a")
     await post(http, echo, "b")
     assert (echo.attempts("a"), echo.attempts("b"), echo.attempts("c"), echo.attempts()) == (2, 1, 0, 3)
-    assert echo.requests[0] == {"path": "/echo", "model": "a", "body": {"model": "a", "extra": 1}}
+    assert echo.requests[0] == {"path": "/echo", "model": "a", "body": {"model": "a", "extra": 1}, "auth": None}
     # validation failures happen before begin(): not an attempt
     async with http.post(f"{echo.url}/echo", json={"nope": 1}) as resp:
         assert resp.status == 400

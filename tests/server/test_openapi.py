@@ -46,7 +46,8 @@ def served(fp: FastPath) -> set[tuple[str, str]]:
         included = getattr(route, "original_router", route)
         for sub in getattr(included, "routes", ()) or ():
             if isinstance(sub, Route):
-                out |= {(m, sub.path) for m in sub.methods or () if m != "HEAD"}
+                path = re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", sub.path)
+                out |= {(m, path) for m in sub.methods or () if m != "HEAD"}
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from modelyard.config.loader import parse_config
 from modelyard.config.schema import Config
 
-__all__ = ["ENV_PROVIDERS", "config_from_env"]
+__all__ = ["ENV_PROVIDERS", "config_from_env", "env_document"]
 
 #: environment variable -> (provider name, kind, value key, default model or None)
 ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
@@ -36,27 +36,31 @@ def config_from_env(env: Mapping[str, str]) -> Config:
     ``local:gemma3-270m``: the last fallback of the default route, or its only model when no key
     is set (``MODELYARD_LOCAL_DEFAULT=0`` leaves it out).
     """
+    return parse_config(env_document(env), env=env, source="environment")
+
+
+def env_document(env: Mapping[str, str]) -> dict[str, Any]:
+    """The config document :func:`config_from_env` validates, secrets as ``${VAR}`` references."""
     providers: dict[str, Any] = {}
     models: dict[str, Any] = {}
     for var, name, kind, key, default_model in ENV_PROVIDERS:
         value = env.get(var)
         if not value:
             continue
+        ref = f"${{{var}}}"
         if key == "base_url" and not value.startswith(("http://", "https://")):
-            value = f"http://{value}"
-        providers[name] = {"kind": kind, key: value}
+            ref = f"http://{ref}"
+        providers[name] = {"kind": kind, key: ref}
         if default_model is not None:
             models[default_model] = {"provider": name}
     if _local_available(env):
-        # the embedded default: Gemma 3 270M in-process, served as local:gemma3-270m (last resort when
-        # cloud keys are present, the only model when none are)
         providers["local"] = {"kind": "llamacpp"}
         models["local:gemma3-270m"] = {"provider": "local", "model": "gemma3-270m", "tags": ["local"]}
     data: dict[str, Any] = {"providers": providers, "models": models}
     if env.get("MODELYARD_MASTER_KEY"):
-        data["server"] = {"master_key": env["MODELYARD_MASTER_KEY"]}
+        data["server"] = {"master_key": "${MODELYARD_MASTER_KEY}"}
     if models:
         first, *rest = list(models)
         data["routes"] = {"default": {"models": [first], "fallbacks": rest}}
         data["default_route"] = "default"
-    return parse_config(data, env=env, source="environment")
+    return data

@@ -27,7 +27,7 @@ from modelyard.config.schema import (
 from modelyard.errors import ConfigError
 from modelyard.validators import build_validator, model_name_problem
 
-__all__ = ["interpolate", "load_config", "parse_config"]
+__all__ = ["interpolate", "load_config", "parse_config", "read_document"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -245,6 +245,8 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     for name, route in cfg.routes.items():
         if name in cfg.models:
             problems.append((f"routes.{name}", "a route and a model have the same name; rename one"))
+        if all(ref in cfg.models and not cfg.models[ref].enabled for ref in route.models):
+            problems.append((f"routes.{name}.models", "every model of the route is disabled; enable one, or add one"))
         for key in ("models", "fallbacks"):
             seen: set[str] = set()
             for i, ref in enumerate(getattr(route, key)):
@@ -335,10 +337,8 @@ def _restore(node: Any, hidden: Mapping[str, str]) -> Any:
     return node
 
 
-def load_config(
-    path: str | Path, *, env: Mapping[str, str] | None = None, missing_env: list[tuple[str, str]] | None = None
-) -> Config:
-    """Read and validate a YAML config file (``missing_env``: see :func:`parse_config`)."""
+def read_document(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a tree, before interpolation (``${VAR}`` kept as written)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -360,5 +360,18 @@ def load_config(
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"invalid YAML{where}: {problem}", source=str(p)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping of keys to values", source=str(p))
+    return data
+
+
+def load_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None, missing_env: list[tuple[str, str]] | None = None
+) -> Config:
+    """Read and validate a YAML config file (``missing_env``: see :func:`parse_config`)."""
+    p = Path(path)
+    data = read_document(p)
     # relative paths (database, usage.spill_path, models_dir) are relative to the file
     return resolve_paths(parse_config(data, env=env, source=str(p), missing_env=missing_env), p.parent.resolve())

@@ -21,6 +21,7 @@ __all__ = [
     "BudgetConfig",
     "CacheConfig",
     "Config",
+    "ConfigPolicy",
     "GeminiProviderConfig",
     "LlamaCppProviderConfig",
     "LocalProviderConfig",
@@ -256,6 +257,8 @@ class BreakerConfig(_Strict):
 
 class ModelConfig(_Strict):
     provider: str
+    #: false: the model stays configured but serves nothing (routes skip it; asking for it is a 404)
+    enabled: bool = True
     #: the upstream model name or endpoint id; defaults to the model's own name
     model: str | None = None
     input_cost_per_mtok: float | None = Field(None, ge=0)
@@ -358,6 +361,19 @@ class CacheConfig(_Strict):
     max_entries: int = Field(10000, ge=1)
 
 
+class ConfigPolicy(_Strict):
+    """``config:``: how config changes made through the admin API and the file meet (docs/management.md)."""
+
+    #: file: only the file (admin writes answer 405); api: only the admin API (file changes are
+    #: ignored after the first import); both: a changed file is imported unless an API change
+    #: happened since its last import
+    source: Literal["file", "api", "both"] = "both"
+    #: how often a replica checks the database for a revision another replica activated
+    poll_interval_s: float = Field(2.0, gt=0, le=3600)
+    #: the longest a deploy's probe of one model may take
+    probe_timeout_s: float = Field(15.0, gt=0, le=600)
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     database: str = "sqlite:///./modelyard.db"
@@ -370,6 +386,7 @@ class Config(_Strict):
     budgets: tuple[BudgetConfig, ...] = ()
     usage: UsageConfig = Field(default_factory=UsageConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    config: ConfigPolicy = Field(default_factory=ConfigPolicy)
 
     def master_key(self) -> str | None:
         """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""

@@ -27,6 +27,7 @@ from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
+from modelyard.storage.revisions import AuditStore, RevisionStore
 from modelyard.storage.usage import UsageStore
 
 if TYPE_CHECKING:  # imported in start(), with a master key only (cryptography itself loads on first use)
@@ -91,6 +92,8 @@ class Services:
     accountant: Accountant
     metrics: Metrics
     auth: Authenticator
+    revisions: RevisionStore
+    audit: AuditStore
     config_budgets: tuple[BudgetConfig, ...] = ()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
@@ -132,6 +135,8 @@ class Services:
             accountant=accountant,
             metrics=metrics,
             auth=Authenticator(master, keys),
+            revisions=RevisionStore(database),
+            audit=AuditStore(database),
             config_budgets=config.budgets,
         )
         accountant.event_sink = services._store_event

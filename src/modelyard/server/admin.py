@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.errors import NotFoundError, ServiceUnavailableError
 from modelyard.gateway.services import Services
+from modelyard.storage.revisions import AuditEntry
 
 if TYPE_CHECKING:
     from modelyard.server.state import AppState
@@ -78,11 +79,29 @@ def admin_router(gw: AppState) -> APIRouter:
     router = APIRouter(prefix="/admin", tags=["admin"])
     S = Depends(services)
 
+    async def audit(
+        request: Request, s: Services, action: str, target: str, *, after: Any = None, org_id: str | None = None
+    ) -> None:
+        """One audit entry per change (the management plane's log: GET /admin/audit)."""
+        client = request.client.host if request.client is not None else None
+        entry = AuditEntry(
+            actor="master",
+            action=action,
+            target=target,
+            after=after,
+            org_id=org_id,
+            request_id=request.headers.get("x-request-id"),
+            client=client,
+        )
+        await s.audit.record(entry)
+        gw.events.publish("audit", {"action": action, "target": target, "actor": "master"}, org_id=org_id)
+
     # -- organisations ---------------------------------------------------------------------------
 
     @router.post("/orgs", status_code=201, summary="Create an organisation")
-    async def create_org(body: OrgIn, s: Services = S) -> dict[str, Any]:
+    async def create_org(request: Request, body: OrgIn, s: Services = S) -> dict[str, Any]:
         org = await s.keys.create_org(body.name, org_id=body.id)
+        await audit(request, s, "org.create", f"org:{org.id}", after={"name": org.name}, org_id=org.id)
         return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
 
     @router.get("/orgs", summary="List organisations")
@@ -98,20 +117,22 @@ def admin_router(gw: AppState) -> APIRouter:
         return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
 
     @router.patch("/orgs/{org_id}", summary="Rename an organisation")
-    async def update_org(org_id: str, body: OrgPatch, s: Services = S) -> dict[str, Any]:
+    async def update_org(request: Request, org_id: str, body: OrgPatch, s: Services = S) -> dict[str, Any]:
         org = await s.keys.update_org(org_id, name=body.name)
+        await audit(request, s, "org.update", f"org:{org_id}", after={"name": org.name}, org_id=org_id)
         return {"id": org.id, "name": org.name, "created_at": org.created_at.isoformat()}
 
     @router.delete("/orgs/{org_id}", summary="Delete an organisation, its keys and credentials (usage stays)")
-    async def delete_org(org_id: str, s: Services = S) -> dict[str, Any]:
+    async def delete_org(request: Request, org_id: str, s: Services = S) -> dict[str, Any]:
         await s.keys.delete_org(org_id)
+        await audit(request, s, "org.delete", f"org:{org_id}", org_id=org_id)
         await s.refresh_budgets()
         return {"id": org_id, "deleted": True}
 
     # -- keys ------------------------------------------------------------------------------------
 
     @router.post("/keys", status_code=201, summary="Create a virtual key (the plaintext is shown once)")
-    async def create_key(body: KeyIn, s: Services = S) -> dict[str, Any]:
+    async def create_key(request: Request, body: KeyIn, s: Services = S) -> dict[str, Any]:
         plaintext, key = await s.keys.create_key(
             body.org_id,
             body.name,
@@ -124,6 +145,7 @@ def admin_router(gw: AppState) -> APIRouter:
         )
         if key.budget_usd:
             await s.refresh_budgets()
+        await audit(request, s, "key.create", f"key:{key.id}", after=_jsonable(key.public()), org_id=key.org_id)
         return {**key.public(), "key": plaintext, "note": "store this key now: it is not shown again"}
 
     @router.get("/keys", summary="List keys (never their plaintext)")
@@ -138,20 +160,24 @@ def admin_router(gw: AppState) -> APIRouter:
         return key.public()
 
     @router.patch("/keys/{key_id}", summary="Change a key's limits, routes, budget or expiry")
-    async def update_key(key_id: str, body: KeyPatch, s: Services = S) -> dict[str, Any]:
+    async def update_key(request: Request, key_id: str, body: KeyPatch, s: Services = S) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
         key = await s.keys.update_key(key_id, **changes)
         await s.refresh_budgets()
+        await audit(request, s, "key.update", f"key:{key_id}", after=_jsonable(changes), org_id=key.org_id)
         return key.public()
 
     @router.post("/keys/{key_id}/revoke", summary="Revoke a key (requests with it get 401)")
-    async def revoke_key(key_id: str, s: Services = S) -> dict[str, Any]:
-        return (await s.keys.revoke_key(key_id)).public()
+    async def revoke_key(request: Request, key_id: str, s: Services = S) -> dict[str, Any]:
+        key = await s.keys.revoke_key(key_id)
+        await audit(request, s, "key.revoke", f"key:{key_id}", org_id=key.org_id)
+        return key.public()
 
     @router.delete("/keys/{key_id}", summary="Delete a key")
-    async def delete_key(key_id: str, s: Services = S) -> dict[str, Any]:
+    async def delete_key(request: Request, key_id: str, s: Services = S) -> dict[str, Any]:
         await s.keys.delete_key(key_id)
         await s.refresh_budgets()
+        await audit(request, s, "key.delete", f"key:{key_id}")
         return {"id": key_id, "deleted": True}
 
     # -- provider credentials --------------------------------------------------------------------
@@ -162,10 +188,15 @@ def admin_router(gw: AppState) -> APIRouter:
         return s.credentials
 
     @router.post("/credentials", status_code=201, summary="Store a provider credential (encrypted at rest)")
-    async def put_credential(body: CredentialIn, s: Services = S) -> dict[str, Any]:
+    async def put_credential(request: Request, body: CredentialIn, s: Services = S) -> dict[str, Any]:
         if body.org_id is not None and await s.keys.get_org(body.org_id) is None:
             raise NotFoundError(f"no organisation {body.org_id!r}", param="org_id", code="org_not_found")
         record = await creds(s).put(body.provider, body.name, body.secret, body.org_id)
+        await audit(
+            request, s, "credential.put", f"credential:{body.name}", after={"masked": record.masked}, org_id=body.org_id
+        )
+        if gw.manager is not None:  # a provider may use it (api_key: credential:NAME): next request uses it
+            await gw.manager.credentials_changed()
         return dict(record.public())
 
     @router.get("/credentials", summary="List credentials (masked)")
@@ -173,8 +204,9 @@ def admin_router(gw: AppState) -> APIRouter:
         return {"data": [r.public() for r in await creds(s).list(org_id)]}
 
     @router.delete("/credentials/{credential_id}", summary="Delete a credential")
-    async def delete_credential(credential_id: str, s: Services = S) -> dict[str, Any]:
+    async def delete_credential(request: Request, credential_id: str, s: Services = S) -> dict[str, Any]:
         await creds(s).delete(credential_id)
+        await audit(request, s, "credential.delete", f"credential:{credential_id}")
         return {"id": credential_id, "deleted": True}
 
     # -- budgets -----------------------------------------------------------------------------------
@@ -222,3 +254,7 @@ def budget_row(b: Any) -> dict[str, Any]:
         "fraction": b.fraction,
         "state": b.state,
     }
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

@@ -43,6 +43,7 @@ from modelyard.server.errors import (
 )
 from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import add_local_routes
+from modelyard.server.manage_api import manage_router
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
@@ -71,6 +72,11 @@ class _Handlers:
             except ModelyardError as exc:
                 return error_response(exc)
             extra["usage_writer"] = services.writer.status()
+        manager = self.gw.manager
+        if manager is not None:
+            extra["config_revision"] = manager.revision.id if manager.revision is not None else None
+            if manager.file_conflict is not None:
+                extra["config_file_conflict"] = manager.file_conflict
         return Response(orjson.dumps(status_payload(self.gw.holder.current, extra)), media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
@@ -83,6 +89,7 @@ class _Handlers:
         body = {
             "status": "ready" if store_ok is not False else "degraded",
             "config_version": rt.version,
+            "config_revision": rt.revision,
             "config_source": self.gw.source.describe(),
             "providers": len(rt.providers),
             "models": len(rt.models),
@@ -245,6 +252,11 @@ def create_app(gw: AppState) -> FastPath:
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
             gw.start_pipeline()
+            try:
+                await gw.start_manager()
+            except BaseException:
+                await gw.services.aclose()
+                raise
         _install_reload(gw, tasks)
         monitor = HealthMonitor(lambda: gw.holder.current.providers)
         monitor.start()
@@ -268,6 +280,7 @@ def create_app(gw: AppState) -> FastPath:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        await gw.stop_manager()
         if gw.services is not None:
             await gw.services.aclose()  # flushes every queued usage record
             gw.services = None
@@ -296,6 +309,7 @@ def create_app(gw: AppState) -> FastPath:
     app.add_route("/models", api.models, methods=["GET"])
     app.add_route("/metrics", handlers.metrics, methods=["GET"])
     app.include_router(admin_router(gw))
+    app.include_router(manage_router(gw))
     app.include_router(accounting_router(gw))
     app.add_route("/health", handlers.health, methods=["GET"])
     app.add_route("/v1/status", handlers.status, methods=["GET"])

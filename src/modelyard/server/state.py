@@ -10,6 +10,8 @@ from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError
 from modelyard.gateway.pipeline import Pipeline
 from modelyard.gateway.services import Services
+from modelyard.management.events import EventBus
+from modelyard.management.manager import ConfigManager
 from modelyard.routing.router import Router
 from modelyard.runtime import RuntimeHolder
 
@@ -36,6 +38,10 @@ class AppState:
     with_services: bool = True
     #: the request pipeline every endpoint uses (rebuilt by :meth:`start_pipeline` once services are up)
     pipeline: Pipeline = field(init=False)
+    #: config revisions and the management API (with the database and a master key; see docs/management.md)
+    manager: ConfigManager | None = None
+    #: admin events (GET /admin/events)
+    events: EventBus = field(default_factory=EventBus)
 
     def __post_init__(self) -> None:
         self.start_pipeline()
@@ -47,8 +53,35 @@ class AppState:
     def max_body(self) -> int:
         return int(self.holder.current.config.server.max_body_mb * 1024 * 1024)
 
+    async def start_manager(self) -> None:
+        """Config revisions need the database and the credential store (so a master key)."""
+        services = self.services
+        if services is None or services.credentials is None:
+            return
+        manager = ConfigManager(
+            holder=self.holder,
+            source=self.source,
+            revisions=services.revisions,
+            audit=services.audit,
+            credentials=services.credentials,
+            events=self.events,
+            on_swap=services.refresh_budgets,
+            usage_sink=services.writer.submit,
+        )
+        await manager.start()
+        self.manager = manager
+
+    async def stop_manager(self) -> None:
+        if self.manager is not None:
+            await self.manager.aclose()
+            self.manager = None
+
     async def reload(self, reason: str) -> bool:
-        """Load the config again and swap it in; a bad config is logged and the old one keeps serving."""
+        """Load the config again and swap it in; a bad config is logged and the old one keeps serving.
+
+        With the management plane running, the file becomes a revision under ``config.source``."""
+        if self.manager is not None:
+            return await self.manager.file_changed(reason)
         try:
             config = await self.source.aload()
             await self.holder.swap(config)

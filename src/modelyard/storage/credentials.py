@@ -186,6 +186,25 @@ class CredentialStore:
         cipher = await self._data_cipher()
         return cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(credential_id))
 
+    async def secret_by_name(self, name: str, *, org_id: str | None = None) -> str | None:
+        """The secret of the credential called ``name`` (``api_key: credential:NAME``), or None.
+
+        With ``org_id``, that organisation's own credential of that name; without, the global one
+        (no organisation).  Server-side use only."""
+        where = _T.c.org_id.is_(None) if org_id is None else _T.c.org_id == org_id
+        query = (
+            select(_T.c.id, _T.c.ciphertext, _T.c.nonce)
+            .where(_T.c.name == name, where)
+            .order_by(_T.c.created_at.desc(), _T.c.id)
+            .limit(1)
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        cipher = await self._data_cipher()
+        return cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(row.id))
+
     async def list(self, org_id: str | None = None) -> list[CredentialRecord]:
         """Credentials (masked) of one organisation, or all of them when ``org_id`` is None."""
         query = select(*_PUBLIC_COLUMNS).order_by(_T.c.created_at, _T.c.id)

@@ -36,7 +36,9 @@ from sqlalchemy import (
 __all__ = [
     "UtcDateTime",
     "api_keys",
+    "audit_log",
     "budget_events",
+    "config_revisions",
     "metadata",
     "organizations",
     "provider_credentials",
@@ -206,4 +208,46 @@ budget_events = Table(
     UniqueConstraint("budget", "scope_key", "period_start", "kind", "fraction"),
     Index(None, "ts"),
     Index(None, "org_id", "ts"),
+)
+
+#: every config the gateway has run, or been asked to run (see modelyard.management)
+config_revisions = Table(
+    "config_revisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("parent_id", Integer, nullable=True),
+    #: file, api, rollback, discovery or env
+    Column("source", String(16), nullable=False),
+    #: "master", a key id, or "file"
+    Column("actor", String(200), nullable=False),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    #: sha256 of the canonical JSON of ``document``
+    Column("content_hash", String(64), nullable=False, index=True),
+    #: the whole validated document; secrets only as ${VAR} or credential:NAME references
+    Column("document", JSON, nullable=False),
+    Index(None, "source", "id"),
+)
+
+#: append-only: one row per change made through the admin API or the config file
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("org_id", String(_ID), nullable=True),
+    #: e.g. config.deploy, route.switch, key.create, credential.put
+    Column("action", String(64), nullable=False),
+    #: what changed: "route:chat", "key:key_abc", "config"
+    Column("target", String(300), nullable=False),
+    #: the change as before/after values, secrets masked
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+    Column("revision_id", Integer, nullable=True),
+    Column("request_id", String(_ID), nullable=True),
+    Column("client", String(100), nullable=True),
+    Index(None, "ts"),
+    Index(None, "org_id", "ts"),
+    Index(None, "target", "ts"),
 )

@@ -11,7 +11,7 @@ Faults are injected per model name (``"*"`` matches every model), from Python
     POST   /_fake/faults     {"model": "gpt-4o", "status": 429, "retry_after": "2", "times": 1}
     DELETE /_fake/faults     clear every fault
     GET    /_fake/attempts   {"attempts": {"gpt-4o": 3}}
-    GET    /_fake/requests   the last 200 requests received: {path, model, body}
+    GET    /_fake/requests   the last 200 requests received: {path, model, body, auth}
     POST   /_fake/reset      clear faults, attempts and the request log
 """
 
@@ -394,7 +394,9 @@ class FakeServer:
         """
         with self._lock:
             self._attempts[model] += 1
-            self.requests.append({"path": request.path, "model": model, "body": body})
+            auth = request.headers.get("authorization") or request.headers.get("x-api-key")
+            auth = auth or request.headers.get("x-goog-api-key") or request.query.get("key")
+            self.requests.append({"path": request.path, "model": model, "body": body, "auth": auth})
             fault = self._take_fault(model)
         if fault is None:
             return None

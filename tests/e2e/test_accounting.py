@@ -95,7 +95,9 @@ def test_keys_auth_and_org_isolation(acct_server: ServerProcess) -> None:
     resp = chat(srv, expired["key"])
     assert resp.status_code == 401 and "expired" in resp.json()["error"]["message"]
     assert admin(srv, "GET", "/orgs").status_code == 200
-    assert httpx.get(f"{srv.url}/admin/orgs", headers={"Authorization": f"Bearer {b['key']}"}).status_code == 401
+    assert (
+        httpx.get(f"{srv.url}/admin/orgs", headers={"Authorization": f"Bearer {b['key']}"}).status_code == 403
+    )  # a valid app key: authenticated, not allowed
 
 
 def test_key_limits_and_allowed_routes(acct_server: ServerProcess) -> None:

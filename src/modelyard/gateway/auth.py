@@ -20,7 +20,12 @@ from modelyard.routing.deployment import Route
 from modelyard.routing.limiter import ModelLimiter, Slot
 from modelyard.storage.keys import KeyRecord, KeyStore
 
-__all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+__all__ = ["ANONYMOUS", "ROLES", "SCOPES", "Admin", "Authenticator", "Principal"]
+
+#: key roles: "app" uses the /v1 API only; "org_admin" also its organisation's part of /admin
+ROLES = ("app", "org_admin")
+#: admin grants the master key gives a key (an org admin's), one per config section
+SCOPES = ("providers:write", "models:write", "routes:write")
 
 _REASONS = {
     "unknown": "the API key is not valid",
@@ -84,6 +89,48 @@ class Principal:
 ANONYMOUS = Principal("anonymous")
 
 
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """Who is calling the admin API: the master key (``key`` None), or an ``org_admin`` key."""
+
+    key: KeyRecord | None = None
+
+    @property
+    def is_master(self) -> bool:
+        return self.key is None
+
+    @property
+    def org_id(self) -> str | None:
+        return self.key.org_id if self.key is not None else None
+
+    @property
+    def actor(self) -> str:
+        return "master" if self.key is None else self.key.id
+
+    def require_master(self, what: str) -> None:
+        if self.key is not None:
+            raise PermissionDeniedError(f"{what} needs the master key", code="master_key_required")
+
+    def require_org(self, org_id: str | None) -> None:
+        """403 unless the caller is the master key or an admin of ``org_id``."""
+        if self.key is not None and org_id != self.key.org_id:
+            raise PermissionDeniedError(
+                f"an org_admin key of {self.key.org_id!r} may only manage its own organisation",
+                code="other_organisation",
+            )
+
+    def can(self, scope: str) -> bool:
+        return self.key is None or scope in self.key.scopes
+
+    def require_scope(self, scope: str) -> None:
+        if not self.can(scope):
+            raise PermissionDeniedError(
+                f"this key needs the {scope!r} grant (the master key gives it: PATCH /admin/keys/{{id}} "
+                f'{{"scopes": ["{scope}"]}})',
+                code="scope_required",
+            )
+
+
 def bearer(headers: Mapping[str, str]) -> str | None:
     auth = headers.get("authorization")
     if auth:
@@ -124,6 +171,28 @@ class Authenticator:
                 )
             raise AuthenticationError(f"the API key is not valid; {_GET_A_KEY}")
         return ANONYMOUS
+
+    async def admin(self, headers: Mapping[str, str]) -> Admin:
+        """The caller of an admin endpoint: the master key or an ``org_admin`` key (else 401/403)."""
+        if self._master is None:
+            raise PermissionDeniedError(
+                "the admin API is off: set MODELYARD_MASTER_KEY (or server.master_key) to use it",
+                code="admin_disabled",
+            )
+        token = bearer(headers)
+        if self.is_master(token):
+            return Admin()
+        if token and self.keys is not None and token.startswith("my-"):
+            check = await self.keys.check(token)
+            if check.key is None:
+                raise AuthenticationError(f"{_REASONS[check.reason]}; the admin API needs the master key")
+            if check.key.role != "org_admin":
+                raise PermissionDeniedError(
+                    "this key may use the /v1 API only: the admin API needs the master key or an org_admin key",
+                    code="admin_not_allowed",
+                )
+            return Admin(check.key)
+        raise AuthenticationError("the admin API needs the master key: 'Authorization: Bearer <master key>'")
 
     def require_master(self, headers: Mapping[str, str]) -> None:
         if self._master is None:

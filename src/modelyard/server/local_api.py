@@ -43,6 +43,7 @@ from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
 from modelyard.providers.base import Provider
 from modelyard.runtime import sync_runtime
+from modelyard.storage.revisions import AuditEntry
 from modelyard.validators import check_model_name
 
 if TYPE_CHECKING:
@@ -269,7 +270,8 @@ def gateway_admin_auth(gateway: AppState) -> AdminHook:
     async def check(request: Request) -> None:
         services = gateway.services
         if services is not None:
-            services.auth.require_master(request.headers)
+            who = await services.auth.admin(request.headers)
+            who.require_master("loading and unloading local models")
 
     return check
 
@@ -313,6 +315,19 @@ def add_local_routes(app: FastAPI, gateway: AppState, *, authorize: AdminHook | 
             await local.refresh_manager(manager)  # Ollama: learn about models loaded elsewhere
             await manager.unload(upstream)
         body = {"object": "local_model", "name": name, "provider": provider_name, **manager.model_status(upstream)}
+        services = gateway.services
+        if services is not None:  # local model load/unload is in the audit log like every admin change
+            client = request.client.host if request.client is not None else None
+            entry = AuditEntry(
+                actor="master",
+                action=f"local.{action}",
+                target=f"model:{name}",
+                after={"state": body.get("state")},
+                request_id=request.headers.get("x-request-id"),
+                client=client,
+            )
+            await services.audit.record(entry)
+            gateway.events.publish("local." + action, {"model": name, "provider": provider_name})
         return Response(orjson.dumps(body), media_type=_JSON)
 
     async def load(request: Request) -> Response:

@@ -27,6 +27,7 @@ from modelyard.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from modelyard.gateway.auth import Admin
 from modelyard.management import edits
 from modelyard.management.discovery import discover
 from modelyard.management.document import to_yaml
@@ -150,7 +151,9 @@ def _base(if_match: str | None, body_base: int | None) -> int:
 
 def _actor(request: Request) -> Actor:
     client = request.client.host if request.client is not None else None
-    return Actor("master", request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=client)
+    who: Admin = getattr(request.state, "admin", None) or Admin()
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    return Actor(who.actor, org_id=who.org_id, request_id=request_id, client=client)
 
 
 def _json(body: Any, *, revision: int | None = None, status: int = 200) -> Response:
@@ -174,16 +177,30 @@ def _change(result: ChangeResult, status: int = 200) -> Response:
 def manage_router(gw: AppState) -> APIRouter:
     tests = ProviderTestLimiter()
 
-    def manager(request: Request) -> ConfigManager:
+    async def caller(request: Request) -> tuple[ConfigManager, Admin]:
         services = gw.services
         if services is None:
             raise ServiceUnavailableError("the management API needs the database, which is not running")
-        services.auth.require_master(request.headers)
+        who = await services.auth.admin(request.headers)
         if gw.manager is None:
             raise ServiceUnavailableError("the config manager is not running (no master key at start-up)")
-        return gw.manager
+        request.state.admin = who
+        return gw.manager, who
+
+    async def manager(pair: tuple[ConfigManager, Admin] = Depends(caller)) -> ConfigManager:
+        """The master key only."""
+        pair[1].require_master("this part of the management API")
+        return pair[0]
+
+    def granted(scope: str) -> Any:
+        async def check(pair: tuple[ConfigManager, Admin] = Depends(caller)) -> ConfigManager:
+            pair[1].require_scope(scope)
+            return pair[0]
+
+        return Depends(check)
 
     M = Depends(manager)
+    A = Depends(caller)
     router = APIRouter(prefix="/admin", tags=["management"])
     IfMatch = Header(None, alias="If-Match", description="the revision the change is based on")
 
@@ -296,7 +313,7 @@ def manage_router(gw: AppState) -> APIRouter:
         return {name: _view(gw, section, name, entry) for name, entry in part.items()}
 
     for section in ("providers", "models", "routes"):
-        _crud(router, section, M, IfMatch, _views)
+        _crud(router, section, granted(f"{section}:write"), IfMatch, _views)
 
     @router.post("/providers/{name}/test", summary="Test a provider: connect, authenticate, list models, 1-token probe")
     async def test(name: str, m: ConfigManager = M) -> dict[str, Any]:
@@ -327,7 +344,11 @@ def manage_router(gw: AppState) -> APIRouter:
 
     @router.post("/models/{name:path}/enable", summary="Enable a model (routes use it again)", response_model=ChangeOut)
     async def enable(
-        request: Request, name: str, body: Based | None = None, if_match: str | None = IfMatch, m: ConfigManager = M
+        request: Request,
+        name: str,
+        body: Based | None = None,
+        if_match: str | None = IfMatch,
+        m: ConfigManager = granted("models:write"),
     ) -> Response:
         base = _base(if_match, body.base_revision if body else None)
         return _change(
@@ -346,7 +367,11 @@ def manage_router(gw: AppState) -> APIRouter:
         response_model=ChangeOut,
     )
     async def disable(
-        request: Request, name: str, body: Based | None = None, if_match: str | None = IfMatch, m: ConfigManager = M
+        request: Request,
+        name: str,
+        body: Based | None = None,
+        if_match: str | None = IfMatch,
+        m: ConfigManager = granted("models:write"),
     ) -> Response:
         base = _base(if_match, body.base_revision if body else None)
         return _change(
@@ -365,7 +390,11 @@ def manage_router(gw: AppState) -> APIRouter:
         response_model=ChangeOut,
     )
     async def switch(
-        request: Request, name: str, body: SwitchIn, if_match: str | None = IfMatch, m: ConfigManager = M
+        request: Request,
+        name: str,
+        body: SwitchIn,
+        if_match: str | None = IfMatch,
+        m: ConfigManager = granted("routes:write"),
     ) -> Response:
         base = _base(if_match, body.base_revision)
         mutate = edits.switch_route(name, body.model, keep_previous=body.keep_previous)
@@ -418,9 +447,12 @@ def manage_router(gw: AppState) -> APIRouter:
         action: str | None = Query(None, max_length=64),
         since: datetime | None = Query(None),
         limit: int = Query(100, ge=1, le=1000),
-        m: ConfigManager = M,
+        pair: tuple[ConfigManager, Admin] = A,
     ) -> dict[str, Any]:
-        entries = await m.audit.list(actor=actor, target=target, action=action, since=since, limit=limit)
+        m, who = pair  # an org admin reads its own organisation's entries only
+        entries = await m.audit.list(
+            actor=actor, target=target, action=action, since=since, limit=limit, org_id=who.org_id
+        )
         return {"data": [e.public() for e in entries]}
 
     @router.get(
@@ -429,14 +461,15 @@ def manage_router(gw: AppState) -> APIRouter:
     async def events(
         request: Request,
         after: int | None = Query(None, ge=0, description="replay events after this id (or send Last-Event-ID)"),
-        m: ConfigManager = M,
+        pair: tuple[ConfigManager, Admin] = A,
     ) -> StreamingResponse:
+        m, who = pair  # an org admin gets its own organisation's events only
         last = request.headers.get("last-event-id")
         start = after if after is not None else (int(last) if last and last.isdigit() else None)
 
         async def body() -> Any:
             yield b": modelyard admin events\n\n"
-            async for event in m.events.subscribe(after=start):
+            async for event in m.events.subscribe(after=start, org_id=who.org_id):
                 if event is None:
                     yield b": keep-alive\n\n"
                     continue

@@ -83,6 +83,10 @@ class KeyRecord:
     revoked_at: datetime | None
     created_at: datetime
     last_used_at: datetime | None
+    #: "app" or "org_admin" (see docs/management.md#roles)
+    role: str = "app"
+    #: admin grants: providers:write, models:write, routes:write
+    scopes: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -105,6 +109,8 @@ class KeyRecord:
             "revoked_at": _iso(self.revoked_at),
             "created_at": _iso(self.created_at),
             "last_used_at": _iso(self.last_used_at),
+            "role": self.role,
+            "scopes": list(self.scopes),
         }
 
 
@@ -147,6 +153,8 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
         revoked_at=m["revoked_at"],
         created_at=m["created_at"],
         last_used_at=m["last_used_at"],
+        role=m["role"],
+        scopes=_tuple(m["scopes"]) or (),
     )
 
 
@@ -231,6 +239,8 @@ class KeyStore:
         tpm: int | None = None,
         budget_usd: float | None = None,
         expires_at: datetime | None = None,
+        role: str = "app",
+        scopes: Sequence[str] | None = None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; return its plaintext (show it once: it cannot be recovered) and the record."""
         plaintext = KEY_PREFIX + secrets.token_urlsafe(30)
@@ -249,6 +259,8 @@ class KeyStore:
             "revoked_at": None,
             "created_at": _now(),
             "last_used_at": None,
+            "role": role,
+            "scopes": list(scopes) if scopes else None,
         }
         async with self.db.begin_write() as conn:
             exists = (await conn.execute(select(organizations.c.id).where(organizations.c.id == org_id))).first()
@@ -288,9 +300,15 @@ class KeyStore:
         tpm: int | _Unset | None = UNSET,
         budget_usd: float | _Unset | None = UNSET,
         expires_at: datetime | _Unset | None = UNSET,
+        role: str | _Unset = UNSET,
+        scopes: Sequence[str] | _Unset | None = UNSET,
     ) -> KeyRecord:
         """Change the given fields (``None`` removes a limit).  ``org_id`` scopes the change to one org."""
         changes: dict[str, Any] = {}
+        if role is not UNSET:
+            changes["role"] = role
+        if scopes is not UNSET:
+            changes["scopes"] = list(scopes) if scopes else None
         for field, value in (("name", name), ("rpm", rpm), ("tpm", tpm), ("budget_usd", budget_usd)):
             if value is not UNSET:
                 changes[field] = value

@@ -116,6 +116,10 @@ api_keys = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_used_at", UtcDateTime, nullable=True),
+    #: "app" (the /v1 API only) or "org_admin" (its organisation's keys, budgets, usage, audit)
+    Column("role", String(16), nullable=False, server_default="app"),
+    #: admin grants set by the master key: providers:write, models:write, routes:write
+    Column("scopes", JSON, nullable=True),
 )
 
 

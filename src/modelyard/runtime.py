@@ -13,9 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import cast
+
+from pydantic import SecretStr
 
 from modelyard.config.prices import lookup_price
-from modelyard.config.schema import Config, ModelConfig, RouteConfig
+from modelyard.config.schema import Config, ModelConfig, ProviderConfig, RouteConfig
 from modelyard.errors import ConfigError, InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
 from modelyard.local.settings import ModelSettings, merge_settings, model_settings
@@ -89,7 +94,14 @@ def _probe_model(config: Config, provider: str) -> str | None:
 class Runtime:
     """Everything a request needs, precomputed from one config version."""
 
-    def __init__(self, config: Config, *, previous: Runtime | None = None, version: int = 1) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        previous: Runtime | None = None,
+        version: int = 1,
+        org_keys: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.config = config
         self.version = version
         #: the version of the runtime this one was built on (it carries that one's providers over)
@@ -109,8 +121,25 @@ class Runtime:
         self.routes: dict[str, Route] = {name: self._route(name, rcfg) for name, rcfg in config.routes.items()}
         self._adhoc: OrderedDict[str, Route] = OrderedDict()
         self.default_route = config.default_route
+        #: bring your own key: provider name -> organisation -> that organisation's own provider
+        #: (the provider's ``credential:NAME`` stored with the organisation's id; see docs/management.md)
+        self.org_providers: dict[str, dict[str, Provider]] = {}
+        org_secrets: list[str] = []
+        for pname, by_org in (org_keys or {}).items():
+            base = self.providers.get(pname)
+            if base is None:
+                continue
+            for org, secret in by_org.items():
+                pcfg = cast(ProviderConfig, base.config.model_copy(update={"api_key": SecretStr(secret)}))
+                old = previous.org_providers.get(pname, {}).get(org) if previous else None
+                provider = old if old is not None and old.config == pcfg else build_provider(pname, pcfg)
+                provider.probe_model = base.probe_model
+                self.org_providers.setdefault(pname, {})[org] = provider
+                org_secrets.append(secret)
+        #: (organisation, route name) -> (the route, that organisation's version of it)
+        self._org_routes: OrderedDict[tuple[str, str], tuple[Route, Route]] = OrderedDict()
         #: removes this config's secrets from every error message (see modelyard.scrub)
-        self.scrubber = Scrubber(_secrets(config))
+        self.scrubber = Scrubber(_secrets(config) + org_secrets)
         for name, provider in self.providers.items():
             provider.probe_model = _probe_model(config, name)
 
@@ -179,6 +208,30 @@ class Runtime:
             self._adhoc.popitem(last=False)
         return route
 
+    def for_org(self, route: Route, org_id: str | None) -> Route:
+        """The route as ``org_id``'s requests run it: its own provider where it brought its own key."""
+        if org_id is None or not self.org_providers:
+            return route
+        key = (org_id, route.name)
+        cached = self._org_routes.get(key)
+        if cached is not None and cached[0] is route:
+            return cached[1]
+
+        def own(dep: Deployment) -> Deployment:
+            provider = self.org_providers.get(dep.provider.name, {}).get(org_id)
+            return dep if provider is None else replace(dep, provider=provider)
+
+        pool = [own(d) for d in route.pool]
+        fallbacks = [own(d) for d in route.fallbacks]
+        if all(a is b for a, b in zip(pool + fallbacks, route.pool + route.fallbacks, strict=True)):
+            result = route
+        else:
+            result = replace(route, pool=pool, fallbacks=fallbacks)
+        self._org_routes[key] = (route, result)
+        if len(self._org_routes) > _ADHOC_LIMIT:
+            self._org_routes.popitem(last=False)
+        return result
+
     def for_task(self, route: Route, task: str) -> Route:
         """The route a task type picks: the route's ``tasks`` map, else a route named after the task."""
         ref = route.config.tasks.get(task)
@@ -209,13 +262,16 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def all_providers(self) -> list[Provider]:
+        return [*self.providers.values(), *(p for by_org in self.org_providers.values() for p in by_org.values())]
+
     async def close_unused(self, successor: Runtime | None) -> None:
         """Close providers that ``successor`` does not carry over."""
         if self._closed:
             return
         self._closed = True
-        keep = {id(p) for p in successor.providers.values()} if successor else set()
-        for provider in self.providers.values():
+        keep = {id(p) for p in successor.all_providers()} if successor else set()
+        for provider in self.all_providers():
             if id(provider) not in keep:
                 await provider.aclose()
 
@@ -248,17 +304,24 @@ class RuntimeHolder:
         if rt.retired and rt.active == 0:
             self._schedule_close(rt)
 
-    def prepare(self, config: Config) -> Runtime:
+    def prepare(self, config: Config, *, org_keys: Mapping[str, Mapping[str, str]] | None = None) -> Runtime:
         """A runtime for ``config``, built on the current one but not made current (for probing
         it first).  Hand it to :meth:`swap`, or close it with :meth:`discard`."""
         old = self.current
-        return Runtime(config, previous=old, version=old.version + 1)
+        return Runtime(config, previous=old, version=old.version + 1, org_keys=org_keys)
 
     async def discard(self, prepared: Runtime) -> None:
         """Close what a prepared runtime opened that the current one does not use."""
         await prepared.close_unused(self.current)
 
-    async def swap(self, config: Config, *, prepared: Runtime | None = None, revision: int | None = None) -> Runtime:
+    async def swap(
+        self,
+        config: Config,
+        *,
+        prepared: Runtime | None = None,
+        revision: int | None = None,
+        org_keys: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Runtime:
         """Build a runtime from ``config`` (or take ``prepared``, if built on the current one) and make
         it current.  Raises (and keeps the old one) on error."""
         async with self._lock:
@@ -268,7 +331,7 @@ class RuntimeHolder:
             else:
                 if prepared is not None:
                     await prepared.close_unused(old)
-                new = Runtime(config, previous=old, version=old.version + 1)
+                new = Runtime(config, previous=old, version=old.version + 1, org_keys=org_keys)
             new.revision = revision
             self.current = new
             old.retired = True

@@ -471,3 +471,32 @@ def test_restart_keeps_the_api_revision_and_source_file_refuses_writes(
         assert r.status_code == 405 and "config.source" in r.json()["error"]["message"]
     finally:
         gw.stop()
+
+
+def test_an_organisation_brings_its_own_key(gateway: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    keys = {}
+    for org in ("org_a", "org_b"):
+        assert admin(gateway, "POST", "/orgs", json={"name": org, "id": org}).status_code == 201
+        keys[org] = admin(gateway, "POST", "/keys", json={"org_id": org, "name": "app"}).json()["key"]
+    # the file's literal openai key became credential:openai.api_key; org_a stores its own under that name
+    doc = admin(gateway, "GET", "/config").json()["document"]
+    assert doc["providers"]["openai"]["api_key"] == "credential:openai.api_key"
+    own = {"provider": "openai", "name": "openai.api_key", "secret": "sk-org-a-own-key-42", "org_id": "org_a"}
+    assert admin(gateway, "POST", "/credentials", json=own).status_code == 201
+
+    def upstream_auth(org: str) -> str:
+        fakes["openai"].reset()
+        body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {keys[org]}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        return str(fakes["openai"].requests[-1]["auth"])
+
+    assert upstream_auth("org_a") == "Bearer sk-org-a-own-key-42"
+    assert upstream_auth("org_b") == "Bearer sk-test-openai-secret"
+    # org_a's key never appears in an error another organisation sees, nor in the admin API
+    assert "sk-org-a-own-key-42" not in admin(gateway, "GET", "/credentials").text

@@ -298,7 +298,10 @@ class Pipeline:
         stream: bool,
         input_tokens: int | None = None,
     ) -> _Admitted:
-        route = principal.admit(resolve_route(rt, model, opts))
+        route = resolve_route(rt, model, opts)
+        if rt.org_providers:  # bring your own key: the organisation's own provider where it has one
+            route = rt.for_org(route, principal.org_id)
+        route = principal.admit(route)
         services = self.services
         if services is None:
             return _Admitted(route, None, None, None)

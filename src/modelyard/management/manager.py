@@ -35,7 +35,7 @@ from modelyard.errors import (
     ModelyardError,
     NotFoundError,
 )
-from modelyard.management.document import content_hash, diff, externalise_secrets, resolve_secrets
+from modelyard.management.document import content_hash, diff, externalise_secrets, references, resolve_secrets
 from modelyard.management.events import EventBus
 from modelyard.management.probe import ProbeResult, probe_model
 from modelyard.routing.deployment import Deployment
@@ -286,7 +286,7 @@ class ConfigManager:
                 return ChangeResult(active, changed=False)
             config = await self._build(doc, rejected=ConfigRejectedError)
             probes: list[ProbeResult] = []
-            prepared = self.holder.prepare(config)
+            prepared = self.holder.prepare(config, org_keys=await self._org_keys(doc))
             try:
                 if probe:
                     probes = await self._probe_changes(prepared, self.holder.current.config, config, load=probe_load)
@@ -424,11 +424,26 @@ class ConfigManager:
         config = await self._build(rev.document, rejected=ConfigError)
         await self._activate(rev, config, reason=reason, publish=publish)
 
+    async def _org_keys(self, doc: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """Bring your own key: provider -> organisation -> the organisation's own secret of the
+        credential the provider's ``api_key: credential:NAME`` names."""
+        by_name: dict[str, list[str]] = {}
+        for path, name in references(doc).items():
+            parts = path.split(".")
+            if len(parts) == 3 and parts[0] == "providers" and parts[2] == "api_key":
+                by_name.setdefault(name, []).append(parts[1])
+        out: dict[str, dict[str, str]] = {}
+        for org_id, name, secret in await self.credentials.org_secrets(by_name):
+            for provider in by_name[name]:
+                out.setdefault(provider, {})[org_id] = secret
+        return out
+
     async def _activate(
         self, rev: Revision, config: Config, *, reason: str, prepared: Runtime | None = None, publish: bool = True
     ) -> None:
         previous = self.revision
-        await self.holder.swap(config, prepared=prepared, revision=rev.id)
+        org_keys = await self._org_keys(rev.document)
+        await self.holder.swap(config, prepared=prepared, revision=rev.id, org_keys=org_keys)
         self.revision = rev
         if self.on_swap is not None:
             await self.on_swap(config)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -204,6 +205,24 @@ class CredentialStore:
             return None
         cipher = await self._data_cipher()
         return cipher.decrypt_str(bytes(row.ciphertext), bytes(row.nonce), _aad(row.id))
+
+    async def org_secrets(self, names: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(org id, name, secret) of every organisation's own credential called one of ``names``
+        (bring your own key).  Server-side use only."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return []
+        query = select(_T.c.id, _T.c.org_id, _T.c.name, _T.c.ciphertext, _T.c.nonce).where(
+            _T.c.name.in_(wanted), _T.c.org_id.is_not(None)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        if not rows:
+            return []
+        cipher = await self._data_cipher()
+        return [
+            (r.org_id, r.name, cipher.decrypt_str(bytes(r.ciphertext), bytes(r.nonce), _aad(r.id))) for r in rows
+        ]
 
     async def list(self, org_id: str | None = None) -> list[CredentialRecord]:
         """Credentials (masked) of one organisation, or all of them when ``org_id`` is None."""

@@ -220,9 +220,7 @@ class CredentialStore:
         if not rows:
             return []
         cipher = await self._data_cipher()
-        return [
-            (r.org_id, r.name, cipher.decrypt_str(bytes(r.ciphertext), bytes(r.nonce), _aad(r.id))) for r in rows
-        ]
+        return [(r.org_id, r.name, cipher.decrypt_str(bytes(r.ciphertext), bytes(r.nonce), _aad(r.id))) for r in rows]
 
     async def list(self, org_id: str | None = None) -> list[CredentialRecord]:
         """Credentials (masked) of one organisation, or all of them when ``org_id`` is None."""

@@ -246,6 +246,20 @@ def config_check(
     )
     for line in _config_warnings(cfg):
         console.print(f"[yellow]warning[/]: {line}", highlight=False)
+    for name, caps in _capabilities(cfg).items():
+        console.print(f"  models.{name}.capabilities: {caps}", highlight=False)
+
+
+def _capabilities(cfg: Config) -> dict[str, str]:
+    """Each model's effective capabilities, as one short line (models.<name>.capabilities)."""
+    from modelyard.config.capabilities import capabilities_of
+
+    out: dict[str, str] = {}
+    for name, m in cfg.models.items():
+        kind = cfg.providers[m.provider].kind
+        caps = capabilities_of(m, kind, m.model or name)
+        out[name] = ", ".join(k for k, v in caps.items() if v) or "text only"
+    return out
 
 
 def _config_warnings(cfg: Config) -> list[str]:
@@ -316,8 +330,9 @@ def _models_offline(config: Path | None) -> None:
         _fail(console, exc)
         return
     table = Table(title="models")
-    for col in ("name", "provider", "kind", "upstream model", "in $/Mtok", "out $/Mtok", "context", "tags"):
+    for col in ("name", "provider", "kind", "upstream model", "in $/Mtok", "out $/Mtok", "context", "tags", "can"):
         table.add_column(col)
+    capabilities = _capabilities(cfg)
     for name, m in cfg.models.items():
         p = cfg.providers[m.provider]
         table.add_row(
@@ -329,6 +344,7 @@ def _models_offline(config: Path | None) -> None:
             "" if m.output_cost_per_mtok is None else f"{m.output_cost_per_mtok:g}",
             "" if m.context_window is None else str(m.context_window),
             ", ".join(m.tags),
+            capabilities[name],
         )
     console.print(table)
     routes = Table(title="routes")

@@ -69,6 +69,9 @@ def _secrets(config: Config) -> list[str]:
         if pcfg.api_key is not None:
             out.append(pcfg.api_key.get_secret_value())
         out.extend(pcfg.headers.values())
+    for alert in config.alerts:
+        if alert.secret is not None:
+            out.append(alert.secret.get_secret_value())
     master = config.master_key()
     if master:
         out.append(master)

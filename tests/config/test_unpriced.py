@@ -81,7 +81,8 @@ def test_config_check_warns_about_every_unpriced_model(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     text = " ".join((out.stdout + out.stderr).split())
     assert "models.mine: no price for 'my-finetune'" in text and "free: true" in text
-    assert "models.gpt" not in text and "models.llama" not in text
+    assert "models.gpt: no price" not in text and "models.llama: no price" not in text
+    assert "models.gpt.capabilities:" in text  # the capabilities lines name every model
 
 
 def test_config_check_fails_with_a_usd_budget(tmp_path: Path) -> None:

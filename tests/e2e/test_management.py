@@ -6,6 +6,7 @@ requests during a switch, secrets kept out of revisions, the file-vs-API rule, t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -500,3 +501,62 @@ def test_an_organisation_brings_its_own_key(gateway: ServerProcess, fakes: dict[
     assert upstream_auth("org_b") == "Bearer sk-test-openai-secret"
     # org_a's key never appears in an error another organisation sees, nor in the admin API
     assert "sk-org-a-own-key-42" not in admin(gateway, "GET", "/credentials").text
+
+
+def test_scheduled_discovery_announces_new_models(fakes: dict[str, FakeServer], tmp_path: Path) -> None:
+    config = gateway_config(fakes)
+    config["config"] = {"discovery_interval_s": 1}
+    gw = ServerProcess(config, tmp_path, env={"MODELYARD_MASTER_KEY": MASTER})
+    try:
+        time.sleep(1.6)  # the first run notes what exists: no event for that
+        fakes["openai"].models.append("o8-nano")  # type: ignore[attr-defined]
+        found: dict[str, Any] = {}
+        with httpx.stream("GET", f"{gw.url}/admin/events?after=0", headers=H, timeout=10) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"discovery.new"' in line:
+                    found = json.loads(line[6:])
+                    break
+        assert [m["id"] for m in found["data"]["models"]] == ["openai:o8-nano"]
+    finally:
+        fakes["openai"].models.remove("o8-nano")  # type: ignore[attr-defined]
+        gw.stop()
+
+
+def test_a_hanging_probe_is_cut_and_a_rollback_needs_its_credentials(
+    fakes: dict[str, FakeServer], tmp_path: Path
+) -> None:
+    config = gateway_config(fakes)
+    config["config"] = {"probe_timeout_s": 1}
+    gw = ServerProcess(config, tmp_path, env={"MODELYARD_MASTER_KEY": MASTER})
+    try:
+        fakes["openai"].inject("gpt-4.1-nano", hang=True)
+        t0 = time.monotonic()
+        r = admin(
+            gw,
+            "POST",
+            "/models",
+            json={
+                "name": "nano",
+                "config": {"provider": "openai", "model": "gpt-4.1-nano"},
+                "base_revision": active(gw),
+            },
+        )
+        assert r.status_code == 409 and "timed out" in r.json()["error"]["message"], r.text
+        assert time.monotonic() - t0 < 10  # cut at probe_timeout_s (1 s), not the model's 60 s timeout
+        fakes["openai"].clear_faults()
+
+        cred = {"provider": "extra", "name": "extra-key", "secret": "sk-extra-0123456789"}
+        assert admin(gw, "POST", "/credentials", json=cred).status_code == 201
+        url = base_url(fakes["openai"])
+        body = {"name": "extra", "config": {"kind": "openai", "base_url": url, "api_key": "credential:extra-key"}}
+        r = admin(gw, "POST", "/providers", json={**body, "base_revision": active(gw)})
+        assert r.status_code == 201, r.text
+        with_extra = r.json()["revision"]["id"]
+        assert admin(gw, "DELETE", "/providers/extra", headers={"If-Match": str(with_extra)}).status_code == 200
+        cred_id = next(c["id"] for c in admin(gw, "GET", "/credentials").json()["data"] if c["name"] == "extra-key")
+        assert admin(gw, "DELETE", f"/credentials/{cred_id}").status_code == 200
+        r = admin(gw, "POST", "/config/rollback", json={"revision": with_extra}, headers={"If-Match": str(active(gw))})
+        assert r.status_code == 409 and "extra-key" in r.json()["error"]["message"], r.text
+        assert r.json()["error"]["param"] == "providers.extra.api_key"
+    finally:
+        gw.stop()

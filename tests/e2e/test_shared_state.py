@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,34 @@ def test_two_replicas_share_postgres_and_redis(
             return int(s["summary"]["requests"]["total"])
 
         assert wait_for(lambda: total() == 122, timeout=15)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_replicas_switch_through_redis_pubsub(
+    fakes: dict[str, FakeServer], tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """Config revisions on PostgreSQL, activations announced on Redis: with polling slowed to 10
+    minutes, the other replica still switches at once (#12 point 7)."""
+    cfg = priced_config(fakes, database=pg_url, state=redis_url, config={"poll_interval_s": 600})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = ServerProcess(cfg, tmp_path / "a")
+    b = ServerProcess(cfg, tmp_path / "b")
+    h = {"Authorization": f"Bearer {MASTER}"}
+    try:
+        base = httpx.get(f"{a.url}/admin/config", headers=h).json()["id"]
+        assert httpx.get(f"{b.url}/admin/config", headers=h).json()["id"] == base  # one import for both
+        r = httpx.post(
+            f"{a.url}/admin/routes/main/switch", headers={**h, "If-Match": str(base)}, json={"model": "claude"}
+        )
+        assert r.status_code == 200, r.text
+        t0 = time.monotonic()
+        # within 5 s: only the Redis announcement can do it (the poll runs every 600 s)
+        assert wait_for(lambda: post(b, model="main").headers.get("x-modelyard-model") == "claude", timeout=5)
+        elapsed = time.monotonic() - t0
+        print(f"\nreplica b switched {elapsed * 1000:.0f} ms after replica a's switch answered")
     finally:
         a.stop()
         b.stop()

@@ -267,6 +267,17 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 build_validator(spec, json_schema=route.json_schema)
             except ValueError as exc:
                 problems.append((f"routes.{name}.validators[{i}]", str(exc)))
+    alert_names: set[str] = set()
+    for i, alert in enumerate(cfg.alerts):
+        if alert.name in alert_names:
+            problems.append((f"alerts[{i}].name", f"duplicate alert name {alert.name!r}"))
+        alert_names.add(alert.name)
+        sections: dict[str, Mapping[str, Any]] = {"provider": cfg.providers, "model": cfg.models, "route": cfg.routes}
+        known = sections.get(alert.scope)
+        if alert.target is not None and known is None:
+            problems.append((f"alerts[{i}].target", f"a {alert.scope} alert has no target"))
+        elif alert.target is not None and known is not None and alert.target not in known:
+            problems.append((f"alerts[{i}].target", _unknown(alert.scope, alert.target, known)))
     problems.extend(unpriced_under_budgets(cfg))
     if cfg.default_route is not None and cfg.default_route not in cfg.routes and (cfg.default_route not in cfg.models):
         problems.append(("default_route", _unknown("route or model", cfg.default_route, {**cfg.routes, **cfg.models})))

@@ -16,10 +16,12 @@ __all__ = [
     "LOCAL_KINDS",
     "LOCAL_MODEL_FIELDS",
     "PROVIDER_CONFIG_CLASSES",
+    "AlertConfig",
     "AnthropicProviderConfig",
     "BreakerConfig",
     "BudgetConfig",
     "CacheConfig",
+    "CapabilitiesConfig",
     "Config",
     "ConfigPolicy",
     "GeminiProviderConfig",
@@ -255,6 +257,19 @@ class BreakerConfig(_Strict):
     cooldown_s: float = Field(15.0, gt=0)
 
 
+class CapabilitiesConfig(_Strict):
+    """What a model can do; unset keys come from the known model, then the provider kind
+    (``modelyard config check`` shows the result; see docs/configuration.md)."""
+
+    vision: bool | None = None
+    tools: bool | None = None
+    json_schema: bool | None = None
+    multiple_choices: bool | None = None
+    embeddings: bool | None = None
+    reasoning: bool | None = None
+    prefill: bool | None = None
+
+
 class ModelConfig(_Strict):
     provider: str
     #: false: the model stays configured but serves nothing (routes skip it; asking for it is a 404)
@@ -283,6 +298,8 @@ class ModelConfig(_Strict):
     weight: float = Field(1.0, ge=0)
     tags: tuple[str, ...] = ()
     supports_prefill: bool = False
+    #: images, tools, JSON schema, n > 1, embeddings, reasoning, prefill (unset: the defaults)
+    capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     #: what the model serves: chat completions, embeddings, or both
     mode: Literal["chat", "embedding"] = "chat"
@@ -361,6 +378,56 @@ class CacheConfig(_Strict):
     max_entries: int = Field(10000, ge=1)
 
 
+class AlertConfig(_Strict):
+    """An alert (docs/management.md#alerts): an event, ``/admin/alerts`` and an optional signed webhook."""
+
+    name: str = Field(min_length=1, max_length=200)
+    #: provider_down: a provider's health checks fail; breaker_open: a model's breaker opens;
+    #: error_rate / latency_p95: over ``threshold`` in the last ``window_s``; budget: a budget alert
+    kind: Literal["provider_down", "breaker_open", "error_rate", "latency_p95", "budget"]
+    #: what it watches: provider (provider_down), model (breaker_open, error_rate, latency_p95),
+    #: route (error_rate, latency_p95), or global (every one of the kind's own scope)
+    scope: Literal["global", "provider", "model", "route"] = "global"
+    #: the provider, model or route (unset: each one of the scope)
+    target: str | None = None
+    #: error_rate: a fraction (0-1); latency_p95: milliseconds; budget: the fraction of the limit
+    threshold: float | None = Field(None, ge=0, allow_inf_nan=False)
+    window_s: float = Field(300.0, gt=0, le=86_400)
+    #: error_rate and latency_p95 stay quiet below this many requests in the window
+    min_requests: int = Field(10, ge=1)
+    #: POSTed JSON on firing and resolving, signed with ``secret`` (HMAC-SHA256), retried 3 times
+    webhook: str | None = None
+    secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertConfig:
+        if self.kind in ("error_rate", "latency_p95") and self.threshold is None:
+            raise PydanticCustomError("alert_threshold", "{kind} needs a threshold", {"kind": self.kind})
+        if self.kind == "error_rate" and self.threshold is not None and self.threshold > 1:
+            raise PydanticCustomError("alert_threshold", "an error_rate threshold is a fraction from 0 to 1", {})
+        allowed = {
+            "provider_down": ("global", "provider"),
+            "breaker_open": ("global", "model"),
+            "error_rate": ("global", "model", "route"),
+            "latency_p95": ("global", "model", "route"),
+            "budget": ("global",),
+        }[self.kind]
+        if self.scope not in allowed:
+            raise PydanticCustomError(
+                "alert_scope",
+                "{kind} alerts take scope {allowed}",
+                {"kind": self.kind, "allowed": " or ".join(allowed)},
+            )
+        if self.webhook is not None:
+            if not self.webhook.startswith(("http://", "https://")):
+                raise PydanticCustomError("alert_webhook", "webhook must be an http:// or https:// URL", {})
+            if self.secret is None or not self.secret.get_secret_value():
+                raise PydanticCustomError(
+                    "alert_secret", "a webhook needs a secret (its deliveries are signed with HMAC-SHA256)", {}
+                )
+        return self
+
+
 class ConfigPolicy(_Strict):
     """``config:``: how config changes made through the admin API and the file meet (docs/management.md)."""
 
@@ -372,6 +439,8 @@ class ConfigPolicy(_Strict):
     poll_interval_s: float = Field(2.0, gt=0, le=3600)
     #: the longest a deploy's probe of one model may take
     probe_timeout_s: float = Field(15.0, gt=0, le=600)
+    #: list every provider's models this often and send a discovery.new event for new ones (unset: off)
+    discovery_interval_s: float | None = Field(None, ge=1, le=7 * 86_400)
 
 
 class Config(_Strict):
@@ -387,6 +456,7 @@ class Config(_Strict):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     config: ConfigPolicy = Field(default_factory=ConfigPolicy)
+    alerts: tuple[AlertConfig, ...] = ()
 
     def master_key(self) -> str | None:
         """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""

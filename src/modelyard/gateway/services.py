@@ -98,6 +98,8 @@ class Services:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
     _budget_figures: list[dict[str, Any]] = field(default_factory=list)
+    #: called with every budget alert or stop (the alert watcher)
+    budget_listeners: list[Callable[[BudgetEvent], None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
@@ -191,6 +193,8 @@ class Services:
         return created
 
     def _store_event(self, event: BudgetEvent) -> None:
+        for listener in self.budget_listeners:
+            listener(event)
         stored = StoredEvent(
             ts=datetime.now(UTC),
             budget=event.budget,

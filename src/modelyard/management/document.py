@@ -102,6 +102,15 @@ def secret_slots(doc: dict[str, Any]) -> Iterator[SecretSlot]:
             url = p.get("base_url")
             if isinstance(url, str) and (_has_userinfo(url) or url.startswith(CREDENTIAL_PREFIX)):
                 yield SecretSlot(p, "base_url", f"providers.{name}.base_url", f"{name}.base_url")
+    alerts = doc.get("alerts")
+    if isinstance(alerts, list):
+        for i, a in enumerate(alerts):
+            if not isinstance(a, dict):
+                continue
+            label = a.get("name", i)
+            for key in ("webhook", "secret"):
+                if isinstance(a.get(key), str):
+                    yield SecretSlot(a, key, f"alerts[{i}].{key}", f"alert.{label}.{key}")
     budgets = doc.get("budgets")
     if isinstance(budgets, list):
         for i, b in enumerate(budgets):

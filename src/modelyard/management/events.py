@@ -33,12 +33,13 @@ class Event:
 
 
 class _Subscriber:
-    __slots__ = ("dropped", "org_id", "queue", "wake")
+    __slots__ = ("closed", "dropped", "org_id", "queue", "wake")
 
     def __init__(self, org_id: str | None, size: int) -> None:
         self.org_id = org_id
         self.queue: deque[Event] = deque(maxlen=size)
         self.dropped = 0
+        self.closed = False
         self.wake = asyncio.Event()
 
 
@@ -60,6 +61,12 @@ class EventBus:
             sub.queue.append(event)
             sub.wake.set()
         return event
+
+    def close(self) -> None:
+        """End every subscription (the server is shutting down: open streams must not hold it)."""
+        for sub in self._subscribers:
+            sub.closed = True
+            sub.wake.set()
 
     def recent(self, *, after: int = 0, org_id: str | None = None, limit: int = 100) -> list[Event]:
         return [e for e in self._history if e.id > after and _visible(e, org_id)][-limit:]
@@ -84,6 +91,8 @@ class EventBus:
                     yield None
                     continue
                 sub.wake.clear()
+                if sub.closed:
+                    return
                 if sub.dropped:
                     n, sub.dropped = sub.dropped, 0
                     yield Event(0, "events.dropped", {"count": n})

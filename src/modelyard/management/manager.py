@@ -51,6 +51,8 @@ log = logging.getLogger("modelyard.management")
 
 #: revision sources that count as "the API changed the config" for the file-vs-API rule
 API_SOURCES = ("api", "rollback", "discovery")
+#: the Redis channel revisions are announced on (with ``state: redis://``)
+CHANNEL = "modelyard:config:activated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,11 @@ class ConfigManager:
         self.revision: Revision | None = None
         #: set when a changed file was not applied because the API changed the config since
         self.file_conflict: dict[str, Any] | None = None
-        self._poller: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        #: with ``state: redis://``, activations are published there (replicas switch at once)
+        self._redis: Any = None
+        #: upstream models scheduled discovery has already announced
+        self._announced: set[str] | None = None
         #: where probe usage records go (the usage writer), with ``source: probe`` and no org
         self.usage_sink = usage_sink
 
@@ -132,13 +138,22 @@ class ConfigManager:
                 await self._run(active, reason="start")
             elif active is not None:
                 self.holder.current.revision = active.id
-        interval = self.holder.current.config.config.poll_interval_s
-        self._poller = asyncio.get_running_loop().create_task(self._poll(interval))
+        config = self.holder.current.config
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._poll(config.config.poll_interval_s))]
+        if config.state.startswith(("redis://", "rediss://", "unix://")):
+            self._loops.append(loop.create_task(self._listen(config.state)))
+        if config.config.discovery_interval_s:
+            self._loops.append(loop.create_task(self._discover_every(config.config.discovery_interval_s)))
 
     async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     async def file_changed(self, reason: str) -> bool:
         """SIGHUP or ``--watch``: import the file under the ``config.source`` rule."""
@@ -206,6 +221,56 @@ class ConfigManager:
                 await self.sync()
             except Exception as exc:
                 log.warning("could not check the active config revision: %s", scrub(str(exc)))
+
+    async def _listen(self, url: str) -> None:
+        """Redis pub/sub: another replica's activation is run at once (polling stays as the fallback)."""
+        from modelyard.storage.redis import redis_client
+
+        self._redis = redis_client(url, max_connections=4)
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(CHANNEL)
+                try:
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            await self.sync()
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: polling still converges; try again shortly
+                log.warning("config revisions: Redis pub/sub unavailable (%s); polling only", type(exc).__name__)
+                await asyncio.sleep(5)
+
+    async def _publish(self, revision_id: int) -> None:
+        if self._redis is None:
+            return
+        try:
+            await self._redis.publish(CHANNEL, str(revision_id))
+        except Exception as exc:
+            log.warning("could not publish revision %d to Redis: %s", revision_id, type(exc).__name__)
+
+    async def _discover_every(self, interval_s: float) -> None:
+        """Scheduled discovery: a ``discovery.new`` event when a provider lists a model not seen before."""
+        from modelyard.management.discovery import discover
+
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.revision is None:
+                continue
+            try:
+                found = await discover(self.holder.current, self.document())
+            except Exception as exc:
+                log.warning("scheduled discovery failed: %s", scrub(str(exc)))
+                continue
+            ids = {n["id"] for n in found.new}
+            if self._announced is not None and ids - self._announced:
+                new = [n for n in found.new if n["id"] not in self._announced]
+                self.events.publish("discovery.new", {"models": new})
+                log.info("discovery: %d new upstream models (GET /admin/discovery)", len(new))
+            self._announced = ids if self._announced is None else self._announced | ids
 
     async def sync(self) -> bool:
         """Run the active revision if another replica activated a newer one."""
@@ -416,6 +481,7 @@ class ConfigManager:
             doc, content_hash=content_hash(doc), source=source, actor=actor.name, message=message, base=base
         )
         await self._activate(rev, config, prepared=prepared, reason=message)
+        await self._publish(rev.id)
         if source in ("file", "env"):
             await self._audit(actor, f"config.{source}_import", "config", before, doc, rev.id)
         return rev

@@ -82,6 +82,8 @@ ADHOC = "adhoc"
 
 class Metrics:
     def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        #: called with every finished request's record (the alert watcher's error rates and latencies)
+        self.listeners: list[Callable[[RequestRecord], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         self._runtime = runtime
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -156,6 +158,8 @@ class Metrics:
         for a in attempts:
             a_model = a.model if a.model in rt.models else ADHOC
             child(self.attempts, a_model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
+        for listener in self.listeners:
+            listener(rec)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,8 +35,15 @@ def model_health(dep: Deployment) -> str:
 class HealthMonitor:
     """Probes every provider of the current runtime at its ``health_check_interval_s``."""
 
-    def __init__(self, providers: Callable[[], dict[str, Provider]], tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        providers: Callable[[], dict[str, Provider]],
+        tick_s: float = 1.0,
+        on_change: Callable[[str, str, str, str], None] | None = None,
+    ) -> None:
         self._providers = providers
+        #: called with (provider, before, after, detail) when a check changes a provider's health
+        self.on_change = on_change
         self._tick_s = tick_s
         self._next: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -85,3 +92,5 @@ class HealthMonitor:
         after = provider.health_state.state
         if after != before:
             log.warning("provider %s is %s (%s)", provider.name, after, result.detail)
+            if self.on_change is not None:
+                self.on_change(provider.name, before, after, result.detail)

@@ -258,7 +258,8 @@ def create_app(gw: AppState) -> FastPath:
                 await gw.services.aclose()
                 raise
         _install_reload(gw, tasks)
-        monitor = HealthMonitor(lambda: gw.holder.current.providers)
+        alerts = gw.start_alerts()
+        monitor = HealthMonitor(lambda: gw.holder.current.providers, on_change=alerts.provider_health)
         monitor.start()
         listener = _metrics_listener(gw)
         tune_gc()
@@ -273,6 +274,7 @@ def create_app(gw: AppState) -> FastPath:
             listener.shutdown()
             listener.server_close()
         await monitor.aclose()
+        await gw.stop_alerts()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

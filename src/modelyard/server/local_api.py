@@ -180,9 +180,10 @@ class LocalStatus:
             client.push(event)
 
     def end_streams(self) -> None:
-        """End every events stream (the server is shutting down)."""
+        """End every events stream (the server is shutting down): these and the admin events'."""
         for client in list(self._clients):
             client.push(None)
+        self.gateway.events.close()
 
     async def events(self, request: Request) -> Response:
         snapshot = await self.snapshot(reconcile=False)

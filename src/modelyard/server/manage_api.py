@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
+from modelyard.config.capabilities import capabilities_of
 from modelyard.config.prices import lookup_price
 from modelyard.errors import (
     InvalidRequestError,
@@ -103,6 +104,101 @@ class RevisionOut(BaseModel):
     message: str
     created_at: str
     content_hash: str
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RevisionRow(RevisionOut):
+    active: bool
+
+
+class RevisionsOut(BaseModel):
+    active: int | None
+    data: list[RevisionRow]
+
+
+class ConfigOut(RevisionOut):
+    document: dict[str, Any] = Field(description="the whole config, secrets as ${VAR} or credential:NAME")
+    file_conflict: dict[str, Any] | None
+    policy: str
+
+
+class RevisionDetailOut(RevisionOut):
+    active: bool
+    document: dict[str, Any]
+    diff_parent: str
+    diff_active: str
+
+
+class ValidateOut(BaseModel):
+    valid: bool
+    warnings: list[str]
+    diff: str
+
+
+class EntryOut(_Out):
+    name: str
+    config: dict[str, Any] = Field(description="the entry as the document has it")
+
+
+class EntriesOut(BaseModel):
+    data: list[EntryOut]
+
+
+class ProbeOut(BaseModel):
+    model: str
+    ok: bool
+    latency_ms: float
+    method: str
+    error: str | None
+
+
+class ProviderTestOut(BaseModel):
+    provider: str
+    reachable: bool
+    auth_ok: bool | None
+    models: list[str]
+    model_count: int
+    latency_ms: float
+    probe: ProbeOut | None
+    error: str | None
+
+
+class UpstreamModelsOut(BaseModel):
+    provider: str
+    data: list[dict[str, Any]]
+
+
+class DiscoveryOut(BaseModel):
+    new: list[dict[str, Any]]
+    updated: list[dict[str, Any]]
+    deprecated: list[dict[str, Any]]
+    errors: dict[str, str]
+
+
+class AuditEntryOut(BaseModel):
+    id: int | None
+    ts: str | None
+    actor: str
+    org_id: str | None
+    action: str
+    target: str
+    before: Any
+    after: Any
+    revision_id: int | None
+    request_id: str | None
+    client: str | None
+
+
+class AuditOut(BaseModel):
+    data: list[AuditEntryOut]
+
+
+class AlertsOut(BaseModel):
+    data: list[dict[str, Any]]
+    recent: list[dict[str, Any]]
 
 
 class ChangeOut(BaseModel):
@@ -206,7 +302,11 @@ def manage_router(gw: AppState) -> APIRouter:
 
     # -- config and revisions --------------------------------------------------------------------
 
-    @router.get("/config", summary="The active config revision and its document (secrets as references)")
+    @router.get(
+        "/config",
+        summary="The active config revision and its document (secrets as references)",
+        response_model=ConfigOut,
+    )
     async def get_config(m: ConfigManager = M) -> Response:
         rev = m.revision
         if rev is None:
@@ -222,7 +322,7 @@ def manage_router(gw: AppState) -> APIRouter:
         header = f"# modelyard config, revision {rev.id} ({rev.source}, {rev.created_at.isoformat()})\n"
         return Response(header + to_yaml(rev.document), media_type="application/yaml", headers={"ETag": f'"{rev.id}"'})
 
-    @router.get("/config/revisions", summary="Config revisions, newest first")
+    @router.get("/config/revisions", summary="Config revisions, newest first", response_model=RevisionsOut)
     async def revisions(
         limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, ge=1), m: ConfigManager = M
     ) -> dict[str, Any]:
@@ -235,7 +335,9 @@ def manage_router(gw: AppState) -> APIRouter:
         }
 
     @router.get(
-        "/config/revisions/{revision_id}", summary="One revision, with its diff against its parent and the active one"
+        "/config/revisions/{revision_id}",
+        summary="One revision, with its diff against its parent and the active one",
+        response_model=RevisionDetailOut,
     )
     async def revision(revision_id: int, m: ConfigManager = M) -> dict[str, Any]:
         from modelyard.management.document import diff
@@ -256,7 +358,11 @@ def manage_router(gw: AppState) -> APIRouter:
             raise InvalidRequestError("send exactly one of 'document' (a whole config) or 'patch'", param="document")
         return document if document is not None else edits.merge(m.document(), patch or {})
 
-    @router.post("/config/validate", summary="Validate a document or a patch without changing anything (dry run)")
+    @router.post(
+        "/config/validate",
+        summary="Validate a document or a patch without changing anything (dry run)",
+        response_model=ValidateOut,
+    )
     async def validate(body: ValidateIn, m: ConfigManager = M) -> dict[str, Any]:
         from modelyard.management.document import diff
 
@@ -315,7 +421,11 @@ def manage_router(gw: AppState) -> APIRouter:
     for section in ("providers", "models", "routes"):
         _crud(router, section, granted(f"{section}:write"), IfMatch, _views)
 
-    @router.post("/providers/{name}/test", summary="Test a provider: connect, authenticate, list models, 1-token probe")
+    @router.post(
+        "/providers/{name}/test",
+        summary="Test a provider: connect, authenticate, list models, 1-token probe",
+        response_model=ProviderTestOut,
+    )
     async def test(name: str, m: ConfigManager = M) -> dict[str, Any]:
         rt = gw.holder.current
         provider = rt.providers.get(name)
@@ -328,7 +438,11 @@ def manage_router(gw: AppState) -> APIRouter:
             m.record_probe(probe, result.probe)
         return result.public()
 
-    @router.get("/providers/{name}/models", summary="The provider's own model listing (upstream)")
+    @router.get(
+        "/providers/{name}/models",
+        summary="The provider's own model listing (upstream)",
+        response_model=UpstreamModelsOut,
+    )
     async def upstream_models(name: str, m: ConfigManager = M) -> dict[str, Any]:
         provider = gw.holder.current.providers.get(name)
         if provider is None:
@@ -411,7 +525,9 @@ def manage_router(gw: AppState) -> APIRouter:
     # -- discovery ---------------------------------------------------------------------------------
 
     @router.get(
-        "/discovery", summary="Models the providers offer against the configured catalog: new, updated, deprecated"
+        "/discovery",
+        summary="Models the providers offer against the configured catalog: new, updated, deprecated",
+        response_model=DiscoveryOut,
     )
     async def discovery(m: ConfigManager = M) -> dict[str, Any]:
         return (await discover(gw.holder.current, m.document())).public()
@@ -438,9 +554,22 @@ def manage_router(gw: AppState) -> APIRouter:
         )
         return _change(result)
 
-    # -- audit and events ---------------------------------------------------------------------------
+    # -- alerts, audit and events ---------------------------------------------------------------------
 
-    @router.get("/audit", summary="The audit log, newest first (filters: actor, target, action prefix, since)")
+    @router.get(
+        "/alerts",
+        summary="The configured alerts, what fires now, and the latest firings and resolutions",
+        response_model=AlertsOut,
+    )
+    async def alerts(m: ConfigManager = M) -> dict[str, Any]:
+        watcher = gw.alerts
+        return watcher.snapshot() if watcher is not None else {"data": [], "recent": []}
+
+    @router.get(
+        "/audit",
+        summary="The audit log, newest first (filters: actor, target, action prefix, since)",
+        response_model=AuditOut,
+    )
     async def audit(
         actor: str | None = Query(None, max_length=200),
         target: str | None = Query(None, max_length=300),
@@ -556,7 +685,13 @@ def _crud(router: APIRouter, section: str, M: Any, IfMatch: Any, views: Any) -> 
         )
         return _change(result)
 
-    router.add_api_route(f"/{section}", list_, methods=["GET"], summary=f"List the {section} of the active revision")
+    router.add_api_route(
+        f"/{section}",
+        list_,
+        methods=["GET"],
+        response_model=EntriesOut,
+        summary=f"List the {section} of the active revision",
+    )
     router.add_api_route(
         f"/{section}",
         create,
@@ -565,7 +700,7 @@ def _crud(router: APIRouter, section: str, M: Any, IfMatch: Any, views: Any) -> 
         response_model=ChangeOut,
         summary=f"Create a {what} (a new revision)",
     )
-    router.add_api_route(f"/{section}/{path}", get, methods=["GET"], summary=f"One {what}")
+    router.add_api_route(f"/{section}/{path}", get, methods=["GET"], response_model=EntryOut, summary=f"One {what}")
     router.add_api_route(
         f"/{section}/{path}",
         put,
@@ -617,10 +752,12 @@ def _view(gw: AppState, section: str, name: str, entry: dict[str, Any]) -> dict[
                 provider=dep.provider.name,
                 upstream=dep.upstream,
                 enabled=dep.config.enabled,
+                capabilities=capabilities_of(dep.config, dep.provider.config.kind, dep.upstream),
                 price={"input_per_mtok": inp, "output_per_mtok": outp},
                 breaker=dep.state.breaker.state,
                 in_flight=dep.state.limiter.in_flight,
                 provider_health=dep.provider.health_state.state,
+                figures=dep.state.stats.snapshot(),
                 routes=sorted(
                     r for r, route in rt.routes.items() if name in route.config.models or name in route.config.fallbacks
                 ),

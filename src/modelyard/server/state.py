@@ -10,6 +10,7 @@ from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError
 from modelyard.gateway.pipeline import Pipeline
 from modelyard.gateway.services import Services
+from modelyard.management.alerts import AlertWatcher
 from modelyard.management.events import EventBus
 from modelyard.management.manager import ConfigManager
 from modelyard.routing.router import Router
@@ -42,6 +43,8 @@ class AppState:
     manager: ConfigManager | None = None
     #: admin events (GET /admin/events)
     events: EventBus = field(default_factory=EventBus)
+    #: provider health and breaker changes as events, and the configured alerts (GET /admin/alerts)
+    alerts: AlertWatcher | None = None
 
     def __post_init__(self) -> None:
         self.start_pipeline()
@@ -52,6 +55,22 @@ class AppState:
     @property
     def max_body(self) -> int:
         return int(self.holder.current.config.server.max_body_mb * 1024 * 1024)
+
+    def start_alerts(self) -> AlertWatcher:
+        """The alert watcher: fed by every finished request, the health monitor and the budgets."""
+        services = self.services
+        watcher = AlertWatcher(self.holder, self.events, audit=services.audit.record if services else None)
+        if services is not None:
+            services.metrics.listeners.append(watcher.observe)
+            services.budget_listeners.append(lambda e: watcher.budget(e.budget, e.scope, e.fraction, e.message))
+        watcher.start()
+        self.alerts = watcher
+        return watcher
+
+    async def stop_alerts(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.aclose()
+            self.alerts = None
 
     async def start_manager(self) -> None:
         """Config revisions need the database and the credential store (so a master key)."""

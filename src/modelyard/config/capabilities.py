@@ -1,0 +1,125 @@
+"""What a model can do: ``models.<name>.capabilities``, with defaults per provider kind and per known model.
+
+One place answers "can this model take images, tools, a JSON schema, ``n > 1``, produce
+embeddings, reason, continue an assistant prefill?".  A key set in the config wins; otherwise
+the known model's entry (matched by the upstream name's prefix), then the provider kind's
+default.  ``config check`` shows the result; the routing rule that a request no candidate can
+serve is a 400 naming the parameter reads only this (contracts: "Model capabilities").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from modelyard.config.schema import ModelConfig
+
+__all__ = ["CAPABILITIES", "Capability", "capabilities_of"]
+
+Capability = Literal["vision", "tools", "json_schema", "multiple_choices", "embeddings", "reasoning", "prefill"]
+CAPABILITIES: tuple[Capability, ...] = (
+    "vision",
+    "tools",
+    "json_schema",
+    "multiple_choices",
+    "embeddings",
+    "reasoning",
+    "prefill",
+)
+
+#: per provider kind, for a chat model (an embedding model: embeddings only)
+_KIND: dict[str, dict[Capability, bool]] = {
+    # any OpenAI-compatible server: assume the OpenAI feature set, except images and reasoning
+    "openai": {
+        "vision": False,
+        "tools": True,
+        "json_schema": True,
+        "multiple_choices": True,
+        "reasoning": False,
+        "prefill": False,
+    },
+    # Messages API: no n > 1; an assistant turn at the end is continued (prefill)
+    "anthropic": {
+        "vision": True,
+        "tools": True,
+        "json_schema": True,
+        "multiple_choices": False,
+        "reasoning": False,
+        "prefill": True,
+    },
+    "gemini": {
+        "vision": True,
+        "tools": True,
+        "json_schema": True,
+        "multiple_choices": True,
+        "reasoning": False,
+        "prefill": False,
+    },
+    # Ollama passes tools and images to models that take them; n > 1 is not served
+    "ollama": {
+        "vision": False,
+        "tools": True,
+        "json_schema": True,
+        "multiple_choices": False,
+        "reasoning": False,
+        "prefill": True,
+    },
+    # the in-process llama.cpp engine: text in, text out, one choice
+    "llamacpp": {
+        "vision": False,
+        "tools": False,
+        "json_schema": True,
+        "multiple_choices": False,
+        "reasoning": False,
+        "prefill": True,
+    },
+}
+
+#: known upstream models (by name prefix, longest first): what differs from their kind's default
+_KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
+    sorted(
+        (
+            ("gpt-4o", {"vision": True}),
+            ("gpt-4.1", {"vision": True}),
+            ("gpt-4-turbo", {"vision": True}),
+            ("gpt-5", {"vision": True, "reasoning": True}),
+            ("o1", {"vision": True, "reasoning": True, "multiple_choices": False}),
+            ("o3", {"vision": True, "reasoning": True}),
+            ("o4-mini", {"vision": True, "reasoning": True}),
+            ("gpt-3.5", {"json_schema": False}),
+            ("deepseek-reasoner", {"reasoning": True, "tools": False}),
+            ("deepseek-r1", {"reasoning": True}),
+            ("qwq", {"reasoning": True}),
+            ("claude-3-7-sonnet", {"reasoning": True}),
+            ("claude-sonnet-4", {"reasoning": True}),
+            ("claude-opus-4", {"reasoning": True}),
+            ("gemini-2.5", {"reasoning": True}),
+            ("llava", {"vision": True}),
+            ("llama3.2-vision", {"vision": True}),
+            ("gemma3", {"vision": True}),
+        ),
+        key=lambda item: -len(item[0]),
+    )
+)
+
+
+def capabilities_of(model: ModelConfig, kind: str, upstream: str) -> dict[Capability, bool]:
+    """The effective capabilities of a configured model (config, then known model, then kind)."""
+    if model.mode == "embedding":
+        out: dict[Capability, bool] = dict.fromkeys(CAPABILITIES, False)
+        out["embeddings"] = True
+    else:
+        out = {**dict.fromkeys(CAPABILITIES, False), **_KIND.get(kind, _KIND["openai"])}
+        name = upstream.rsplit("/", 1)[-1].lower()
+        for prefix, changes in _KNOWN:
+            if name.startswith(prefix):
+                out.update(changes)
+                break
+        if kind == "llamacpp" and name.startswith("gemma3"):
+            out["vision"] = False  # the in-process engine takes text only
+    if model.supports_prefill:
+        out["prefill"] = True
+    for key in CAPABILITIES:
+        value = getattr(model.capabilities, key)
+        if value is not None:
+            out[key] = value
+    return out

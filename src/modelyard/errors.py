@@ -285,7 +285,8 @@ class UpstreamStatusError(UpstreamError):
         return f"status_{self.upstream_status}"
 
     def headers(self) -> dict[str, str]:
-        if self.upstream_status == 429 and self.retry_after is not None:
+        # the upstream's own Retry-After, passed on for the statuses a client retries (429, 503, 529)
+        if self.upstream_status in (429, 503, 529) and self.retry_after is not None:
             return {"Retry-After": str(max(1, round(self.retry_after + 0.499)))}
         return {}
 
@@ -354,15 +355,23 @@ class AllAttemptsFailedError(ModelyardError):
         attempts: list[dict[str, Any]],
         last: ModelyardError | None,
         records: list[Any] | None = None,
+        rate_limited: bool = False,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, code="rate_limit_exceeded" if rate_limited else None)
         self.attempts = attempts
         self.last = last
         #: the router's full attempt records (for in-process callers)
         self.records = records or []
+        #: every candidate was refused for rate limits: 429, not a server error (contracts: status codes)
+        self.rate_limited = rate_limited
+        #: when a candidate frees: the earliest upstream Retry-After, or the shortest breaker cooldown
+        self.retry_after = retry_after
 
     @property
     def status(self) -> int:
+        if self.rate_limited:
+            return 429
         last = self.last
         if isinstance(last, UpstreamTimeoutError):
             return 504
@@ -373,11 +382,17 @@ class AllAttemptsFailedError(ModelyardError):
         return 502
 
     def headers(self) -> dict[str, str]:
-        return self.last.headers() if self.last is not None and self.status == 503 else {}
+        if self.status not in (429, 503):
+            return {}
+        if self.retry_after is not None:
+            return {"Retry-After": str(max(1, round(self.retry_after + 0.499)))}
+        return self.last.headers() if self.last is not None else {}
 
     def to_openai(self) -> dict[str, Any]:
         body = super().to_openai()
         body["error"]["attempts"] = self.attempts
+        if self.rate_limited:
+            body["error"]["type"] = "rate_limit_error"  # what the SDKs map to RateLimitError
         return body
 
 

@@ -19,6 +19,7 @@ from typing import cast
 
 from pydantic import SecretStr
 
+from modelyard.config.capabilities import capabilities_of
 from modelyard.config.prices import lookup_price
 from modelyard.config.schema import Config, ModelConfig, ProviderConfig, RouteConfig
 from modelyard.errors import ConfigError, InvalidRequestError, NotFoundError
@@ -163,6 +164,7 @@ class Runtime:
             ttft_timeout_s=cfg.ttft_timeout_s,
             stall_timeout_s=cfg.stall_timeout_s,
             state=state,
+            capabilities=frozenset(k for k, v in capabilities_of(cfg, pcfg.kind, cfg.model or name).items() if v),
         )
 
     def _route(self, name: str, cfg: RouteConfig) -> Route:

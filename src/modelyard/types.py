@@ -55,6 +55,8 @@ class Message:
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
+    #: an answer's reasoning text (reasoning_content, Anthropic thinking, Gemini thoughts, Ollama thinking)
+    reasoning: str | None = None
 
     def text(self) -> str:
         """The text of the message, with multi-part text parts joined."""
@@ -174,10 +176,13 @@ class ChoiceDelta:
     finish_reason: FinishReason | None = None
     logprobs: Any = None
     refusal: str | None = None
+    #: streamed reasoning text (out as ``reasoning_content``)
+    reasoning: str | None = None
 
     def has_output(self) -> bool:
-        """True when this delta carries something the client will see as an answer."""
-        return bool(self.content or self.tool_calls or self.refusal or self.finish_reason)
+        """True when this delta carries something the client will see as an answer (the first
+        token is the first content, reasoning or tool-call delta: contracts "First token")."""
+        return bool(self.content or self.tool_calls or self.refusal or self.reasoning or self.finish_reason)
 
 
 @dataclass(slots=True)

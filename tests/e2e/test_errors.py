@@ -123,8 +123,10 @@ def test_upstream_400_passes_through(server: ServerProcess, fakes: dict[str, Fak
 def test_upstream_429_with_retry_after(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].inject("gpt-4o", status=429, retry_after="30")
     resp = post(server, {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "modelyard": {"timeout_s": 5}})
-    assert_openai_error(resp, 503)
-    assert "retry-after" in resp.headers
+    # every candidate refused for rate limits: 429 (contracts: status codes), with the upstream's time
+    assert_openai_error(resp, 429)
+    assert resp.headers["retry-after"] == "30"
+    assert resp.json()["error"]["type"] == "rate_limit_error" and resp.json()["error"]["code"] == "rate_limit_exceeded"
     assert fakes["openai"].attempts("gpt-4o") == 1  # 30 s does not fit a 5 s deadline: no waiting, no hammering
 
 

@@ -28,50 +28,17 @@ CAPABILITIES: tuple[Capability, ...] = (
 
 #: per provider kind, for a chat model (an embedding model: embeddings only)
 _KIND: dict[str, dict[Capability, bool]] = {
-    # any OpenAI-compatible server: assume the OpenAI feature set, except images and reasoning
-    "openai": {
-        "vision": False,
-        "tools": True,
-        "json_schema": True,
-        "multiple_choices": True,
-        "reasoning": False,
-        "prefill": False,
-    },
-    # Messages API: no n > 1; an assistant turn at the end is continued (prefill)
-    "anthropic": {
-        "vision": True,
-        "tools": True,
-        "json_schema": True,
-        "multiple_choices": False,
-        "reasoning": False,
-        "prefill": True,
-    },
-    "gemini": {
-        "vision": True,
-        "tools": True,
-        "json_schema": True,
-        "multiple_choices": True,
-        "reasoning": False,
-        "prefill": False,
-    },
-    # Ollama passes tools and images to models that take them; n > 1 is not served
-    "ollama": {
-        "vision": False,
-        "tools": True,
-        "json_schema": True,
-        "multiple_choices": False,
-        "reasoning": False,
-        "prefill": True,
-    },
-    # the in-process llama.cpp engine: text in, text out, one choice
-    "llamacpp": {
-        "vision": False,
-        "tools": False,
-        "json_schema": True,
-        "multiple_choices": False,
-        "reasoning": False,
-        "prefill": True,
-    },
+    # Defaults are permissive (an unknown model may do it: the upstream decides) and known limits
+    # deny: a kind's API that has no such thing, or a known model that cannot.
+    # any OpenAI-compatible server: the OpenAI feature set, embeddings included (its /embeddings)
+    "openai": {"vision": True, "tools": True, "json_schema": True, "multiple_choices": True, "embeddings": True},
+    # Messages API: no n > 1, no embeddings; an assistant turn at the end is continued (prefill)
+    "anthropic": {"vision": True, "tools": True, "json_schema": True, "prefill": True},
+    "gemini": {"vision": True, "tools": True, "json_schema": True, "multiple_choices": True, "embeddings": True},
+    # Ollama passes tools and images to the model (a text-only model may refuse); n > 1 is not served
+    "ollama": {"vision": True, "tools": True, "json_schema": True, "embeddings": True, "prefill": True},
+    # the in-process llama.cpp engine: text in, text out, one choice, no embeddings
+    "llamacpp": {"json_schema": True, "prefill": True},
 }
 
 #: known upstream models (by name prefix, longest first): what differs from their kind's default
@@ -85,7 +52,9 @@ _KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
             ("o1", {"vision": True, "reasoning": True, "multiple_choices": False}),
             ("o3", {"vision": True, "reasoning": True}),
             ("o4-mini", {"vision": True, "reasoning": True}),
-            ("gpt-3.5", {"json_schema": False}),
+            ("gpt-3.5", {"json_schema": False, "vision": False}),
+            ("gpt-4-0", {"vision": False}),
+            ("deepseek-chat", {"vision": False}),
             ("deepseek-reasoner", {"reasoning": True, "tools": False}),
             ("deepseek-r1", {"reasoning": True}),
             ("qwq", {"reasoning": True}),
@@ -93,8 +62,6 @@ _KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
             ("claude-sonnet-4", {"reasoning": True}),
             ("claude-opus-4", {"reasoning": True}),
             ("gemini-2.5", {"reasoning": True}),
-            ("llava", {"vision": True}),
-            ("llama3.2-vision", {"vision": True}),
             ("gemma3", {"vision": True}),
         ),
         key=lambda item: -len(item[0]),

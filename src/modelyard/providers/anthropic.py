@@ -381,11 +381,14 @@ def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) ->
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise ValueError("response has no 'content' list")
     texts: list[str] = []
+    thinking: list[str] = []
     calls: list[ToolCall] = []
     for block in data["content"]:
         kind = block.get("type")
         if kind == "text":
             texts.append(str(block.get("text") or ""))
+        elif kind == "thinking":
+            thinking.append(str(block.get("thinking") or ""))
         elif kind == "tool_use":
             tool_input = block.get("input")
             if json_tool is not None and block.get("name") == json_tool.name:
@@ -405,6 +408,7 @@ def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) ->
         role="assistant",
         content="".join(texts) if texts or not calls else None,
         tool_calls=calls or None,
+        reasoning="".join(thinking) or None,
     )
     return ChatResponse(
         id=str(data.get("id") or ""),
@@ -443,7 +447,7 @@ def classify(message: str, error_type: str | None) -> str | None:
 
 @dataclass(slots=True)
 class _Block:
-    kind: str  # "text" | "tool" | "json" | "other"
+    kind: str  # "text" | "tool" | "json" | "thinking" | "other"
     tool_index: int = -1
     buffer: list[str] = field(default_factory=list)
 
@@ -540,6 +544,10 @@ class StreamTranslator:
             self._tools += 1
             call = ToolCallDelta(index=self._tools - 1, id=str(block["id"]), name=str(block["name"]), arguments="")
             return [self._chunk(ChoiceDelta(tool_calls=[call]))]
+        if btype == "thinking":
+            self._blocks[index] = _Block("thinking")
+            text = block.get("thinking")
+            return [self._chunk(ChoiceDelta(reasoning=text))] if text else []
         self._blocks[index] = _Block("other")
         return []
 
@@ -549,6 +557,9 @@ class StreamTranslator:
         if dtype == "text_delta" and block.kind == "text":
             text = str(delta["text"])
             return [self._chunk(ChoiceDelta(content=text))] if text else []
+        if dtype == "thinking_delta" and block.kind == "thinking":
+            text = str(delta.get("thinking") or "")
+            return [self._chunk(ChoiceDelta(reasoning=text))] if text else []
         if dtype == "input_json_delta":
             fragment = str(delta["partial_json"])
             if not fragment:
@@ -562,7 +573,7 @@ class StreamTranslator:
                     block.buffer.append(fragment)
                     return []
                 return [self._chunk(ChoiceDelta(content=fragment))]
-        return []  # thinking, signature and citation deltas
+        return []  # signature and citation deltas
 
     def _block_stop(self, index: int) -> list[ChatChunk]:
         block = self._blocks.get(index)

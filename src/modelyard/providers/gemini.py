@@ -460,6 +460,18 @@ def decode_tool_call(part: dict[str, Any]) -> ToolCall:
     )
 
 
+def thoughts(content: Any) -> str | None:
+    """The thought summaries of a candidate's content (``includeThoughts``), joined; None without."""
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+        return None
+    text = "".join(
+        p["text"]
+        for p in content["parts"]
+        if isinstance(p, dict) and p.get("thought") and isinstance(p.get("text"), str)
+    )
+    return text or None
+
+
 def split_parts(content: Any) -> tuple[list[str], list[ToolCall]]:
     """(answer texts, tool calls) of a candidate's content; thought summaries are skipped."""
     texts: list[str] = []
@@ -572,7 +584,10 @@ def decode_response(data: Any, model: str, *, provider: str = "gemini") -> ChatR
             Choice(
                 index=int(cand.get("index") or i),
                 message=Message(
-                    role="assistant", content=text if text or not calls else None, tool_calls=calls or None
+                    role="assistant",
+                    content=text if text or not calls else None,
+                    tool_calls=calls or None,
+                    reasoning=thoughts(cand.get("content")),
                 ),
                 finish_reason=decode_finish(cand.get("finishReason"), bool(calls)) or "stop",
                 logprobs=decode_logprobs(cand.get("logprobsResult")),
@@ -628,11 +643,14 @@ class StreamDecoder:
             state = self.candidates.setdefault(index, _CandidateState())
             texts, calls = split_parts(cand.get("content"))
             text = "".join(texts)
+            thought = thoughts(cand.get("content"))
             reason = cand.get("finishReason")
             logprobs = decode_logprobs(cand.get("logprobsResult"))
-            if not state.started and (text or calls or reason):
+            if not state.started and (text or calls or reason or thought):
                 state.started = True
                 out.append(self._chunk(ChoiceDelta(index=index, role="assistant", content="")))
+            if thought:
+                out.append(self._chunk(ChoiceDelta(index=index, reasoning=thought)))
             if text or calls:
                 deltas = [
                     ToolCallDelta(index=state.calls + k, id=c.id, name=c.name, arguments=c.arguments)

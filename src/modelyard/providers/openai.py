@@ -191,7 +191,17 @@ def decode_message(data: dict[str, Any]) -> Message:
         if calls
         else None,
         refusal=data.get("refusal"),
+        reasoning=_reasoning(data),
     )
+
+
+def _reasoning(data: dict[str, Any]) -> str | None:
+    """``reasoning_content`` (DeepSeek, vLLM, Qwen-style servers) or ``reasoning`` (OpenRouter, Ollama's
+    OpenAI endpoint), when it is text."""
+    value = data.get("reasoning_content")
+    if value is None:
+        value = data.get("reasoning")
+    return value if isinstance(value, str) and value else None
 
 
 def decode_response(data: Any, model: str) -> ChatResponse:
@@ -239,6 +249,7 @@ def decode_chunk(data: dict[str, Any], model: str) -> ChatChunk:
                 finish_reason=decode_finish(c.get("finish_reason")),
                 logprobs=c.get("logprobs"),
                 refusal=delta.get("refusal"),
+                reasoning=_reasoning(delta),
             )
         )
     return ChatChunk(

@@ -126,6 +126,12 @@ class CircuitBreaker:
             if self._consecutive >= self.settings.failure_threshold or self._rate_tripped():
                 self._open()
 
+    def retry_after(self) -> float | None:
+        """Seconds until an open breaker lets a probe through (None when it is not open)."""
+        if self.state != "open" or self._opened_at is None:
+            return None
+        return max(0.0, self.settings.cooldown_s - (self._clock() - self._opened_at))
+
     def release_probe(self) -> None:
         """The probe ended without a verdict: let the next caller probe instead."""
         if self._state == "half_open":

@@ -43,6 +43,10 @@ class Deployment:
     ttft_timeout_s: float | None
     stall_timeout_s: float | None
     state: ModelState
+    #: what it can do (models.<name>.capabilities, with the defaults resolved by the runtime)
+    capabilities: frozenset[str] = frozenset(
+        ("vision", "tools", "json_schema", "multiple_choices", "embeddings", "reasoning", "prefill")
+    )
 
     # -- the view a routing strategy reads (see routing.strategies.Candidate) --------------
 

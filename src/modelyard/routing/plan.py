@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelyard.routing.capability import Needs, keep_capable
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.options import RequestOptions
 
@@ -31,9 +32,13 @@ class Plan:
     excluded: tuple[str, ...] = ()
 
 
-def plan_for(route: Route, opts: RequestOptions, *, stream: bool, peek: bool = False) -> Plan:
+def plan_for(
+    route: Route, opts: RequestOptions, *, stream: bool, peek: bool = False, needs: Needs | None = None
+) -> Plan:
     """The candidates of a request, in order.  ``peek``: without changing the route's strategy
-    state (``/v1/estimate`` must not move a round-robin rotation or spend random draws)."""
+    state (``/v1/estimate`` must not move a round-robin rotation or spend random draws).
+    ``needs``: the capabilities the request asks for (candidates without them are left out; 400
+    when none has them)."""
     cfg = route.config
     fallback = cfg.fallback if opts.fallback is None else opts.fallback
     local_only = cfg.local_only if opts.local_only is None else opts.local_only
@@ -50,6 +55,8 @@ def plan_for(route: Route, opts: RequestOptions, *, stream: bool, peek: bool = F
     if local_only:
         excluded = tuple(d.name for d in ordered if not d.is_local)
         ordered = [d for d in ordered if d.is_local]
+    if needs:
+        ordered = keep_capable(ordered, needs)
     if not fallback:
         ordered = ordered[:1]
     max_attempts = min(opts.max_attempts, cfg.max_attempts) if opts.max_attempts else cfg.max_attempts

@@ -23,10 +23,12 @@ from modelyard.errors import (
     RateLimitError,
     ServiceUnavailableError,
     UpstreamError,
+    UpstreamStatusError,
     UpstreamTimeoutError,
     UpstreamValidationError,
 )
 from modelyard.providers.base import CallOptions
+from modelyard.routing.capability import EMBEDDING_NEEDS, chat_needs
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.limiter import Slot
 from modelyard.routing.options import RequestOptions
@@ -67,6 +69,8 @@ class Attempt:
     status: int | None = None
     message: str | None = None
     usage: Usage | None = None
+    #: the upstream's Retry-After (seconds) of a 429/503/529
+    retry_after: float | None = None
 
     def public(self) -> dict[str, Any]:
         """What a client may see about this attempt (no secrets: messages come from upstream bodies)."""
@@ -211,6 +215,7 @@ class Router:
                         error_class=_error_class(exc),
                         status=_status_of(exc),
                         message=exc.message,
+                        retry_after=getattr(exc, "retry_after", None),
                     )
                 )
                 decision = self.policy.decide(exc, dep, tries[dep.name], route, deadline)
@@ -305,6 +310,11 @@ class Router:
             if plan.local_only and plan.excluded
             else ""
         )
+        # when a candidate frees: the shortest breaker cooldown, the earliest upstream Retry-After
+        by_name = {d.name: d for d in plan.candidates}
+        cooldowns = [by_name[n].state.breaker.retry_after() for n in skipped if n in by_name]
+        waits = [w for w in (*cooldowns, *(a.retry_after for a in result.attempts)) if w is not None]
+        retry_after = min(waits) if waits else None
         if not result.attempts:
             if isinstance(last, RateLimitError):
                 return last
@@ -314,14 +324,19 @@ class Router:
                 attempts=attempts,
                 last=ServiceUnavailableError("circuit open"),
                 records=result.attempts,
+                retry_after=retry_after,
             )
         summary = "; ".join(f"{a.model}: {a.error_class}{f' {a.status}' if a.status else ''}" for a in result.attempts)
+        # every candidate refused for rate limits (and none skipped for a breaker): 429, so clients back off
+        rate_limited = not skipped and all(a.status == 429 for a in result.attempts)
         return AllAttemptsFailedError(
             f"all {len(result.attempts)} attempts on route {route.name!r} failed ({summary}). "
             f"Last error: {last.message if last else 'unknown'}.{local}",
             attempts=attempts,
             last=last,
             records=result.attempts,
+            rate_limited=rate_limited,
+            retry_after=retry_after if rate_limited or isinstance(last, UpstreamStatusError) else None,
         )
 
     # -- the three kinds of call --------------------------------------------------------------
@@ -329,7 +344,7 @@ class Router:
     async def chat(
         self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
     ) -> tuple[ChatResponse, RouteResult]:
-        plan = plan_for(route, opts, stream=False)
+        plan = plan_for(route, opts, stream=False, needs=chat_needs(req))
         validators = _validators(route, req)
 
         async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
@@ -354,7 +369,7 @@ class Router:
     async def stream(
         self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
     ) -> RoutedStream:
-        plan = plan_for(route, opts, stream=True)
+        plan = plan_for(route, opts, stream=True, needs=chat_needs(req))
         routed = await self._stream_plan(plan, req, _validators(route, req), hooks)
         if plan.fallback and (req.n or 1) == 1:
             routed.continuation = self._continuation(plan, req, routed, hooks)
@@ -421,7 +436,7 @@ class Router:
     async def embed(
         self, route: Route, req: EmbeddingRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
     ) -> tuple[EmbeddingResponse, RouteResult]:
-        plan = plan_for(route, opts, stream=False)
+        plan = plan_for(route, opts, stream=False, needs=EMBEDDING_NEEDS)
 
         async def call(dep: Deployment, remaining: float | None) -> EmbeddingResponse:
             token = await hooks.before(dep) if hooks is not None else None

@@ -44,6 +44,7 @@ from modelyard.server.errors import (
 from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import add_local_routes
 from modelyard.server.manage_api import manage_router
+from modelyard.server.messages_api import MessagesHandlers
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
@@ -305,10 +306,19 @@ def create_app(gw: AppState) -> FastPath:
     embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/chat/completions", chat, methods=["POST"])
+    messages_api = MessagesHandlers(gw)
+    messages = cast(Callable[[Request], Awaitable[Response]], messages_api.messages)
+    app.add_route("/v1/messages", messages, methods=["POST"])
+    app.add_route("/v1/messages/count_tokens", messages_api.count_tokens, methods=["POST"])
+    completions = cast(Callable[[Request], Awaitable[Response]], api.completions)
+    app.add_route("/v1/completions", completions, methods=["POST"])
+    app.add_route("/completions", completions, methods=["POST"])
     app.add_route("/v1/embeddings", embeddings, methods=["POST"])
     app.add_route("/embeddings", embeddings, methods=["POST"])
     app.add_route("/v1/models", api.models, methods=["GET"])
     app.add_route("/models", api.models, methods=["GET"])
+    app.add_route("/v1/models/{model_id:path}", api.model, methods=["GET"])
+    app.add_route("/models/{model_id:path}", api.model, methods=["GET"])
     app.add_route("/metrics", handlers.metrics, methods=["GET"])
     app.include_router(admin_router(gw))
     app.include_router(manage_router(gw))

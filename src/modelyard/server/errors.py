@@ -14,6 +14,7 @@ from starlette.responses import Response
 from modelyard.errors import ModelyardError
 
 __all__ = [
+    "anthropic_error_response",
     "error_response",
     "http_exception_handler",
     "modelyard_error_handler",
@@ -32,6 +33,37 @@ def error_response(exc: ModelyardError, request_id: str | None = None) -> Respon
         headers["X-Request-Id"] = request_id
     return Response(
         orjson.dumps(exc.to_openai()), status_code=exc.status, headers=headers, media_type="application/json"
+    )
+
+
+#: HTTP status -> the Anthropic error type (what the anthropic SDK and Claude Code read)
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(exc: ModelyardError) -> dict[str, object]:
+    """The same error in the Messages API's shape: ``{"type": "error", "error": {type, message}}``."""
+    kind = _ANTHROPIC_TYPES.get(exc.status, "invalid_request_error" if 400 <= exc.status < 500 else "api_error")
+    message = exc.message if not exc.param else f"{exc.param}: {exc.message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def anthropic_error_response(exc: ModelyardError, request_id: str | None = None) -> Response:
+    headers = dict(exc.headers())
+    if request_id:
+        headers["request-id"] = request_id
+        headers["X-Request-Id"] = request_id
+    return Response(
+        orjson.dumps(anthropic_error_body(exc)), status_code=exc.status, headers=headers, media_type="application/json"
     )
 
 

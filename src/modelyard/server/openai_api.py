@@ -11,19 +11,20 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.gateway.pipeline import Served, ServedEmbeddings, ServedStream
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import error_response
 from modelyard.types import ChatChunk, Usage
+from modelyard.wire.completions import encode_completion, encode_completion_chunk, parse_completion_request
 from modelyard.wire.openai import (
     DONE,
     encode_chunk,
@@ -36,6 +37,7 @@ from modelyard.wire.openai import (
 )
 
 if TYPE_CHECKING:
+    from modelyard.runtime import Runtime
     from modelyard.server.state import AppState
 
 __all__ = ["OpenAIHandlers"]
@@ -222,6 +224,55 @@ class OpenAIHandlers:
             # while the cleanup runs; the upstream must still be released and the request recorded.
             await stream.aclose()
 
+    # -- legacy completions (translated to chat) ------------------------------------------------
+
+    async def completions(self, request: Request) -> Response | _JSONAnswer | _SSEResponse:
+        """``POST /v1/completions``: the prompt as one user message, the answer as ``text_completion``."""
+        t0 = time.perf_counter()
+        gw = self.gw
+        pipeline = gw.pipeline
+        request_id = pipeline.ids.new()
+        try:
+            principal = await pipeline.authenticate(request.headers)
+            req = await parse_body(await read_body(request, gw.max_body), parse_completion_request)
+            opts = parse_options(req.options, option_headers(request))
+            if not req.stream:
+                served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
+                headers = _headers(served, served.cache)
+                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
+                body = encode_completion(served.response, served.model, served.request_id, served.cost_usd)
+                return _JSONAnswer(body, headers)
+            stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
+        except ModelyardError as exc:
+            return error_response(exc, request_id)
+        try:
+            headers = _headers(stream, stream.cache)
+            headers["Cache-Control"] = "no-cache"
+            return _SSEResponse(self._completion_sse(stream, req.include_usage), stream.aclose, headers)
+        except BaseException:
+            await stream.aclose()
+            raise
+
+    async def _completion_sse(self, stream: ServedStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
+        created = int(time.time())
+        try:
+            async for chunk in stream.chunks():
+                if chunk.usage is not None and not include_usage:
+                    if not chunk.choices:
+                        continue
+                    chunk = ChatChunk(chunk.id, chunk.created, chunk.model, chunk.choices, None)
+                cost = stream.cost_usd if chunk.usage is not None else None
+                frame = encode_completion_chunk(chunk, stream.model, stream.request_id, created, cost)
+                if frame is not None:
+                    yield frame
+            yield DONE
+        except ModelyardError as exc:
+            body = exc.to_openai()
+            body["error"]["message"] = f"the stream failed after it started; the answer is incomplete: {exc.message}"
+            yield sse_error(body)
+        finally:
+            await stream.aclose()
+
     # -- embeddings ----------------------------------------------------------------------------
 
     async def embeddings(self, request: Request) -> Response | _JSONAnswer:
@@ -247,42 +298,63 @@ class OpenAIHandlers:
             await self.gw.pipeline.authenticate(request.headers)
         except ModelyardError as exc:
             return error_response(exc)
-        rt = self.gw.holder.current
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "modelyard",
-                "modelyard": {
-                    "type": "route",
-                    "models": list(r.config.models),
-                    "fallbacks": list(r.config.fallbacks),
-                    "strategy": r.config.strategy,
-                    "default": name == rt.default_route,
-                },
-            }
-            for name, r in rt.routes.items()
-        ]
-        data += [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": d.provider.name,
-                "modelyard": {
-                    "type": "model",
-                    "provider": d.provider.name,
-                    "kind": d.provider.kind,
-                    "upstream": d.upstream,
-                    "mode": d.config.mode,
-                    "tags": list(d.config.tags),
-                    "local": d.is_local,
-                    "context_window": d.config.context_window,
-                    "description": d.config.description,
-                    "default": name == rt.default_route,
-                },
-            }
-            for name, d in rt.models.items()
-        ]
+        data = _model_entries(self.gw.holder.current)
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (the SDK's ``client.models.retrieve``): one route or model."""
+        try:
+            await self.gw.pipeline.authenticate(request.headers)
+        except ModelyardError as exc:
+            return error_response(exc)
+        model_id = request.path_params["model_id"]
+        for entry in _model_entries(self.gw.holder.current):
+            if entry["id"] == model_id:
+                return Response(orjson.dumps(entry), media_type=_JSON)
+        return error_response(
+            NotFoundError(f"no route or model {model_id[:200]!r} (GET /v1/models lists them)", param="model")
+        )
+
+
+def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
+    """Every route and model, as ``GET /v1/models`` lists them."""
+    data: list[dict[str, Any]] = [
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "modelyard",
+            "modelyard": {
+                "type": "route",
+                "models": list(r.config.models),
+                "fallbacks": list(r.config.fallbacks),
+                "strategy": r.config.strategy,
+                "default": name == rt.default_route,
+            },
+        }
+        for name, r in rt.routes.items()
+    ]
+    data += [
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": d.provider.name,
+            "modelyard": {
+                "type": "model",
+                "provider": d.provider.name,
+                "kind": d.provider.kind,
+                "upstream": d.upstream,
+                "mode": d.config.mode,
+                "tags": list(d.config.tags),
+                "local": d.is_local,
+                "context_window": d.config.context_window,
+                "description": d.config.description,
+                "capabilities": sorted(d.capabilities),
+                "enabled": d.config.enabled,
+                "default": name == rt.default_route,
+            },
+        }
+        for name, d in rt.models.items()
+    ]
+    return data

@@ -217,6 +217,87 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
         }
     }
 
+    model = {
+        "get": {
+            "summary": "One route or model (client.models.retrieve); 404 when there is none",
+            "operationId": "model",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the route or model", "content": _json("ModelEntry")}, **_errors()},
+        }
+    }
+
+    completions = {
+        "post": {
+            "summary": "Legacy completions, translated to chat (prompt as one user message); suffix, echo, "
+            "best_of > 1, logprobs and several prompts are a 400 naming the parameter",
+            "operationId": "completions",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["model", "prompt"],
+                            "properties": {
+                                "model": {"type": "string"},
+                                "prompt": {"type": "string"},
+                                "max_tokens": {"type": "integer", "default": 16},
+                                "stream": {"type": "boolean"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "a text_completion (or its stream)",
+                    "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
+                },
+                **_errors(),
+            },
+        }
+    }
+
+    def anthropic(summary: str, op: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "operationId": op,
+                "parameters": [
+                    {"name": "x-api-key", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {"name": "anthropic-version", "in": "header", "required": False, "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["model", "messages"],
+                                "properties": {
+                                    "model": {"type": "string"},
+                                    "max_tokens": {"type": "integer"},
+                                    "system": {},
+                                    "messages": {"type": "array", "items": {"type": "object"}},
+                                    "tools": {"type": "array", "items": {"type": "object"}},
+                                    "tool_choice": {"type": "object"},
+                                    "stop_sequences": {"type": "array", "items": {"type": "string"}},
+                                    "stream": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "a message (or its event stream), in Anthropic's shape",
+                        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
+                    },
+                    "400": {"description": "invalid request, in Anthropic's error shape"},
+                },
+            }
+        }
+
     def plain(summary: str, op: str, media: str = "application/json") -> dict[str, Any]:
         return {
             "get": {
@@ -243,6 +324,14 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
         "/embeddings": {"post": {**embeddings["post"], "operationId": "embeddings_unversioned"}},
         "/v1/models": models,
         "/models": {"get": {**models["get"], "operationId": "models_unversioned"}},
+        "/v1/models/{model_id}": model,
+        "/v1/completions": completions,
+        "/v1/messages": anthropic(
+            "Anthropic Messages API (the anthropic SDK, Claude Code), routed to any provider", "messages"
+        ),
+        "/v1/messages/count_tokens": anthropic("Estimated input tokens of a Messages request", "count_tokens"),
+        "/completions": {"post": {**completions["post"], "operationId": "completions_unversioned"}},
+        "/models/{model_id}": {"get": {**model["get"], "operationId": "model_unversioned"}},
         "/v1/status": plain("Providers and models: health, breaker, in flight, queue, latency, last error", "status"),
         "/v1/status/local": plain("Local models and their lifecycle state", "status_local"),
         "/v1/status/events": plain(

@@ -443,6 +443,8 @@ def _encode_message(m: Message) -> dict[str, Any]:
             for c in m.tool_calls
         ]
     out["refusal"] = m.refusal
+    if m.reasoning is not None:
+        out["reasoning_content"] = m.reasoning
     return out
 
 
@@ -481,6 +483,8 @@ def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int, cost_
             delta["content"] = d.content
         if d.refusal is not None:
             delta["refusal"] = d.refusal
+        if d.reasoning is not None:
+            delta["reasoning_content"] = d.reasoning
         if d.tool_calls:
             delta["tool_calls"] = [
                 {

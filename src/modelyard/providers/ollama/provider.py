@@ -15,7 +15,7 @@ Translation notes:
   results carry ``tool_name``, looked up from the earlier assistant tool call with that id.
 * ``tool_choice``: Ollama cannot force a tool.  ``"none"`` drops the tools from the request, a
   forced function keeps only that tool; ``"required"`` sends the tools unchanged.
-* ``message.thinking`` (reasoning models) has no place in the OpenAI-shaped answer and is dropped.
+* ``message.thinking`` (reasoning models) is the answer's reasoning (out as ``reasoning_content``).
 * Ollama options without an OpenAI equivalent (``num_ctx``, ``top_k`` ...) may be given as request
   fields or in an ``options`` object; they are passed on in ``options``.
 
@@ -300,10 +300,12 @@ def decode_chat_response(data: Any, model: str) -> ChatResponse:
     content = msg.get("content")
     if not isinstance(content, str | None):
         raise TypeError("message.content is not a string")
+    thinking = msg.get("thinking")
     message = Message(
         role="assistant",
         content=None if calls and not content else (content or ""),
         tool_calls=calls or None,
+        reasoning=thinking if isinstance(thinking, str) and thinking else None,
     )
     return ChatResponse(
         id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -349,6 +351,9 @@ class StreamDecoder:
             tc = decode_tool_call(call, self.tool_calls)
             deltas.append(ToolCallDelta(index=self.tool_calls, id=tc.id, name=tc.name, arguments=tc.arguments))
             self.tool_calls += 1
+        thinking = msg.get("thinking")
+        if isinstance(thinking, str) and thinking:
+            out.append(self.chunk(ChoiceDelta(reasoning=thinking)))
         if content or deltas:
             out.append(self.chunk(ChoiceDelta(content=content or None, tool_calls=deltas or None)))
         if data.get("done"):

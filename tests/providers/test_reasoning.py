@@ -1,0 +1,98 @@
+"""Reasoning output (#15 point 3), from every provider's own wire shape to ``reasoning_content``.
+
+Each decoder is fed what its upstream really sends (shapes from the providers' API references):
+OpenAI-compatible ``reasoning_content`` / ``reasoning`` (DeepSeek-R1, vLLM, Qwen, OpenRouter),
+Anthropic ``thinking`` blocks and ``thinking_delta`` events, Gemini ``thought: true`` parts, and
+Ollama's ``message.thinking``.  The reasoning is the first token of a stream (contracts).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from modelyard.providers import anthropic, gemini, openai
+from modelyard.providers.ollama import provider as ollama
+from modelyard.types import ChoiceDelta
+from modelyard.wire.openai import encode_chunk, encode_response
+
+
+def test_openai_compatible_reasoning_content_and_reasoning() -> None:
+    data = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "42", "reasoning_content": "think"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    resp = openai.decode_response(data, "deepseek-reasoner")
+    assert resp.choices[0].message.reasoning == "think"
+    body = orjson.loads(encode_response(resp, "r1"))
+    assert body["choices"][0]["message"]["reasoning_content"] == "think"
+    chunk = openai.decode_chunk({"choices": [{"index": 0, "delta": {"reasoning": "step"}}]}, "m")
+    assert chunk.choices[0].reasoning == "step" and chunk.choices[0].has_output()
+    frame = orjson.loads(encode_chunk(chunk, "m", chunk_id="c", created=1)[6:])
+    assert frame["choices"][0]["delta"] == {"reasoning_content": "step"}
+    plain = openai.decode_response({"choices": [{"message": {"content": "hi"}}]}, "m")
+    assert "reasoning_content" not in orjson.loads(encode_response(plain, "m"))["choices"][0]["message"]
+
+
+def test_anthropic_thinking_blocks_and_deltas() -> None:
+    data = {
+        "id": "msg_1",
+        "content": [
+            {"type": "thinking", "thinking": "Let me add.", "signature": "sig"},
+            {"type": "text", "text": "4"},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 5},
+    }
+    resp = anthropic.decode_response(data, "claude-sonnet-4-5")
+    assert resp.choices[0].message.reasoning == "Let me add." and resp.choices[0].message.content == "4"
+    t = anthropic.StreamTranslator("claude-sonnet-4-5")
+    events = [
+        {"type": "message_start", "message": {"id": "m", "model": "claude", "usage": {"input_tokens": 3}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hmm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}},
+    ]
+    deltas: list[ChoiceDelta] = [d for e in events for c in t.feed(e) for d in c.choices]
+    assert [d.reasoning for d in deltas if d.reasoning] == ["Hmm"]
+    assert [d.content for d in deltas if d.content] == ["4"]
+    first = next(d for d in deltas if d.has_output())
+    assert first.reasoning == "Hmm"  # the first token is the first reasoning delta
+
+
+def test_gemini_thought_parts() -> None:
+    data = {
+        "candidates": [
+            {
+                "index": 0,
+                "content": {"role": "model", "parts": [{"text": "pondering", "thought": True}, {"text": "yes"}]},
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1, "thoughtsTokenCount": 7},
+    }
+    resp = gemini.decode_response(data, "gemini-2.5-flash")
+    assert resp.choices[0].message.reasoning == "pondering" and resp.choices[0].message.content == "yes"
+    assert resp.usage is not None and resp.usage.reasoning_tokens == 7
+    d = gemini.StreamDecoder(model="gemini-2.5-flash")
+    chunks = d.feed({"candidates": [{"index": 0, "content": {"parts": [{"text": "hm", "thought": True}]}}]})
+    assert [c.choices[0].reasoning for c in chunks if c.choices and c.choices[0].reasoning] == ["hm"]
+
+
+def test_ollama_thinking() -> None:
+    resp = ollama.decode_chat_response(
+        {"model": "qwen3", "message": {"role": "assistant", "content": "ok", "thinking": "why"}, "done": True},
+        "qwen3",
+    )
+    assert resp.choices[0].message.reasoning == "why"
+    d = ollama.StreamDecoder(id="x", model="qwen3")
+    chunks = d.decode_line({"model": "qwen3", "message": {"role": "assistant", "content": "", "thinking": "hmm"}})
+    assert any(c.choices and c.choices[0].reasoning == "hmm" for c in chunks)

@@ -359,6 +359,50 @@ def _models_offline(config: Path | None) -> None:
         console.print("No provider configured: see README ('Configure').")
 
 
+@app.command("import-litellm")
+def import_litellm(
+    file: Annotated[Path, typer.Argument(help="The LiteLLM proxy config (litellm_config.yaml).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the modelyard config here (default: standard output).")
+    ] = None,
+) -> None:
+    """Write the modelyard config equivalent to a LiteLLM proxy config, and list what did not map."""
+    import yaml
+
+    from modelyard.config.litellm import convert_litellm
+    from modelyard.config.loader import parse_config
+
+    err = _console(stderr=True)
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        err.print(f"[bold red]error[/]: cannot read {file}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    conv = convert_litellm(doc)
+    text = yaml.safe_dump(conv.config, sort_keys=False)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    for path, why in conv.unmapped:
+        err.print(f"[yellow]not mapped[/]: {path or '<root>'}: {why}", highlight=False)
+    for note in conv.notes:
+        err.print(f"[cyan]note[/]: {note}", highlight=False)
+    # validate without the secrets: an unset URL variable stands in as a URL, so its shape checks pass
+    env = dict(os.environ)
+    urls = [p.get("base_url") for p in conv.config.get("providers", {}).values()] + [conv.config.get("database")]
+    for value in urls:
+        if isinstance(value, str) and value.startswith("${") and value[2:-1] not in env:
+            env[value[2:-1]] = "sqlite:///unset.db" if value is conv.config.get("database") else "https://unset.invalid"
+    try:
+        parse_config(conv.config, env=env, missing_env=[])
+    except ConfigError as exc:
+        err.print(f"[bold red]the result does not validate[/]: {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    counts = f"{len(conv.config.get('models', {}))} models, {len(conv.config.get('routes', {}))} routes"
+    err.print(f"[green]ok[/]: {counts}; {len(conv.unmapped)} settings not mapped", highlight=False)
+
+
 @app.command("fake-provider")
 def fake_provider(
     kind: Annotated[str, typer.Option(help="openai, anthropic, gemini or ollama.")] = "openai",

@@ -38,6 +38,7 @@ from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import Principal
 from modelyard.gateway.pipeline import Pipeline, Served
 from modelyard.gateway.services import CoreServices, Services
+from modelyard.observability.tracing import Tracing, make_tracing
 from modelyard.routing.options import parse_options
 from modelyard.routing.router import Attempt, Router
 from modelyard.runtime import Runtime, RuntimeHolder
@@ -88,11 +89,17 @@ class StreamResult:
 class Gateway:
     """An in-process gateway: the server's pipeline and services, without HTTP."""
 
-    def __init__(self, config: Config, *, database: str | EllipsisType | None = ...) -> None:
+    def __init__(
+        self, config: Config, *, database: str | EllipsisType | None = ..., span_processor: Any = None
+    ) -> None:
         """``database``: a database URL for usage records and keys (default: the config's
-        ``database``, as the server uses it); None runs without records and keys."""
+        ``database``, as the server uses it); None runs without records and keys.
+        ``span_processor``: an OpenTelemetry span processor for this gateway's traces (else the
+        config's ``tracing.otlp_endpoint``, if set)."""
         self._config = config
         self._database = database
+        self._span_processor = span_processor
+        self._tracing: Tracing | None = None
         self._holder: RuntimeHolder | None = None
         self.router = Router()
         self._services: Services | CoreServices | None = None
@@ -140,7 +147,8 @@ class Gateway:
                     if not isinstance(self._database, EllipsisType):
                         config = config.model_copy(update={"database": self._database})
                     self._services = await Services.start(config, lambda: self.holder.current)
-                self._pipeline = Pipeline(self.holder, self.router, self._services)
+                self._tracing = make_tracing(config.tracing, self._span_processor)
+                self._pipeline = Pipeline(self.holder, self.router, self._services, self._tracing)
         return self._pipeline
 
     async def reload(self, config: Config) -> None:
@@ -280,6 +288,9 @@ class Gateway:
             await self._services.aclose()
             self._services = None
             self._pipeline = None
+        if self._tracing is not None:
+            self._tracing.shutdown()  # exports what is left
+            self._tracing = None
         if self._holder is not None:
             await self._holder.aclose()
             self._holder = None

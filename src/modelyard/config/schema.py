@@ -36,6 +36,7 @@ __all__ = [
     "RouteConfig",
     "ServerConfig",
     "TLSConfig",
+    "TracingConfig",
     "UsageConfig",
     "provider_config",
 ]
@@ -428,6 +429,25 @@ class AlertConfig(_Strict):
         return self
 
 
+class TracingConfig(_Strict):
+    """``tracing:``: OpenTelemetry spans of requests and attempts (docs/observability.md)."""
+
+    #: the OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces (unset: tracing is off)
+    otlp_endpoint: str | None = None
+    service_name: str = Field("modelyard", min_length=1, max_length=200)
+    #: put prompt and answer text in spans (off: they may hold personal data)
+    capture_content: bool = False
+    #: the share of new traces recorded (an incoming sampled traceparent is always followed)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class ConfigPolicy(_Strict):
     """``config:``: how config changes made through the admin API and the file meet (docs/management.md)."""
 
@@ -457,6 +477,7 @@ class Config(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     config: ConfigPolicy = Field(default_factory=ConfigPolicy)
     alerts: tuple[AlertConfig, ...] = ()
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     def master_key(self) -> str | None:
         """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""

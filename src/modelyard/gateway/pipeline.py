@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelyard.accounting.budgets import Scope
 from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
@@ -41,6 +41,9 @@ from modelyard.routing.streams import RoutedStream
 from modelyard.runtime import Runtime, RuntimeHolder
 from modelyard.scrub import use as use_scrubber
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
+
+if TYPE_CHECKING:
+    from modelyard.observability.tracing import RequestSpan, Tracing
 
 __all__ = ["Pipeline", "PipelineServices", "Served", "ServedEmbeddings", "ServedStream", "resolve_route"]
 
@@ -166,6 +169,8 @@ class ServedStream:
     error: ModelyardError | None = None
     _closed: bool = False
     _iterated: bool = False
+    #: the request's trace span (tracing on), ended when the stream closes
+    _span: RequestSpan | None = None
 
     @property
     def usage(self) -> Usage | None:
@@ -233,9 +238,35 @@ class ServedStream:
                     )
                 await self._store(routed)
         finally:
+            if self._span is not None:
+                self._end_span()
             if self._rt is not None:
                 self._pipeline.holder.unpin(self._rt)
                 self._rt = None
+
+    def _end_span(self) -> None:
+        tracing, span = self._pipeline.tracing, self._span
+        self._span = None
+        if tracing is None or span is None:
+            return
+        routed = self._routed
+        attempts = routed.result.attempts if routed is not None else []
+        if self.error is not None:
+            tracing.fail(span, self.error, attempts)
+            return
+        usage = self.usage
+        tracing.end(
+            span,
+            route=self.route,
+            model=self.model,
+            provider=self.provider,
+            attempts=attempts,
+            fallback=self.fallback,
+            cost_usd=self.cost_usd,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            cache=self.cache,
+        )
 
     async def _store(self, routed: RoutedStream) -> None:
         services = self._pipeline.services
@@ -269,10 +300,18 @@ class _Admitted:
 class Pipeline:
     """Serves requests for every front end; one per gateway (server process or SDK instance)."""
 
-    def __init__(self, holder: RuntimeHolder, router: Router, services: PipelineServices | None) -> None:
+    def __init__(
+        self,
+        holder: RuntimeHolder,
+        router: Router,
+        services: PipelineServices | None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.holder = holder
         self.router = router
         self.services = services
+        #: OpenTelemetry spans (None: tracing is off, and costs one check per request)
+        self.tracing = tracing
         self.ids = IdFactory()
 
     # -- who is calling -----------------------------------------------------------------------
@@ -333,6 +372,42 @@ class Pipeline:
     # -- chat ---------------------------------------------------------------------------------
 
     async def chat(
+        self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> Served:
+        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure."""
+        tracing = self.tracing
+        if tracing is None:
+            return await self._chat(req, opts, principal, request_id=request_id, started=started)
+        span = tracing.begin("chat", req.model, _request_attrs(req), _prompt(req) if tracing.capture_content else None)
+        try:
+            served = await self._chat(req, opts, principal, request_id=request_id, started=started)
+        except ModelyardError as exc:
+            tracing.fail(span, exc, getattr(exc, "records", []))
+            raise
+        usage = served.response.usage
+        tracing.end(
+            span,
+            route=served.route,
+            model=served.model,
+            provider=served.provider,
+            attempts=served.attempts,
+            fallback=served.fallback,
+            cost_usd=served.cost_usd,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reasons=[c.finish_reason for c in served.response.choices if c.finish_reason],
+            cache=served.cache,
+            answer=served.response.choices[0].message.text() if served.response.choices else None,
+        )
+        return served
+
+    async def _chat(
         self,
         req: ChatRequest,
         opts: RequestOptions,
@@ -427,6 +502,28 @@ class Pipeline:
         request_id: str | None = None,
         started: float | None = None,
     ) -> ServedStream:
+        """A streamed completion (see :meth:`_stream`); the trace span ends when the stream closes."""
+        tracing = self.tracing
+        if tracing is None:
+            return await self._stream(req, opts, principal, request_id=request_id, started=started)
+        span = tracing.begin("chat", req.model, _request_attrs(req), _prompt(req) if tracing.capture_content else None)
+        try:
+            served = await self._stream(req, opts, principal, request_id=request_id, started=started)
+        except ModelyardError as exc:
+            tracing.fail(span, exc, getattr(exc, "records", []))
+            raise
+        served._span = span
+        return served
+
+    async def _stream(
+        self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> ServedStream:
         """Start a streamed completion (held back until the first token, per the route).
 
         Raises :class:`ModelyardError` if no candidate could start; otherwise the caller owns the
@@ -506,6 +603,37 @@ class Pipeline:
         request_id: str | None = None,
         started: float | None = None,
     ) -> ServedEmbeddings:
+        tracing = self.tracing
+        if tracing is None:
+            return await self._embed(req, opts, principal, request_id=request_id, started=started)
+        span = tracing.begin("embeddings", req.model, {})
+        try:
+            served = await self._embed(req, opts, principal, request_id=request_id, started=started)
+        except ModelyardError as exc:
+            tracing.fail(span, exc, getattr(exc, "records", []))
+            raise
+        tracing.end(
+            span,
+            route=served.route,
+            model=served.model,
+            provider=served.provider,
+            attempts=served.attempts,
+            fallback=served.fallback,
+            cost_usd=served.cost_usd,
+            input_tokens=served.response.usage.prompt_tokens,
+            output_tokens=None,
+        )
+        return served
+
+    async def _embed(
+        self,
+        req: EmbeddingRequest,
+        opts: RequestOptions,
+        principal: Principal = ANONYMOUS,
+        *,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> ServedEmbeddings:
         t0 = started if started is not None else time.perf_counter()
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
@@ -553,3 +681,17 @@ class Pipeline:
             overhead_ms=overhead,
             cost_usd=_cost(dep, response.usage),
         )
+
+
+def _request_attrs(req: ChatRequest) -> dict[str, Any]:
+    return {
+        "gen_ai.request.max_tokens": req.max_tokens,
+        "gen_ai.request.temperature": req.temperature,
+        "gen_ai.request.top_p": req.top_p,
+        "gen_ai.request.choice.count": req.n,
+        "modelyard.stream": req.stream,
+    }
+
+
+def _prompt(req: ChatRequest) -> str:
+    return "\n".join(f"{m.role}: {m.text()}" for m in req.messages)

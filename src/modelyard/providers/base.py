@@ -12,6 +12,7 @@ import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,9 +41,13 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["CallOptions", "Provider", "ProviderHealth"]
+__all__ = ["TRACEPARENT", "CallOptions", "Provider", "ProviderHealth"]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+
+#: the W3C ``traceparent`` of the request being served, sent with each upstream call (set by the
+#: tracer, modelyard.observability.tracing; None when tracing is off)
+TRACEPARENT: ContextVar[str | None] = ContextVar("modelyard_traceparent", default=None)
 
 
 @dataclass(slots=True)
@@ -332,12 +337,16 @@ class UpstreamCall:
 
     async def __aenter__(self) -> Response:
         p = self._provider
+        headers = self._headers
+        traceparent = TRACEPARENT.get()
+        if traceparent is not None:
+            headers = {**(headers or {}), "traceparent": traceparent}
         try:
             resp, lease = await p.client.send(
                 self._method,
                 self._url,
                 body=self._data,
-                headers=self._headers,
+                headers=headers,
                 params=self._params,
                 timeout_s=self._call.timeout_s,
                 connect_timeout_s=self._call.connect_timeout_s,

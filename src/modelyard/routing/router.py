@@ -71,6 +71,8 @@ class Attempt:
     usage: Usage | None = None
     #: the upstream's Retry-After (seconds) of a 429/503/529
     retry_after: float | None = None
+    #: when the attempt started (time.time_ns, for trace spans)
+    start_ns: int = 0
 
     def public(self) -> dict[str, Any]:
         """What a client may see about this attempt (no secrets: messages come from upstream bodies)."""
@@ -187,6 +189,7 @@ class Router:
             number = len(result.attempts) + 1
             tries[dep.name] = tries.get(dep.name, 0) + 1
             dep.state.stats.start()
+            start_ns = time.time_ns()
             start = time.perf_counter()
             try:
                 value = await call(dep, remaining)
@@ -216,6 +219,7 @@ class Router:
                         status=_status_of(exc),
                         message=exc.message,
                         retry_after=getattr(exc, "retry_after", None),
+                        start_ns=start_ns,
                     )
                 )
                 decision = self.policy.decide(exc, dep, tries[dep.name], route, deadline)
@@ -236,7 +240,14 @@ class Router:
             dep.provider.traffic_ok_at = time.monotonic()  # a chat_probe health check can skip
             elapsed = (time.perf_counter() - start) * 1000
             result.attempts.append(
-                Attempt(number=number, model=dep.name, provider=dep.provider.name, ok=True, latency_ms=elapsed)
+                Attempt(
+                    number=number,
+                    model=dep.name,
+                    provider=dep.provider.name,
+                    ok=True,
+                    latency_ms=elapsed,
+                    start_ns=start_ns,
+                )
             )
             result.deployment = dep
             return value, result, slot

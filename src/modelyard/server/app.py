@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelyard.errors import AuthenticationError, ModelyardError, PayloadTooLargeError
 from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
+from modelyard.observability.tracing import make_tracing
 from modelyard.routing.health import HealthMonitor
 from modelyard.server.accounting_api import accounting_router
 from modelyard.server.admin import admin_router
@@ -252,6 +253,7 @@ def create_app(gw: AppState) -> FastPath:
         tasks: list[asyncio.Task[None]] = []
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
+            gw.tracing = make_tracing(gw.holder.current.config.tracing)
             gw.start_pipeline()
             try:
                 await gw.start_manager()
@@ -289,6 +291,9 @@ def create_app(gw: AppState) -> FastPath:
             gw.services = None
             gw.start_pipeline()
         await gw.holder.aclose()
+        if gw.tracing is not None:
+            gw.tracing.shutdown()  # exports what is left
+            gw.tracing = None
 
     app = FastAPI(
         title="modelyard",

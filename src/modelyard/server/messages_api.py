@@ -19,6 +19,7 @@ from starlette.responses import Response
 from modelyard.accounting.pricing import estimate_input_tokens
 from modelyard.errors import InvalidRequestError, ModelyardError
 from modelyard.gateway.pipeline import ServedStream
+from modelyard.observability.tracing import INCOMING_TRACEPARENT
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import anthropic_error_body, anthropic_error_response
@@ -60,6 +61,8 @@ class MessagesHandlers:
         try:
             principal = await pipeline.authenticate(request.headers)
             _check_version(request)
+            if pipeline.tracing is not None:
+                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
             req = await parse_body(await read_body(request, self.gw.max_body), parse_messages_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:

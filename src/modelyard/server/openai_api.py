@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.gateway.pipeline import Served, ServedEmbeddings, ServedStream
+from modelyard.observability.tracing import INCOMING_TRACEPARENT
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import error_response
@@ -151,6 +152,8 @@ class OpenAIHandlers:
         request_id = pipeline.ids.new()
         try:
             principal = await pipeline.authenticate(request.headers)
+            if pipeline.tracing is not None:
+                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
             req = await parse_body(await read_body(request, gw.max_body), parse_chat_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
@@ -234,6 +237,8 @@ class OpenAIHandlers:
         request_id = pipeline.ids.new()
         try:
             principal = await pipeline.authenticate(request.headers)
+            if pipeline.tracing is not None:
+                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
             req = await parse_body(await read_body(request, gw.max_body), parse_completion_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
@@ -282,6 +287,8 @@ class OpenAIHandlers:
         request_id = pipeline.ids.new()
         try:
             principal = await pipeline.authenticate(request.headers)
+            if pipeline.tracing is not None:
+                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
             req = await parse_body(await read_body(request, gw.max_body), parse_embedding_request)
             opts = parse_options(req.options, option_headers(request))
             served = await pipeline.embed(req, opts, principal, request_id=request_id, started=t0)

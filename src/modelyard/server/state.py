@@ -13,6 +13,7 @@ from modelyard.gateway.services import Services
 from modelyard.management.alerts import AlertWatcher
 from modelyard.management.events import EventBus
 from modelyard.management.manager import ConfigManager
+from modelyard.observability.tracing import Tracing
 from modelyard.routing.router import Router
 from modelyard.runtime import RuntimeHolder
 
@@ -41,6 +42,8 @@ class AppState:
     pipeline: Pipeline = field(init=False)
     #: config revisions and the management API (with the database and a master key; see docs/management.md)
     manager: ConfigManager | None = None
+    #: OpenTelemetry traces (tracing.otlp_endpoint; None: off)
+    tracing: Tracing | None = None
     #: admin events (GET /admin/events)
     events: EventBus = field(default_factory=EventBus)
     #: provider health and breaker changes as events, and the configured alerts (GET /admin/alerts)
@@ -50,7 +53,7 @@ class AppState:
         self.start_pipeline()
 
     def start_pipeline(self) -> None:
-        self.pipeline = Pipeline(self.holder, self.router, self.services)
+        self.pipeline = Pipeline(self.holder, self.router, self.services, self.tracing)
 
     @property
     def max_body(self) -> int:

@@ -396,7 +396,10 @@ class FakeServer:
             self._attempts[model] += 1
             auth = request.headers.get("authorization") or request.headers.get("x-api-key")
             auth = auth or request.headers.get("x-goog-api-key") or request.query.get("key")
-            self.requests.append({"path": request.path, "model": model, "body": body, "auth": auth})
+            entry = {"path": request.path, "model": model, "body": body, "auth": auth}
+            if "traceparent" in request.headers:
+                entry["traceparent"] = request.headers["traceparent"]
+            self.requests.append(entry)
             fault = self._take_fault(model)
         if fault is None:
             return None

@@ -137,3 +137,25 @@ def test_cost_and_routing_headers(server: ServerProcess) -> None:
     assert raw.headers["x-modelyard-model"] == "gpt" and "x-modelyard-cost-usd" in raw.headers
     body: dict[str, Any] = json.loads(raw.http_response.text)
     assert "cost_usd" in body["usage"]
+
+
+def test_models_in_anthropics_shape(server: ServerProcess) -> None:
+    with client(server) as c:
+        listed = list(c.models.list())
+        assert "claude" in [m.id for m in listed] and "main" in [m.id for m in listed]
+        assert all(m.type == "model" for m in listed)
+        one = c.models.retrieve("gpt")
+        assert one.id == "gpt" and one.type == "model"
+    plain = httpx.get(f"{server.url}/v1/models").json()
+    assert plain["object"] == "list"  # without anthropic-version: OpenAI's shape
+
+
+def test_anthropic_beta_reaches_anthropic_upstreams_only(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    beta = {"anthropic-beta": "prompt-caching-2024-07-31"}
+    with client(server) as c:
+        fakes["anthropic"].reset()
+        c.messages.create(model="claude", max_tokens=8, messages=[{"role": "user", "content": "x"}], extra_headers=beta)
+        assert fakes["anthropic"].requests[-1]["anthropic-beta"] == "prompt-caching-2024-07-31"
+        fakes["openai"].reset()
+        c.messages.create(model="gpt", max_tokens=8, messages=[{"role": "user", "content": "x"}], extra_headers=beta)
+        assert "anthropic-beta" not in fakes["openai"].requests[-1]

@@ -600,6 +600,8 @@ class StreamTranslator:
 class AnthropicProvider(Provider):
     kind = "anthropic"
     default_base_url = "https://api.anthropic.com"
+    #: a Messages API client's beta flags go to Anthropic upstreams only
+    forwarded_headers = ("anthropic-beta",)
     config: AnthropicProviderConfig
 
     def auth_headers(self) -> dict[str, str]:

@@ -41,13 +41,16 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["TRACEPARENT", "CallOptions", "Provider", "ProviderHealth"]
+__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth"]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 #: the W3C ``traceparent`` of the request being served, sent with each upstream call (set by the
 #: tracer, modelyard.observability.tracing; None when tracing is off)
 TRACEPARENT: ContextVar[str | None] = ContextVar("modelyard_traceparent", default=None)
+#: request headers a client sent for the upstream (``anthropic-beta`` from the Messages API); each
+#: provider kind forwards only the ones it names in ``forwarded_headers``
+FORWARDED: ContextVar[Mapping[str, str] | None] = ContextVar("modelyard_forwarded_headers", default=None)
 
 
 @dataclass(slots=True)
@@ -94,6 +97,8 @@ class Provider(ABC):
     #: True when the provider runs locally (data never leaves the machine/network)
     local_by_default: ClassVar[bool] = False
     supports_embeddings: ClassVar[bool] = False
+    #: client request headers this kind passes on to its upstream (see FORWARDED)
+    forwarded_headers: ClassVar[tuple[str, ...]] = ()
     #: the provider's config; each adapter narrows it to its kind's class (``OllamaProviderConfig``...)
     config: ProviderConfigBase
     #: the local-model lifecycle manager of a provider that loads and unloads models (Ollama,
@@ -341,6 +346,12 @@ class UpstreamCall:
         traceparent = TRACEPARENT.get()
         if traceparent is not None:
             headers = {**(headers or {}), "traceparent": traceparent}
+        if p.forwarded_headers:
+            forwarded = FORWARDED.get()
+            if forwarded:
+                extra = {k: v for k, v in forwarded.items() if k in p.forwarded_headers}
+                if extra:
+                    headers = {**(headers or {}), **extra}
         try:
             resp, lease = await p.client.send(
                 self._method,

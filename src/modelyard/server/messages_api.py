@@ -20,6 +20,7 @@ from modelyard.accounting.pricing import estimate_input_tokens
 from modelyard.errors import InvalidRequestError, ModelyardError
 from modelyard.gateway.pipeline import ServedStream
 from modelyard.observability.tracing import INCOMING_TRACEPARENT
+from modelyard.providers.base import FORWARDED
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import anthropic_error_body, anthropic_error_response
@@ -63,6 +64,9 @@ class MessagesHandlers:
             _check_version(request)
             if pipeline.tracing is not None:
                 INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
+            beta = request.headers.get("anthropic-beta")
+            if beta is not None:  # forwarded to Anthropic upstreams, ignored by the others
+                FORWARDED.set({"anthropic-beta": beta[:1000]})
             req = await parse_body(await read_body(request, self.gw.max_body), parse_messages_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:

@@ -306,6 +306,8 @@ class OpenAIHandlers:
         except ModelyardError as exc:
             return error_response(exc)
         data = _model_entries(self.gw.holder.current)
+        if "anthropic-version" in request.headers:  # the anthropic SDK's models.list
+            return Response(orjson.dumps(_anthropic_list(data)), media_type=_JSON)
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
     async def model(self, request: Request) -> Response:
@@ -317,6 +319,8 @@ class OpenAIHandlers:
         model_id = request.path_params["model_id"]
         for entry in _model_entries(self.gw.holder.current):
             if entry["id"] == model_id:
+                if "anthropic-version" in request.headers:
+                    return Response(orjson.dumps(_anthropic_model(entry)), media_type=_JSON)
                 return Response(orjson.dumps(entry), media_type=_JSON)
         return error_response(
             NotFoundError(f"no route or model {model_id[:200]!r} (GET /v1/models lists them)", param="model")
@@ -365,3 +369,23 @@ def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
         for name, d in rt.models.items()
     ]
     return data
+
+
+def _anthropic_model(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": entry["id"],
+        "display_name": entry["modelyard"].get("description") or entry["id"],
+        "created_at": "1970-01-01T00:00:00Z",
+    }
+
+
+def _anthropic_list(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /v1/models`` in the Anthropic Models API's shape (asked with an ``anthropic-version`` header)."""
+    models = [_anthropic_model(e) for e in data]
+    return {
+        "data": models,
+        "has_more": False,
+        "first_id": models[0]["id"] if models else None,
+        "last_id": models[-1]["id"] if models else None,
+    }

@@ -397,8 +397,9 @@ class FakeServer:
             auth = request.headers.get("authorization") or request.headers.get("x-api-key")
             auth = auth or request.headers.get("x-goog-api-key") or request.query.get("key")
             entry = {"path": request.path, "model": model, "body": body, "auth": auth}
-            if "traceparent" in request.headers:
-                entry["traceparent"] = request.headers["traceparent"]
+            for name in ("traceparent", "anthropic-beta"):
+                if name in request.headers:
+                    entry[name] = request.headers[name]
             self.requests.append(entry)
             fault = self._take_fault(model)
         if fault is None:

@@ -49,6 +49,7 @@ from modelyard.server.messages_api import MessagesHandlers
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
+from modelyard.server.responses_api import ResponsesHandlers
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
 
@@ -311,6 +312,10 @@ def create_app(gw: AppState) -> FastPath:
     embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/chat/completions", chat, methods=["POST"])
+    responses_api = ResponsesHandlers(gw)
+    responses = cast(Callable[[Request], Awaitable[Response]], responses_api.create)
+    app.add_route("/v1/responses", responses, methods=["POST"])
+    app.add_route("/v1/responses/{response_id}", responses_api.stored, methods=["GET", "DELETE"])
     messages_api = MessagesHandlers(gw)
     messages = cast(Callable[[Request], Awaitable[Response]], messages_api.messages)
     app.add_route("/v1/messages", messages, methods=["POST"])

@@ -326,6 +326,53 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
         "/models": {"get": {**models["get"], "operationId": "models_unversioned"}},
         "/v1/models/{model_id}": model,
         "/v1/completions": completions,
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI Responses API (function tools, structured output, streaming), routed to any "
+                "provider; not stored yet",
+                "operationId": "responses",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["model", "input"],
+                                "properties": {
+                                    "model": {"type": "string"},
+                                    "input": {},
+                                    "instructions": {"type": "string"},
+                                    "tools": {"type": "array", "items": {"type": "object"}},
+                                    "stream": {"type": "boolean"},
+                                    "max_output_tokens": {"type": "integer"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "a response object (or its event stream)",
+                        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
+                    },
+                    **_errors(),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "summary": "A stored response: 404 (responses are not stored yet)",
+                "operationId": "response_get",
+                "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"404": {"description": "not stored", "content": _json("ErrorBody")}},
+            },
+            "delete": {
+                "summary": "Delete a stored response: 404 (responses are not stored yet)",
+                "operationId": "response_delete",
+                "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"404": {"description": "not stored", "content": _json("ErrorBody")}},
+            },
+        },
         "/v1/messages": anthropic(
             "Anthropic Messages API (the anthropic SDK, Claude Code), routed to any provider", "messages"
         ),

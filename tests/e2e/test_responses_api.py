@@ -1,0 +1,89 @@
+"""The OpenAI Responses API served by the gateway (#15 point 2, first part), driven by the official
+openai SDK's ``client.responses`` against fakes of several provider kinds: plain and streamed,
+function tools and their outputs, structured output, and the 400s for what is not served."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from modelyard.testing import FakeServer
+from tests.helpers import ServerProcess
+
+TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0)
+
+
+@pytest.mark.parametrize("model", ("gpt", "claude", "gem", "llama"))
+def test_create_and_stream(server: ServerProcess, model: str) -> None:
+    with client(server) as c:
+        r = c.responses.create(model=model, instructions="Be brief.", input="Say hello")
+        assert r.object == "response" and r.status == "completed" and r.model == model
+        assert r.output_text and r.usage is not None and r.usage.output_tokens > 0
+        events = list(c.responses.create(model=model, input="Say hello", stream=True))
+        kinds = [e.type for e in events]
+        assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        final = events[-1].response  # type: ignore[union-attr]
+        assert deltas and final.output_text == deltas
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        with c.responses.stream(model=model, input="Say hello") as s:
+            text = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+            assert s.get_final_response().output_text == text
+
+
+@pytest.mark.parametrize("model", ("gpt", "claude"))
+def test_function_tools_round_trip(server: ServerProcess, model: str) -> None:
+    ask = [{"role": "user", "content": "What's the weather in Paris? use get_weather"}]
+    with client(server) as c:
+        first = c.responses.create(model=model, input=ask, tools=[TOOL], tool_choice="required")  # type: ignore[arg-type,list-item]
+        call = next(o for o in first.output if o.type == "function_call")
+        assert call.name == "get_weather" and call.arguments
+        follow = [*ask, call.model_dump(), {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+        second = c.responses.create(model=model, input=follow, tools=[TOOL])  # type: ignore[arg-type,list-item]
+        assert second.output_text
+        with c.responses.stream(model=model, input=ask, tools=[TOOL], tool_choice="required") as s:  # type: ignore[arg-type,list-item]
+            final = s.get_final_response()
+        streamed = next(o for o in final.output if o.type == "function_call")
+        assert streamed.name == "get_weather" and streamed.arguments.startswith("{")
+
+
+def test_structured_output_reaches_the_upstream(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    fakes["openai"].reset()
+    with client(server) as c:
+        c.responses.create(
+            model="gpt", input="json please",
+            text={"format": {"type": "json_schema", "name": "out", "schema": schema, "strict": True}},
+            max_output_tokens=50,
+        )  # fmt: skip
+    body = fakes["openai"].requests[-1]["body"]
+    assert (
+        body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["schema"] == schema
+    )
+    assert body["max_tokens"] == 50 or body.get("max_completion_tokens") == 50
+
+
+def test_what_is_not_served_is_a_400_naming_it(server: ServerProcess) -> None:
+    with client(server) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            c.responses.create(model="gpt", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+        assert isinstance(info.value.body, dict) and info.value.body["param"] == "tools[0].type"
+        with pytest.raises(openai.BadRequestError) as info:
+            c.responses.create(model="gpt", input="x", previous_response_id="resp_123")
+        assert isinstance(info.value.body, dict) and info.value.body["param"] == "previous_response_id"
+        with pytest.raises(openai.BadRequestError) as info:
+            c.responses.create(model="gpt", input=[{"type": "function_call_output", "call_id": "c1", "output": "x"}])  # type: ignore[list-item]
+        assert isinstance(info.value.body, dict) and info.value.body["param"] == "input[0].call_id"
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve("resp_123")
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model="nope", input="x")

@@ -77,13 +77,59 @@ def test_what_is_not_served_is_a_400_naming_it(server: ServerProcess) -> None:
         with pytest.raises(openai.BadRequestError) as info:
             c.responses.create(model="gpt", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
         assert isinstance(info.value.body, dict) and info.value.body["param"] == "tools[0].type"
-        with pytest.raises(openai.BadRequestError) as info:
+        with pytest.raises(openai.NotFoundError) as nf:
             c.responses.create(model="gpt", input="x", previous_response_id="resp_123")
-        assert isinstance(info.value.body, dict) and info.value.body["param"] == "previous_response_id"
+        assert isinstance(nf.value.body, dict) and nf.value.body["param"] == "previous_response_id"
         with pytest.raises(openai.BadRequestError) as info:
             c.responses.create(model="gpt", input=[{"type": "function_call_output", "call_id": "c1", "output": "x"}])  # type: ignore[list-item]
         assert isinstance(info.value.body, dict) and info.value.body["param"] == "input[0].call_id"
         with pytest.raises(openai.NotFoundError):
             c.responses.retrieve("resp_123")
         with pytest.raises(openai.NotFoundError):
+            c.responses.delete("resp_123")
+        with pytest.raises(openai.NotFoundError):
             c.responses.create(model="nope", input="x")
+
+
+def test_stored_responses_continue_a_conversation(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    with client(server) as c:
+        first = c.responses.create(model="gpt", instructions="Be brief.", input="My name is Ada.")
+        assert first.store is True
+        fakes["openai"].reset()
+        second = c.responses.create(model="gpt", input="What is my name?", previous_response_id=first.id)
+        assert second.previous_response_id == first.id
+        sent = fakes["openai"].requests[-1]["body"]["messages"]
+        contents = [m.get("content") for m in sent]
+        # the stored turn (input and answer) comes first; instructions are not carried over
+        assert contents[0] == "My name is Ada." and contents[1] == first.output_text
+        assert contents[2] == "What is my name?" and all(m["role"] != "system" for m in sent)
+        again = c.responses.retrieve(second.id)
+        assert again.id == second.id and again.output_text == second.output_text
+        # a streamed answer is stored too, before response.completed reaches the client
+        with c.responses.stream(model="claude", input="And again?", previous_response_id=second.id) as s:
+            third = s.get_final_response()
+        assert c.responses.retrieve(third.id).output_text == third.output_text
+        # store: false keeps nothing; a deleted one is gone
+        loose = c.responses.create(model="gpt", input="x", store=False)
+        assert loose.store is False
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(loose.id)
+        c.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(first.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model="gpt", input="x", previous_response_id=first.id)
+
+
+def test_function_call_outputs_across_stored_turns(server: ServerProcess) -> None:
+    ask = "What's the weather in Paris? use get_weather"
+    with client(server) as c:
+        first = c.responses.create(model="gpt", input=ask, tools=[TOOL], tool_choice="required")  # type: ignore[list-item]
+        call = next(o for o in first.output if o.type == "function_call")
+        answer = c.responses.create(
+            model="gpt",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+            tools=[TOOL],  # type: ignore[list-item]
+        )
+        assert answer.output_text

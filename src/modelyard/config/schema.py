@@ -33,6 +33,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderConfigBase",
     "ProviderKind",
+    "ResponsesConfig",
     "RouteConfig",
     "ServerConfig",
     "TLSConfig",
@@ -448,6 +449,12 @@ class TracingConfig(_Strict):
         return value
 
 
+class ResponsesConfig(_Strict):
+    """``responses:``: how long Responses API answers with ``store: true`` are kept."""
+
+    retention_s: float = Field(86_400.0, ge=60, le=90 * 86_400)
+
+
 class ConfigPolicy(_Strict):
     """``config:``: how config changes made through the admin API and the file meet (docs/management.md)."""
 
@@ -478,6 +485,7 @@ class Config(_Strict):
     config: ConfigPolicy = Field(default_factory=ConfigPolicy)
     alerts: tuple[AlertConfig, ...] = ()
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
 
     def master_key(self) -> str | None:
         """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""

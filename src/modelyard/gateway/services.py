@@ -27,6 +27,7 @@ from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
+from modelyard.storage.responses import ResponseStore
 from modelyard.storage.revisions import AuditStore, RevisionStore
 from modelyard.storage.usage import UsageStore
 
@@ -94,6 +95,7 @@ class Services:
     auth: Authenticator
     revisions: RevisionStore
     audit: AuditStore
+    responses: ResponseStore
     config_budgets: tuple[BudgetConfig, ...] = ()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
@@ -139,6 +141,7 @@ class Services:
             auth=Authenticator(master, keys),
             revisions=RevisionStore(database),
             audit=AuditStore(database),
+            responses=ResponseStore(database),
             config_budgets=config.budgets,
         )
         accountant.event_sink = services._store_event

@@ -328,8 +328,8 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
         "/v1/completions": completions,
         "/v1/responses": {
             "post": {
-                "summary": "OpenAI Responses API (function tools, structured output, streaming), routed to any "
-                "provider; not stored yet",
+                "summary": "OpenAI Responses API (function tools, structured output, streaming, stored "
+                "responses and previous_response_id), routed to any provider",
                 "operationId": "responses",
                 "requestBody": {
                     "required": True,
@@ -361,13 +361,13 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
         },
         "/v1/responses/{response_id}": {
             "get": {
-                "summary": "A stored response: 404 (responses are not stored yet)",
+                "summary": "A stored response (your organisation's; 404 otherwise)",
                 "operationId": "response_get",
                 "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"404": {"description": "not stored", "content": _json("ErrorBody")}},
             },
             "delete": {
-                "summary": "Delete a stored response: 404 (responses are not stored yet)",
+                "summary": "Delete a stored response",
                 "operationId": "response_delete",
                 "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"404": {"description": "not stored", "content": _json("ErrorBody")}},

@@ -43,6 +43,7 @@ __all__ = [
     "organizations",
     "provider_credentials",
     "settings",
+    "stored_responses",
     "usage_attempts",
     "usage_requests",
 ]
@@ -254,4 +255,19 @@ audit_log = Table(
     Index(None, "ts"),
     Index(None, "org_id", "ts"),
     Index(None, "target", "ts"),
+)
+
+#: Responses API answers kept for previous_response_id, GET and DELETE (store: true)
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    #: the organisation that made it ("" without one); another organisation cannot read it
+    Column("org_id", String(_ID), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    #: the input items of every turn up to this one and its output items
+    Column("conversation", JSON, nullable=False),
+    #: the response object as the client got it
+    Column("response", JSON, nullable=False),
 )

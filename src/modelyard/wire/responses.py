@@ -40,7 +40,7 @@ from modelyard.types import (
 )
 from modelyard.wire.openai import _bad, _int, _model, _num, _options
 
-__all__ = ["ResponsesStream", "encode_response_object", "parse_responses_request"]
+__all__ = ["ResponsesStream", "encode_response_object", "input_items", "parse_responses_request", "response_object"]
 
 _KNOWN = {
     "model",
@@ -201,9 +201,10 @@ def parse_responses_request(body: Any) -> ChatRequest:
     unknown = sorted(set(body) - _KNOWN)
     if unknown:
         raise InvalidRequestError(f"unknown parameter {unknown[0]!r}", param=unknown[0])
-    if body.get("previous_response_id") is not None:
+    if body.get("previous_response_id") is not None:  # the front end merges it when it can
         raise InvalidRequestError(
-            "previous_response_id is not supported yet (responses are not stored): send the conversation as input",
+            "previous_response_id needs stored responses, and this gateway runs without its database: "
+            "send the conversation as input",
             param="previous_response_id",
             code="unsupported_parameter",
         )
@@ -247,7 +248,22 @@ def _usage(u: Usage | None, cost_usd: float | None) -> dict[str, Any]:
     return out
 
 
-def _shell(response_id: str, model: str, req: ChatRequest, status: str, created: float) -> dict[str, Any]:
+def input_items(raw: Any) -> list[Any]:
+    """``input`` as a list of items (a string is one user message), for storing a conversation."""
+    if isinstance(raw, str):
+        return [{"type": "message", "role": "user", "content": raw}]
+    return list(raw) if isinstance(raw, list) else []
+
+
+def _shell(
+    response_id: str,
+    model: str,
+    req: ChatRequest,
+    status: str,
+    created: float,
+    store: bool = False,
+    previous: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": response_id,
         "object": "response",
@@ -260,8 +276,8 @@ def _shell(response_id: str, model: str, req: ChatRequest, status: str, created:
         "instructions": next((m.text() for m in req.messages if m.role == "system"), None),
         "max_output_tokens": req.max_tokens,
         "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
-        "previous_response_id": None,
-        "store": False,
+        "previous_response_id": previous,
+        "store": store,
         "temperature": req.temperature,
         "top_p": req.top_p,
         "tool_choice": req.tool_choice
@@ -326,8 +342,18 @@ def _output(message: Message) -> list[dict[str, Any]]:
     return items
 
 
-def encode_response_object(resp: ChatResponse, req: ChatRequest, model: str, request_id: str, cost_usd: float) -> bytes:
-    body = _shell(response_id(request_id), model, req, "completed", float(resp.created or time.time()))
+def response_object(
+    resp: ChatResponse,
+    req: ChatRequest,
+    model: str,
+    request_id: str,
+    cost_usd: float,
+    *,
+    store: bool = False,
+    previous: str | None = None,
+) -> dict[str, Any]:
+    created = float(resp.created or time.time())
+    body = _shell(response_id(request_id), model, req, "completed", created, store, previous)
     choice = resp.choices[0] if resp.choices else None
     if choice is not None:
         body["output"] = _output(choice.message)
@@ -335,14 +361,24 @@ def encode_response_object(resp: ChatResponse, req: ChatRequest, model: str, req
             body["status"] = "incomplete"
             body["incomplete_details"] = {"reason": "max_output_tokens"}
     body["usage"] = _usage(resp.usage, cost_usd)
-    return orjson.dumps(body)
+    return body
+
+
+def encode_response_object(resp: ChatResponse, req: ChatRequest, model: str, request_id: str, cost_usd: float) -> bytes:
+    return orjson.dumps(response_object(resp, req, model, request_id, cost_usd))
 
 
 class ResponsesStream:
     """Chat chunks in, the Responses event sequence out (one per stream; pure, no I/O)."""
 
-    def __init__(self, req: ChatRequest, model: str, request_id: str) -> None:
+    def __init__(
+        self, req: ChatRequest, model: str, request_id: str, *, store: bool = False, previous: str | None = None
+    ) -> None:
         self.req = req
+        self.store = store
+        self.previous = previous
+        #: the finished response object (after :meth:`end`), for storing
+        self.final: dict[str, Any] | None = None
         self.model = model
         self.id = response_id(request_id)
         self.created = time.time()
@@ -359,7 +395,7 @@ class ResponsesStream:
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
     def start(self) -> bytes:
-        shell = _shell(self.id, self.model, self.req, "in_progress", self.created)
+        shell = _shell(self.id, self.model, self.req, "in_progress", self.created, self.store, self.previous)
         return self._event("response.created", {"response": shell}) + self._event(
             "response.in_progress", {"response": shell}
         )
@@ -485,13 +521,14 @@ class ResponsesStream:
 
     def end(self, cost_usd: float | None) -> bytes:
         out = self._close_open()
-        body = _shell(self.id, self.model, self.req, "completed", self.created)
+        body = _shell(self.id, self.model, self.req, "completed", self.created, self.store, self.previous)
         body["output"] = self.items
         body["usage"] = _usage(self.usage, cost_usd)
         if self.finish == "length":
             body["status"] = "incomplete"
             body["incomplete_details"] = {"reason": "max_output_tokens"}
         kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
+        self.final = body
         return out + self._event(kind, {"response": body})
 
     def failed(self, error: dict[str, Any]) -> bytes:

@@ -456,47 +456,39 @@ def manage_router(gw: AppState) -> APIRouter:
             ],
         }
 
-    @router.post("/models/{name:path}/enable", summary="Enable a model (routes use it again)", response_model=ChangeOut)
-    async def enable(
-        request: Request,
-        name: str,
-        body: Based | None = None,
-        if_match: str | None = IfMatch,
-        m: ConfigManager = granted("models:write"),
-    ) -> Response:
-        base = _base(if_match, body.base_revision if body else None)
-        return _change(
-            await m.change(
-                edits.set_enabled(name, True),
-                base=base,
-                actor=_actor(request),
-                action="model.enable",
-                target=f"model:{name}",
-            )
-        )
+    def toggle(enabled: bool) -> Any:
+        """The enable and disable endpoints (one mutation, two directions)."""
+        action = "model.enable" if enabled else "model.disable"
 
-    @router.post(
-        "/models/{name:path}/disable",
-        summary="Disable a model (routes skip it; asking for it is a 404)",
-        response_model=ChangeOut,
-    )
-    async def disable(
-        request: Request,
-        name: str,
-        body: Based | None = None,
-        if_match: str | None = IfMatch,
-        m: ConfigManager = granted("models:write"),
-    ) -> Response:
-        base = _base(if_match, body.base_revision if body else None)
-        return _change(
-            await m.change(
-                edits.set_enabled(name, False),
-                base=base,
-                actor=_actor(request),
-                action="model.disable",
-                target=f"model:{name}",
+        async def endpoint(
+            request: Request,
+            name: str,
+            body: Based | None = None,
+            if_match: str | None = IfMatch,
+            m: ConfigManager = granted("models:write"),
+        ) -> Response:
+            base = _base(if_match, body.base_revision if body else None)
+            mutate = edits.set_enabled(name, enabled)
+            return _change(
+                await m.change(mutate, base=base, actor=_actor(request), action=action, target=f"model:{name}")
             )
-        )
+
+        return endpoint
+
+    router.add_api_route(
+        "/models/{name:path}/enable",
+        toggle(True),
+        methods=["POST"],
+        response_model=ChangeOut,
+        summary="Enable a model (routes use it again)",
+    )
+    router.add_api_route(
+        "/models/{name:path}/disable",
+        toggle(False),
+        methods=["POST"],
+        response_model=ChangeOut,
+        summary="Disable a model (routes skip it; asking for it is a 404)",
+    )
 
     @router.post(
         "/routes/{name}/switch",

@@ -19,12 +19,11 @@ from starlette.responses import Response
 from modelyard.accounting.pricing import estimate_input_tokens
 from modelyard.errors import InvalidRequestError, ModelyardError
 from modelyard.gateway.pipeline import ServedStream
-from modelyard.observability.tracing import INCOMING_TRACEPARENT
 from modelyard.providers.base import FORWARDED
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import anthropic_error_body, anthropic_error_response
-from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd
+from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd, read_request
 from modelyard.types import ChatRequest
 from modelyard.wire.messages import ANTHROPIC_VERSION, MessagesStream, encode_message, event, parse_messages_request
 
@@ -60,14 +59,11 @@ class MessagesHandlers:
         pipeline = self.gw.pipeline
         request_id = pipeline.ids.new()
         try:
-            principal = await pipeline.authenticate(request.headers)
+            principal, req = await read_request(self.gw, request, parse_messages_request)
             _check_version(request)
-            if pipeline.tracing is not None:
-                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
             beta = request.headers.get("anthropic-beta")
             if beta is not None:  # forwarded to Anthropic upstreams, ignored by the others
                 FORWARDED.set({"anthropic-beta": beta[:1000]})
-            req = await parse_body(await read_body(request, self.gw.max_body), parse_messages_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)

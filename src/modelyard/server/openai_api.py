@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.gateway.auth import Principal
 from modelyard.gateway.pipeline import Served, ServedEmbeddings, ServedStream
 from modelyard.observability.tracing import INCOMING_TRACEPARENT
 from modelyard.routing.options import parse_options
@@ -137,6 +138,19 @@ class _SSEResponse:
             await self._on_close()
 
 
+T = TypeVar("T")
+
+
+async def read_request(gw: AppState, request: Request, parse: Callable[[Any], T]) -> tuple[Principal, T]:
+    """Who is calling, and the body parsed by ``parse`` (the steps every API's handler takes first;
+    the chat completions handler inlines them on its hot path)."""
+    pipeline = gw.pipeline
+    principal = await pipeline.authenticate(request.headers)
+    if pipeline.tracing is not None:
+        INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
+    return principal, await parse_body(await read_body(request, gw.max_body), parse)
+
+
 class OpenAIHandlers:
     """Read the body, parse it into the internal shape, hand it to the pipeline, write OpenAI JSON."""
 
@@ -236,10 +250,7 @@ class OpenAIHandlers:
         pipeline = gw.pipeline
         request_id = pipeline.ids.new()
         try:
-            principal = await pipeline.authenticate(request.headers)
-            if pipeline.tracing is not None:
-                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
-            req = await parse_body(await read_body(request, gw.max_body), parse_completion_request)
+            principal, req = await read_request(gw, request, parse_completion_request)
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
@@ -286,10 +297,7 @@ class OpenAIHandlers:
         pipeline = gw.pipeline
         request_id = pipeline.ids.new()
         try:
-            principal = await pipeline.authenticate(request.headers)
-            if pipeline.tracing is not None:
-                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
-            req = await parse_body(await read_body(request, gw.max_body), parse_embedding_request)
+            principal, req = await read_request(gw, request, parse_embedding_request)
             opts = parse_options(req.options, option_headers(request))
             served = await pipeline.embed(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:

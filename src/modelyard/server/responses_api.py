@@ -18,11 +18,10 @@ from starlette.responses import Response
 
 from modelyard.errors import InvalidRequestError, ModelyardError, NotFoundError
 from modelyard.gateway.pipeline import ServedStream
-from modelyard.observability.tracing import INCOMING_TRACEPARENT
 from modelyard.routing.options import parse_options
-from modelyard.server.body import option_headers, parse_body, read_body
+from modelyard.server.body import option_headers
 from modelyard.server.errors import error_response
-from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd
+from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd, read_request
 from modelyard.wire.responses import ResponsesStream, input_items, parse_responses_request, response_object
 
 if TYPE_CHECKING:
@@ -62,10 +61,7 @@ class ResponsesHandlers:
         services = self.gw.services
         request_id = pipeline.ids.new()
         try:
-            principal = await pipeline.authenticate(request.headers)
-            if pipeline.tracing is not None:
-                INCOMING_TRACEPARENT.set(request.headers.get("traceparent"))
-            body = await parse_body(await read_body(request, self.gw.max_body), _object)
+            principal, body = await read_request(self.gw, request, _object)
             body, conversation, previous = await self._prepare(body, principal.org_id)
             req = parse_responses_request(body)
             store = services is not None and body.get("store") is not False

@@ -35,6 +35,7 @@ from modelyard.errors import (
     ModelyardError,
     NotFoundError,
 )
+from modelyard.management.audit import Actor, write_audit
 from modelyard.management.document import content_hash, diff, externalise_secrets, references, resolve_secrets
 from modelyard.management.events import EventBus
 from modelyard.management.probe import ProbeResult, probe_model
@@ -43,7 +44,7 @@ from modelyard.runtime import Runtime, RuntimeHolder
 from modelyard.scrub import scrub
 from modelyard.storage.credentials import CredentialStore
 from modelyard.storage.records import RequestRecord
-from modelyard.storage.revisions import AuditEntry, AuditStore, Revision, RevisionStore, StaleRevisionError
+from modelyard.storage.revisions import AuditStore, Revision, RevisionStore, StaleRevisionError
 
 __all__ = ["Actor", "ChangeResult", "ConfigManager"]
 
@@ -53,16 +54,6 @@ log = logging.getLogger("modelyard.management")
 API_SOURCES = ("api", "rollback", "discovery")
 #: the Redis channel revisions are announced on (with ``state: redis://``)
 CHANNEL = "modelyard:config:activated"
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who asked for a change, and from where (for revisions and the audit log)."""
-
-    name: str
-    org_id: str | None = None
-    request_id: str | None = None
-    client: str | None = None
 
 
 FILE_ACTOR = Actor("file")
@@ -307,16 +298,7 @@ class ConfigManager:
 
     async def validate(self, doc: dict[str, Any]) -> tuple[Config, list[str]]:
         """A dry run: the document's config and its warnings, or ConfigRejectedError (nothing stored)."""
-        resolved, missing = await resolve_secrets(doc, self._lookup_secret)
-        if missing:
-            path, name = missing[0]
-            raise ConfigRejectedError(
-                f"unknown credential {name!r} (store it with POST /admin/credentials)", param=path
-            )
-        try:
-            config = resolve_paths(parse_config(resolved, env=self.env, source=None), self._base_dir)
-        except ConfigError as exc:
-            raise ConfigRejectedError.of(exc) from None
+        config = await self._build(doc, rejected=ConfigRejectedError)
         return config, _warnings(config)
 
     async def change(
@@ -431,10 +413,6 @@ class ConfigManager:
             source="rollback",
         )
 
-    async def record(self, actor: Actor, action: str, target: str, before: Any = None, after: Any = None) -> None:
-        """An audit entry for a change outside the config (keys, orgs, credentials, budgets, local models)."""
-        await self._audit(actor, action, target, before, after, None)
-
     # -- internals -----------------------------------------------------------------------------
 
     def _rid(self) -> int | None:
@@ -540,22 +518,7 @@ class ConfigManager:
         if extra and any(extra.values()):
             # beside the changed sections, under keys no config section has
             a = {**(a if isinstance(a, dict) else {}), **{f"_{k}": v for k, v in extra.items() if v}}
-        entry = AuditEntry(
-            actor=actor.name,
-            action=action,
-            target=target,
-            before=b,
-            after=a,
-            org_id=actor.org_id,
-            revision_id=revision_id,
-            request_id=actor.request_id,
-            client=actor.client,
-        )
-        try:
-            await self.audit.record(entry)
-        except Exception as exc:  # the change is made; its audit entry must not be lost silently
-            log.error("could not write the audit entry for %s %s: %s", action, target, scrub(str(exc)))
-        self.events.publish("audit", {"action": action, "target": target, "actor": actor.name}, org_id=actor.org_id)
+        await write_audit(self.audit, self.events, actor, action, target, before=b, after=a, revision_id=revision_id)
 
     async def _probe_changes(self, prepared: Runtime, old: Config, new: Config, *, load: bool) -> list[ProbeResult]:
         names = [

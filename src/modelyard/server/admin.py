@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from modelyard.gateway.auth import Admin
 from modelyard.gateway.services import Services
-from modelyard.storage.revisions import AuditEntry
+from modelyard.management.audit import Actor, write_audit
 
 if TYPE_CHECKING:
     from modelyard.server.state import AppState
@@ -88,17 +88,10 @@ def admin_router(gw: AppState) -> APIRouter:
             """One audit entry per change (the management plane's log: GET /admin/audit)."""
             client = self.request.client.host if self.request.client is not None else None
             org = org_id if org_id is not None else self.who.org_id
-            entry = AuditEntry(
-                actor=self.who.actor,
-                action=action,
-                target=target,
-                after=after,
-                org_id=org,
-                request_id=self.request.headers.get("x-request-id"),
-                client=client,
+            actor = Actor(
+                self.who.actor, org_id=org, request_id=self.request.headers.get("x-request-id"), client=client
             )
-            await self.s.audit.record(entry)
-            gw.events.publish("audit", {"action": action, "target": target, "actor": self.who.actor}, org_id=org)
+            await write_audit(self.s.audit, gw.events, actor, action, target, after=after)
 
     async def ctx(request: Request) -> Ctx:
         s = gw.services

@@ -41,9 +41,9 @@ from starlette.responses import Response, StreamingResponse
 
 from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.local.manager import LocalModelManager
+from modelyard.management.audit import Actor, write_audit
 from modelyard.providers.base import Provider
 from modelyard.runtime import sync_runtime
-from modelyard.storage.revisions import AuditEntry
 from modelyard.validators import check_model_name
 
 if TYPE_CHECKING:
@@ -319,15 +319,10 @@ def add_local_routes(app: FastAPI, gateway: AppState, *, authorize: AdminHook | 
         services = gateway.services
         if services is not None:  # local model load/unload is in the audit log like every admin change
             client = request.client.host if request.client is not None else None
-            entry = AuditEntry(
-                actor="master",
-                action=f"local.{action}",
-                target=f"model:{name}",
-                after={"state": body.get("state")},
-                request_id=request.headers.get("x-request-id"),
-                client=client,
-            )
-            await services.audit.record(entry)
+            actor = Actor("master", request_id=request.headers.get("x-request-id"), client=client)
+            target = f"model:{name}"
+            after = {"state": body.get("state")}
+            await write_audit(services.audit, gateway.events, actor, f"local.{action}", target, after=after)
             gateway.events.publish("local." + action, {"model": name, "provider": provider_name})
         return Response(orjson.dumps(body), media_type=_JSON)
 

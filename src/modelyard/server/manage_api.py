@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from modelyard.config.capabilities import capabilities_of
-from modelyard.config.prices import lookup_price
+from modelyard.accounting.pricing import price_for
+from modelyard.config.capabilities import CAPABILITIES
 from modelyard.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -630,35 +630,25 @@ def _crud(router: APIRouter, section: str, M: Any, IfMatch: Any, views: Any) -> 
         )
         return _change(result, status=201)
 
-    async def put(
-        request: Request, name: str, body: EntryPut, if_match: str | None = IfMatch, m: ConfigManager = M
-    ) -> Response:
-        base = _base(if_match, body.base_revision)
-        mutate = edits.put_entry(section, name, body.config, create=False)
-        result = await m.change(
-            mutate,
-            base=base,
-            actor=_actor(request),
-            action=f"{what}.update",
-            target=f"{what}:{name}",
-            message=body.message,
-        )
-        return _change(result)
+    def update(patch: bool) -> Any:
+        """PUT (replace the entry) and PATCH (merge-patch it): one change, two ways."""
 
-    async def patch(
-        request: Request, name: str, body: EntryPut, if_match: str | None = IfMatch, m: ConfigManager = M
-    ) -> Response:
-        base = _base(if_match, body.base_revision)
-        mutate = edits.put_entry(section, name, body.config, create=False, patch=True)
-        result = await m.change(
-            mutate,
-            base=base,
-            actor=_actor(request),
-            action=f"{what}.update",
-            target=f"{what}:{name}",
-            message=body.message,
-        )
-        return _change(result)
+        async def endpoint(
+            request: Request, name: str, body: EntryPut, if_match: str | None = IfMatch, m: ConfigManager = M
+        ) -> Response:
+            base = _base(if_match, body.base_revision)
+            mutate = edits.put_entry(section, name, body.config, create=False, patch=patch)
+            result = await m.change(
+                mutate,
+                base=base,
+                actor=_actor(request),
+                action=f"{what}.update",
+                target=f"{what}:{name}",
+                message=body.message,
+            )
+            return _change(result)
+
+        return endpoint
 
     async def delete(
         request: Request,
@@ -695,14 +685,14 @@ def _crud(router: APIRouter, section: str, M: Any, IfMatch: Any, views: Any) -> 
     router.add_api_route(f"/{section}/{path}", get, methods=["GET"], response_model=EntryOut, summary=f"One {what}")
     router.add_api_route(
         f"/{section}/{path}",
-        put,
+        update(patch=False),
         methods=["PUT"],
         response_model=ChangeOut,
         summary=f"Replace a {what} (a new revision)",
     )
     router.add_api_route(
         f"/{section}/{path}",
-        patch,
+        update(patch=True),
         methods=["PATCH"],
         response_model=ChangeOut,
         summary=f"Merge-patch a {what} (a new revision)",
@@ -729,23 +719,16 @@ def _view(gw: AppState, section: str, name: str, entry: dict[str, Any]) -> dict[
     elif section == "models":
         dep = rt.models.get(name)
         if dep is not None:
-            price = lookup_price(dep.upstream)
-            inp = (
-                dep.config.input_cost_per_mtok
-                if dep.config.input_cost_per_mtok is not None
-                else (price.input if price else None)
-            )
-            outp = (
-                dep.config.output_cost_per_mtok
-                if dep.config.output_cost_per_mtok is not None
-                else (price.output if price else None)
-            )
+            price = price_for(dep.config, dep.upstream)  # what accounting charges
             out.update(
                 provider=dep.provider.name,
                 upstream=dep.upstream,
                 enabled=dep.config.enabled,
-                capabilities=capabilities_of(dep.config, dep.provider.config.kind, dep.upstream),
-                price={"input_per_mtok": inp, "output_per_mtok": outp},
+                capabilities={c: c in dep.capabilities for c in CAPABILITIES},
+                price={
+                    "input_per_mtok": price.input if price else None,
+                    "output_per_mtok": price.output if price else None,
+                },
                 breaker=dep.state.breaker.state,
                 in_flight=dep.state.limiter.in_flight,
                 provider_health=dep.provider.health_state.state,

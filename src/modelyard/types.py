@@ -24,6 +24,9 @@ class ContentPart:
     text: str = ""
     image_url: str = ""
     detail: str | None = None
+    #: Anthropic's prompt-caching marker on this block (``{"type": "ephemeral", "ttl": ...}``),
+    #: passed on to Anthropic upstreams and ignored by the others
+    cache_control: dict[str, Any] | None = None
 
     @property
     def media_type(self) -> str | None:
@@ -45,6 +48,8 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # a JSON document, as OpenAI sends it
+    #: Anthropic's prompt-caching marker on the ``tool_use`` block
+    cache_control: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +62,10 @@ class Message:
     refusal: str | None = None
     #: an answer's reasoning text (reasoning_content, Anthropic thinking, Gemini thoughts, Ollama thinking)
     reasoning: str | None = None
+    #: the provider-signed reasoning blocks of an assistant turn, verbatim (Anthropic ``thinking``
+    #: with its ``signature`` and ``redacted_thinking``): replayed unchanged to Anthropic upstreams,
+    #: which verify them; other providers read :attr:`reasoning` only
+    reasoning_blocks: list[dict[str, Any]] | None = None
 
     def text(self) -> str:
         """The text of the message, with multi-part text parts joined."""
@@ -73,6 +82,8 @@ class Tool:
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    #: Anthropic's prompt-caching marker on the tool definition
+    cache_control: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +137,23 @@ class ChatRequest:
     #: modelyard's own per-request options (body field ``modelyard`` / ``X-Modelyard-*`` headers)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def asks_for_reasoning(self) -> bool:
+        """True when the request turns reasoning on in any provider's vocabulary: Anthropic
+        ``thinking`` (enabled or adaptive), OpenAI ``reasoning_effort`` other than ``none``,
+        OpenRouter's ``reasoning`` object, Gemini's ``thinking_config`` with a non-zero budget."""
+        extra = self.extra
+        thinking = extra.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+            return True
+        effort = extra.get("reasoning_effort")
+        if isinstance(effort, str) and effort != "none":
+            return True
+        reasoning = extra.get("reasoning")
+        if isinstance(reasoning, dict) and reasoning.get("enabled", True) and reasoning.get("effort") != "none":
+            return True
+        config = extra.get("thinking_config") or extra.get("thinkingConfig")
+        return isinstance(config, dict) and config.get("thinkingBudget", config.get("thinking_budget", -1)) != 0
+
 
 @dataclass(slots=True)
 class Usage:
@@ -136,6 +164,8 @@ class Usage:
     cached_tokens: int = 0
     #: input tokens written to the provider's prompt cache (Anthropic cache_creation_input_tokens)
     cache_write_tokens: int = 0
+    #: the part of ``cache_write_tokens`` written with a 1 h lifetime (Anthropic bills it at 2x input)
+    cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     #: True when counted by modelyard rather than reported by the provider
     estimated: bool = False
@@ -178,11 +208,22 @@ class ChoiceDelta:
     refusal: str | None = None
     #: streamed reasoning text (out as ``reasoning_content``)
     reasoning: str | None = None
+    #: the signature that closes the reasoning block streamed so far (Anthropic ``signature_delta``)
+    reasoning_signature: str | None = None
+    #: an encrypted reasoning block (Anthropic ``redacted_thinking`` ``data``), whole
+    redacted_reasoning: str | None = None
 
     def has_output(self) -> bool:
         """True when this delta carries something the client will see as an answer (the first
         token is the first content, reasoning or tool-call delta: contracts "First token")."""
-        return bool(self.content or self.tool_calls or self.refusal or self.reasoning or self.finish_reason)
+        return bool(
+            self.content
+            or self.tool_calls
+            or self.refusal
+            or self.reasoning
+            or self.redacted_reasoning
+            or self.finish_reason
+        )
 
 
 @dataclass(slots=True)

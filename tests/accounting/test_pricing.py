@@ -123,6 +123,9 @@ def test_anthropic_cache_writes() -> None:
     assert cost(Price(input=4.0, output=0.0), Usage(prompt_tokens=1000, cache_write_tokens=1000)) == pytest.approx(
         0.005
     )
+    # 1-hour writes: 2x input, the rest of the writes at the 5-minute rate
+    one_hour = Usage(prompt_tokens=10_000, cache_write_tokens=3_000, cache_write_1h_tokens=1_000)
+    assert cost(sonnet, one_hour) == pytest.approx((7_000 * 3.0 + 2_000 * 3.75 + 1_000 * 6.0) / 1e6)
 
 
 def test_cost_of_nothing() -> None:

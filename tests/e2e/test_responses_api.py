@@ -133,3 +133,13 @@ def test_function_call_outputs_across_stored_turns(server: ServerProcess) -> Non
             tools=[TOOL],  # type: ignore[list-item]
         )
         assert answer.output_text
+
+
+def test_reasoning_effort_reaches_the_upstream(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    fakes["openai"].reset()
+    with client(server) as c:
+        c.responses.create(model="gpt", input="think hard", reasoning={"effort": "high", "summary": "auto"})
+        assert fakes["openai"].requests[-1]["body"]["reasoning_effort"] == "high"
+        with pytest.raises(openai.BadRequestError) as bad:
+            c.responses.create(model="gpt", input="x", reasoning={"effort": "extreme"})  # type: ignore[typeddict-item]
+    assert "reasoning.effort" in str(bad.value)

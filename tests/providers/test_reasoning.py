@@ -96,3 +96,88 @@ def test_ollama_thinking() -> None:
     d = ollama.StreamDecoder(id="x", model="qwen3")
     chunks = d.decode_line({"model": "qwen3", "message": {"role": "assistant", "content": "", "thinking": "hmm"}})
     assert any(c.choices and c.choices[0].reasoning == "hmm" for c in chunks)
+
+
+def test_anthropic_signed_blocks_survive_decode_stream_cache_and_encode() -> None:
+    """Signed thinking and redacted_thinking blocks come out of a response and of a stream equal,
+    survive the response cache's replay, and go back to Anthropic unchanged and first."""
+    from modelyard.cache.base import assemble_response, replay_chunks, response_from_data, response_to_data
+    from modelyard.types import Message, ToolCall
+
+    blocks = [
+        {"type": "thinking", "thinking": "Let me add.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
+        {"type": "thinking", "thinking": "Two plus two.", "signature": "sig-2"},
+    ]
+    data = {
+        "id": "msg_1",
+        "content": [*blocks, {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 3, "output_tokens": 5},
+    }
+    resp = anthropic.decode_response(data, "claude-sonnet-4-5")
+    m = resp.choices[0].message
+    assert m.reasoning_blocks == blocks and m.reasoning == "Let me add.Two plus two."
+    assert response_from_data(response_to_data(resp)).choices[0].message.reasoning_blocks == blocks
+    t = anthropic.StreamTranslator("claude-sonnet-4-5")
+    events: list[dict[str, object]] = [{"type": "message_start", "message": {"id": "m", "usage": {}}}]
+    for i, b in enumerate(blocks):
+        if b["type"] == "redacted_thinking":
+            events.append({"type": "content_block_start", "index": i, "content_block": b})
+        else:
+            events += [
+                {"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": ""}},
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "thinking_delta", "thinking": b["thinking"]},
+                },
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "signature_delta", "signature": b["signature"]},
+                },
+            ]
+        events.append({"type": "content_block_stop", "index": i})
+    events += [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    chunks = [c for e in events for c in t.feed(e)]
+    streamed = assemble_response(chunks, None)
+    assert streamed is not None and streamed.choices[0].message.reasoning_blocks == blocks
+    replayed = assemble_response(replay_chunks(resp), resp.usage)
+    assert replayed is not None and replayed.choices[0].message.reasoning_blocks == blocks
+    back = Message("assistant", "", tool_calls=[ToolCall("toolu_1", "add", '{"a": 2}')], reasoning_blocks=blocks)
+    _, turns = anthropic.encode_messages([Message("user", "2+2?"), back])
+    assert turns[1]["content"][:3] == blocks and turns[1]["content"][3]["type"] == "tool_use"
+
+
+def test_anthropic_cache_control_is_encoded_where_it_was_put() -> None:
+    from modelyard.types import ChatRequest, ContentPart, Message, Tool
+
+    mark = {"type": "ephemeral"}
+    req = ChatRequest(
+        model="claude",
+        messages=[
+            Message("system", [ContentPart("text", "rules", cache_control={"type": "ephemeral", "ttl": "1h"})]),
+            Message("user", [ContentPart("text", "question", cache_control=mark)]),
+        ],
+        tools=[Tool("t", parameters={"type": "object"}, cache_control=mark)],
+        extra={"cache_control": mark, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+    )
+    body = anthropic.encode_request(req, "claude-sonnet-4-5", stream=False).body
+    assert body["system"] == [{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    assert body["messages"][0]["content"] == [{"type": "text", "text": "question", "cache_control": mark}]
+    assert body["tools"][0]["cache_control"] == mark and body["cache_control"] == mark
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    usage = anthropic.decode_usage(
+        {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 2048,
+            "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 2048},
+            "output_tokens": 5,
+        }
+    )
+    assert usage is not None and usage.cache_write_1h_tokens == 2048 and usage.prompt_tokens == 2058

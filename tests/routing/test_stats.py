@@ -51,6 +51,16 @@ def test_ttft_ewma_only_when_given() -> None:
     assert s.ttft_ms == pytest.approx(50)
 
 
+def test_reasoning_first_tokens_are_averaged_apart() -> None:
+    s = ModelStats(alpha=0.5)
+    s.record(ok=True, latency_ms=100, ttft_ms=40)
+    s.record(ok=True, latency_ms=3000, ttft_ms=2000, reasoning=True)
+    assert s.ttft_ms == 40 and s.ttft_reasoning_ms == 2000
+    s.record(ok=True, latency_ms=3000, ttft_ms=1000, reasoning=True)
+    assert s.ttft_ms == 40 and s.ttft_reasoning_ms == pytest.approx(1500)
+    assert s.snapshot()["ttft_reasoning_ms"] == pytest.approx(1500)
+
+
 def test_failures_do_not_move_latency() -> None:
     s = ModelStats()
     s.record(ok=True, latency_ms=100, ttft_ms=10)
@@ -98,6 +108,7 @@ def test_snapshot() -> None:
         "success_rate": 1.0,
         "latency_ms": 12.5,
         "ttft_ms": 3.0,
+        "ttft_reasoning_ms": None,
         "last_error": None,
         "last_error_at": None,
     }

@@ -115,6 +115,21 @@ async def test_percentiles_match_the_reference_on_random_data(db: Database) -> N
     assert [row["requests"] for row in rows.values()] == sorted((len(v) for v in latencies.values()), reverse=True)
 
 
+async def test_first_token_of_reasoning_requests_is_kept_apart(db: Database) -> None:
+    """Contracts "First token": a reasoning request's first token is its first reasoning delta, so its
+    figure would drag the plain one; /v1/stats keeps the two apart."""
+    store = UsageStore(db)
+    reqs = [request(i, ttft_ms=float(i)) for i in (10, 20, 30)]
+    reqs += [request(i, ttft_ms=float(i), reasoning=True) for i in (900, 1100)]
+    await store.insert(reqs, [attempt(r) for r in reqs])
+    (total,) = await store.stats(group_by=None)
+    assert total["ttft_p50_ms"] == pytest.approx(20.0)
+    assert total["ttft_reasoning_p50_ms"] == pytest.approx(1000.0)
+    async with db.engine.connect() as conn:
+        flags = sorted((await conn.execute(select(usage_requests.c.reasoning))).scalars())
+    assert flags == [False, False, False, True, True]
+
+
 async def test_stats_are_isolated_per_organisation(db: Database) -> None:
     store = UsageStore(db)
     reqs = [request(i, org_id="org-a", cost_usd=1.0) for i in range(3)]

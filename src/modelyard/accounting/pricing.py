@@ -37,6 +37,8 @@ __all__ = [
 
 #: Anthropic bills 5-minute cache writes at 1.25x the base input price.
 CACHE_WRITE_MULTIPLIER = 1.25
+#: ... and 1-hour cache writes at 2x.
+CACHE_WRITE_1H_MULTIPLIER = 2.0
 #: Output allowance when neither the request nor the model config caps it.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
@@ -70,13 +72,15 @@ def cost(price: Price | None, usage: Usage) -> float:
         return 0.0
     cached = max(0, usage.cached_tokens)
     written = max(0, usage.cache_write_tokens)
+    written_1h = min(written, max(0, usage.cache_write_1h_tokens))
     fresh = max(0, usage.prompt_tokens - cached - written)
     cached_rate = price.input if price.cached_input is None else price.cached_input
     write_rate = price.input * CACHE_WRITE_MULTIPLIER if price.cache_write is None else price.cache_write
     total = (
         fresh * price.input
         + cached * cached_rate
-        + written * write_rate
+        + (written - written_1h) * write_rate
+        + written_1h * price.input * CACHE_WRITE_1H_MULTIPLIER
         + max(0, usage.completion_tokens) * price.output
     )
     return total / 1_000_000

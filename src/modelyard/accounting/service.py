@@ -303,6 +303,7 @@ class RequestAccounting:
         ttft_ms: float | None = None,
         overhead_ms: float | None = None,
         cache_hit_model: str | None = None,
+        reasoning: bool = False,
     ) -> RequestRecord:
         """Build and submit the records of a finished request (answered, failed or served from cache)."""
         all_attempts = list(result.attempts if result is not None else attempts)
@@ -349,6 +350,9 @@ class RequestAccounting:
             attempts=len(rows),
             cache_hit=cache_hit_model is not None,
             stream=self.stream,
+            reasoning=reasoning
+            or (usage is not None and usage.reasoning_tokens > 0)
+            or (self.req is not None and self.req.asks_for_reasoning()),
         )
         self.acct.submit(record, rows, overhead_ms)
         return record

@@ -70,6 +70,8 @@ def _message(m: Message) -> dict[str, Any]:
         "tool_calls": [asdict(c) for c in m.tool_calls] if m.tool_calls else None,
         "tool_call_id": m.tool_call_id,
         "refusal": m.refusal,
+        "reasoning": m.reasoning,
+        "reasoning_blocks": m.reasoning_blocks,
     }
 
 
@@ -136,6 +138,8 @@ def _message_from(d: dict[str, Any]) -> Message:
         tool_calls=[ToolCall(**c) for c in calls] if calls else None,
         tool_call_id=d.get("tool_call_id"),
         refusal=d.get("refusal"),
+        reasoning=d.get("reasoning"),
+        reasoning_blocks=d.get("reasoning_blocks"),
     )
 
 
@@ -266,6 +270,7 @@ def replay_chunks(resp: ChatResponse) -> list[ChatChunk]:
     for c in resp.choices:
         m = c.message
         out.append(chunk(ChoiceDelta(index=c.index, role="assistant", content="")))
+        out += [chunk(d) for d in _reasoning_deltas(c.index, m)]
         text = m.text()
         pieces = _pieces(text)
         for n, piece in enumerate(pieces):
@@ -286,6 +291,44 @@ def replay_chunks(resp: ChatResponse) -> list[ChatChunk]:
     return out
 
 
+def _reasoning_deltas(index: int, m: Message) -> list[ChoiceDelta]:
+    """The reasoning of an answer as a stream has it: per signed block its text in pieces and its
+    signature (or the redacted block whole), else the plain reasoning text in pieces."""
+    out: list[ChoiceDelta] = []
+    for block in m.reasoning_blocks or ():
+        if block.get("type") == "redacted_thinking":
+            out.append(ChoiceDelta(index=index, redacted_reasoning=str(block.get("data") or "")))
+            continue
+        out += [ChoiceDelta(index=index, reasoning=p) for p in _pieces(str(block.get("thinking") or ""))]
+        out.append(ChoiceDelta(index=index, reasoning_signature=str(block.get("signature") or "")))
+    if not m.reasoning_blocks and m.reasoning:
+        out += [ChoiceDelta(index=index, reasoning=p) for p in _pieces(m.reasoning)]
+    return out
+
+
+class _Reasoning:
+    """One choice's streamed reasoning, put back together: the text, and the signed blocks."""
+
+    __slots__ = ("blocks", "pending", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.pending: list[str] = []  # text of the thinking block not yet closed by a signature
+        self.blocks: list[dict[str, Any]] = []
+
+    def feed(self, d: ChoiceDelta) -> None:
+        if d.reasoning:
+            self.texts.append(d.reasoning)
+            self.pending.append(d.reasoning)
+        if d.reasoning_signature is not None:
+            self.blocks.append(
+                {"type": "thinking", "thinking": "".join(self.pending), "signature": d.reasoning_signature}
+            )
+            self.pending = []
+        if d.redacted_reasoning:
+            self.blocks.append({"type": "redacted_thinking", "data": d.redacted_reasoning})
+
+
 def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatResponse | None:
     """The complete response a finished stream amounts to (the inverse of :func:`replay_chunks`).
 
@@ -297,8 +340,11 @@ def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatRespo
     refusals: dict[int, list[str]] = {}
     calls: dict[int, dict[int, ToolCall]] = {}
     finish: dict[int, Any] = {}
+    reasoning: dict[int, _Reasoning] = {}
     for ch in chunks:
         for d in ch.choices:
+            if d.reasoning or d.reasoning_signature is not None or d.redacted_reasoning:
+                reasoning.setdefault(d.index, _Reasoning()).feed(d)
             if d.content:
                 texts.setdefault(d.index, []).append(d.content)
             if d.refusal:
@@ -327,6 +373,8 @@ def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatRespo
                 content="".join(texts[i]) if i in texts else (None if i in calls else ""),
                 tool_calls=[calls[i][k] for k in sorted(calls[i])] if i in calls else None,
                 refusal="".join(refusals[i]) if i in refusals else None,
+                reasoning="".join(reasoning[i].texts) or None if i in reasoning else None,
+                reasoning_blocks=reasoning[i].blocks or None if i in reasoning else None,
             ),
             finish_reason=finish[i],
         )

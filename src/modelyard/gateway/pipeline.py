@@ -235,6 +235,7 @@ class ServedStream:
                         error=self.error,
                         ttft_ms=routed.ttft_ms,
                         overhead_ms=self.overhead_ms,
+                        reasoning=routed.reasoning,
                     )
                 await self._store(routed)
         finally:

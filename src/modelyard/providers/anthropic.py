@@ -30,7 +30,12 @@ Translation choices, where the OpenAI vocabulary has no exact Anthropic counterp
   includes them, so ``prompt_tokens = input + cache_read + cache_creation``;
   ``cached_tokens = cache_read_input_tokens``, ``cache_write_tokens =
   cache_creation_input_tokens``.
-* Thinking and server-tool blocks in answers are skipped (OpenAI's format cannot carry them).
+* Thinking blocks become ``reasoning`` text, and are also kept verbatim with their ``signature``
+  (``reasoning_blocks``, streamed as ``reasoning_signature`` / ``redacted_reasoning`` deltas), so
+  an assistant turn sent back replays them unchanged: Anthropic verifies the signatures, and
+  requires them in a tool-use loop with thinking enabled.  ``thinking`` and ``cache_control``
+  (top level, and on system, content, tool_use and tool blocks) are passed through.
+* Server-tool blocks in answers are skipped (OpenAI's format cannot carry them).
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ _ERROR_STATUS: dict[str, int] = {
 }
 
 #: request fields from ``ChatRequest.extra`` that are Anthropic's own and passed on unchanged
-_EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control")
+_EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control", "thinking")
 
 _TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -145,16 +150,24 @@ def _bad(message: str, param: str = "messages") -> InvalidRequestError:
     return InvalidRequestError(message, param=param)
 
 
+def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control is not None:
+        block["cache_control"] = cache_control
+    return block
+
+
 def encode_image(part: ContentPart) -> dict[str, Any]:
     url = part.image_url
     if url.startswith("data:"):
         data, media_type = part.base64_data, part.media_type
         if not data or not media_type:
             raise _bad("image data URIs must be base64-encoded: data:<media type>;base64,<data>")
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _bad("image_url must be an http(s) URL or a base64 data: URI")
+        block = {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    elif url.startswith(("http://", "https://")):
+        block = {"type": "image", "source": {"type": "url", "url": url}}
+    else:
+        raise _bad("image_url must be an http(s) URL or a base64 data: URI")
+    return _cached(block, part.cache_control)
 
 
 def _content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, Any]]:
@@ -167,7 +180,7 @@ def _content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, A
         if part.type == "image":
             blocks.append(encode_image(part))
         elif part.text.strip():
-            blocks.append({"type": "text", "text": part.text})
+            blocks.append(_cached({"type": "text", "text": part.text}, part.cache_control))
     return blocks
 
 
@@ -197,24 +210,28 @@ def _tool_result(m: Message) -> dict[str, Any]:
     return block
 
 
-def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, Anthropic messages) for OpenAI-style ``messages``."""
-    system: list[str] = []
+def encode_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system text blocks, Anthropic messages) for OpenAI-style ``messages``."""
+    system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for m in messages:
         if m.role in ("system", "developer"):
-            text = m.text()
-            if text.strip():
-                system.append(text)
+            if isinstance(m.content, list):
+                system += [b for b in _content_blocks(m.content) if b["type"] == "text"]
+            elif m.content and m.content.strip():
+                system.append({"type": "text", "text": m.content})
             continue
         role = "assistant" if m.role == "assistant" else "user"
         if m.role == "tool":
             blocks = [_tool_result(m)]
         else:
-            blocks = _content_blocks(m.content)
+            # signed thinking blocks go back first and unchanged (the API verifies them)
+            blocks = [dict(b) for b in m.reasoning_blocks or ()] if m.role == "assistant" else []
+            blocks += _content_blocks(m.content)
             if m.role == "assistant" and m.tool_calls:
                 blocks += [
-                    {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c)} for c in m.tool_calls
+                    _cached({"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c)}, c.cache_control)
+                    for c in m.tool_calls
                 ]
         if not blocks:
             continue
@@ -229,7 +246,7 @@ def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, 
         _strip_prefill(turns)
     for turn in turns:
         blocks = turn["content"]
-        if len(blocks) == 1 and blocks[0]["type"] == "text":
+        if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
             turn["content"] = blocks[0]["text"]
     return system, turns
 
@@ -240,7 +257,7 @@ def _strip_prefill(turns: list[dict[str, Any]]) -> None:
     if blocks[-1]["type"] == "text":
         text = blocks[-1]["text"].rstrip()
         if text:
-            blocks[-1] = {"type": "text", "text": text}
+            blocks[-1] = {**blocks[-1], "text": text}
         else:
             blocks.pop()
     if not blocks:
@@ -254,7 +271,7 @@ def encode_tool(t: Tool) -> dict[str, Any]:
     if t.description is not None:
         out["description"] = t.description
     out["input_schema"] = schema
-    return out
+    return _cached(out, t.cache_control)
 
 
 def encode_tool_choice(choice: str | ForcedTool | None, parallel: bool | None) -> dict[str, Any] | None:
@@ -329,19 +346,20 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool) -> EncodedRequ
             if req.parallel_tool_calls is False:
                 choice["disable_parallel_tool_use"] = True
         tools.append(tool_def)
-        system.append(
+        instruction = (
             f"Give your final answer by calling the `{json_tool.name}` tool: its input is the answer, as JSON"
             + (" that matches the tool's input schema" if rf.type == "json_schema" and rf.schema else "")
             + ". Do not write the answer as plain text."
         )
+        system.append({"type": "text", "text": instruction})
     if tools:
         body["tools"] = tools
     if choice is not None:
         body["tool_choice"] = choice
-    if len(system) == 1:
-        body["system"] = system[0]
+    if len(system) == 1 and "cache_control" not in system[0]:
+        body["system"] = system[0]["text"]
     elif system:
-        body["system"] = [{"type": "text", "text": s} for s in system]
+        body["system"] = system
     if stream:
         body["stream"] = True
     return EncodedRequest(body, json_tool)
@@ -367,6 +385,7 @@ def decode_usage(data: Any) -> Usage | None:
     read = _int(data.get("cache_read_input_tokens"))
     write = _int(data.get("cache_creation_input_tokens"))
     output = _int(data.get("output_tokens"))
+    creation = data.get("cache_creation")  # the split of the writes by lifetime
     prompt = fresh + read + write
     return Usage(
         prompt_tokens=prompt,
@@ -374,6 +393,7 @@ def decode_usage(data: Any) -> Usage | None:
         total_tokens=prompt + output,
         cached_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=_int(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0,
     )
 
 
@@ -382,6 +402,7 @@ def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) ->
         raise ValueError("response has no 'content' list")
     texts: list[str] = []
     thinking: list[str] = []
+    signed: list[dict[str, Any]] = []
     calls: list[ToolCall] = []
     for block in data["content"]:
         kind = block.get("type")
@@ -389,6 +410,9 @@ def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) ->
             texts.append(str(block.get("text") or ""))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking") or ""))
+            signed.append(block)
+        elif kind == "redacted_thinking":
+            signed.append(block)
         elif kind == "tool_use":
             tool_input = block.get("input")
             if json_tool is not None and block.get("name") == json_tool.name:
@@ -409,6 +433,7 @@ def decode_response(data: Any, model: str, json_tool: JsonTool | None = None) ->
         content="".join(texts) if texts or not calls else None,
         tool_calls=calls or None,
         reasoning="".join(thinking) or None,
+        reasoning_blocks=signed or None,
     )
     return ChatResponse(
         id=str(data.get("id") or ""),
@@ -548,6 +573,9 @@ class StreamTranslator:
             self._blocks[index] = _Block("thinking")
             text = block.get("thinking")
             return [self._chunk(ChoiceDelta(reasoning=text))] if text else []
+        if btype == "redacted_thinking":
+            self._blocks[index] = _Block("other")
+            return [self._chunk(ChoiceDelta(redacted_reasoning=str(block["data"])))]
         self._blocks[index] = _Block("other")
         return []
 
@@ -560,6 +588,8 @@ class StreamTranslator:
         if dtype == "thinking_delta" and block.kind == "thinking":
             text = str(delta.get("thinking") or "")
             return [self._chunk(ChoiceDelta(reasoning=text))] if text else []
+        if dtype == "signature_delta" and block.kind == "thinking":
+            return [self._chunk(ChoiceDelta(reasoning_signature=str(delta["signature"])))]
         if dtype == "input_json_delta":
             fragment = str(delta["partial_json"])
             if not fragment:
@@ -573,7 +603,7 @@ class StreamTranslator:
                     block.buffer.append(fragment)
                     return []
                 return [self._chunk(ChoiceDelta(content=fragment))]
-        return []  # signature and citation deltas
+        return []  # citation deltas
 
     def _block_stop(self, index: int) -> list[ChatChunk]:
         block = self._blocks.get(index)

@@ -105,6 +105,15 @@ def _input_tokens(req: ChatRequest) -> int:
     return estimate_tokens(req) - (req.max_tokens or 256)
 
 
+def _begins_with_reasoning(head: list[ChatChunk]) -> bool:
+    """Whether a stream's first token (contracts "First token") is reasoning."""
+    for chunk in head:
+        for d in chunk.choices:
+            if d.has_output():
+                return bool(d.reasoning or d.redacted_reasoning)
+    return False
+
+
 def _unknown_usage(exc: BaseException, req: ChatRequest) -> Usage | None:
     """What a failed non-streamed attempt is charged: the input estimate when the upstream had the
     request and was working on it (the client left, or a timeout after the request was sent: the
@@ -421,6 +430,7 @@ class Router:
             slot=slot,
             started=started["t"],
             ttft_ms=ttft_ms,
+            reasoning=req.asks_for_reasoning() or _begins_with_reasoning(head),
             on_finish=on_finish,
             input_tokens=_input_tokens(req),
         )

@@ -23,6 +23,7 @@ class ModelStats:
         "_ok_in_window",
         "_outcomes",
         "_ttft_ms",
+        "_ttft_reasoning_ms",
         "failures",
         "in_flight",
         "last_error",
@@ -40,6 +41,7 @@ class ModelStats:
         self._ok_in_window = 0
         self._latency_ms: float | None = None
         self._ttft_ms: float | None = None
+        self._ttft_reasoning_ms: float | None = None
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
@@ -53,8 +55,17 @@ class ModelStats:
         if self.in_flight > 0:
             self.in_flight -= 1
 
-    def record(self, *, ok: bool, latency_ms: float, ttft_ms: float | None = None, error: str | None = None) -> None:
-        """Record one finished request."""
+    def record(
+        self,
+        *,
+        ok: bool,
+        latency_ms: float,
+        ttft_ms: float | None = None,
+        error: str | None = None,
+        reasoning: bool = False,
+    ) -> None:
+        """Record one finished request.  The first-token time of a reasoning request (it asked for
+        reasoning, or its answer began with it) is averaged apart from the others."""
         self.requests += 1
         outcomes = self._outcomes
         if len(outcomes) == outcomes.maxlen and outcomes[0]:
@@ -63,7 +74,9 @@ class ModelStats:
         if ok:
             self._ok_in_window += 1
             self._latency_ms = self._ewma(self._latency_ms, latency_ms)
-            if ttft_ms is not None:
+            if ttft_ms is not None and reasoning:
+                self._ttft_reasoning_ms = self._ewma(self._ttft_reasoning_ms, ttft_ms)
+            elif ttft_ms is not None:
                 self._ttft_ms = self._ewma(self._ttft_ms, ttft_ms)
         else:
             self.failures += 1
@@ -76,7 +89,13 @@ class ModelStats:
 
     @property
     def ttft_ms(self) -> float | None:
+        """First-token time of requests without reasoning (EWMA)."""
         return self._ttft_ms
+
+    @property
+    def ttft_reasoning_ms(self) -> float | None:
+        """First-token time of reasoning requests (EWMA): the first token is their first reasoning delta."""
+        return self._ttft_reasoning_ms
 
     @property
     def success_rate(self) -> float:
@@ -92,6 +111,7 @@ class ModelStats:
             "success_rate": self.success_rate,
             "latency_ms": self._latency_ms,
             "ttft_ms": self._ttft_ms,
+            "ttft_reasoning_ms": self._ttft_reasoning_ms,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
         }

@@ -36,6 +36,8 @@ class RoutedStream:
     slot: Slot
     started: float
     ttft_ms: float
+    #: the request asked for reasoning or the answer began with it (its first token is kept apart)
+    reasoning: bool = False
     usage: Usage | None = None
     continuation: Continuation | None = None
     #: called once when the stream ends (budgets settle here)
@@ -142,7 +144,7 @@ class RoutedStream:
         self.result.upstream_s += latency / 1000
         dep.state.stats.finish()
         if ok:
-            dep.state.stats.record(ok=True, latency_ms=latency, ttft_ms=self.ttft_ms)
+            dep.state.stats.record(ok=True, latency_ms=latency, ttft_ms=self.ttft_ms, reasoning=self.reasoning)
             dep.state.breaker.record_success()
         elif isinstance(error, ModelyardError):
             attempt.ok = False
@@ -172,6 +174,7 @@ def _add(a: Usage | None, b: Usage) -> Usage:
         total_tokens=a.total_tokens + b.total_tokens,
         cached_tokens=a.cached_tokens + b.cached_tokens,
         cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        cache_write_1h_tokens=a.cache_write_1h_tokens + b.cache_write_1h_tokens,
         reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
         estimated=a.estimated or b.estimated,
     )

@@ -23,6 +23,7 @@ def _model(dep: Deployment) -> dict[str, Any]:
         "queue_length": limiter.queue_length,
         "latency_ms": stats.get("latency_ms"),
         "ttft_ms": stats.get("ttft_ms"),
+        "ttft_reasoning_ms": stats.get("ttft_reasoning_ms"),
         "success_rate": stats.get("success_rate"),
         "requests": stats.get("requests"),
         "failures": stats.get("failures"),

@@ -51,6 +51,8 @@ class RequestRecord:
     stream: bool = False
     #: production, canary, shadow, comparison or probe
     source: str = "production"
+    #: the request asked for reasoning or its answer began with (or counted) reasoning
+    reasoning: bool = False
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 __all__ = [
@@ -159,6 +160,8 @@ usage_requests = Table(
     Column("cache_hit", Boolean, nullable=False),
     #: production, canary, shadow, comparison or probe (migration 0002)
     Column("source", String(16), nullable=False, server_default="production"),
+    #: the request asked for reasoning or its answer began with it (migration 0006)
+    Column("reasoning", Boolean, nullable=False, server_default=false()),
     PrimaryKeyConstraint("request_id"),
     Index(None, "ts"),
     Index(None, "org_id", "ts"),

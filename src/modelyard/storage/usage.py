@@ -173,6 +173,9 @@ class UsageStore:
         key = self._key(group_by)
         conds = self._filters(org_id, since, until)
         ok_latency = case((_T.c.success, _T.c.latency_ms), else_=None)
+        # first-token times of reasoning requests are kept apart (contracts "First token")
+        ttft_plain = case((_T.c.reasoning.is_(False), _T.c.ttft_ms), else_=None)
+        ttft_reasoning = case((_T.c.reasoning, _T.c.ttft_ms), else_=None)
         columns: list[ColumnElement[Any]] = [
             key.label("k"),
             func.count().label("requests"),
@@ -190,7 +193,8 @@ class UsageStore:
             columns += [
                 func.percentile_cont(0.5).within_group(ok_latency).label("latency_p50_ms"),
                 func.percentile_cont(0.95).within_group(ok_latency).label("latency_p95_ms"),
-                func.percentile_cont(0.5).within_group(_T.c.ttft_ms).label("ttft_p50_ms"),
+                func.percentile_cont(0.5).within_group(ttft_plain).label("ttft_p50_ms"),
+                func.percentile_cont(0.5).within_group(ttft_reasoning).label("ttft_reasoning_p50_ms"),
             ]
         query = select(*columns).where(*conds)
         if group_by is not None:
@@ -202,8 +206,9 @@ class UsageStore:
                 latency = self._sqlite_percentiles(
                     key, ok_latency, conds, {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95}
                 )
-                ttft = self._sqlite_percentiles(key, _T.c.ttft_ms, conds, {"ttft_p50_ms": 0.5})
-                for q in (latency, ttft):
+                ttft = self._sqlite_percentiles(key, ttft_plain, conds, {"ttft_p50_ms": 0.5})
+                ttft_r = self._sqlite_percentiles(key, ttft_reasoning, conds, {"ttft_reasoning_p50_ms": 0.5})
+                for q in (latency, ttft, ttft_r):
                     for r in await conn.execute(q):
                         m = dict(r._mapping)
                         pct.setdefault(m.pop("k"), {}).update(m)
@@ -284,6 +289,7 @@ class UsageStore:
                     "latency_p50_ms": _opt_float(r.get("latency_p50_ms")),
                     "latency_p95_ms": _opt_float(r.get("latency_p95_ms")),
                     "ttft_p50_ms": _opt_float(r.get("ttft_p50_ms")),
+                    "ttft_reasoning_p50_ms": _opt_float(r.get("ttft_reasoning_p50_ms")),
                     "tokens_in": int(r["tokens_in"] or 0),
                     "tokens_out": int(r["tokens_out"] or 0),
                     "tokens_cached": int(r["tokens_cached"] or 0),

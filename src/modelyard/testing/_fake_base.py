@@ -106,6 +106,8 @@ class Prompt:
     image_count: int = 0
     #: the partial answer of a trailing assistant message (assistant prefill), which the reply continues
     prefill: str = ""
+    #: extended thinking asked for (Anthropic ``thinking.budget_tokens``); 0 when not
+    thinking_budget: int = 0
 
 
 @dataclass(slots=True)

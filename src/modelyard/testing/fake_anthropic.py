@@ -14,6 +14,13 @@ Anthropic-specific fault uses (``code`` without ``status``):
 * ``code="<anthropic error type>"`` (``overloaded_error``, ``api_error``, ...): streamed
   requests get an in-band ``event: error`` after ``message_start``; others get the HTTP error.
 
+Extended thinking: with ``thinking: {type: enabled, budget_tokens}`` (at least 1024, below
+``max_tokens``) the answer starts with a ``thinking`` block signed by the fake (and a
+``redacted_thinking`` block when the prompt holds Anthropic's documented trigger string
+:data:`REDACTED_TRIGGER`).  Thinking blocks sent back must carry the fake's own signature (400
+"Invalid `signature`" otherwise), and, as the real API requires, with thinking enabled the
+assistant turn answered by tool results must start with a thinking block.
+
 Prompt caching: when the request carries a ``cache_control`` marker (top level, on a system
 block, a message block or a tool) and the prompt has at least 1024 tokens, the first request
 reports ``cache_creation_input_tokens`` and identical later ones ``cache_read_input_tokens``.
@@ -21,6 +28,8 @@ reports ``cache_creation_input_tokens`` and identical later ones ``cache_read_in
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import uuid
 from typing import Any
@@ -28,9 +37,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from modelyard.testing._fake_base import FakeServer, Prompt, Reply, _default_message, make_reply
+from modelyard.testing._fake_base import FakeServer, Prompt, Reply, _default_message, count_tokens, make_reply
 
-__all__ = ["FakeAnthropic"]
+__all__ = ["REDACTED_TRIGGER", "FakeAnthropic", "thinking_signature"]
+
+#: the prompt string that makes the real API answer with a redacted_thinking block (documented)
+REDACTED_TRIGGER = (
+    "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB"
+)
+_REDACTED_PREFIX = b"fake-redacted-thinking:"
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -156,7 +171,7 @@ class FakeAnthropic(FakeServer):
             )
         seen = self.seen_before([body.get("system"), body.get("messages"), body.get("tools")])
         reply = make_reply(prompt)
-        message = _message(prompt, reply, cacheable=cacheable, seen=seen)
+        message = _message(prompt, reply, cacheable=cacheable, seen=seen, one_hour=_one_hour(body))
         if fault is not None and fault.code == "refusal":
             message["content"] = []
             message["stop_reason"] = "refusal"
@@ -258,7 +273,16 @@ class FakeAnthropic(FakeServer):
                         )
                     has_result = True
                     result_text += self._tool_result_text(block.get("content"), where)
-                elif btype in ("thinking", "redacted_thinking", "document"):
+                elif btype == "thinking":
+                    signature = block.get("signature")
+                    if role != "assistant" or not isinstance(block.get("thinking"), str):
+                        raise self.bad_request(f"{where}: thinking blocks can only be in assistant messages")
+                    if signature != thinking_signature(block["thinking"]):
+                        raise self.bad_request(f"{where}: Invalid `signature` in `thinking` block")
+                elif btype == "redacted_thinking":
+                    if role != "assistant" or not _redacted_ok(block.get("data")):
+                        raise self.bad_request(f"{where}: Invalid `data` in `redacted_thinking` block")
+                elif btype == "document":
                     pass
                 else:
                     raise self.bad_request(f"{where}.type: Input tag {btype!r} does not match any of the expected tags")
@@ -276,6 +300,7 @@ class FakeAnthropic(FakeServer):
                     prompt.last_user_text = text
             pending = uses
             texts += [result_text, text]
+        self._thinking(body, prompt, turns)
         if turns and turns[-1][0] == "assistant":
             last = turns[-1][1][-1]
             if last.get("type") == "text" and last["text"] != last["text"].rstrip():
@@ -405,6 +430,29 @@ class FakeAnthropic(FakeServer):
                 prompt.has_tool_result = False
         return cacheable
 
+    def _thinking(self, body: dict[str, Any], prompt: Prompt, turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        config = body.get("thinking")
+        if config is None or (isinstance(config, dict) and config.get("type") == "disabled"):
+            return
+        if not isinstance(config, dict) or config.get("type") != "enabled":
+            raise self.bad_request("thinking.type: Input should be 'enabled' or 'disabled'")
+        budget = config.get("budget_tokens")
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+            raise self.bad_request("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+        if prompt.max_tokens is not None and budget >= prompt.max_tokens:
+            raise self.bad_request("`max_tokens` must be greater than `thinking.budget_tokens`")
+        prompt.thinking_budget = budget
+        last = len(turns) - 1
+        if last >= 1 and any(b.get("type") == "tool_result" for b in turns[last][1]):
+            first = turns[last - 1][1][0].get("type")
+            if first not in ("thinking", "redacted_thinking"):
+                raise self.bad_request(
+                    f"messages.{last - 1}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                    f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking "
+                    "block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you "
+                    "include thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+                )
+
     def _output_config(self, body: dict[str, Any], prompt: Prompt) -> None:
         fmt = (body.get("output_config") or {}).get("format")
         if fmt is None:
@@ -415,6 +463,29 @@ class FakeAnthropic(FakeServer):
 
 
 # -- response shapes ---------------------------------------------------------------------
+
+
+def thinking_signature(text: str) -> str:
+    """The fake's signature of a thinking block's text (the real one is opaque too)."""
+    return base64.b64encode(b"fake-sig:" + hashlib.sha256(text.encode()).digest()).decode()
+
+
+def _redacted_ok(data: Any) -> bool:
+    try:
+        return isinstance(data, str) and base64.b64decode(data, validate=True).startswith(_REDACTED_PREFIX)
+    except ValueError:
+        return False
+
+
+def _thinking_blocks(prompt: Prompt) -> list[dict[str, Any]]:
+    if not prompt.thinking_budget:
+        return []
+    text = f"The user asks: {prompt.last_user_text or 'a follow-up'}. I will answer briefly."
+    blocks: list[dict[str, Any]] = [{"type": "thinking", "thinking": text, "signature": thinking_signature(text)}]
+    if REDACTED_TRIGGER in prompt.all_text:
+        data = base64.b64encode(_REDACTED_PREFIX + uuid.uuid4().bytes).decode()
+        blocks.append({"type": "redacted_thinking", "data": data})
+    return blocks
 
 
 def _anthropic_message(status: int, code: str | None) -> str:
@@ -443,14 +514,29 @@ def _model_info(model: str) -> dict[str, Any]:
     }
 
 
-def _usage(reply: Reply, *, cacheable: bool, seen: bool) -> dict[str, Any]:
+def _one_hour(value: Any) -> bool:
+    """Whether any cache_control marker in the request asks for the 1 h lifetime."""
+    if isinstance(value, dict):
+        mark = value.get("cache_control")
+        if isinstance(mark, dict) and mark.get("ttl") == "1h":
+            return True
+        return any(_one_hour(v) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return any(_one_hour(v) for v in value)
+    return False
+
+
+def _usage(reply: Reply, *, cacheable: bool, seen: bool, one_hour: bool = False) -> dict[str, Any]:
     prefix = (reply.input_tokens // 128) * 128 if cacheable and reply.input_tokens >= _MIN_CACHEABLE else 0
     read, write = (prefix, 0) if seen else (0, prefix)
     return {
         "input_tokens": reply.input_tokens - prefix,
         "cache_creation_input_tokens": write,
         "cache_read_input_tokens": read,
-        "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": 0 if one_hour else write,
+            "ephemeral_1h_input_tokens": write if one_hour else 0,
+        },
         "output_tokens": reply.output_tokens,
         "service_tier": "standard",
     }
@@ -470,8 +556,9 @@ def _fields(prompt: Prompt) -> dict[str, Any]:
     return {name: getattr(prompt, name) for name in Prompt.__dataclass_fields__}
 
 
-def _message(prompt: Prompt, reply: Reply, *, cacheable: bool, seen: bool) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
+def _message(prompt: Prompt, reply: Reply, *, cacheable: bool, seen: bool, one_hour: bool = False) -> dict[str, Any]:
+    content = _thinking_blocks(prompt)
+    reply.output_tokens += sum(count_tokens(b.get("thinking", "")) for b in content)
     if reply.text:
         content.append({"type": "text", "text": reply.text})
     for call_id, name, args in reply.tool_calls:
@@ -487,7 +574,7 @@ def _message(prompt: Prompt, reply: Reply, *, cacheable: bool, seen: bool) -> di
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": _usage(reply, cacheable=cacheable, seen=seen),
+        "usage": _usage(reply, cacheable=cacheable, seen=seen, one_hour=one_hour),
     }
 
 
@@ -503,6 +590,13 @@ def _stream_frames(message: dict[str, Any]) -> list[bytes]:
             start: dict[str, Any] = {"type": "text", "text": ""}
             words = block["text"].split(" ")
             deltas = [{"type": "text_delta", "text": w} for w in [words[0]] + [" " + w for w in words[1:]]]
+        elif block["type"] == "thinking":
+            start = {"type": "thinking", "thinking": ""}
+            words = block["thinking"].split(" ")
+            deltas = [{"type": "thinking_delta", "thinking": w} for w in [words[0]] + [" " + w for w in words[1:]]]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        elif block["type"] == "redacted_thinking":
+            start, deltas = block, []
         else:
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             args = orjson.dumps(block["input"]).decode()

@@ -8,8 +8,14 @@ pipeline as chat completions, to any provider.  Going in:
 * an assistant's ``tool_use`` blocks become tool calls;
 * a user's ``tool_result`` blocks become tool messages, each matched to a ``tool_use`` of an
   earlier turn (400 when there is none);
-* ``thinking`` and ``redacted_thinking`` blocks of earlier turns are left out (their signatures
-  are only meaningful to Anthropic).
+* signed ``thinking`` and ``redacted_thinking`` blocks of earlier turns are kept verbatim
+  (``Message.reasoning_blocks``) and replayed unchanged to Anthropic upstreams, which verify
+  their signatures; other providers see none of them.  A thinking block with an empty
+  signature (what this API emits for reasoning from a non-Anthropic model) is dropped;
+* ``cache_control`` markers (top level, system, text, image, tool_use, tool_result blocks and
+  tools) are validated and passed on to Anthropic upstreams, whose cache reads and writes are
+  priced (``usage.cache_read_input_tokens`` / ``cache_creation_input_tokens``); ``thinking`` is
+  validated and passed on too.
 
 Any other block type is a 400 naming it.  Coming out, the answer is a ``message`` with
 ``thinking``, ``text`` and ``tool_use`` blocks, or the event sequence ``message_start`` ...
@@ -35,7 +41,7 @@ from modelyard.types import (
     ToolCall,
     Usage,
 )
-from modelyard.wire.openai import _bad, _int, _model, _num, _options
+from modelyard.wire.openai import _bad, _int, _model, _num, _options, cache_control_of, signed_reasoning
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -50,8 +56,24 @@ ANTHROPIC_VERSION = "2023-06-01"
 
 _KNOWN = {
     "model", "max_tokens", "messages", "system", "stop_sequences", "temperature", "top_p", "top_k",
-    "stream", "tools", "tool_choice", "metadata", "thinking", "modelyard", "service_tier",
+    "stream", "tools", "tool_choice", "metadata", "thinking", "modelyard", "service_tier", "cache_control",
 }  # fmt: skip
+
+
+def _thinking(value: Any, max_tokens: int) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind in ("disabled", "adaptive") and set(value) == {"type"}:
+        return {"type": kind}
+    if kind != "enabled" or set(value) - {"type", "budget_tokens"}:
+        raise _bad("thinking", "expected {type: 'enabled', budget_tokens}, {type: 'adaptive'} or {type: 'disabled'}")
+    budget = value.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise _bad("thinking.budget_tokens", "an integer of at least 1024 is required when thinking is enabled")
+    if budget >= max_tokens:
+        raise _bad("thinking.budget_tokens", "must be less than max_tokens")
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _blocks(content: Any, path: str) -> list[dict[str, Any]]:
@@ -100,10 +122,21 @@ def _messages(raw: Any, system: Any) -> list[Message]:
     out: list[Message] = []
     if system is not None:
         if isinstance(system, str):
-            text = system
+            out.append(Message(role="system", content=system))
         else:
-            text = "\n\n".join(str(b.get("text") or "") for b in _blocks(system, "system") if b["type"] == "text")
-        out.append(Message(role="system", content=text))
+            blocks = _blocks(system, "system")
+            for i, b in enumerate(blocks):
+                if b["type"] != "text" or not isinstance(b.get("text"), str):
+                    raise _bad(f"system[{i}]", "expected a text block")
+            marks = [cache_control_of(b, f"system[{i}]") for i, b in enumerate(blocks)]
+            if any(marks):
+                marked = [
+                    ContentPart(type="text", text=b["text"], cache_control=c)
+                    for b, c in zip(blocks, marks, strict=True)
+                ]
+                out.append(Message(role="system", content=marked))
+            else:
+                out.append(Message(role="system", content="\n\n".join(b["text"] for b in blocks)))
     calls_seen: set[str] = set()
     for i, m in enumerate(raw):
         path = f"messages[{i}]"
@@ -113,18 +146,23 @@ def _messages(raw: Any, system: Any) -> list[Message]:
         parts: list[ContentPart] = []
         calls: list[ToolCall] = []
         results: list[Message] = []
+        signed: list[dict[str, Any]] = []
         for j, block in enumerate(_blocks(m.get("content"), f"{path}.content")):
             where = f"{path}.content[{j}]"
             kind = block["type"]
+            mark = cache_control_of(block, where)
             if kind == "text":
-                parts.append(ContentPart(type="text", text=str(block.get("text") or "")))
+                parts.append(ContentPart(type="text", text=str(block.get("text") or ""), cache_control=mark))
             elif kind == "image" and role == "user":
-                parts.append(_image(block, where))
+                image = _image(block, where)
+                image.cache_control = mark
+                parts.append(image)
             elif kind == "tool_use" and role == "assistant":
                 call_id, name = block.get("id"), block.get("name")
                 if not isinstance(call_id, str) or not isinstance(name, str):
                     raise _bad(where, "a tool_use block needs an id and a name")
-                calls.append(ToolCall(id=call_id, name=name, arguments=orjson.dumps(block.get("input") or {}).decode()))
+                arguments = orjson.dumps(block.get("input") or {}).decode()
+                calls.append(ToolCall(id=call_id, name=name, arguments=arguments, cache_control=mark))
                 calls_seen.add(call_id)
             elif kind == "tool_result" and role == "user":
                 ref = block.get("tool_use_id")
@@ -137,9 +175,14 @@ def _messages(raw: Any, system: Any) -> list[Message]:
                 text = _result_text(block.get("content"), f"{where}.content")
                 if block.get("is_error"):
                     text = f"Error: {text}"
-                results.append(Message(role="tool", content=text, tool_call_id=str(ref)))
+                content: str | list[ContentPart] = (
+                    text if mark is None else [ContentPart(type="text", text=text, cache_control=mark)]
+                )
+                results.append(Message(role="tool", content=content, tool_call_id=str(ref)))
             elif kind in ("thinking", "redacted_thinking") and role == "assistant":
-                continue  # only Anthropic can read its signatures; the next turn does without
+                kept = signed_reasoning(block, where)
+                if kept is not None:
+                    signed.append(kept)
             else:
                 raise InvalidRequestError(
                     f"content block type {kind!r} is not supported in a {role} message "
@@ -148,10 +191,19 @@ def _messages(raw: Any, system: Any) -> list[Message]:
                     code="unsupported_content_block",
                 )
         out.extend(results)
-        if parts or calls or not results:
-            only_text = all(p.type == "text" for p in parts)
-            content: str | list[ContentPart] | None = "".join(p.text for p in parts) if only_text else parts
-            out.append(Message(role=role, content=content if parts or not calls else None, tool_calls=calls or None))
+        if parts or calls or signed or not results:
+            only_text = all(p.type == "text" and p.cache_control is None for p in parts)
+            joined: str | list[ContentPart] | None = "".join(p.text for p in parts) if only_text else parts
+            reasoning = "".join(b.get("thinking", "") for b in signed) or None
+            out.append(
+                Message(
+                    role=role,
+                    content=joined if parts or not calls else None,
+                    tool_calls=calls or None,
+                    reasoning=reasoning,
+                    reasoning_blocks=signed or None,
+                )
+            )
     return out
 
 
@@ -173,7 +225,8 @@ def _tools(raw: Any) -> list[Tool] | None:
         schema = t.get("input_schema")
         if schema is not None and not isinstance(schema, dict):
             raise _bad(f"tools[{i}].input_schema", "expected a JSON schema object")
-        tools.append(Tool(name=t["name"], description=t.get("description"), parameters=schema))
+        mark = cache_control_of(t, f"tools[{i}]")
+        tools.append(Tool(name=t["name"], description=t.get("description"), parameters=schema, cache_control=mark))
     return tools or None
 
 
@@ -215,6 +268,17 @@ def parse_messages_request(body: Any) -> ChatRequest:
     extra: dict[str, Any] = {}
     if body.get("top_k") is not None:
         extra["top_k"] = _int(body, "top_k", 0)
+    thinking = _thinking(body.get("thinking"), max_tokens)
+    if thinking is not None:
+        extra["thinking"] = thinking
+    mark = cache_control_of(body, "body")
+    if mark is not None:
+        extra["cache_control"] = mark
+    tier = body.get("service_tier")
+    if tier is not None:
+        if tier not in ("auto", "standard_only"):
+            raise _bad("service_tier", "expected 'auto' or 'standard_only'")
+        extra["service_tier"] = tier
     return ChatRequest(
         model=model,
         messages=_messages(body.get("messages"), body.get("system")),
@@ -254,6 +318,10 @@ def _usage(u: Usage | None, cost_usd: float | None) -> dict[str, Any]:
         "output_tokens": u.completion_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
+        },
     }
     if cost_usd is not None:
         out["cost_usd"] = cost_usd
@@ -277,7 +345,9 @@ def encode_message(resp: ChatResponse, model: str, request_id: str, cost_usd: fl
     content: list[dict[str, Any]] = []
     if choice is not None:
         m = choice.message
-        if m.reasoning:
+        if m.reasoning_blocks:
+            content += m.reasoning_blocks
+        elif m.reasoning:  # reasoning from a model that does not sign it
             content.append({"type": "thinking", "thinking": m.reasoning, "signature": ""})
         text = m.text()
         if text or not m.tool_calls:
@@ -308,7 +378,7 @@ class MessagesStream:
         self.model = model
         self.id = message_id(request_id)
         self.index = -1
-        self.kind: str | None = None  # the open block: "thinking" | "text" | "tool_use"
+        self.kind: str | None = None  # the open block: "thinking" | "redacted" | "text" | "tool_use"
         self.tool_ids: dict[int, str] = {}
         self.finish: FinishReason | None = None
         self.usage: Usage | None = None
@@ -332,14 +402,13 @@ class MessagesStream:
         self.kind = kind
         return out + event("content_block_start", {"index": self.index, "content_block": block})
 
-    def _close(self) -> bytes:
+    def _close(self, signature: str = "") -> bytes:
         if self.kind is None:
             return b""
         out = b""
         if self.kind == "thinking":  # a signature delta closes a thinking block
-            out += event(
-                "content_block_delta", {"index": self.index, "delta": {"type": "signature_delta", "signature": ""}}
-            )
+            delta = {"type": "signature_delta", "signature": signature}
+            out += event("content_block_delta", {"index": self.index, "delta": delta})
         self.kind = None
         return out + event("content_block_stop", {"index": self.index})
 
@@ -357,6 +426,11 @@ class MessagesStream:
                     "content_block_delta",
                     {"index": self.index, "delta": {"type": "thinking_delta", "thinking": d.reasoning}},
                 )
+            if d.reasoning_signature is not None and self.kind == "thinking":
+                out += self._close(d.reasoning_signature)
+            if d.redacted_reasoning:
+                out += self._open("redacted", {"type": "redacted_thinking", "data": d.redacted_reasoning})
+                out += self._close()
             if d.content:
                 if self.kind != "text":
                     out += self._open("text", {"type": "text", "text": ""})

@@ -173,6 +173,33 @@ def _json_type(v: Any) -> str:
     return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}.get(type(v), "value")
 
 
+_TTLS = ("5m", "1h")
+
+
+def cache_control_of(block: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """A block's validated ``cache_control`` marker, or None."""
+    value = block.get("cache_control")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") != "ephemeral" or set(value) - {"type", "ttl"}:
+        raise _bad(f"{path}.cache_control", "expected {type: 'ephemeral', ttl?: '5m' | '1h'}")
+    if "ttl" in value and value["ttl"] not in _TTLS:
+        raise _bad(f"{path}.cache_control.ttl", "expected '5m' or '1h'")
+    return dict(value)
+
+
+def signed_reasoning(block: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """A thinking / redacted_thinking block to replay verbatim, or None for an unsigned one."""
+    if block["type"] == "redacted_thinking":
+        if not isinstance(block.get("data"), str) or not block["data"]:
+            raise _bad(f"{path}.data", "a redacted_thinking block needs its data")
+        return {"type": "redacted_thinking", "data": block["data"]}
+    text, signature = block.get("thinking"), block.get("signature")
+    if not isinstance(text, str) or not isinstance(signature, str):
+        raise _bad(path, "a thinking block needs thinking and signature strings")
+    return {"type": "thinking", "thinking": text, "signature": signature} if signature else None
+
+
 def _content(raw: Any, where: str, role: str) -> str | list[ContentPart] | None:
     if raw is None or isinstance(raw, str):
         return raw
@@ -188,7 +215,7 @@ def _content(raw: Any, where: str, role: str) -> str | list[ContentPart] | None:
             text = part.get("text")
             if not isinstance(text, str):
                 raise _bad(f"{p}.text", "expected a string")
-            parts.append(ContentPart(type="text", text=text))
+            parts.append(ContentPart(type="text", text=text, cache_control=cache_control_of(part, p)))
         elif ptype == "image_url":
             if role != "user":
                 raise _bad(p, f"image parts are only allowed in user messages, not {role}")
@@ -197,7 +224,8 @@ def _content(raw: Any, where: str, role: str) -> str | list[ContentPart] | None:
             if not isinstance(url, str) or not url:
                 raise _bad(f"{p}.image_url.url", "expected an image URL or a data: URI")
             detail = img.get("detail") if isinstance(img, dict) else None
-            parts.append(ContentPart(type="image", image_url=url, detail=detail))
+            mark = cache_control_of(part, p)
+            parts.append(ContentPart(type="image", image_url=url, detail=detail, cache_control=mark))
         elif ptype == "refusal" and role == "assistant":
             parts.append(ContentPart(type="text", text=str(part.get("refusal") or "")))
         else:
@@ -241,7 +269,25 @@ def _message(raw: Any, i: int) -> Message:
         name=name if isinstance(name, str) else None,
         tool_calls=tool_calls or None,
         tool_call_id=tool_call_id if role == "tool" else None,
+        reasoning_blocks=_thinking_blocks(raw.get("thinking_blocks"), where) if role == "assistant" else None,
     )
+
+
+def _thinking_blocks(raw: Any, where: str) -> list[dict[str, Any]] | None:
+    """An assistant message's signed reasoning blocks (``thinking_blocks``, as LiteLLM names them)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _bad(f"{where}.thinking_blocks", "expected an array of thinking / redacted_thinking blocks")
+    kept = []
+    for k, block in enumerate(raw):
+        path = f"{where}.thinking_blocks[{k}]"
+        if not isinstance(block, dict) or block.get("type") not in ("thinking", "redacted_thinking"):
+            raise _bad(path, "expected a thinking or redacted_thinking block")
+        signed = signed_reasoning(block, path)
+        if signed is not None:
+            kept.append(signed)
+    return kept or None
 
 
 def _tools(raw: Any) -> list[Tool] | None:
@@ -445,6 +491,8 @@ def _encode_message(m: Message) -> dict[str, Any]:
     out["refusal"] = m.refusal
     if m.reasoning is not None:
         out["reasoning_content"] = m.reasoning
+    if m.reasoning_blocks:
+        out["thinking_blocks"] = m.reasoning_blocks
     return out
 
 
@@ -485,6 +533,10 @@ def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int, cost_
             delta["refusal"] = d.refusal
         if d.reasoning is not None:
             delta["reasoning_content"] = d.reasoning
+        if d.reasoning_signature is not None:
+            delta["thinking_blocks"] = [{"type": "thinking", "thinking": "", "signature": d.reasoning_signature}]
+        if d.redacted_reasoning:
+            delta["thinking_blocks"] = [{"type": "redacted_thinking", "data": d.redacted_reasoning}]
         if d.tool_calls:
             delta["tool_calls"] = [
                 {

@@ -227,8 +227,28 @@ def parse_responses_request(body: Any) -> ChatRequest:
         if isinstance(body.get("parallel_tool_calls"), bool)
         else None,
         response_format=_format(body.get("text")),
+        extra=_reasoning(body.get("reasoning")),
         options=_options(body),
     )
+
+
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def _reasoning(value: Any) -> dict[str, Any]:
+    """``reasoning.effort`` becomes chat's ``reasoning_effort`` (OpenAI-compatible and Gemini
+    upstreams read it); ``reasoning.summary`` needs no translation: summaries come when the
+    upstream gives its reasoning."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"effort", "summary", "generate_summary"}:
+        raise _bad("reasoning", "expected {effort?, summary?}")
+    effort = value.get("effort")
+    if effort is None:
+        return {}
+    if effort not in _EFFORTS:
+        raise _bad("reasoning.effort", f"expected one of {', '.join(_EFFORTS)}")
+    return {"reasoning_effort": effort}
 
 
 # -- internal shapes -> Responses JSON ------------------------------------------------------

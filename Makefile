@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench bench-local clean
+.PHONY: install install-local install-dev run test lint format typecheck bench bench-local compat-matrix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(DEVSTAMP)
 
 bench-local: $(DEVSTAMP)
 	$(BIN)/python bench/local.py $(ARGS)
+
+# the client x feature table of docs/api.md, from the compat marks of tests/e2e (tests/compat.py)
+compat-matrix: $(DEVSTAMP)
+	$(BIN)/python -m tests.compat --write
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -130,6 +130,7 @@ def test_upstream_429_with_retry_after(server: ServerProcess, fakes: dict[str, F
     assert fakes["openai"].attempts("gpt-4o") == 1  # 30 s does not fit a 5 s deadline: no waiting, no hammering
 
 
+@pytest.mark.compat("openai", "typed errors")
 def test_sdk_raises_typed_errors(server: ServerProcess) -> None:
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as c:
         with pytest.raises(openai.NotFoundError):

@@ -28,6 +28,7 @@ def client(server: ServerProcess) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url, api_key="sk-any", max_retries=0)
 
 
+@pytest.mark.compat("anthropic", "Messages API", "streaming")
 @pytest.mark.parametrize("model", MODELS)
 def test_create_and_stream_on_every_kind(server: ServerProcess, model: str) -> None:
     with client(server) as c:
@@ -44,6 +45,7 @@ def test_create_and_stream_on_every_kind(server: ServerProcess, model: str) -> N
         assert final.stop_reason in ("end_turn", "max_tokens") and final.usage.output_tokens > 0
 
 
+@pytest.mark.compat("anthropic", "images")
 def test_the_system_prompt_and_images_reach_the_upstream(server: ServerProcess, fakes: dict[str, FakeServer]) -> None:
     fakes["openai"].reset()
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
@@ -61,6 +63,7 @@ def test_the_system_prompt_and_images_reach_the_upstream(server: ServerProcess, 
     assert parts[1]["image_url"]["url"] == "data:image/png;base64,iVBORw0KGgo=" and body["stop"] == ["END"]
 
 
+@pytest.mark.compat("anthropic", "tools")
 @pytest.mark.parametrize("model", ("claude", "gpt"))
 def test_tools_round_trip(server: ServerProcess, fakes: dict[str, FakeServer], model: str) -> None:
     ask = [{"role": "user", "content": "What's the weather in Paris? use get_weather"}]
@@ -90,6 +93,7 @@ def test_count_tokens(server: ServerProcess) -> None:
     assert 40 <= counted.input_tokens <= 120
 
 
+@pytest.mark.compat("anthropic", "typed errors")
 def test_errors_are_in_anthropics_shape(server: ServerProcess) -> None:
     with client(server) as c:
         with pytest.raises(anthropic.NotFoundError) as nf:
@@ -141,6 +145,7 @@ def test_cost_and_routing_headers(server: ServerProcess) -> None:
     assert "cost_usd" in body["usage"]
 
 
+@pytest.mark.compat("anthropic", "model listing")
 def test_models_in_anthropics_shape(server: ServerProcess) -> None:
     with client(server) as c:
         listed = list(c.models.list())
@@ -168,6 +173,7 @@ def test_anthropic_beta_reaches_anthropic_upstreams_only(server: ServerProcess, 
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 
 
+@pytest.mark.compat("anthropic", "reasoning")
 @pytest.mark.parametrize("stream", (False, True))
 def test_thinking_blocks_round_trip_with_their_signature(
     server: ServerProcess, fakes: dict[str, FakeServer], stream: bool
@@ -258,6 +264,7 @@ def test_bad_thinking_and_cache_control_are_400s(server: ServerProcess) -> None:
 LONG = "You are a meticulous assistant who answers questions about the weather. " * 120  # > 1024 tokens
 
 
+@pytest.mark.compat("anthropic", "prompt caching")
 def test_cache_control_passes_through_and_cache_use_is_priced(
     server: ServerProcess, fakes: dict[str, FakeServer]
 ) -> None:
@@ -303,6 +310,7 @@ def test_cache_control_passes_through_and_cache_use_is_priced(
     assert second_cost == pytest.approx(want_second, rel=1e-6) and second_cost < first_cost / 3
 
 
+@pytest.mark.compat("openai", "reasoning", "prompt caching")
 @pytest.mark.parametrize("stream", (False, True))
 def test_chat_completions_carry_thinking_blocks_and_cache_control(
     server: ServerProcess, fakes: dict[str, FakeServer], stream: bool

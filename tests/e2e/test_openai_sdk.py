@@ -33,6 +33,7 @@ def sdk(server: ServerProcess) -> Iterator[openai.OpenAI]:
         yield c
 
 
+@pytest.mark.compat("openai", "Chat Completions")
 @pytest.mark.parametrize("model", MODELS)
 def test_chat_sync(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
     raw = sdk.chat.completions.with_raw_response.create(
@@ -53,6 +54,7 @@ def test_chat_sync(sdk: openai.OpenAI, server: ServerProcess, model: str) -> Non
     assert float(h["x-modelyard-overhead-ms"]) >= 0
 
 
+@pytest.mark.compat("openai", "streaming", "async")
 @pytest.mark.parametrize("model", MODELS)
 async def test_chat_async_and_stream_agree(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
     async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as aclient:
@@ -85,6 +87,7 @@ def test_stream_without_include_usage_sends_no_usage(sdk: openai.OpenAI, server:
     assert chunks and all(c.usage is None for c in chunks)
 
 
+@pytest.mark.compat("openai", "tools")
 @pytest.mark.parametrize("model", MODELS)
 def test_tools_round_trip(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
     c = sdk
@@ -103,6 +106,7 @@ def test_tools_round_trip(sdk: openai.OpenAI, server: ServerProcess, model: str)
     assert second.choices[0].message.content
 
 
+@pytest.mark.compat("openai", "tools", "streaming")
 @pytest.mark.parametrize("model", MODELS)
 def test_streamed_tool_calls_reassemble(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
     c = sdk
@@ -126,6 +130,7 @@ def test_streamed_tool_calls_reassemble(sdk: openai.OpenAI, server: ServerProces
     assert json.loads(args[0]) == json.loads(expected[0].function.arguments)
 
 
+@pytest.mark.compat("openai", "structured output")
 @pytest.mark.parametrize("model", MODELS)
 def test_json_mode(sdk: openai.OpenAI, server: ServerProcess, model: str) -> None:
     resp = sdk.chat.completions.create(
@@ -138,6 +143,7 @@ def test_json_mode(sdk: openai.OpenAI, server: ServerProcess, model: str) -> Non
     assert isinstance(json.loads(content), dict)
 
 
+@pytest.mark.compat("openai", "images")
 @pytest.mark.parametrize("model", MODELS)
 def test_image_parts(sdk: openai.OpenAI, server: ServerProcess, model: str, fakes: dict[str, FakeServer]) -> None:
     resp = sdk.chat.completions.create(
@@ -210,6 +216,7 @@ def test_fallback_is_named(sdk: openai.OpenAI, server: ServerProcess, fakes: dic
     assert int(raw.headers["x-modelyard-attempts"]) >= 2
 
 
+@pytest.mark.compat("openai", "embeddings")
 def test_embeddings(sdk: openai.OpenAI, server: ServerProcess) -> None:
     c = sdk
     resp = c.embeddings.create(model="emb", input=["a b c", "d"])  # the SDK asks for base64
@@ -227,6 +234,7 @@ def test_embeddings_other_kinds(sdk: openai.OpenAI, server: ServerProcess, model
     assert len(resp.data) == 1 and len(resp.data[0].embedding) > 0
 
 
+@pytest.mark.compat("openai", "model listing")
 def test_models_list(sdk: openai.OpenAI, server: ServerProcess) -> None:
     ids = [m.id for m in sdk.models.list()]
     assert ids[0] == "main"

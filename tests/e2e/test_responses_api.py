@@ -22,6 +22,7 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0)
 
 
+@pytest.mark.compat("openai", "Responses API", "streaming")
 @pytest.mark.parametrize("model", ("gpt", "claude", "gem", "llama"))
 def test_create_and_stream(server: ServerProcess, model: str) -> None:
     with client(server) as c:

@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench bench-local compat-matrix clean
+.PHONY: install install-local install-dev run test lint format typecheck bench bench-local bench-ui compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ bench: $(DEVSTAMP)
 
 bench-local: $(DEVSTAMP)
 	$(BIN)/python bench/local.py $(ARGS)
+
+bench-ui: $(DEVSTAMP)
+	$(BIN)/python bench/ui.py $(ARGS)
+
+# the dashboard screenshots in docs/dashboard.md, taken by the browser tests against fake providers
+screenshots: $(DEVSTAMP)
+	MODELYARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/ui -k every_page
 
 # the client x feature table of docs/api.md, from the compat marks of tests/e2e (tests/compat.py)
 compat-matrix: $(DEVSTAMP)

@@ -73,6 +73,9 @@ class ServerConfig(_Strict):
     metrics_port: int | None = Field(None, ge=1, le=65535)
     #: label cost and budget metrics with organisation and key ids (off: no tenant ids in /metrics)
     metrics_org_labels: bool = False
+    #: the dashboard's session cookie: ``auto`` marks it Secure when the request came over https
+    #: (directly or per X-Forwarded-Proto), ``always`` marks it Secure always
+    cookie_secure: Literal["auto", "always"] = "auto"
 
 
 class HealthConfig(_Strict):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from modelyard.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from modelyard.gateway.sessions import CSRF_HEADER, SessionCodec, cookie_value
 from modelyard.routing.deployment import Route
 from modelyard.routing.limiter import ModelLimiter, Slot
 from modelyard.storage.keys import KeyRecord, KeyStore
@@ -140,10 +141,15 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
+_SAFE = frozenset({"GET", "HEAD"})
+
+
 class Authenticator:
     def __init__(self, master_key: str | None, keys: KeyStore | None) -> None:
         self._master = master_key.encode() if master_key else None
         self.keys = keys
+        #: dashboard sessions (signed cookies), when there is a master key to sign them with
+        self.sessions = SessionCodec(master_key) if master_key else None
         self._limits: OrderedDict[str, tuple[KeyRecord, ModelLimiter]] = OrderedDict()
 
     @property
@@ -153,10 +159,40 @@ class Authenticator:
     def is_master(self, token: str | None) -> bool:
         return bool(self._master is not None and token and hmac.compare_digest(token.encode(), self._master))
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    async def session_admin(self, headers: Mapping[str, str], method: str) -> Admin | None:
+        """The dashboard session a request carries (None without one).  Raises for a session that
+        is over (its key revoked, expired or no longer an admin) and for a change without its CSRF token."""
+        codec = self.sessions
+        value = cookie_value(headers) if codec is not None else None
+        if codec is None or value is None:
+            return None
+        session = codec.read(value)
+        if session is None:
+            raise AuthenticationError(
+                "the dashboard session is over: log in again at /ui/login", code="session_expired"
+            )
+        if method.upper() not in _SAFE and not codec.csrf_ok(session, headers.get(CSRF_HEADER)):
+            raise PermissionDeniedError(
+                "a change made with a dashboard session needs its X-CSRF-Token header", code="csrf_failed"
+            )
+        if session.is_master:
+            return Admin()
+        check = await self.keys.check_digest(session.subject) if self.keys is not None else None
+        if check is None or check.key is None or check.key.role != "org_admin":
+            raise AuthenticationError(
+                "the dashboard session is over: log in again at /ui/login", code="session_expired"
+            )
+        return Admin(check.key)
+
+    async def authenticate(self, headers: Mapping[str, str], method: str = "POST") -> Principal:
+        """The caller of a /v1 endpoint.  A dashboard session counts for reads (``method`` GET) only."""
         token = bearer(headers)
         if self.is_master(token):
             return Principal("master")
+        if token is None and method.upper() in _SAFE and self.sessions is not None:
+            who = await self.session_admin(headers, method)
+            if who is not None:
+                return Principal("master") if who.key is None else Principal("key", who.key)
         if token and self.keys is not None and token.startswith("my-"):
             check = await self.keys.check(token)
             if check.key is not None:
@@ -172,8 +208,9 @@ class Authenticator:
             raise AuthenticationError(f"the API key is not valid; {_GET_A_KEY}")
         return ANONYMOUS
 
-    async def admin(self, headers: Mapping[str, str]) -> Admin:
-        """The caller of an admin endpoint: the master key or an ``org_admin`` key (else 401/403)."""
+    async def admin(self, headers: Mapping[str, str], method: str = "POST") -> Admin:
+        """The caller of an admin endpoint: the master key or an ``org_admin`` key (else 401/403),
+        given as a bearer token or by a dashboard session (changes then need the CSRF token)."""
         if self._master is None:
             raise PermissionDeniedError(
                 "the admin API is off: set MODELYARD_MASTER_KEY (or server.master_key) to use it",
@@ -182,6 +219,10 @@ class Authenticator:
         token = bearer(headers)
         if self.is_master(token):
             return Admin()
+        if token is None:
+            who = await self.session_admin(headers, method)
+            if who is not None:
+                return who
         if token and self.keys is not None and token.startswith("my-"):
             check = await self.keys.check(token)
             if check.key is None:

@@ -56,7 +56,7 @@ def accounting_router(gw: AppState) -> APIRouter:
         s = gw.services
         if s is None:
             raise ServiceUnavailableError("usage figures need the database, which is not running")
-        principal = await s.auth.authenticate(request.headers)
+        principal = await s.auth.authenticate(request.headers, request.method)
         if s.auth.required and principal.kind == "anonymous":
             raise AuthenticationError("missing API key")
         return s, principal

@@ -97,7 +97,7 @@ def admin_router(gw: AppState) -> APIRouter:
         s = gw.services
         if s is None:
             raise ServiceUnavailableError("the admin API needs the database, which is not running")
-        return Ctx(s, await s.auth.admin(request.headers), request)
+        return Ctx(s, await s.auth.admin(request.headers, request.method), request)
 
     async def ctx_master(request: Request) -> Ctx:
         c = await ctx(request)

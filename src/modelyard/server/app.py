@@ -52,6 +52,7 @@ from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.responses_api import ResponsesHandlers
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
+from modelyard.server.ui import ui_router
 
 __all__ = ["AppState", "create_app"]
 
@@ -71,7 +72,7 @@ class _Handlers:
         services = self.gw.services
         if services is not None:
             try:
-                await services.auth.authenticate(request.headers)
+                await services.auth.authenticate(request.headers, request.method)
             except ModelyardError as exc:
                 return error_response(exc)
             extra["usage_writer"] = services.writer.status()
@@ -205,10 +206,11 @@ class FastPath:
         if services is not None and self.guard.needs_early_auth(scope):
             headers = self.guard.headers(scope)
             try:
+                method = scope.get("method", "POST")
                 if scope["path"].startswith("/admin"):
-                    await services.auth.admin(headers)  # each endpoint then checks what this caller may do
+                    await services.auth.admin(headers, method)  # each endpoint then checks what this caller may do
                 else:
-                    await services.auth.authenticate(headers)
+                    await services.auth.authenticate(headers, method)
             except ModelyardError as exc:
                 await error_response(exc)(scope, receive, send)
                 return
@@ -333,6 +335,7 @@ def create_app(gw: AppState) -> FastPath:
     app.include_router(admin_router(gw))
     app.include_router(manage_router(gw))
     app.include_router(accounting_router(gw))
+    app.include_router(ui_router(gw))
     app.add_route("/health", handlers.health, methods=["GET"])
     app.add_route("/v1/status", handlers.status, methods=["GET"])
     app.add_route("/ready", handlers.ready, methods=["GET"])

@@ -271,7 +271,7 @@ def gateway_admin_auth(gateway: AppState) -> AdminHook:
     async def check(request: Request) -> None:
         services = gateway.services
         if services is not None:
-            who = await services.auth.admin(request.headers)
+            who = await services.auth.admin(request.headers, request.method)
             who.require_master("loading and unloading local models")
 
     return check
@@ -280,7 +280,7 @@ def gateway_admin_auth(gateway: AppState) -> AdminHook:
 async def _viewer(gateway: AppState, request: Request) -> None:
     services = gateway.services
     if services is not None:
-        await services.auth.authenticate(request.headers)
+        await services.auth.authenticate(request.headers, request.method)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

@@ -277,7 +277,7 @@ def manage_router(gw: AppState) -> APIRouter:
         services = gw.services
         if services is None:
             raise ServiceUnavailableError("the management API needs the database, which is not running")
-        who = await services.auth.admin(request.headers)
+        who = await services.auth.admin(request.headers, request.method)
         if gw.manager is None:
             raise ServiceUnavailableError("the config manager is not running (no master key at start-up)")
         request.state.admin = who

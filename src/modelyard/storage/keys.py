@@ -359,7 +359,10 @@ class KeyStore:
         """Look a presented key up (cached); say whether it is valid and, if not, why."""
         if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
             return KeyCheck(None, "malformed")
-        digest = hash_key(plaintext)
+        return await self.check_digest(hash_key(plaintext), now=now)
+
+    async def check_digest(self, digest: str, *, now: datetime | None = None) -> KeyCheck:
+        """:meth:`check` for a key known by its digest (a dashboard session names its key so)."""
         hit = self._cache.get(digest)
         now_m = time.monotonic()
         if hit is not None and hit[0] > now_m:

@@ -37,7 +37,12 @@ from modelyard.server.ui import PAGES  # noqa: E402
 from modelyard.testing import fake_class  # noqa: E402
 
 MASTER = "sk-bench-ui"
-KINDS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash", "ollama": "llama3.2:latest"}
+KINDS = {
+    "openai": "gpt-4o",
+    "anthropic": "claude-sonnet-4-5",
+    "gemini": "gemini-2.5-flash",
+    "ollama": "llama3.2:latest",
+}
 
 
 def free_port() -> int:
@@ -48,7 +53,9 @@ def free_port() -> int:
 
 def start_gateway(workdir: Path, fakes: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
     config = {
-        "providers": {k: {"kind": k, "base_url": str(getattr(f, "base_url", f.url)), "api_key": "sk-x"} for k, f in fakes.items()},
+        "providers": {
+            k: {"kind": k, "base_url": str(getattr(f, "base_url", f.url)), "api_key": "sk-x"} for k, f in fakes.items()
+        },
         "models": {k: {"provider": k, "model": m} for k, m in KINDS.items()},
         "routes": {"main": {"models": ["openai"], "fallbacks": ["anthropic"]}},
         "default_route": "main",
@@ -153,10 +160,13 @@ def main() -> int:
         proc.wait(10)
         for f in fakes.values():
             f.stop_thread()
-    print(f"{'page':<10} {'KB':>7} {'first paint idle':>17} {'drawn idle':>11} {'first paint loaded':>19} {'drawn loaded':>13}")
+    head = ("page", "KB", "first paint idle", "drawn idle", "first paint loaded", "drawn loaded")
+    print("{:<10} {:>7} {:>17} {:>11} {:>19} {:>13}".format(*head))
     for path, _ in PAGES:
         i, ld = results["idle"][path], results["loaded"][path]
-        print(f"{path:<10} {i['kb']:>7.1f} {i['fcp_ms']:>14.0f} ms {i['drawn_ms']:>8.0f} ms {ld['fcp_ms']:>16.0f} ms {ld['drawn_ms']:>10.0f} ms")
+        cells = (path, f"{i['kb']:.1f}", f"{i['fcp_ms']:.0f} ms", f"{i['drawn_ms']:.0f} ms")
+        cells += (f"{ld['fcp_ms']:.0f} ms", f"{ld['drawn_ms']:.0f} ms")
+        print("{:<10} {:>7} {:>17} {:>11} {:>19} {:>13}".format(*cells))
     print(f"load during the loaded tour: {results['load_rps']} requests/s from {args.load} threads")
     out = ROOT / "bench" / "results" / f"ui-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))

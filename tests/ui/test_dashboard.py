@@ -179,6 +179,23 @@ def test_switch_a_route_then_roll_back(ui: Watched, gateway: ServerProcess) -> N
     page.wait_for_selector("td:has-text('config.rollback')")
 
 
+def test_reorder_a_fallback_chain_and_use_a_model_in_a_route(ui: Watched, gateway: ServerProcess) -> None:
+    login(ui, gateway)
+    page = ui.page
+    before = admin(gateway, "GET", "/routes/main").json()["fallbacks"]
+    assert len(before) >= 2
+    show(page, gateway, "routes")
+    page.get_by_role("button", name=f"Move {before[0]} down in main").click()
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    after = admin(gateway, "GET", "/routes/main").json()["fallbacks"]
+    assert after[:2] == [before[1], before[0]]
+    show(page, gateway, "models")
+    page.get_by_label("Route for gem").select_option("spare")
+    page.get_by_role("button", name="Use gem in the chosen route").click()
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    assert served_by(gateway, "spare") == "gem"
+
+
 def test_switch_by_keyboard_alone(ui: Watched, gateway: ServerProcess) -> None:
     login(ui, gateway)
     page = ui.page

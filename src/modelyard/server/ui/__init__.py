@@ -23,7 +23,6 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from modelyard.errors import ModelyardError
 from modelyard.gateway.sessions import COOKIE, IDLE_S, Session, cookie_value
@@ -111,14 +110,36 @@ class _LoginLimiter:
         self._fails.setdefault(client, deque()).append(now)
 
 
+class _Assets:
+    """The templates and static files, loaded on the first dashboard request (a gateway nobody
+    browses does not pay for Jinja2 in memory or start-up time)."""
+
+    def __init__(self) -> None:
+        self._env: Any = None
+        self._static: dict[str, bytes] = {}
+
+    @property
+    def env(self) -> Any:
+        if self._env is None:
+            from jinja2 import Environment, PackageLoader, select_autoescape
+
+            loader = PackageLoader("modelyard.server.ui", "templates")
+            self._env = Environment(loader=loader, autoescape=select_autoescape(default=True))
+        return self._env
+
+    def static(self, name: str) -> bytes:
+        if name not in self._static:
+            self._static[name] = files("modelyard.server.ui").joinpath("static", name).read_bytes()
+        return self._static[name]
+
+
 def ui_router(gw: AppState) -> APIRouter:
     router = APIRouter(prefix="/ui", include_in_schema=False)
-    env = Environment(loader=PackageLoader("modelyard.server.ui", "templates"), autoescape=select_autoescape())
-    static = {name: files("modelyard.server.ui").joinpath("static", name).read_bytes() for name in _STATIC}
+    assets = _Assets()
     limiter = _LoginLimiter(LOGIN_ATTEMPTS_PER_MINUTE)
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = env.get_template(template).render(pages=PAGES, **context)
+        html = assets.env.get_template(template).render(pages=PAGES, **context)
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
     def secure(request: Request) -> bool:
@@ -154,10 +175,10 @@ def ui_router(gw: AppState) -> APIRouter:
 
     @router.get("/static/{name}")
     async def asset(name: str) -> Response:
-        if name not in static:
+        if name not in _STATIC:
             return Response(b"not found", status_code=404, headers=_HEADERS, media_type="text/plain")
         headers = {**_HEADERS, "Cache-Control": "public, max-age=300"}
-        return Response(static[name], media_type=_STATIC[name], headers=headers)
+        return Response(assets.static(name), media_type=_STATIC[name], headers=headers)
 
     @router.get("/login")
     async def login_form(request: Request) -> Response:

@@ -296,6 +296,7 @@
               `${num(t.requests || 0)} · ${usd(t.cost_usd || 0)}`,
               ADMIN
                 ? h("div", { class: "actions" },
+                    useIn(name, Object.keys(status.routes || {})),
                     button(v.enabled === false ? "Enable" : "Disable", () => guarded(() => change(`/admin/models/${encodeURIComponent(name)}/${v.enabled === false ? "enable" : "disable"}`)), { "aria-label": `${v.enabled === false ? "Enable" : "Disable"} ${name}` }),
                     button("Test", () => guarded(async () => {
                       await testProvider(m.provider);
@@ -328,7 +329,6 @@
       const models = Object.keys(status.models || {});
       return routes.map(([name, r]) => {
         const pick = h("select", {}, models.map((m) => h("option", { value: m, selected: m === r.models[0] }, m)));
-        const chain = [...r.models, ...r.fallbacks];
         return h(
           "article",
           { class: "card route", "data-route": name, "aria-label": `route ${name}` },
@@ -336,15 +336,20 @@
           h("dl", {},
             h("dt", {}, "Strategy"), h("dd", {}, r.strategy),
             h("dt", {}, "Pool"), h("dd", { "data-testid": "pool" }, r.models.join(", ")),
-            h("dt", {}, "Fallbacks"), h("dd", {}, r.fallbacks.join(" → ") || "—"),
+            h("dt", {}, "Fallbacks"),
+            h("dd", {}, r.fallbacks.length
+              ? h("ol", { class: "chain", "data-testid": "fallbacks" }, r.fallbacks.map((f, i) => h("li", {}, f, ADMIN && r.fallbacks.length > 1
+                  ? [
+                      button("↑", () => guarded(() => moveFallback(name, r.fallbacks, i, -1)), { "aria-label": `Move ${f} up in ${name}`, disabled: i === 0 }),
+                      button("↓", () => guarded(() => moveFallback(name, r.fallbacks, i, 1)), { "aria-label": `Move ${f} down in ${name}`, disabled: i === r.fallbacks.length - 1 }),
+                    ]
+                  : null)))
+              : "—"),
           ),
           ADMIN
             ? h("div", { class: "actions" },
                 field(`Primary model of ${name}`, pick),
-                button("Switch", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}/switch`, { model: pick.value })), { "aria-label": `Switch ${name}` }),
-                chain.length > 1
-                  ? button("Reverse fallback order", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}`, { config: { fallbacks: [...r.fallbacks].reverse() } }, "PATCH")))
-                  : null)
+                button("Switch", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}/switch`, { model: pick.value })), { "aria-label": `Switch ${name}` }))
             : null,
         );
       });
@@ -521,6 +526,19 @@
     } catch (e) {
       tested[name] = { state: "unhealthy", text: `Failed: ${e.message}` };
     }
+  }
+
+  // "use in a route": make this model the route's primary (a switch, so a deploy)
+  function useIn(model, routes) {
+    if (!routes.length) return null;
+    const pick = h("select", { "aria-label": `Route for ${model}` }, routes.map((r) => h("option", { value: r }, r)));
+    return h("span", { class: "use" }, pick, button("Use", () => guarded(() => change(`/admin/routes/${encodeURIComponent(pick.value)}/switch`, { model })), { "aria-label": `Use ${model} in the chosen route` }));
+  }
+
+  async function moveFallback(route, fallbacks, i, by) {
+    const order = [...fallbacks];
+    [order[i], order[i + by]] = [order[i + by], order[i]];
+    await change(`/admin/routes/${encodeURIComponent(route)}`, { config: { fallbacks: order } }, "PATCH");
   }
 
   async function setLocalOnly(doc, on) {

@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench bench-local bench-ui compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck bench bench-local bench-ui bench-stats compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ bench-local: $(DEVSTAMP)
 
 bench-ui: $(DEVSTAMP)
 	$(BIN)/python bench/ui.py $(ARGS)
+
+bench-stats: $(DEVSTAMP)
+	$(BIN)/python bench/stats.py $(ARGS)
 
 # the dashboard screenshots in docs/dashboard.md, taken by the browser tests against fake providers
 screenshots: $(DEVSTAMP)

@@ -82,3 +82,21 @@ def test_usage_csv_export(gw: ServerProcess) -> None:
     assert {x[0]: int(x[1]) for x in rows[1:]} == {"gpt": 2, "claude": 1}
     assert httpx.get(f"{gw.url}/ui/usage.csv").status_code == 401
     assert httpx.get(f"{gw.url}/ui/usage.csv?group_by=secret", cookies=cookie).status_code == 400
+
+
+def test_stats_by_time_bucket_and_dimension(gw: ServerProcess) -> None:
+    headers = {"Authorization": f"Bearer {MASTER}"}
+    body = {"model": "gem", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=headers).status_code == 200
+    rows: list[dict[str, object]] = []
+    for _ in range(40):
+        rows = httpx.get(f"{gw.url}/v1/stats?group_by=hour,model", headers=headers).json()["data"]
+        if any(r["group"] == "gem" for r in rows):
+            break
+        import time
+
+        time.sleep(0.25)
+    gem = next(r for r in rows if r["group"] == "gem")
+    assert str(gem["key"]).endswith(":00:00Z") and gem["requests"] == 1
+    bad = httpx.get(f"{gw.url}/v1/stats?group_by=model,day", headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"

@@ -189,3 +189,32 @@ async def test_attempt_rows_keep_every_try(db: Database) -> None:
         (2, "primary", False, "timeout", None),
         (3, "backup", True, None, None),
     ]
+
+
+async def test_a_time_bucket_by_a_dimension(db: Database) -> None:
+    """Stats v2: ``("day", "model")`` gives a row per day and model (the dashboard's series per model),
+    with the figures of that day and model only, percentiles included."""
+    store = UsageStore(db)
+    day = timedelta(days=1)
+    reqs = [
+        request(1, model="a", latency_ms=10.0),
+        request(2, model="a", latency_ms=30.0),
+        request(3, model="b", latency_ms=100.0, cost_usd=0.5),
+        request(4, ts=T0 + day, request_id="req-d2-a", model="a", latency_ms=50.0),
+    ]
+    await store.insert(reqs, [attempt(r) for r in reqs])
+    rows = await store.stats(group_by=("day", "model"))
+    got = [(r["key"], r["group"], r["requests"], r["latency_p50_ms"]) for r in rows]
+    d1, d2 = T0.strftime("%Y-%m-%d"), (T0 + day).strftime("%Y-%m-%d")
+    assert got == [(d1, "a", 2, pytest.approx(20.0)), (d1, "b", 1, 100.0), (d2, "a", 1, 50.0)]
+    assert next(r for r in rows if r["group"] == "b")["cost_usd"] == pytest.approx(0.5)
+
+
+def test_group_by_parsing() -> None:
+    from modelyard.storage.usage import parse_group_by
+
+    assert parse_group_by("model") == "model" and parse_group_by(None) is None
+    assert parse_group_by("day,model") == ("day", "model") and parse_group_by("hour, org") == ("hour", "org")
+    for bad in ("model,day", "day,day", "week", "day,failed_model", "day,model,org"):
+        with pytest.raises(ValueError, match="group_by"):
+            parse_group_by(bad)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from modelyard.accounting.budgets import Scope
 from modelyard.accounting.pricing import estimate_input_tokens, worst_case_cost, worst_case_output_tokens
-from modelyard.errors import AuthenticationError, ModelyardError, ServiceUnavailableError
+from modelyard.errors import AuthenticationError, InvalidRequestError, ModelyardError, ServiceUnavailableError
 from modelyard.gateway.auth import Principal
 from modelyard.gateway.pipeline import resolve_route
 from modelyard.gateway.services import Services
@@ -21,7 +21,7 @@ from modelyard.routing.options import parse_options
 from modelyard.routing.plan import plan_for
 from modelyard.server.admin import budget_row
 from modelyard.server.body import option_headers, read_body
-from modelyard.storage.usage import GroupBy
+from modelyard.storage.usage import parse_group_by
 from modelyard.wire.openai import decode_body, parse_chat_request
 
 if TYPE_CHECKING:
@@ -64,16 +64,23 @@ def accounting_router(gw: AppState) -> APIRouter:
     @router.get("/v1/stats", summary="Usage figures per model, route, provider, organisation or time bucket")
     async def stats(
         request: Request,
-        group_by: GroupBy | None = Query(
-            None, description="model, route, provider, org, key, error_class, failed_model, hour or day"
+        group_by: str | None = Query(
+            None,
+            max_length=40,
+            description="model, route, provider, org, key, error_class, failed_model, hour or day; or a time "
+            "bucket and a dimension, e.g. day,model (each row then has the bucket in key and the value in group)",
         ),
         since: datetime | None = Query(None),
         until: datetime | None = Query(None),
         org_id: str | None = Query(None, description="master key only; a virtual key always sees its own"),
     ) -> dict[str, Any]:
         s, principal = await who(request)
+        try:
+            grouping = parse_group_by(group_by)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="group_by") from None
         scope = principal.org_id if principal.kind == "key" else org_id
-        rows = await s.usage.stats(group_by=group_by, org_id=scope, since=since, until=until)
+        rows = await s.usage.stats(group_by=grouping, org_id=scope, since=since, until=until)
         total = await s.usage.stats(group_by=None, org_id=scope, since=since, until=until)
         return {
             "group_by": group_by,

@@ -31,7 +31,29 @@ from modelyard.storage.tables import usage_attempts, usage_requests
 __all__ = ["GroupBy", "UsageStore"]
 
 GroupBy = Literal["model", "route", "provider", "org", "key", "error_class", "failed_model", "hour", "day"]
+#: a time bucket and a dimension: ``("day", "model")`` (stats v2: the dashboard's series per model)
+Grouping = GroupBy | tuple[GroupBy, GroupBy] | None
 _TIME_GROUPS = ("hour", "day")
+_DIMENSIONS = ("model", "route", "provider", "org", "key", "error_class")
+
+
+def parse_group_by(value: str | None) -> Grouping:
+    """``/v1/stats``'s ``group_by``: one of :data:`GroupBy`, or ``<hour|day>,<dimension>``.
+    Raises ValueError naming what is allowed."""
+    if value is None or value == "":
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    single = ("model", "route", "provider", "org", "key", "error_class", "failed_model", "hour", "day")
+    if len(parts) == 1 and parts[0] in single:
+        return parts[0]  # type: ignore[return-value]
+    if len(parts) == 2 and parts[0] in _TIME_GROUPS and parts[1] in _DIMENSIONS:
+        return (parts[0], parts[1])  # type: ignore[return-value]
+    raise ValueError(
+        f"group_by must be one of {', '.join(single)}, or a time bucket and a dimension "
+        f"(hour|day),({'|'.join(_DIMENSIONS)}), for example day,model"
+    )
+
+
 _T = usage_requests
 _A = usage_attempts
 
@@ -128,15 +150,19 @@ class UsageStore:
 
     @staticmethod
     def _sqlite_percentiles(
-        key: ColumnElement[Any], value: ColumnElement[Any], conds: list[ColumnElement[bool]], ps: dict[str, float]
+        keys: list[ColumnElement[Any]],
+        value: ColumnElement[Any],
+        conds: list[ColumnElement[bool]],
+        ps: dict[str, float],
     ) -> Select[Any]:
         """Interpolated percentiles per group with window functions (SQLite has no percentile_cont)."""
+        labels = ("k", "g")
         inner = (
             select(
-                key.label("k"),
+                *(k.label(n) for k, n in zip(keys, labels, strict=False)),
                 value.label("v"),
-                (func.row_number().over(partition_by=key, order_by=value) - 1).label("rn"),
-                func.count().over(partition_by=key).label("n"),
+                (func.row_number().over(partition_by=keys, order_by=value) - 1).label("rn"),
+                func.count().over(partition_by=keys).label("n"),
             )
             .where(*conds, value.is_not(None))
             .subquery()
@@ -152,32 +178,34 @@ class UsageStore:
                 else_=0.0,
             )
             columns.append(func.sum(picked).label(name))
-        return select(inner.c.k, *columns).group_by(inner.c.k)
+        groups = [inner.c[n] for n in labels[: len(keys)]]
+        return select(*groups, *columns).group_by(*groups)
 
     async def stats(
         self,
         *,
-        group_by: GroupBy | None,
+        group_by: Grouping,
         org_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given).
 
-        ``group_by=None`` gives one row of totals.  Each row has ``key`` (the model, route,
+        ``group_by=None`` gives one row of totals; a (time bucket, dimension) pair gives a row per
+        bucket and dimension value, with the bucket in ``key`` and the value in ``group``.  Each row has ``key`` (the model, route,
         provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures.
         Time groups come in time order, the others by request count, highest first.
         """
         if group_by == "failed_model":
             return await self._failed_models(org_id, since, until)
-        key = self._key(group_by)
+        keys = [self._key(g) for g in group_by] if isinstance(group_by, tuple) else [self._key(group_by)]
         conds = self._filters(org_id, since, until)
         ok_latency = case((_T.c.success, _T.c.latency_ms), else_=None)
         # first-token times of reasoning requests are kept apart (contracts "First token")
         ttft_plain = case((_T.c.reasoning.is_(False), _T.c.ttft_ms), else_=None)
         ttft_reasoning = case((_T.c.reasoning, _T.c.ttft_ms), else_=None)
         columns: list[ColumnElement[Any]] = [
-            key.label("k"),
+            *(k.label(n) for k, n in zip(keys, ("k", "g"), strict=False)),
             func.count().label("requests"),
             func.sum(case((_T.c.success, 1), else_=0)).label("successes"),
             func.sum(case((_T.c.fallback, 1), else_=0)).label("fallbacks"),
@@ -198,22 +226,22 @@ class UsageStore:
             ]
         query = select(*columns).where(*conds)
         if group_by is not None:
-            query = query.group_by(key)
+            query = query.group_by(*keys)
         async with self.db.engine.connect() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(query)]
             if self.db.is_sqlite and rows:
                 pct: dict[Any, dict[str, Any]] = {}
                 latency = self._sqlite_percentiles(
-                    key, ok_latency, conds, {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95}
+                    keys, ok_latency, conds, {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95}
                 )
-                ttft = self._sqlite_percentiles(key, ttft_plain, conds, {"ttft_p50_ms": 0.5})
-                ttft_r = self._sqlite_percentiles(key, ttft_reasoning, conds, {"ttft_reasoning_p50_ms": 0.5})
+                ttft = self._sqlite_percentiles(keys, ttft_plain, conds, {"ttft_p50_ms": 0.5})
+                ttft_r = self._sqlite_percentiles(keys, ttft_reasoning, conds, {"ttft_reasoning_p50_ms": 0.5})
                 for q in (latency, ttft, ttft_r):
                     for r in await conn.execute(q):
                         m = dict(r._mapping)
-                        pct.setdefault(m.pop("k"), {}).update(m)
+                        pct.setdefault((m.pop("k"), m.pop("g", None)), {}).update(m)
                 for row in rows:
-                    row.update(pct.get(row["k"], {}))
+                    row.update(pct.get((row["k"], row.get("g")), {}))
         return self._finish(rows, group_by)
 
     async def _failed_models(
@@ -266,7 +294,7 @@ class UsageStore:
         return out
 
     @staticmethod
-    def _finish(rows: list[dict[str, Any]], group_by: GroupBy | None) -> list[dict[str, Any]]:
+    def _finish(rows: list[dict[str, Any]], group_by: Grouping) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for r in rows:
             requests = int(r["requests"])
@@ -277,31 +305,34 @@ class UsageStore:
             cache_hits = int(r["cache_hits"] or 0)
             baseline = None if r["baseline_cost_usd"] is None else float(r["baseline_cost_usd"])
             savings = None if r["savings_usd"] is None else float(r["savings_usd"])
-            out.append(
-                {
-                    "key": r["k"],
-                    "requests": requests,
-                    "successes": successes,
-                    "failures": requests - successes,
-                    "success_rate": _rate(successes, requests),
-                    "fallbacks": fallbacks,
-                    "fallback_rate": _rate(fallbacks, requests),
-                    "latency_p50_ms": _opt_float(r.get("latency_p50_ms")),
-                    "latency_p95_ms": _opt_float(r.get("latency_p95_ms")),
-                    "ttft_p50_ms": _opt_float(r.get("ttft_p50_ms")),
-                    "ttft_reasoning_p50_ms": _opt_float(r.get("ttft_reasoning_p50_ms")),
-                    "tokens_in": int(r["tokens_in"] or 0),
-                    "tokens_out": int(r["tokens_out"] or 0),
-                    "tokens_cached": int(r["tokens_cached"] or 0),
-                    "cost_usd": float(r["cost_usd"] or 0.0),
-                    "baseline_cost_usd": baseline,
-                    "savings_usd": savings,
-                    "savings_percent": (savings / baseline * 100) if savings is not None and baseline else None,
-                    "cache_hits": cache_hits,
-                    "cache_hit_rate": _rate(cache_hits, requests),
-                }
-            )
-        if group_by in _TIME_GROUPS:
+            row = {
+                "key": r["k"],
+                "requests": requests,
+                "successes": successes,
+                "failures": requests - successes,
+                "success_rate": _rate(successes, requests),
+                "fallbacks": fallbacks,
+                "fallback_rate": _rate(fallbacks, requests),
+                "latency_p50_ms": _opt_float(r.get("latency_p50_ms")),
+                "latency_p95_ms": _opt_float(r.get("latency_p95_ms")),
+                "ttft_p50_ms": _opt_float(r.get("ttft_p50_ms")),
+                "ttft_reasoning_p50_ms": _opt_float(r.get("ttft_reasoning_p50_ms")),
+                "tokens_in": int(r["tokens_in"] or 0),
+                "tokens_out": int(r["tokens_out"] or 0),
+                "tokens_cached": int(r["tokens_cached"] or 0),
+                "cost_usd": float(r["cost_usd"] or 0.0),
+                "baseline_cost_usd": baseline,
+                "savings_usd": savings,
+                "savings_percent": (savings / baseline * 100) if savings is not None and baseline else None,
+                "cache_hits": cache_hits,
+                "cache_hit_rate": _rate(cache_hits, requests),
+            }
+            if isinstance(group_by, tuple):
+                row["group"] = r["g"]  # the dimension's value; "key" is the time bucket
+            out.append(row)
+        if isinstance(group_by, tuple):
+            out.sort(key=lambda row: (str(row["key"]), -row["requests"], str(row["group"])))
+        elif group_by in _TIME_GROUPS:
             out.sort(key=lambda row: str(row["key"]))
         else:
             out.sort(key=lambda row: (-row["requests"], str(row["key"])))

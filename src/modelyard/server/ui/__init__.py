@@ -28,6 +28,7 @@ from modelyard.errors import ModelyardError
 from modelyard.gateway.sessions import COOKIE, IDLE_S, Session, cookie_value
 from modelyard.server.state import AppState
 from modelyard.storage.keys import hash_key
+from modelyard.storage.usage import parse_group_by
 
 __all__ = ["CSP", "PAGES", "ui_router"]
 
@@ -255,7 +256,7 @@ def ui_router(gw: AppState) -> APIRouter:
                 media_type="text/plain",
             )
         since = datetime.now(UTC) - timedelta(hours=hours)
-        rows = await services.usage.stats(group_by=group_by, org_id=org_id, since=since)  # type: ignore[arg-type]
+        rows = await services.usage.stats(group_by=parse_group_by(group_by), org_id=org_id, since=since)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow([group_by, *_CSV_COLUMNS])

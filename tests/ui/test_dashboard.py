@@ -196,6 +196,26 @@ def test_reorder_a_fallback_chain_and_use_a_model_in_a_route(ui: Watched, gatewa
     assert served_by(gateway, "spare") == "gem"
 
 
+def test_route_and_model_limits_are_edited_in_place(ui: Watched, gateway: ServerProcess) -> None:
+    login(ui, gateway)
+    page = ui.page
+    show(page, gateway, "routes")
+    card = page.locator('[data-route="main"]')
+    card.get_by_text("Timeouts, retries and rate limits").click()
+    card.get_by_label("Timeout (s) of main").fill("42")
+    card.get_by_label("Retries of main").fill("2")
+    card.get_by_role("button", name="Save limits of main").click()
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    route = admin(gateway, "GET", "/routes/main").json()["config"]
+    assert route["timeout_s"] == 42 and route["retries"] == 2
+    model = card.locator("fieldset", has_text="gpt-mini")
+    model.get_by_label("Requests per minute of gpt-mini").fill("600")
+    model.get_by_role("button", name="Save limits of gpt-mini").click()
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    assert admin(gateway, "GET", "/models/gpt-mini").json()["config"]["rpm"] == 600
+    assert served_by(gateway) in ("gpt", "claude")
+
+
 def test_switch_by_keyboard_alone(ui: Watched, gateway: ServerProcess) -> None:
     login(ui, gateway)
     page = ui.page

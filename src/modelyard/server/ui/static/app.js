@@ -324,7 +324,13 @@
     },
 
     async routes() {
-      const status = await get("/v1/status");
+      const [status, routeList, modelList] = await Promise.all([
+        get("/v1/status"),
+        ADMIN ? optional("/admin/routes") : null,
+        ADMIN ? optional("/admin/models") : null,
+      ]);
+      const routeViews = Object.fromEntries(((routeList && routeList.data) || []).map((v) => [v.name, v]));
+      const modelViews = Object.fromEntries(((modelList && modelList.data) || []).map((v) => [v.name, v]));
       const routes = Object.entries(status.routes || {});
       const models = Object.keys(status.models || {});
       return routes.map(([name, r]) => {
@@ -351,6 +357,7 @@
                 field(`Primary model of ${name}`, pick),
                 button("Switch", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}/switch`, { model: pick.value })), { "aria-label": `Switch ${name}` }))
             : null,
+          ADMIN && routeViews[name] ? limits(name, routeViews[name].config || {}, [...r.models, ...r.fallbacks], modelViews) : null,
         );
       });
     },
@@ -512,7 +519,7 @@
 
   // the last connection test per provider, and what a page shows until the next redraw
   const tested = {};
-  const kept = { diff: "", newKey: null };
+  const kept = { diff: "", newKey: null, open: new Set() };
   async function testProvider(name) {
     tested[name] = { state: "", text: "Testing…" };
     refresh();
@@ -533,6 +540,30 @@
     if (!routes.length) return null;
     const pick = h("select", { "aria-label": `Route for ${model}` }, routes.map((r) => h("option", { value: r }, r)));
     return h("span", { class: "use" }, pick, button("Use", () => guarded(() => change(`/admin/routes/${encodeURIComponent(pick.value)}/switch`, { model })), { "aria-label": `Use ${model} in the chosen route` }));
+  }
+
+  // a route's timeout, retries and attempts, and each of its models' timeout and rate limits
+  function limits(route, config, chain, modelViews) {
+    const num_ = (value, label, attrs = {}) => field(label, h("input", { type: "number", min: 0, step: "any", value: value ?? "", ...attrs }));
+    const timeout = num_(config.timeout_s, `Timeout (s) of ${route}`);
+    const retries = num_(config.retries ?? 1, `Retries of ${route}`, { step: 1 });
+    const attempts = num_(config.max_attempts ?? 4, `Max attempts of ${route}`, { step: 1, min: 1 });
+    const value = (f) => f.querySelector("input").value;
+    const opt = (v) => (v === "" ? null : Number(v));
+    const perModel = [...new Set(chain)].map((m) => {
+      const c = (modelViews[m] || {}).config || {};
+      const t = num_(c.timeout_s, `Timeout (s) of ${m}`);
+      const rpm = num_(c.rpm, `Requests per minute of ${m}`, { step: 1, min: 1 });
+      const conc = num_(c.max_concurrency, `Concurrency of ${m}`, { step: 1, min: 1 });
+      return h("fieldset", {}, h("legend", {}, m), t, rpm, conc,
+        button("Save", () => guarded(() => change(`/admin/models/${encodeURIComponent(m)}`, { config: { timeout_s: opt(value(t)), rpm: opt(value(rpm)), max_concurrency: opt(value(conc)) } }, "PATCH")), { "aria-label": `Save limits of ${m}` }));
+    });
+    const box = h("details", { class: "limits", open: kept.open.has(route) }, h("summary", {}, "Timeouts, retries and rate limits"),
+      h("fieldset", {}, h("legend", {}, `route ${route}`), timeout, retries, attempts,
+        button("Save", () => guarded(() => change(`/admin/routes/${encodeURIComponent(route)}`, { config: { timeout_s: opt(value(timeout)), retries: Number(value(retries)), max_attempts: Number(value(attempts)) } }, "PATCH")), { "aria-label": `Save limits of ${route}` })),
+      perModel);
+    box.addEventListener("toggle", () => (box.open ? kept.open.add(route) : kept.open.delete(route)));
+    return box;
   }
 
   async function moveFallback(route, fallbacks, i, by) {
@@ -638,7 +669,7 @@
   refresh();
   if (LIVE[PAGE]) {
     setInterval(() => {
-      if (!document.hidden && !app.querySelector("form.editor, input:focus, select:focus")) refresh();
+      if (!document.hidden && !app.querySelector("form.editor, details[open], input:focus, select:focus")) refresh();
     }, LIVE[PAGE]);
     if (MODE !== "readonly" && window.EventSource) {
       const events = new EventSource("/admin/events");

@@ -143,9 +143,8 @@ def main() -> int:
         print(f"{name:<20} {results['sqlite_ms'][name]:>7.0f} ms {'' if pg is None else f'{pg:>9.0f} ms':>12}")
     out = ROOT / "bench" / "results" / f"stats-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
-    print(
-        f"fill: SQLite {results['sqlite_fill_s']} s, PostgreSQL {results.get('postgres_fill_s')} s; written to {out.relative_to(ROOT)}"
-    )
+    fills = f"fill: SQLite {results['sqlite_fill_s']} s, PostgreSQL {results.get('postgres_fill_s')} s"
+    print(f"{fills}; written to {out.relative_to(ROOT)}")
     return 0
 
 

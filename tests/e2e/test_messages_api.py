@@ -173,6 +173,14 @@ def test_anthropic_beta_reaches_anthropic_upstreams_only(server: ServerProcess, 
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 
 
+def answer(c: anthropic.Anthropic, messages: Any, kwargs: dict[str, Any], *, stream: bool) -> Any:
+    """One answer, streamed (the SDK's stream helper puts the message back together) or not."""
+    if stream:
+        with c.messages.stream(messages=messages, **kwargs) as s:
+            return s.get_final_message()
+    return c.messages.create(messages=messages, **kwargs)
+
+
 @pytest.mark.compat("anthropic", "reasoning")
 @pytest.mark.parametrize("stream", (False, True))
 def test_thinking_blocks_round_trip_with_their_signature(
@@ -183,11 +191,7 @@ def test_thinking_blocks_round_trip_with_their_signature(
     ask = [{"role": "user", "content": "What's the weather in Paris? use get_weather"}]
     kwargs: dict[str, Any] = {"model": "claude", "max_tokens": 2048, "tools": [TOOL], "thinking": THINKING}
     with client(server) as c:
-        if stream:
-            with c.messages.stream(messages=ask, **kwargs) as s:
-                first = s.get_final_message()
-        else:
-            first = c.messages.create(messages=ask, **kwargs)
+        first = answer(c, ask, kwargs, stream=stream)
         thinking = first.content[0]
         assert thinking.type == "thinking" and thinking.thinking.startswith("The user asks")
         assert thinking.signature == thinking_signature(thinking.thinking)
@@ -213,11 +217,7 @@ def test_redacted_thinking_round_trips(server: ServerProcess, fakes: dict[str, F
     ask = [{"role": "user", "content": f"{REDACTED_TRIGGER} weather? use get_weather"}]
     kwargs: dict[str, Any] = {"model": "claude", "max_tokens": 2048, "tools": [TOOL], "thinking": THINKING}
     with client(server) as c:
-        if stream:
-            with c.messages.stream(messages=ask, **kwargs) as s:
-                first = s.get_final_message()
-        else:
-            first = c.messages.create(messages=ask, **kwargs)
+        first = answer(c, ask, kwargs, stream=stream)
         assert [b.type for b in first.content][:2] == ["thinking", "redacted_thinking"]
         call = next(b for b in first.content if b.type == "tool_use")
         turn = [b.model_dump(exclude_none=True) for b in first.content]

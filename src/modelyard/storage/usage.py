@@ -191,9 +191,10 @@ class UsageStore:
     ) -> list[dict[str, Any]]:
         """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given).
 
-        ``group_by=None`` gives one row of totals; a (time bucket, dimension) pair gives a row per
-        bucket and dimension value, with the bucket in ``key`` and the value in ``group``.  Each row has ``key`` (the model, route,
-        provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures.
+        ``group_by=None`` gives one row of totals.  Each row has ``key`` (the model, route,
+        provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures;
+        a (time bucket, dimension) pair gives a row per bucket and dimension value, with the bucket
+        in ``key`` and the value in ``group``.
         Time groups come in time order, the others by request count, highest first.
         """
         if group_by == "failed_model":

@@ -226,6 +226,30 @@ class ChoiceDelta:
         )
 
 
+class ReasoningParts:
+    """One answer's streamed reasoning put back together: its text, and its signed blocks (a
+    thinking block closes with its signature; a redacted block comes whole)."""
+
+    __slots__ = ("blocks", "pending", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.pending: list[str] = []  # text of the thinking block not yet closed by a signature
+        self.blocks: list[dict[str, Any]] = []
+
+    def feed(self, d: ChoiceDelta) -> None:
+        if d.reasoning:
+            self.texts.append(d.reasoning)
+            self.pending.append(d.reasoning)
+        if d.reasoning_signature is not None:
+            self.blocks.append(
+                {"type": "thinking", "thinking": "".join(self.pending), "signature": d.reasoning_signature}
+            )
+            self.pending = []
+        if d.redacted_reasoning:
+            self.blocks.append({"type": "redacted_thinking", "data": d.redacted_reasoning})
+
+
 @dataclass(slots=True)
 class ChatChunk:
     """One streamed chunk. A chunk with no choices and a ``usage`` is the final usage report."""

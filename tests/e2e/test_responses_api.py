@@ -144,3 +144,35 @@ def test_reasoning_effort_reaches_the_upstream(server: ServerProcess, fakes: dic
         with pytest.raises(openai.BadRequestError) as bad:
             c.responses.create(model="gpt", input="x", reasoning={"effort": "extreme"})  # type: ignore[typeddict-item]
     assert "reasoning.effort" in str(bad.value)
+
+
+@pytest.mark.compat("openai", "reasoning")
+@pytest.mark.parametrize("stream", (False, True))
+def test_a_thinking_tool_loop_against_claude(server: ServerProcess, fakes: dict[str, FakeServer], stream: bool) -> None:
+    """reasoning.effort turns Claude's thinking on; its signed blocks come back in the reasoning
+    item's encrypted_content, and sent back (as items, or through previous_response_id) they reach
+    Anthropic unchanged, which the fake, like the API, requires in a tool loop."""
+    ask = "What's the weather in Paris? use get_weather"
+    kwargs: dict[str, object] = {"model": "claude", "tools": [TOOL], "reasoning": {"effort": "low"}}
+    with client(server) as c:
+        if stream:
+            with c.responses.stream(input=ask, **kwargs) as s:  # type: ignore[arg-type]
+                first = s.get_final_response()
+        else:
+            first = c.responses.create(input=ask, **kwargs)  # type: ignore[arg-type]
+        reasoning = next(i for i in first.output if i.type == "reasoning")
+        assert reasoning.encrypted_content and reasoning.encrypted_content.startswith("myrs1.")
+        call = next(i for i in first.output if i.type == "function_call")
+        sent = fakes["anthropic"].requests[-1]["body"]
+        assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+        result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+        items = [{"role": "user", "content": ask}, *[i.model_dump(exclude_none=True) for i in first.output], result]
+        again = c.responses.create(input=items, **kwargs)  # type: ignore[arg-type]
+        assert again.output_text
+        replayed = fakes["anthropic"].requests[-1]["body"]["messages"][1]["content"][0]
+        assert replayed["type"] == "thinking" and replayed["signature"]
+        chained = c.responses.create(input=[result], previous_response_id=first.id, **kwargs)  # type: ignore[arg-type]
+        assert chained.output_text
+        without = [i for i in items if i.get("type") != "reasoning"]
+        with pytest.raises(openai.BadRequestError):  # the upstream refuses the loop without its thinking
+            c.responses.create(input=without, **kwargs)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from modelyard.types import (
     ContentPart,
     ForcedTool,
     Message,
+    ReasoningParts,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -306,29 +307,6 @@ def _reasoning_deltas(index: int, m: Message) -> list[ChoiceDelta]:
     return out
 
 
-class _Reasoning:
-    """One choice's streamed reasoning, put back together: the text, and the signed blocks."""
-
-    __slots__ = ("blocks", "pending", "texts")
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.pending: list[str] = []  # text of the thinking block not yet closed by a signature
-        self.blocks: list[dict[str, Any]] = []
-
-    def feed(self, d: ChoiceDelta) -> None:
-        if d.reasoning:
-            self.texts.append(d.reasoning)
-            self.pending.append(d.reasoning)
-        if d.reasoning_signature is not None:
-            self.blocks.append(
-                {"type": "thinking", "thinking": "".join(self.pending), "signature": d.reasoning_signature}
-            )
-            self.pending = []
-        if d.redacted_reasoning:
-            self.blocks.append({"type": "redacted_thinking", "data": d.redacted_reasoning})
-
-
 def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatResponse | None:
     """The complete response a finished stream amounts to (the inverse of :func:`replay_chunks`).
 
@@ -340,11 +318,11 @@ def assemble_response(chunks: list[ChatChunk], usage: Usage | None) -> ChatRespo
     refusals: dict[int, list[str]] = {}
     calls: dict[int, dict[int, ToolCall]] = {}
     finish: dict[int, Any] = {}
-    reasoning: dict[int, _Reasoning] = {}
+    reasoning: dict[int, ReasoningParts] = {}
     for ch in chunks:
         for d in ch.choices:
             if d.reasoning or d.reasoning_signature is not None or d.redacted_reasoning:
-                reasoning.setdefault(d.index, _Reasoning()).feed(d)
+                reasoning.setdefault(d.index, ReasoningParts()).feed(d)
             if d.content:
                 texts.setdefault(d.index, []).append(d.content)
             if d.refusal:

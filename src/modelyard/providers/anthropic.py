@@ -33,7 +33,9 @@ Translation choices, where the OpenAI vocabulary has no exact Anthropic counterp
 * Thinking blocks become ``reasoning`` text, and are also kept verbatim with their ``signature``
   (``reasoning_blocks``, streamed as ``reasoning_signature`` / ``redacted_reasoning`` deltas), so
   an assistant turn sent back replays them unchanged: Anthropic verifies the signatures, and
-  requires them in a tool-use loop with thinking enabled.  ``thinking`` and ``cache_control``
+  requires them in a tool-use loop with thinking enabled.  OpenAI's ``reasoning_effort`` turns
+  thinking on (budget 1024 for minimal/low, 2048 medium, 4096 high, 8192 xhigh; ``max_tokens``
+  grows by the budget when it would not exceed it).  ``thinking`` and ``cache_control``
   (top level, and on system, content, tool_use and tool blocks) are passed through.
 * Server-tool blocks in answers are skipped (OpenAI's format cannot carry them).
 """
@@ -120,6 +122,9 @@ _ERROR_STATUS: dict[str, int] = {
 
 #: request fields from ``ChatRequest.extra`` that are Anthropic's own and passed on unchanged
 _EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control", "thinking")
+
+#: reasoning_effort -> thinking budget_tokens
+_EFFORT_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
 
 _TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -321,6 +326,14 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool) -> EncodedRequ
     body["model"] = model
     body["max_tokens"] = req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
     body["messages"] = messages
+    effort = req.extra.get("reasoning_effort")
+    if "thinking" not in body and effort in _EFFORT_BUDGET:
+        # OpenAI's reasoning_effort as extended thinking (LiteLLM's budgets); the budget counts
+        # towards max_tokens, so an answer's own allowance is kept on top of it
+        budget = _EFFORT_BUDGET[effort]
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if body["max_tokens"] <= budget:
+            body["max_tokens"] += budget
     if req.temperature is not None:
         body["temperature"] = min(1.0, max(0.0, req.temperature))
     if req.top_p is not None:

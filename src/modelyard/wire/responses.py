@@ -19,6 +19,7 @@ the tool. Coming out, the answer is a ``response`` with ``reasoning``, ``message
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from typing import Any
@@ -33,12 +34,13 @@ from modelyard.types import (
     ContentPart,
     ForcedTool,
     Message,
+    ReasoningParts,
     ResponseFormat,
     Tool,
     ToolCall,
     Usage,
 )
-from modelyard.wire.openai import _bad, _int, _model, _num, _options
+from modelyard.wire.openai import _bad, _int, _model, _num, _options, signed_reasoning
 
 __all__ = ["ResponsesStream", "encode_response_object", "input_items", "parse_responses_request", "response_object"]
 
@@ -105,6 +107,15 @@ def _input(raw: Any, instructions: Any) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequestError("'input' must be a string or a non-empty array of items", param="input")
     calls: set[str] = set()
+    signed: list[dict[str, Any]] = []  # an earlier answer's signed reasoning, for its next item
+
+    def assistant(message: Message) -> Message:
+        nonlocal signed
+        if signed:
+            message.reasoning_blocks, signed = signed, []
+        out.append(message)
+        return message
+
     for i, item in enumerate(raw):
         path = f"input[{i}]"
         if not isinstance(item, dict):
@@ -114,7 +125,11 @@ def _input(raw: Any, instructions: Any) -> list[Message]:
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
                 raise _bad(f"{path}.role", "expected user, assistant, system or developer")
-            out.append(Message(role=role, content=_parts(item.get("content"), f"{path}.content")))
+            message = Message(role=role, content=_parts(item.get("content"), f"{path}.content"))
+            if role == "assistant":
+                assistant(message)
+            else:
+                out.append(message)
         elif kind == "function_call":
             call_id, name = item.get("call_id"), item.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str):
@@ -124,7 +139,7 @@ def _input(raw: Any, instructions: Any) -> list[Message]:
             if last is not None and last.role == "assistant" and last.tool_calls is not None and not last.content:
                 last.tool_calls.append(call)
             else:
-                out.append(Message(role="assistant", content=None, tool_calls=[call]))
+                assistant(Message(role="assistant", content=None, tool_calls=[call]))
             calls.add(call_id)
         elif kind == "function_call_output":
             ref = item.get("call_id")
@@ -138,7 +153,11 @@ def _input(raw: Any, instructions: Any) -> list[Message]:
             text = output if isinstance(output, str) else orjson.dumps(output).decode()
             out.append(Message(role="tool", content=text, tool_call_id=str(ref)))
         elif kind == "reasoning":
-            continue  # an earlier answer's reasoning: not sent on
+            # an earlier answer's reasoning: its summary is not sent on, but signed blocks (Anthropic
+            # thinking, carried in encrypted_content) go back with the answer's next item
+            sealed = item.get("encrypted_content")
+            if sealed is not None:
+                signed += unseal(sealed, f"{path}.encrypted_content")
         else:
             raise InvalidRequestError(
                 f"input item type {kind!r} is not supported (message, function_call, function_call_output)",
@@ -327,16 +346,49 @@ def _item_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
+_SEAL = "myrs1."
+
+
+def seal(blocks: list[dict[str, Any]]) -> str:
+    """Signed reasoning blocks as a reasoning item's ``encrypted_content`` (opaque to the client,
+    like OpenAI's; the signatures inside are the upstream's, which verifies them)."""
+    return _SEAL + base64.urlsafe_b64encode(orjson.dumps(blocks)).decode()
+
+
+def unseal(value: Any, path: str) -> list[dict[str, Any]]:
+    """The blocks :func:`seal` made; [] for another gateway's or OpenAI's own encrypted reasoning
+    (it cannot be replayed to another provider, so it is dropped like the summary)."""
+    if not isinstance(value, str):
+        raise _bad(path, "expected a string")
+    if not value.startswith(_SEAL):
+        return []
+    try:
+        blocks = orjson.loads(base64.urlsafe_b64decode(value[len(_SEAL) :]))
+    except (ValueError, orjson.JSONDecodeError):
+        raise _bad(path, "not reasoning this gateway sealed") from None
+    if not isinstance(blocks, list):
+        raise _bad(path, "not reasoning this gateway sealed")
+    kept = []
+    for k, block in enumerate(blocks):
+        if not isinstance(block, dict) or block.get("type") not in ("thinking", "redacted_thinking"):
+            raise _bad(f"{path}[{k}]", "not reasoning this gateway sealed")
+        one = signed_reasoning(block, f"{path}[{k}]")
+        if one is not None:
+            kept.append(one)
+    return kept
+
+
 def _output(message: Message) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    if message.reasoning:
-        items.append(
-            {
-                "type": "reasoning",
-                "id": _item_id("rs"),
-                "summary": [{"type": "summary_text", "text": message.reasoning}],
-            }
-        )
+    if message.reasoning or message.reasoning_blocks:
+        item: dict[str, Any] = {
+            "type": "reasoning",
+            "id": _item_id("rs"),
+            "summary": [{"type": "summary_text", "text": message.reasoning or ""}],
+        }
+        if message.reasoning_blocks:
+            item["encrypted_content"] = seal(message.reasoning_blocks)
+        items.append(item)
     text = message.text()
     if text or not message.tool_calls:
         items.append(
@@ -408,6 +460,7 @@ class ResponsesStream:
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
         self.usage: Usage | None = None
+        self.reasoning = ReasoningParts()
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         body = {"type": kind, "sequence_number": self.seq, **data}
@@ -477,11 +530,17 @@ class ResponsesStream:
         for d in chunk.choices:
             if d.index != 0:
                 continue
-            if d.reasoning:
+            signature = d.reasoning_signature is not None or d.redacted_reasoning
+            if d.reasoning or signature:
                 if self.open is None or self.open["type"] != "reasoning":
                     out += self._add(
                         {"type": "reasoning", "id": _item_id("rs"), "summary": [{"type": "summary_text", "text": ""}]}
                     )
+                assert self.open is not None
+                self.reasoning.feed(d)
+                if signature:
+                    self.open["encrypted_content"] = seal(self.reasoning.blocks)
+            if d.reasoning:
                 assert self.open is not None
                 self.open["summary"][0]["text"] += d.reasoning
                 out += self._event(

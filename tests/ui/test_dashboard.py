@@ -210,8 +210,9 @@ def test_route_and_model_limits_are_edited_in_place(ui: Watched, gateway: Server
     assert route["timeout_s"] == 42 and route["retries"] == 2
     model = card.locator("fieldset", has_text="gpt-mini")
     model.get_by_label("Requests per minute of gpt-mini").fill("600")
+    before = int(admin(gateway, "GET", "/config").headers["etag"].strip('"'))
     model.get_by_role("button", name="Save limits of gpt-mini").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    page.wait_for_selector(f"#toast:has-text('Deployed revision {before + 1}')")  # not the first save's toast
     assert admin(gateway, "GET", "/models/gpt-mini").json()["config"]["rpm"] == 600
     assert served_by(gateway) in ("gpt", "claude")
 

@@ -268,6 +268,9 @@
       const caps = h("select", {}, ["", "vision", "tools", "json_schema", "embeddings", "reasoning", "local"].map((c) => h("option", { value: c }, c || "any")));
       const maxPrice = h("input", { type: "number", min: 0, step: "0.01", placeholder: "$ per 1M output" });
       const sort = h("select", {}, ["name", "provider", "cost", "latency", "popularity"].map((c) => h("option", { value: c }, c)));
+      // latency classes by p50 (unmeasured models are in every class)
+      const speed = h("select", {}, [["", "any"], ["fast", "fast (< 1 s)"], ["medium", "medium (1-5 s)"], ["slow", "slow (> 5 s)"]].map(([v, l]) => h("option", { value: v }, l)));
+      const speedOf = (ms_) => (ms_ === null || ms_ === undefined ? "" : ms_ < 1000 ? "fast" : ms_ <= 5000 ? "medium" : "slow");
       const body = h("div");
       function draw() {
         const text = q.value.toLowerCase();
@@ -278,6 +281,8 @@
           if (caps.value && !(v.capabilities || {})[caps.value]) return false;
           const out = v.price && v.price.output_per_mtok;
           if (maxPrice.value && out !== null && out !== undefined && out > Number(maxPrice.value)) return false;
+          const cls = speedOf(m.latency_ms);
+          if (speed.value && cls && cls !== speed.value) return false;
           return true;
         });
         const key = { name: (x) => x.name, provider: (x) => x.m.provider, cost: (x) => (x.v.price && x.v.price.output_per_mtok) ?? Infinity, latency: (x) => x.m.latency_ms ?? Infinity, popularity: (x) => -(x.t.requests || 0) }[sort.value];
@@ -308,17 +313,25 @@
           ),
         );
       }
-      for (const el of [q, prov, caps, maxPrice, sort]) el.addEventListener("input", draw);
+      for (const el of [q, prov, caps, maxPrice, speed, sort]) el.addEventListener("input", draw);
       draw();
       const found = discovery || {};
       const fresh = found.new || [];
+      const updated = found.updated || [];
+      const deprecated = found.deprecated || [];
       return [
-        h("div", { class: "filters" }, field("Search", q), field("Provider", prov), field("Capability", caps), field("Max output price", maxPrice), field("Sort by", sort)),
+        h("div", { class: "filters" }, field("Search", q), field("Provider", prov), field("Capability", caps), field("Max output price", maxPrice), field("Latency", speed), field("Sort by", sort)),
         body,
         ADMIN
-          ? section("Discovery", fresh.length
-              ? table(["Offered", "Provider", ""], fresh.map((n) => [n.id || n.model || String(n), n.provider || "", button("Add", () => guarded(() => change("/admin/discovery/apply", { add: [n.id || String(n)] })), { "aria-label": `Add ${n.id || n}` })]))
-              : h("p", { class: "muted" }, "No new models offered by the providers."))
+          ? section("Discovery",
+              fresh.length || updated.length || deprecated.length
+                ? table(["Finding", "Model", "Provider", ""], [
+                    ...fresh.map((n) => ["new", n.id, n.provider, button("Add", () => guarded(() => change("/admin/discovery/apply", { add: [n.id] })), { "aria-label": `Add ${n.id}` })]),
+                    ...updated.map((u) => ["updated", u.model, u.provider || "", button("Update", () => guarded(() => change("/admin/discovery/apply", { update: [u.model] })), { "aria-label": `Update ${u.model}` })]),
+                    ...deprecated.map((d) => ["deprecated", d.model, d.provider || "", button("Remove", () => { if (confirm(`Remove ${d.model} from the catalog?`)) guarded(() => change("/admin/discovery/apply", { remove: [d.model] })); }, { "aria-label": `Remove ${d.model}` })]),
+                  ], "What the providers offer against the catalog")
+                : h("p", { class: "muted" }, "Nothing new, updated or deprecated at the providers."),
+              Object.keys(found.errors || {}).length ? h("p", { class: "warn" }, `Could not list: ${Object.entries(found.errors).map(([p, e]) => `${p} (${e})`).join(", ")}`) : null)
           : null,
       ];
     },

@@ -30,6 +30,7 @@ class Cand:
     in_flight: int = 0
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    ttft_reasoning_ms: float | None = None
     est_cost_usd: float | None = None
 
     def __repr__(self) -> str:
@@ -144,6 +145,17 @@ def test_latency_uses_latency_or_ttft_and_explores_unknown_first() -> None:
     ]
     assert names(Latency().order(pool)) == ["new", "fast", "mid", "slow"]
     assert names(Latency().order(pool, stream=True)) == ["new", "mid", "slow", "fast"]
+
+
+def test_a_reasoning_stream_ranks_by_reasoning_first_tokens() -> None:
+    """A model quick to answer plainly may think long: reasoning streams rank by their own figure."""
+    pool = [
+        Cand("thinks-long", ttft_ms=80, ttft_reasoning_ms=4000),
+        Cand("thinks-short", ttft_ms=300, ttft_reasoning_ms=900),
+    ]
+    assert names(Latency().order(pool, stream=True)) == ["thinks-long", "thinks-short"]
+    assert names(Latency().order(pool, stream=True, reasoning=True)) == ["thinks-short", "thinks-long"]
+    assert names(Latency().preview(pool, stream=True, reasoning=True)) == ["thinks-short", "thinks-long"]
 
 
 def test_latency_ties_keep_pool_order() -> None:

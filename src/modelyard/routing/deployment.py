@@ -67,6 +67,10 @@ class Deployment:
         return self.state.stats.ttft_ms
 
     @property
+    def ttft_reasoning_ms(self) -> float | None:
+        return self.state.stats.ttft_reasoning_ms
+
+    @property
     def est_cost_usd(self) -> float | None:
         """Cost of a nominal request (1k tokens in, 250 out) for ranking by price."""
         c = self.config

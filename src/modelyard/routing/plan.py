@@ -33,7 +33,13 @@ class Plan:
 
 
 def plan_for(
-    route: Route, opts: RequestOptions, *, stream: bool, peek: bool = False, needs: Needs | None = None
+    route: Route,
+    opts: RequestOptions,
+    *,
+    stream: bool,
+    peek: bool = False,
+    needs: Needs | None = None,
+    reasoning: bool = False,
 ) -> Plan:
     """The candidates of a request, in order.  ``peek``: without changing the route's strategy
     state (``/v1/estimate`` must not move a round-robin rotation or spend random draws).
@@ -44,7 +50,8 @@ def plan_for(
     local_only = cfg.local_only if opts.local_only is None else opts.local_only
     prefer = opts.prefer or cfg.prefer
     strategy = route.strategy
-    ordered = strategy.preview(route.pool, stream=stream) if peek else strategy.order(route.pool, stream=stream)
+    rank = strategy.preview if peek else strategy.order
+    ordered = rank(route.pool, stream=stream, reasoning=reasoning)
     if fallback:
         ordered += [d for d in route.fallbacks if d not in ordered]
     if cfg.local_first:

@@ -389,7 +389,7 @@ class Router:
     async def stream(
         self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
     ) -> RoutedStream:
-        plan = plan_for(route, opts, stream=True, needs=chat_needs(req))
+        plan = plan_for(route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning())
         routed = await self._stream_plan(plan, req, _validators(route, req), hooks)
         if plan.fallback and (req.n or 1) == 1:
             routed.continuation = self._continuation(plan, req, routed, hooks)

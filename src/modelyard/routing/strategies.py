@@ -44,6 +44,8 @@ class Candidate(Protocol):
     @property
     def ttft_ms(self) -> float | None: ...
     @property
+    def ttft_reasoning_ms(self) -> float | None: ...
+    @property
     def est_cost_usd(self) -> float | None: ...
 
 
@@ -57,13 +59,13 @@ class Strategy(ABC):
         """``seed`` is used by the random strategies and ignored by the others."""
 
     @abstractmethod
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         """All members of ``pool``, best first."""
 
-    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def preview(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         """The order a request would get now, without changing the strategy's state (rotation,
         random draws): for ``/v1/estimate``.  The stateless strategies' preview is their order."""
-        return self.order(pool, stream=stream)
+        return self.order(pool, stream=stream, reasoning=reasoning)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -77,14 +79,14 @@ class RoundRobin(Strategy):
     def __init__(self, *, seed: int | None = None) -> None:
         self._next = 0
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         if not pool:
             return []
         start = self._next % len(pool)
         self._next = start + 1
         return [*pool[start:], *pool[:start]]
 
-    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def preview(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         if not pool:
             return []
         start = self._next % len(pool)
@@ -99,12 +101,12 @@ class Random(Strategy):
     def __init__(self, *, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         ordered = list(pool)
         self._rng.shuffle(ordered)
         return ordered
 
-    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def preview(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         return list(pool)  # any order is as likely; no draw is spent
 
 
@@ -121,7 +123,7 @@ class Weighted(Strategy):
     def __init__(self, *, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         keyed: list[tuple[float, int, C]] = []
         zero: list[C] = []
         for i, c in enumerate(pool):
@@ -134,7 +136,7 @@ class Weighted(Strategy):
         keyed.sort(key=lambda t: (t[0], t[1]))
         return [c for _, _, c in keyed] + zero
 
-    def preview(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def preview(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         """Heaviest first (the most likely order); no draw is spent."""
         return sorted(pool, key=lambda c: -c.weight if c.weight > 0 else math.inf)
 
@@ -144,18 +146,19 @@ class LeastBusy(Strategy):
 
     name = "least_busy"
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         return sorted(pool, key=lambda c: c.in_flight)
 
 
 class Latency(Strategy):
-    """Lowest time-to-first-token (streams) or latency first; never-measured members first (to explore)."""
+    """Lowest time-to-first-token (streams) or latency first; never-measured members first (to explore).
+    A reasoning stream ranks by the first-token time of reasoning requests, kept apart (contracts)."""
 
     name = "latency"
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         def key(c: C) -> tuple[int, float]:
-            value = c.ttft_ms if stream else c.latency_ms
+            value = (c.ttft_reasoning_ms if reasoning else c.ttft_ms) if stream else c.latency_ms
             return (0, 0.0) if value is None else (1, value)
 
         return sorted(pool, key=key)
@@ -166,7 +169,7 @@ class Cost(Strategy):
 
     name = "cost"
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         def key(c: C) -> tuple[int, float]:
             cost = c.est_cost_usd
             return (1, 0.0) if cost is None else (0, cost)
@@ -179,7 +182,7 @@ class Priority(Strategy):
 
     name = "priority"
 
-    def order(self, pool: Sequence[C], *, stream: bool = False) -> list[C]:
+    def order(self, pool: Sequence[C], *, stream: bool = False, reasoning: bool = False) -> list[C]:
         return list(pool)
 
 

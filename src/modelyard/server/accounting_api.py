@@ -107,7 +107,7 @@ def accounting_router(gw: AppState) -> APIRouter:
         opts = parse_options(req.options, option_headers(request))
         rt = gw.holder.current
         route = principal.admit(resolve_route(rt, req.model, opts))
-        plan = plan_for(route, opts, stream=req.stream, peek=True)  # no side effect on routing
+        plan = plan_for(route, opts, stream=req.stream, peek=True, reasoning=req.asks_for_reasoning())  # no side effect
         n_in = estimate_input_tokens(req)
         candidates = []
         for dep in plan.candidates:

@@ -253,6 +253,21 @@ def test_load_a_local_model_and_watch_its_state(ui: Watched, gateway: ServerProc
     page.wait_for_selector('tr:has([data-local="tiny"]) [data-state="not_loaded"]', timeout=30_000)
 
 
+def test_force_local_only_deploys_local_only_on_every_route(ui: Watched, gateway: ServerProcess) -> None:
+    login(ui, gateway)
+    page = ui.page
+    show(page, gateway, "local")
+    before = int(admin(gateway, "GET", "/config").headers["etag"].strip('"'))
+    page.get_by_role("button", name="Force local only").click()
+    page.wait_for_selector(f"#toast:has-text('Deployed revision {before + 1}')")
+    routes = admin(gateway, "GET", "/routes").json()["data"]
+    assert routes and all(r["config"]["local_only"] is True for r in routes)
+    page.get_by_role("button", name="Allow cloud models").click()
+    page.wait_for_selector(f"#toast:has-text('Deployed revision {before + 2}')")
+    assert not any(r["config"]["local_only"] for r in admin(gateway, "GET", "/routes").json()["data"])
+    assert served_by(gateway) in ("gpt", "claude")
+
+
 def test_create_and_revoke_a_key(ui: Watched, gateway: ServerProcess) -> None:
     org = admin(gateway, "POST", "/orgs", json={"name": "team-ui"}).json()
     login(ui, gateway)

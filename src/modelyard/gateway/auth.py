@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from modelyard.errors import AuthenticationError, PermissionDeniedError, RateLimitError
-from modelyard.gateway.sessions import CSRF_HEADER, SessionCodec, cookie_value
+from modelyard.gateway.sessions import CSRF_HEADER, Session, SessionCodec, cookie_value
 from modelyard.routing.deployment import Route
 from modelyard.routing.limiter import ModelLimiter, Slot
 from modelyard.storage.keys import KeyRecord, KeyStore
@@ -160,8 +160,14 @@ class Authenticator:
         return bool(self._master is not None and token and hmac.compare_digest(token.encode(), self._master))
 
     async def session_admin(self, headers: Mapping[str, str], method: str) -> Admin | None:
-        """The dashboard session a request carries (None without one).  Raises for a session that
-        is over (its key revoked, expired or no longer an admin) and for a change without its CSRF token."""
+        """Who a request's dashboard session is (None without one); see :meth:`session`."""
+        found = await self.session(headers, method)
+        return found[1] if found is not None else None
+
+    async def session(self, headers: Mapping[str, str], method: str) -> tuple[Session, Admin] | None:
+        """The dashboard session a request carries and who it is (None without one).  Raises for a
+        session that is over (its key revoked, expired or no longer an admin) and for a change
+        without its CSRF token."""
         codec = self.sessions
         value = cookie_value(headers) if codec is not None else None
         if codec is None or value is None:
@@ -176,13 +182,13 @@ class Authenticator:
                 "a change made with a dashboard session needs its X-CSRF-Token header", code="csrf_failed"
             )
         if session.is_master:
-            return Admin()
+            return session, Admin()
         check = await self.keys.check_digest(session.subject) if self.keys is not None else None
         if check is None or check.key is None or check.key.role != "org_admin":
             raise AuthenticationError(
                 "the dashboard session is over: log in again at /ui/login", code="session_expired"
             )
-        return Admin(check.key)
+        return session, Admin(check.key)
 
     async def authenticate(self, headers: Mapping[str, str], method: str = "POST") -> Principal:
         """The caller of a /v1 endpoint.  A dashboard session counts for reads (``method`` GET) only."""

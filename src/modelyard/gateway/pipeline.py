@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -256,14 +257,11 @@ class ServedStream:
             tracing.fail(span, self.error, attempts)
             return
         usage = self.usage
-        tracing.end(
+        _end_span(
+            tracing,
             span,
-            route=self.route,
-            model=self.model,
-            provider=self.provider,
-            attempts=attempts,
-            fallback=self.fallback,
-            cost_usd=self.cost_usd,
+            self,
+            attempts,
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             cache=self.cache,
@@ -385,21 +383,15 @@ class Pipeline:
         tracing = self.tracing
         if tracing is None:
             return await self._chat(req, opts, principal, request_id=request_id, started=started)
-        span = tracing.begin("chat", req.model, _request_attrs(req), _prompt(req) if tracing.capture_content else None)
-        try:
+        span = _chat_span(tracing, req)
+        with _failing(tracing, span):
             served = await self._chat(req, opts, principal, request_id=request_id, started=started)
-        except ModelyardError as exc:
-            tracing.fail(span, exc, getattr(exc, "records", []))
-            raise
         usage = served.response.usage
-        tracing.end(
+        _end_span(
+            tracing,
             span,
-            route=served.route,
-            model=served.model,
-            provider=served.provider,
-            attempts=served.attempts,
-            fallback=served.fallback,
-            cost_usd=served.cost_usd,
+            served,
+            served.attempts,
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             finish_reasons=[c.finish_reason for c in served.response.choices if c.finish_reason],
@@ -507,12 +499,9 @@ class Pipeline:
         tracing = self.tracing
         if tracing is None:
             return await self._stream(req, opts, principal, request_id=request_id, started=started)
-        span = tracing.begin("chat", req.model, _request_attrs(req), _prompt(req) if tracing.capture_content else None)
-        try:
+        span = _chat_span(tracing, req)
+        with _failing(tracing, span):
             served = await self._stream(req, opts, principal, request_id=request_id, started=started)
-        except ModelyardError as exc:
-            tracing.fail(span, exc, getattr(exc, "records", []))
-            raise
         served._span = span
         return served
 
@@ -608,21 +597,10 @@ class Pipeline:
         if tracing is None:
             return await self._embed(req, opts, principal, request_id=request_id, started=started)
         span = tracing.begin("embeddings", req.model, {})
-        try:
+        with _failing(tracing, span):
             served = await self._embed(req, opts, principal, request_id=request_id, started=started)
-        except ModelyardError as exc:
-            tracing.fail(span, exc, getattr(exc, "records", []))
-            raise
-        tracing.end(
-            span,
-            route=served.route,
-            model=served.model,
-            provider=served.provider,
-            attempts=served.attempts,
-            fallback=served.fallback,
-            cost_usd=served.cost_usd,
-            input_tokens=served.response.usage.prompt_tokens,
-            output_tokens=None,
+        _end_span(
+            tracing, span, served, served.attempts, input_tokens=served.response.usage.prompt_tokens, output_tokens=None
         )
         return served
 
@@ -682,6 +660,40 @@ class Pipeline:
             overhead_ms=overhead,
             cost_usd=_cost(dep, response.usage),
         )
+
+
+def _chat_span(tracing: Tracing, req: ChatRequest) -> RequestSpan:
+    return tracing.begin("chat", req.model, _request_attrs(req), _prompt(req) if tracing.capture_content else None)
+
+
+@contextmanager
+def _failing(tracing: Tracing, span: RequestSpan) -> Iterator[None]:
+    """Ends ``span`` as failed when the block raises a :class:`ModelyardError` (which goes on)."""
+    try:
+        yield
+    except ModelyardError as exc:
+        tracing.fail(span, exc, getattr(exc, "records", []))
+        raise
+
+
+def _end_span(
+    tracing: Tracing,
+    span: RequestSpan,
+    served: Served | ServedStream | ServedEmbeddings,
+    attempts: list[Attempt],
+    **figures: Any,
+) -> None:
+    """Ends ``span`` with what answered (tokens, finish reasons, cache and answer in ``figures``)."""
+    tracing.end(
+        span,
+        route=served.route,
+        model=served.model,
+        provider=served.provider,
+        attempts=attempts,
+        fallback=served.fallback,
+        cost_usd=served.cost_usd,
+        **figures,
+    )
 
 
 def _request_attrs(req: ChatRequest) -> dict[str, Any]:

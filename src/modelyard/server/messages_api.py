@@ -23,7 +23,7 @@ from modelyard.providers.base import FORWARDED
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers, parse_body, read_body
 from modelyard.server.errors import anthropic_error_body, anthropic_error_response
-from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd, read_request
+from modelyard.server.openai_api import _JSONAnswer, _SSEResponse, json_answer, read_request, sse_answer
 from modelyard.types import ChatRequest
 from modelyard.wire.messages import ANTHROPIC_VERSION, MessagesStream, encode_message, event, parse_messages_request
 
@@ -67,23 +67,12 @@ class MessagesHandlers:
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
-                headers = _headers(served, served.cache)
-                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
-                headers["request-id"] = served.request_id
-                return _JSONAnswer(
-                    encode_message(served.response, served.model, served.request_id, served.cost_usd), headers
-                )
+                body = encode_message(served.response, served.model, served.request_id, served.cost_usd)
+                return json_answer(served, body, cache=served.cache, extra={"request-id": served.request_id})
             stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return anthropic_error_response(exc, request_id)
-        try:
-            headers = _headers(stream, stream.cache)
-            headers["Cache-Control"] = "no-cache"
-            headers["request-id"] = stream.request_id
-            return _SSEResponse(self._events(stream), stream.aclose, headers)
-        except BaseException:
-            await stream.aclose()
-            raise
+        return await sse_answer(stream, lambda: self._events(stream), {"request-id": stream.request_id})
 
     async def _events(self, stream: ServedStream) -> AsyncGenerator[bytes, None]:
         out = MessagesStream(stream.model, stream.request_id)

@@ -64,6 +64,34 @@ def _headers(served: Served | ServedStream | ServedEmbeddings, cache: str | None
     return headers
 
 
+def json_answer(
+    served: Served | ServedEmbeddings, body: bytes, *, cache: str | None = None, extra: dict[str, str] | None = None
+) -> _JSONAnswer:
+    """A served answer: the routing headers, the cost header, and ``extra`` (an API's own)."""
+    headers = _headers(served, cache)
+    headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
+    if extra:
+        headers.update(extra)
+    return _JSONAnswer(body, headers)
+
+
+async def sse_answer(
+    stream: ServedStream, events: Callable[[], AsyncGenerator[bytes, None]], extra: dict[str, str] | None = None
+) -> _SSEResponse:
+    """A served stream as server-sent events (``events()`` makes them); the stream is closed if the
+    answer cannot even start."""
+    try:
+        headers = _headers(stream, stream.cache)
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+        if extra:
+            headers.update(extra)
+        return _SSEResponse(events(), stream.aclose, headers)
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
 def _usd(value: float) -> str:
     """A cost for a header: plain decimal, no exponent (``0.00001234``)."""
     return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
@@ -172,20 +200,12 @@ class OpenAIHandlers:
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
-                headers = _headers(served, served.cache)
-                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
-                return _JSONAnswer(encode_response(served.response, served.model, served.cost_usd), headers)
+                body = encode_response(served.response, served.model, served.cost_usd)
+                return json_answer(served, body, cache=served.cache)
             stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
-        try:
-            headers = _headers(stream, stream.cache)
-            headers["Cache-Control"] = "no-cache"
-            headers["X-Accel-Buffering"] = "no"
-            return _SSEResponse(self._sse(stream, req.include_usage), stream.aclose, headers)
-        except BaseException:
-            await stream.aclose()
-            raise
+        return await sse_answer(stream, lambda: self._sse(stream, req.include_usage))
 
     async def _sse(self, stream: ServedStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
         model = stream.model
@@ -254,20 +274,12 @@ class OpenAIHandlers:
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
-                headers = _headers(served, served.cache)
-                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
                 body = encode_completion(served.response, served.model, served.request_id, served.cost_usd)
-                return _JSONAnswer(body, headers)
+                return json_answer(served, body, cache=served.cache)
             stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
-        try:
-            headers = _headers(stream, stream.cache)
-            headers["Cache-Control"] = "no-cache"
-            return _SSEResponse(self._completion_sse(stream, req.include_usage), stream.aclose, headers)
-        except BaseException:
-            await stream.aclose()
-            raise
+        return await sse_answer(stream, lambda: self._completion_sse(stream, req.include_usage))
 
     async def _completion_sse(self, stream: ServedStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
         created = int(time.time())
@@ -302,9 +314,7 @@ class OpenAIHandlers:
             served = await pipeline.embed(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
-        headers = _headers(served)
-        headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
-        return _JSONAnswer(encode_embeddings(served.response, served.model, req.encoding_format), headers)
+        return json_answer(served, encode_embeddings(served.response, served.model, req.encoding_format))
 
     # -- models --------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from modelyard.gateway.pipeline import ServedStream
 from modelyard.routing.options import parse_options
 from modelyard.server.body import option_headers
 from modelyard.server.errors import error_response
-from modelyard.server.openai_api import _headers, _JSONAnswer, _SSEResponse, _usd, read_request
+from modelyard.server.openai_api import _JSONAnswer, _SSEResponse, json_answer, read_request, sse_answer
 from modelyard.wire.responses import ResponsesStream, input_items, parse_responses_request, response_object
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ class ResponsesHandlers:
             opts = parse_options(req.options, option_headers(request))
             if not req.stream:
                 served = await pipeline.chat(req, opts, principal, request_id=request_id, started=t0)
-                headers = _headers(served, served.cache)
-                headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
                 obj = response_object(
                     served.response,
                     req,
@@ -81,19 +79,16 @@ class ResponsesHandlers:
                 )
                 if store and services is not None:
                     await self._store(obj, conversation, principal.org_id)
-                return _JSONAnswer(orjson.dumps(obj), headers)
+                return json_answer(served, orjson.dumps(obj), cache=served.cache)
             stream = await pipeline.stream(req, opts, principal, request_id=request_id, started=t0)
         except ModelyardError as exc:
             return error_response(exc, request_id)
-        try:
-            headers = _headers(stream, stream.cache)
-            headers["Cache-Control"] = "no-cache"
+
+        def events() -> AsyncGenerator[bytes, None]:
             out = ResponsesStream(req, stream.model, stream.request_id, store=store, previous=previous)
-            events = self._events(stream, out, conversation if store else None, principal.org_id)
-            return _SSEResponse(events, stream.aclose, headers)
-        except BaseException:
-            await stream.aclose()
-            raise
+            return self._events(stream, out, conversation if store else None, principal.org_id)
+
+        return await sse_answer(stream, events)
 
     async def _store(self, obj: dict[str, Any], conversation: list[Any], org_id: str | None) -> None:
         services = self.gw.services

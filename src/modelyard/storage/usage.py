@@ -20,7 +20,7 @@ import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
 
@@ -43,7 +43,7 @@ def parse_group_by(value: str | None) -> Grouping:
     if value is None or value == "":
         return None
     parts = [p.strip() for p in value.split(",")]
-    single = ("model", "route", "provider", "org", "key", "error_class", "failed_model", "hour", "day")
+    single: tuple[str, ...] = get_args(GroupBy)
     if len(parts) == 1 and parts[0] in single:
         return parts[0]  # type: ignore[return-value]
     if len(parts) == 2 and parts[0] in _TIME_GROUPS and parts[1] in _DIMENSIONS:

@@ -25,7 +25,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from modelyard.errors import ModelyardError
-from modelyard.gateway.sessions import COOKIE, IDLE_S, Session, cookie_value
+from modelyard.gateway.auth import Admin
+from modelyard.gateway.sessions import COOKIE, IDLE_S, Session
 from modelyard.server.state import AppState
 from modelyard.storage.keys import hash_key
 from modelyard.storage.usage import parse_group_by
@@ -153,21 +154,15 @@ def ui_router(gw: AppState) -> APIRouter:
             COOKIE, value, max_age=IDLE_S, path="/", httponly=True, samesite="strict", secure=secure(request)
         )
 
-    async def session_of(request: Request) -> tuple[Session | None, str | None]:
-        """The request's valid session (and who it is), or (None, why not)."""
+    async def session_of(request: Request) -> tuple[tuple[Session, Admin] | None, str | None]:
+        """The request's valid session and who it is, or (None, why not)."""
         services = gw.services
-        codec = services.auth.sessions if services is not None else None
-        if codec is None:
+        if services is None or services.auth.sessions is None:
             return None, None
-        value = cookie_value(request.headers)
-        session = codec.read(value)
-        if session is None:
-            return None, "Your session ended: log in again." if value else None
         try:
-            await services.auth.session_admin(request.headers, "GET")  # type: ignore[union-attr]
+            return await services.auth.session(request.headers, "GET"), None
         except ModelyardError:
-            return None, "Your session ended (the key was revoked or changed): log in again."
-        return session, None
+            return None, "Your session ended (idle too long, or its key was revoked): log in again."
 
     @router.get("")
     @router.get("/")
@@ -223,10 +218,10 @@ def ui_router(gw: AppState) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        session, _ = await session_of(request)
+        found, _ = await session_of(request)
         codec = gw.services.auth.sessions if gw.services is not None else None
         token = (parse_qs((await request.body())[:4096].decode(errors="replace")).get("csrf") or [""])[0]
-        if session is not None and codec is not None and not codec.csrf_ok(session, token):
+        if found is not None and codec is not None and not codec.csrf_ok(found[0], token):
             return Response(b"missing or wrong CSRF token", status_code=403, headers=_HEADERS, media_type="text/plain")
         response = RedirectResponse("/ui/login", status_code=303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=secure(request))
@@ -243,11 +238,10 @@ def ui_router(gw: AppState) -> APIRouter:
             if not _loopback_only(request):
                 return Response(b"forbidden", status_code=403, headers=_HEADERS, media_type="text/plain")
         else:
-            session, _ = await session_of(request)
-            if session is None:
+            found, _ = await session_of(request)
+            if found is None:
                 return Response(b"log in at /ui/login", status_code=401, headers=_HEADERS, media_type="text/plain")
-            who = await services.auth.session_admin(request.headers, "GET")
-            org_id = who.org_id if who is not None else None
+            org_id = found[1].org_id
         if group_by not in _CSV_GROUPS or not 1 <= hours <= 24 * 366:
             return Response(
                 b"group_by: model, route, provider, org, key, hour or day; hours: 1..8784",
@@ -273,11 +267,10 @@ def ui_router(gw: AppState) -> APIRouter:
                 if not _loopback_only(request):
                     return page("denied.html", status=403, title=title)
                 return page("page.html", page=name, title=title, mode="readonly", csrf="", who="", org="")
-            session, _ = await session_of(request)
-            if session is None:
+            found, _ = await session_of(request)
+            if found is None:
                 return RedirectResponse("/ui/login", status_code=303, headers=_HEADERS)
-            who = await services.auth.session_admin(request.headers, "GET")  # type: ignore[union-attr]
-            assert who is not None
+            session, who = found
             response = page(
                 "page.html",
                 page=name,

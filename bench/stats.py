@@ -3,7 +3,9 @@
 
 Fills a fresh database through the usage store's own insert path with requests spread over 30 days
 (8 models, 4 routes, 3 providers, 5 organisations, 2 % failures, streams with a first-token time),
-then times each query the Usage page makes, ``--repeats`` times, and prints the medians.
+rolls the hours up (storage/rollup.py, as the gateway does every minute) and times each query the
+Usage page makes, ``--repeats`` times, and prints the medians; ``--raw`` also times them before the
+rollup (the exact, raw-row queries every range used before rollups existed).
 PostgreSQL is the machine's (``--pg``, default ``postgresql://postgres@127.0.0.1:5432/test``), in a
 schema of its own that is dropped afterwards.
 """
@@ -102,6 +104,17 @@ async def measure(db: Database, now: datetime, repeats: int) -> dict[str, float]
     return out
 
 
+async def roll_up(db: Database, now: datetime, args: argparse.Namespace, results: dict[str, Any], name: str) -> None:
+    if args.raw:
+        results[f"{name}_raw_ms"] = await measure(db, now, 1)
+    store = UsageStore(db)
+    t0 = time.perf_counter()
+    hours = await store.rollups.run(now)
+    results[f"{name}_rollup_s"] = round(time.perf_counter() - t0, 1)
+    results[f"{name}_rollup_hours"] = hours
+    results[f"{name}_ms"] = await measure(db, now, args.repeats)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     now = datetime.now(UTC)
     results: dict[str, Any] = {"rows": args.rows, "repeats": args.repeats}
@@ -109,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         db = Database(f"sqlite:///{tmp}/stats.db")
         await migrate(db)
         results["sqlite_fill_s"] = round(await fill(db, args.rows, now), 1)
-        results["sqlite_ms"] = await measure(db, now, args.repeats)
+        await roll_up(db, now, args, results, "sqlite")
         await db.aclose()
     if args.pg:
         schema = f"bench_{secrets.token_hex(4)}"
@@ -120,7 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await migrate(db)
             results["postgres_fill_s"] = round(await fill(db, args.rows, now), 1)
-            results["postgres_ms"] = await measure(db, now, args.repeats)
+            await roll_up(db, now, args, results, "postgres")
         finally:
             await db.aclose()
             async with admin.engine.begin() as conn:
@@ -133,14 +146,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--raw", action="store_true", help="also time the queries before rolling up (once)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="'' to skip PostgreSQL")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     print(f"{args.rows:,} request rows over 30 days; medians of {args.repeats}")
-    print(f"{'query':<20} {'SQLite':>10} {'PostgreSQL':>12}")
+    columns = [("sqlite_ms", "SQLite"), ("postgres_ms", "PostgreSQL")]
+    if args.raw:
+        columns = [("sqlite_raw_ms", "SQLite raw"), *columns[:1], ("postgres_raw_ms", "PG raw"), *columns[1:]]
+    columns = [(key, title) for key, title in columns if key in results]
+    print(f"{'query':<20}" + "".join(f"{title:>14}" for _, title in columns))
     for name, _ in QUERIES:
-        pg = results.get("postgres_ms", {}).get(name)
-        print(f"{name:<20} {results['sqlite_ms'][name]:>7.0f} ms {'' if pg is None else f'{pg:>9.0f} ms':>12}")
+        print(f"{name:<20}" + "".join(f"{results[key][name]:>11.0f} ms" for key, _ in columns))
+    rollups = [f"{db} {results[f'{db}_rollup_s']} s" for db in ("sqlite", "postgres") if f"{db}_rollup_s" in results]
+    print(f"rolling up {results['sqlite_rollup_hours']} hours: {', '.join(rollups)}")
     out = ROOT / "bench" / "results" / f"stats-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     fills = f"fill: SQLite {results['sqlite_fill_s']} s, PostgreSQL {results.get('postgres_fill_s')} s"

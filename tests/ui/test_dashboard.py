@@ -15,7 +15,7 @@ import pytest
 
 from modelyard.server.ui import PAGES
 from modelyard.testing import FakeServer
-from tests.e2e.conftest import gateway_config
+from tests.e2e.conftest import base_url, gateway_config
 from tests.helpers import ServerProcess
 from tests.ui.conftest import MASTER, admin, screenshot_dir
 
@@ -296,6 +296,67 @@ def test_create_and_revoke_a_key(ui: Watched, gateway: ServerProcess) -> None:
         ).status_code
         == 401
     )
+
+
+def test_the_provider_form_asks_what_each_kind_needs(
+    ui: Watched, gateway: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
+    """Add provider: the form shows the chosen kind's keys only; the key is stored as an encrypted
+    credential (never shown again); editing can change the kind without leaving the old kind's keys."""
+    login(ui, gateway)
+    page = ui.page
+    show(page, gateway, "providers")
+    page.get_by_role("button", name="Add provider").click()
+    form = page.get_by_role("form", name="Add a provider")
+    timeout, lifecycle = (
+        "Timeout per attempt (s)",
+        {
+            "Keep loaded when idle",
+            "Load at start-up (comma-separated models)",
+            "Models loaded at once",
+            "Memory budget (MB)",
+        },
+    )
+    labels = {
+        "openai": {"Base URL", "API key", "Runs on this machine or network", timeout},
+        "anthropic": {"Base URL", "API key", "anthropic-version header", timeout},
+        "gemini": {"Base URL", "API key", timeout},
+        "ollama": {"Base URL", "Pull a missing model", timeout, *lifecycle},
+        # in-process: no URL, no key
+        "llamacpp": {"Folder of .gguf files", "Context size (tokens)", "Threads per model", *lifecycle},
+    }
+    for kind, wanted in labels.items():
+        form.get_by_label("Kind").select_option(kind)
+        assert set(form.locator(".field label").all_inner_texts()) == {"Name", "Kind", *wanted}, kind
+    form.get_by_label("Kind").select_option("anthropic")
+    assert form.get_by_label("Base URL").get_attribute("placeholder") == "https://api.anthropic.com"
+    form.get_by_label("Name").fill("ui-claude")
+    form.get_by_label("Base URL").fill(base_url(fakes["anthropic"]))
+    form.get_by_label("API key").fill("sk-ant-typed-in-the-browser")
+    form.get_by_label("Timeout per attempt (s)").fill("12.5")
+    form.get_by_role("button", name="Save and deploy").click()
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    page.wait_for_selector('[data-provider="ui-claude"]')
+    try:
+        stored = admin(gateway, "GET", "/providers/ui-claude").json()
+        assert stored["config"]["kind"] == "anthropic" and stored["config"]["timeout_s"] == 12.5
+        assert "sk-ant-typed-in-the-browser" not in str(stored)
+        assert str(stored["config"]["api_key"]).startswith("credential:")
+        assert "sk-ant-typed-in-the-browser" not in page.content()
+        # edit: the kind becomes openai; the anthropic-only key goes, the rest stays
+        page.locator('[data-provider="ui-claude"]').get_by_role("button", name="Edit ui-claude").click()
+        edit = page.get_by_role("form", name="Edit ui-claude")
+        assert edit.get_by_label("API key").input_value() == ""  # never sent back to the browser
+        edit.get_by_label("anthropic-version header").fill("2023-06-01")
+        edit.get_by_label("Kind").select_option("openai")
+        edit.get_by_label("Base URL").fill(base_url(fakes["openai"]))
+        edit.get_by_role("button", name="Save and deploy").click()
+        page.wait_for_selector("#toast:has-text('Deployed revision')")
+        config = admin(gateway, "GET", "/providers/ui-claude").json()["config"]
+        assert config["kind"] == "openai" and "api_version" not in config
+        assert config["timeout_s"] == 12.5 and str(config["api_key"]).startswith("credential:")
+    finally:
+        admin(gateway, "DELETE", "/providers/ui-claude")
 
 
 def test_names_are_text_never_markup(ui: Watched, gateway: ServerProcess) -> None:

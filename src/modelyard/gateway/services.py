@@ -99,6 +99,7 @@ class Services:
     config_budgets: tuple[BudgetConfig, ...] = ()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
+    _rolling: asyncio.Task[None] | None = None
     _budget_figures: list[dict[str, Any]] = field(default_factory=list)
     #: called with every budget alert or stop (the alert watcher)
     budget_listeners: list[Callable[[BudgetEvent], None]] = field(default_factory=list)
@@ -236,15 +237,29 @@ class Services:
                     await self.keys.flush_last_used()
                 except Exception as exc:
                     log.warning("could not record key use: %s", type(exc).__name__)
+            if ticks % 4 == 1 and (self._rolling is None or self._rolling.done()):
+                # the usage rollups: 15 s after start-up, then every minute, in a task of their
+                # own (rolling up the history after an upgrade takes a while)
+                self._rolling = asyncio.get_running_loop().create_task(self._roll_up())
+
+    async def _roll_up(self) -> None:
+        try:
+            hours = await self.usage.rollups.run(datetime.now(UTC))
+        except Exception as exc:
+            log.warning("could not roll up usage: %s", type(exc).__name__)
+        else:
+            if hours:
+                log.debug("rolled up %d hours of usage", hours)
 
     def live_figures(self) -> dict[str, Any]:
         """For the metrics scrape: the usage backlog, and budget use as of the last 15 s tick."""
         return {"usage_backlog": self.writer.backlog, "budgets": self._budget_figures}
 
     async def aclose(self) -> None:
-        if self._periodic is not None:
-            self._periodic.cancel()
-            await asyncio.gather(self._periodic, return_exceptions=True)
+        for task in (self._periodic, self._rolling):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.accountant.aclose()  # flushes every queued usage record
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -24,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
 from modelyard.errors import ConfigError
+from modelyard.storage.sketch import install_sqlite_functions
 
 __all__ = ["Database", "async_url"]
 
@@ -124,6 +125,7 @@ class Database:
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
                 cursor.close()
+            install_sqlite_functions(dbapi_connection)  # ln and ceil, for the usage rollups
 
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -47,6 +48,8 @@ __all__ = [
     "stored_responses",
     "usage_attempts",
     "usage_requests",
+    "usage_rollup_dirty",
+    "usage_rollups",
 ]
 
 
@@ -182,6 +185,46 @@ usage_attempts = Table(
     Index(None, "org_id", "ts"),
     Index(None, "model"),
     Index(None, "route"),
+)
+
+#: hourly sums and latency histograms of usage_requests, one row per (hour, organisation, source,
+#: dimension, value): ``dim`` is "" (the hour's totals), model, route, provider, key or
+#: error_class; "" stands for no organisation, key or error class.  See storage/rollup.py.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("hour", UtcDateTime, nullable=False),
+    Column("org_id", String(_ID), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("dim", String(16), nullable=False),
+    Column("value", String(200), nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("fallbacks", Integer, nullable=False),
+    Column("cache_hits", Integer, nullable=False),
+    Column("tokens_in", BigInteger, nullable=False),
+    Column("tokens_out", BigInteger, nullable=False),
+    Column("tokens_cached", BigInteger, nullable=False),
+    Column("cost_usd", Double, nullable=False),
+    #: null when no request of the row had a baseline
+    Column("baseline_cost_usd", Double, nullable=True),
+    Column("savings_usd", Double, nullable=True),
+    #: storage/sketch.py histograms: successful requests' latency, first-token times apart for
+    #: reasoning requests
+    Column("latency_hist", LargeBinary, nullable=True),
+    Column("ttft_hist", LargeBinary, nullable=True),
+    Column("ttft_reasoning_hist", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("dim", "hour", "org_id", "source", "value"),
+)
+
+#: hours whose usage_requests rows changed since they were last rolled up (the current hour, late
+#: records); ``gen`` is a random number set by every change, so a rollup computed before a change
+#: does not clear the mark
+usage_rollup_dirty = Table(
+    "usage_rollup_dirty",
+    metadata,
+    Column("hour", UtcDateTime, primary_key=True),
+    Column("gen", BigInteger, nullable=False),
 )
 
 provider_credentials = Table(

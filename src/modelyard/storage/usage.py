@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -26,7 +26,20 @@ from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal
 
 from modelyard.storage.db import Database
 from modelyard.storage.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
-from modelyard.storage.tables import usage_attempts, usage_requests
+from modelyard.storage.rollup import (
+    ALL_ORGS,
+    HISTOGRAMS,
+    SUMS,
+    Rollups,
+    Split,
+    bucket_counts,
+    floor_hour,
+    metric_values,
+    sum_columns,
+    within,
+)
+from modelyard.storage.sketch import WIDTH, decode, quantiles
+from modelyard.storage.tables import usage_attempts, usage_requests, usage_rollups
 
 __all__ = ["GroupBy", "UsageStore"]
 
@@ -56,6 +69,8 @@ def parse_group_by(value: str | None) -> Grouping:
 
 _T = usage_requests
 _A = usage_attempts
+_R = usage_rollups
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _rate(part: float, whole: float) -> float:
@@ -67,6 +82,7 @@ class UsageStore:
 
     def __init__(self, database: Database) -> None:
         self.db = database
+        self.rollups = Rollups(database)
         # _values relies on the timestamp being the first field of both records
         assert REQUEST_FIELDS[0] == "ts" and ATTEMPT_FIELDS[0] == "ts"
 
@@ -81,6 +97,7 @@ class UsageStore:
             return
         async with self.db.begin_write() as conn:
             style = conn.dialect.paramstyle
+            hours: set[Any] = set()
             for table, names, records in (
                 ("usage_requests", REQUEST_FIELDS, requests),
                 ("usage_attempts", ATTEMPT_FIELDS, attempts),
@@ -88,6 +105,8 @@ class UsageStore:
                 if not records:
                     continue
                 rows = [self._values(r, names) for r in records]
+                if table == "usage_requests":
+                    hours = self._hours(rows)
                 if self.db.is_sqlite:
                     # Many rows per statement: sqlite3's executemany gives up the GIL and takes it back
                     # for every row, and under load (the event loop holding the GIL) each hand-over
@@ -99,6 +118,15 @@ class UsageStore:
                         await conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part)))
                 else:
                     await conn.exec_driver_sql(_insert_sql(table, names, style), rows)
+            if requests:  # the hours these records fall in are to be rolled up (again)
+                gen = self.rollups.new_gen()
+                await conn.exec_driver_sql(self.rollups.mark_sql(style), [(h, gen) for h in sorted(hours)])
+
+    def _hours(self, rows: list[tuple[Any, ...]]) -> set[Any]:
+        """The hours (as stored) of prepared usage_requests rows."""
+        if self.db.is_sqlite:  # "2026-12-04 06:59:59.123456" -> "2026-12-04 06:00:00.000000"
+            return {row[0][:13] + ":00:00.000000" for row in rows}
+        return {floor_hour(row[0]) for row in rows}
 
     def _values(self, record: RequestRecord | AttemptRecord, names: tuple[str, ...]) -> tuple[Any, ...]:
         values = _getter(names)(record)  # one C call for every field (the timestamp is first)
@@ -119,14 +147,19 @@ class UsageStore:
 
     # -- stats ------------------------------------------------------------------------------
 
-    def _key(self, group_by: GroupBy | None) -> ColumnElement[Any]:
+    def _key(self, group_by: GroupBy | None, table: Any = _T) -> ColumnElement[Any]:
+        """The group key of a single ``group_by`` over usage_requests or (``table=_R``) the rollups."""
         if group_by is None:
             return literal(None)
         if group_by in _TIME_GROUPS:
+            ts = _T.c.ts if table is _T else _R.c.hour
             if self.db.is_postgres:
                 fmt = 'YYYY-MM-DD"T"HH24":00:00Z"' if group_by == "hour" else "YYYY-MM-DD"
-                return func.to_char(func.timezone("UTC", _T.c.ts), fmt)
-            return func.strftime("%Y-%m-%dT%H:00:00Z" if group_by == "hour" else "%Y-%m-%d", _T.c.ts)
+                return func.to_char(func.timezone("UTC", ts), fmt)
+            return func.strftime("%Y-%m-%dT%H:00:00Z" if group_by == "hour" else "%Y-%m-%d", ts)
+        if table is _R:
+            value: ColumnElement[Any] = _R.c.value
+            return value
         columns = {
             "model": _T.c.model,
             "route": _T.c.route,
@@ -188,6 +221,7 @@ class UsageStore:
         org_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        now: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given).
 
@@ -196,27 +230,28 @@ class UsageStore:
         a (time bucket, dimension) pair gives a row per bucket and dimension value, with the bucket
         in ``key`` and the value in ``group``.
         Time groups come in time order, the others by request count, highest first.
+
+        Complete hours that have been rolled up are read from the hourly rollups (storage/rollup.py)
+        and their percentiles from histograms (within 2 %); a range with none of them (the current
+        hour, a range under an hour, hours not rolled up yet) is read from the raw rows, exactly.
         """
         if group_by == "failed_model":
             return await self._failed_models(org_id, since, until)
-        keys = [self._key(g) for g in group_by] if isinstance(group_by, tuple) else [self._key(group_by)]
-        conds = self._filters(org_id, since, until)
-        ok_latency = case((_T.c.success, _T.c.latency_ms), else_=None)
-        # first-token times of reasoning requests are kept apart (contracts "First token")
-        ttft_plain = case((_T.c.reasoning.is_(False), _T.c.ttft_ms), else_=None)
-        ttft_reasoning = case((_T.c.reasoning, _T.c.ttft_ms), else_=None)
+        split = await self.rollups.split(since, until, now or datetime.now(UTC))
+        if not split.rolled:
+            return self._finish(await self._exact(group_by, self._filters(org_id, since, until)), group_by)
+        return self._finish(await self._mixed(group_by, org_id, split), group_by)
+
+    def _keys(self, group_by: Grouping, table: Any = _T) -> list[ColumnElement[Any]]:
+        return [self._key(g, table) for g in group_by] if isinstance(group_by, tuple) else [self._key(group_by, table)]
+
+    async def _exact(self, group_by: Grouping, conds: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
+        """Figures and exact percentiles from the raw rows."""
+        keys = self._keys(group_by)
+        ok_latency, ttft_plain, ttft_reasoning = metric_values(_T)
         columns: list[ColumnElement[Any]] = [
             *(k.label(n) for k, n in zip(keys, ("k", "g"), strict=False)),
-            func.count().label("requests"),
-            func.sum(case((_T.c.success, 1), else_=0)).label("successes"),
-            func.sum(case((_T.c.fallback, 1), else_=0)).label("fallbacks"),
-            func.sum(case((_T.c.cache_hit, 1), else_=0)).label("cache_hits"),
-            func.sum(_T.c.tokens_in).label("tokens_in"),
-            func.sum(_T.c.tokens_out).label("tokens_out"),
-            func.sum(_T.c.tokens_cached).label("tokens_cached"),
-            func.sum(_T.c.cost_usd).label("cost_usd"),
-            func.sum(_T.c.baseline_cost_usd).label("baseline_cost_usd"),
-            func.sum(_T.c.baseline_cost_usd - _T.c.cost_usd).label("savings_usd"),
+            *sum_columns(_T),
         ]
         if self.db.is_postgres:
             columns += [
@@ -243,7 +278,90 @@ class UsageStore:
                         pct.setdefault((m.pop("k"), m.pop("g", None)), {}).update(m)
                 for row in rows:
                     row.update(pct.get((row["k"], row.get("g")), {}))
-        return self._finish(rows, group_by)
+        return rows
+
+    async def _mixed(self, group_by: Grouping, org_id: str | None, split: Split) -> list[dict[str, Any]]:
+        """Rolled-up hours from the rollups plus the rest from the raw rows, with percentiles
+        from the merged histograms."""
+        dimension = next(
+            (g for g in (group_by if isinstance(group_by, tuple) else (group_by,)) if g in _DIMENSIONS), ""
+        )
+        dim = {"org": "", "key": "key"}.get(dimension, dimension)
+        by_org = dimension == "org"
+        labels = ("k", "g")
+        rkeys = self._keys(group_by, _R)
+        if by_org:  # the rollups keep the organisation in a column of its own
+            rkeys = [_R.c.org_id if k is _R.c.value else k for k in rkeys]
+        rconds: list[ColumnElement[bool]] = [_R.c.dim == dim, within(_R.c.hour, split.rolled)]
+        if org_id is not None:
+            rconds.append(_R.c.org_id == org_id)
+        elif not by_org:
+            rconds.append(_R.c.org_id == ALL_ORGS)
+        else:
+            rconds.append(_R.c.org_id != ALL_ORGS)
+        rsums = [func.sum(_R.c[name]).label(name) for name in SUMS]
+        labelled = [k.label(n) for k, n in zip(rkeys, labels, strict=False)]
+        acc: dict[tuple[Any, Any], dict[str, Any]] = {}
+        hists: dict[tuple[Any, Any], list[int]] = {}
+        dimension_at = {
+            i for i, g in enumerate(group_by if isinstance(group_by, tuple) else (group_by,)) if g in _DIMENSIONS
+        }
+
+        def group_of(row: Any, n: int, rollup: bool) -> tuple[Any, Any]:
+            parts = list(row[:n]) + [None] * (2 - n)
+            if rollup:  # "" stands for none in the rollups
+                parts = [None if i in dimension_at and p == "" else p for i, p in enumerate(parts)]
+            return parts[0], parts[1]
+
+        def add(group: tuple[Any, Any], figures: Mapping[Any, Any]) -> None:
+            row = acc.setdefault(group, dict.fromkeys(SUMS))
+            for name in SUMS:
+                value = figures[name]
+                if value is not None:
+                    row[name] = value if row[name] is None else row[name] + value
+
+        n = len(rkeys)
+        async with self.db.engine.connect() as conn:
+            query = select(*labelled, *rsums).where(*rconds)
+            if group_by is not None:
+                query = query.group_by(*rkeys)
+            for r in await conn.execute(query):
+                add(group_of(r, n, True), r._mapping)
+            hq = select(*labelled, *(_R.c[h] for h in HISTOGRAMS)).where(*rconds)
+            for r in await conn.execute(hq):
+                h = hists.setdefault(group_of(r, n, True), [0, 0, 0])
+                for i in range(3):
+                    h[i] += decode(r[n + i])
+            keys = self._keys(group_by)
+            for lo, hi in split.raw:
+                # one interval at a time, bounded on both sides: that is what lets SQLite pick the
+                # ts index (with an OR of ranges, or no upper bound, it scans the group's index)
+                conds = self._filters(org_id, lo, hi or _FAR_FUTURE)
+                raw = select(*(k.label(n) for k, n in zip(keys, labels, strict=False)), *sum_columns(_T)).where(*conds)
+                if group_by is not None:
+                    raw = raw.group_by(*keys)
+                for r in await conn.execute(raw):
+                    if r.requests:
+                        add(group_of(r, n, False), r._mapping)
+                for r in await conn.execute(bucket_counts(keys, conds)):
+                    metric, bucket, count = r[-3:]
+                    hists.setdefault(group_of(r, n, False), [0, 0, 0])[metric] += int(count) << (WIDTH * int(bucket))
+        rows = []
+        for (k, g), figures in acc.items():
+            latency, ttft, ttft_r = hists.get((k, g), [0, 0, 0])
+            p50, p95 = quantiles(latency, (0.5, 0.95))
+            rows.append(
+                {
+                    "k": k,
+                    "g": g,
+                    **figures,
+                    "latency_p50_ms": p50,
+                    "latency_p95_ms": p95,
+                    "ttft_p50_ms": quantiles(ttft, (0.5,))[0],
+                    "ttft_reasoning_p50_ms": quantiles(ttft_r, (0.5,))[0],
+                }
+            )
+        return rows
 
     async def _failed_models(
         self, org_id: str | None, since: datetime | None, until: datetime | None

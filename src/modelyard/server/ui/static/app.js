@@ -590,32 +590,99 @@
     await change("/admin/config/deploy", { patch: { routes } });
   }
 
+  // the provider form: each kind shows its own keys (config/schema.py), with the kind's defaults as hints
+  const PROVIDER_KINDS = {
+    openai: { help: "The OpenAI API, or any endpoint that speaks it (vLLM, LM Studio, a hosted gateway).", url: "https://api.openai.com/v1", keys: ["base_url", "api_key", "local", "timeout_s"] },
+    anthropic: { help: "Anthropic's Messages API.", url: "https://api.anthropic.com", keys: ["base_url", "api_key", "api_version", "timeout_s"] },
+    gemini: { help: "Google AI's Gemini API.", url: "https://generativelanguage.googleapis.com", keys: ["base_url", "api_key", "timeout_s"] },
+    ollama: { help: "An Ollama server: its models are pulled, loaded and unloaded there.", url: "http://localhost:11434", keys: ["base_url", "keep_alive", "preload", "max_loaded", "memory_budget_mb", "auto_pull", "timeout_s"] },
+    llamacpp: { help: "GGUF files run inside the gateway by llama-cpp-python.", keys: ["models_dir", "n_ctx", "n_threads", "keep_alive", "preload", "max_loaded", "memory_budget_mb"] },
+  };
+  const PROVIDER_KEYS = {
+    base_url: { label: "Base URL", type: "url" },
+    api_key: { label: "API key", type: "password" },
+    api_version: { label: "anthropic-version header", type: "text", hint: "the adapter's own version" },
+    local: { label: "Runs on this machine or network", type: "checkbox" },
+    timeout_s: { label: "Timeout per attempt (s)", type: "number", hint: "60" },
+    keep_alive: { label: "Keep loaded when idle", type: "text", hint: "30m; -1 never unloads; 0 at once" },
+    preload: { label: "Load at start-up (comma-separated models)", type: "list" },
+    max_loaded: { label: "Models loaded at once", type: "integer" },
+    memory_budget_mb: { label: "Memory budget (MB)", type: "number" },
+    auto_pull: { label: "Pull a missing model", type: "checkbox" },
+    models_dir: { label: "Folder of .gguf files", type: "text", hint: "the models directory" },
+    n_ctx: { label: "Context size (tokens)", type: "integer", hint: "4096" },
+    n_threads: { label: "Threads per model", type: "integer", hint: "all cores" },
+  };
+
   function editProvider(name, view) {
     const box = document.getElementById("editor");
     const cfg = (view && view.config) || {};
-    const nameIn = h("input", { type: "text", value: name || "", required: true, readonly: name ? true : null, pattern: "[A-Za-z0-9_.-]+" });
-    const kind = h("select", {}, ["openai", "anthropic", "gemini", "ollama", "llamacpp"].map((k) => h("option", { value: k, selected: (cfg.kind || "openai") === k }, k)));
-    const url = h("input", { type: "url", value: cfg.base_url || "" });
-    const key = h("input", { type: "password", autocomplete: "off", placeholder: name ? "unchanged" : "stored encrypted" });
+    const nameIn = h("input", { type: "text", value: name || "", required: true, readonly: name ? true : null, pattern: "[A-Za-z0-9_.\\-]+" });
+    const kind = h("select", {}, Object.keys(PROVIDER_KINDS).map((k) => h("option", { value: k, selected: (cfg.kind || "openai") === k }, k)));
+    const help = h("p", { class: "muted", id: id("kindhelp") });
+    kind.setAttribute("aria-describedby", help.id);
+    const typed = {}; // what was typed, kept across kind changes
+    const keysBox = h("div", {});
+    const inputs = {};
+    const draw = () => {
+      const spec = PROVIDER_KINDS[kind.value];
+      help.textContent = spec.help;
+      for (const k of Object.keys(inputs)) delete inputs[k];
+      keysBox.replaceChildren(...spec.keys.map((k) => {
+        const f = PROVIDER_KEYS[k];
+        const value = k in typed ? typed[k] : cfg[k];
+        let input;
+        if (f.type === "checkbox") input = h("input", { type: "checkbox", checked: value ? true : null });
+        else if (k === "api_key") input = h("input", { type: "password", autocomplete: "off", placeholder: name ? "unchanged" : "stored encrypted" });
+        else {
+          const shown = Array.isArray(value) ? value.join(", ") : value ?? "";
+          const numeric = f.type === "number" || f.type === "integer";
+          input = h("input", { type: numeric ? "number" : f.type === "url" ? "url" : "text", value: shown, placeholder: k === "base_url" ? spec.url : f.hint || "", ...(numeric ? { min: 0, step: f.type === "integer" ? 1 : "any" } : {}) });
+        }
+        input.addEventListener("input", () => { typed[k] = input.type === "checkbox" ? input.checked : input.value; });
+        inputs[k] = input;
+        return field(f.label, input);
+      }));
+    };
+    kind.addEventListener("change", draw);
+    draw();
+    const read = (k) => {
+      const f = PROVIDER_KEYS[k];
+      const input = inputs[k];
+      if (f.type === "checkbox") return input.checked ? true : null;
+      const v = input.value.trim();
+      if (v === "") return null;
+      if (f.type === "number" || f.type === "integer") return Number(v);
+      if (f.type === "list") return v.split(",").map((x) => x.trim()).filter(Boolean);
+      return v;
+    };
     const form = h(
       "form",
-      { class: "card editor", onsubmit: (e) => {
+      { class: "card editor", "aria-label": name ? `Edit ${name}` : "Add a provider", onsubmit: (e) => {
         e.preventDefault();
         guarded(async () => {
           const config = { kind: kind.value };
-          if (url.value) config.base_url = url.value;
-          if (key.value) config.api_key = key.value; // moved to the encrypted credential store on deploy
-          if (name) await change(`/admin/providers/${encodeURIComponent(name)}`, { config }, "PATCH");
-          else await change("/admin/providers", { name: nameIn.value, config });
+          for (const k of Object.keys(inputs)) {
+            const v = read(k);
+            if (k === "api_key") { if (v) config.api_key = v; continue; } // moved to the encrypted credential store on deploy
+            if (v !== null) config[k] = v;
+            else if (name) config[k] = null; // a merge patch: an emptied field goes back to its default
+          }
+          if (name) {
+            // keys the new kind does not have are removed (a kind change), so the config stays valid
+            const mine = new Set(PROVIDER_KINDS[kind.value].keys);
+            for (const k of Object.keys(PROVIDER_KEYS)) if (!mine.has(k) && k in cfg) config[k] = null;
+            await change(`/admin/providers/${encodeURIComponent(name)}`, { config }, "PATCH");
+          } else await change("/admin/providers", { name: nameIn.value, config });
           box.replaceChildren();
         });
       } },
       h("h2", {}, name ? `Edit ${name}` : "Add a provider"),
-      field("Name", nameIn), field("Kind", kind), field("Base URL", url), field("API key", key),
+      field("Name", nameIn), field("Kind", kind), help, keysBox,
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Save and deploy"), button("Cancel", () => box.replaceChildren())),
     );
     box.replaceChildren(form);
-    nameIn.focus();
+    (name ? kind : nameIn).focus();
   }
 
   // every hour (or day) of the range, empty ones included, so bars sit where their time is

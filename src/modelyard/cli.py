@@ -142,10 +142,11 @@ def serve(
     if workers == 1:
         from modelyard.runtime import RuntimeHolder
         from modelyard.server.app import create_app
+        from modelyard.server.drain import run
         from modelyard.server.state import AppState
 
         gateway = AppState(holder=RuntimeHolder(cfg, source=source_.describe()), source=source_, watch=watch)
-        uvicorn.run(create_app(gateway), **common)  # type: ignore[arg-type]
+        run(create_app(gateway), gateway, cfg.server.drain_s, **common)
         return
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""
     os.environ[ENV_WATCH] = "1" if watch else "0"

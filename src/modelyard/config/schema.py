@@ -76,6 +76,9 @@ class ServerConfig(_Strict):
     #: the dashboard's session cookie: ``auto`` marks it Secure when the request came over https
     #: (directly or per X-Forwarded-Proto), ``always`` marks it Secure always
     cookie_secure: Literal["auto", "always"] = "auto"
+    #: on SIGTERM, /ready answers 503 for this many seconds while requests are still served (the
+    #: load balancer stops sending), then the server stops accepting and finishes what is in flight
+    drain_s: float = Field(0.0, ge=0, le=300)
 
 
 class HealthConfig(_Strict):

@@ -19,6 +19,7 @@ from modelyard.errors import AuthenticationError, PermissionDeniedError, RateLim
 from modelyard.gateway.sessions import CSRF_HEADER, Session, SessionCodec, cookie_value
 from modelyard.routing.deployment import Route
 from modelyard.routing.limiter import ModelLimiter, Slot
+from modelyard.routing.shared import Coordinator
 from modelyard.storage.keys import KeyRecord, KeyStore
 
 __all__ = ["ANONYMOUS", "ROLES", "SCOPES", "Admin", "Authenticator", "Principal"]
@@ -151,6 +152,8 @@ class Authenticator:
         #: dashboard sessions (signed cookies), when there is a master key to sign them with
         self.sessions = SessionCodec(master_key) if master_key else None
         self._limits: OrderedDict[str, tuple[KeyRecord, ModelLimiter]] = OrderedDict()
+        #: the keys' limits shared with the other replicas (state: redis://; None: per process)
+        self.shared: Coordinator | None = None
 
     @property
     def required(self) -> bool:
@@ -249,6 +252,29 @@ class Authenticator:
             )
         if not self.is_master(bearer(headers)):
             raise AuthenticationError("the admin API needs the master key: 'Authorization: Bearer <master key>'")
+
+    async def key_admit(self, principal: Principal, est_tokens: int) -> Slot | None:
+        """Enforce the key's rpm/tpm in this process and, with shared state, across every replica
+        (one window for the fleet). Raises RateLimitError (429) when over."""
+        slot = self.key_slot(principal, est_tokens)
+        shared = self.shared
+        if slot is None or shared is None or principal.key is None:
+            return slot
+        key = principal.key
+        admission = await shared.admit(
+            f"k:{key.id}", rpm=key.rpm, tpm=key.tpm, max_concurrency=None, est_tokens=est_tokens
+        )
+        if not admission.granted:
+            slot.release(0)
+            raise RateLimitError(
+                f"this key is over its limit (rpm {key.rpm or '-'}, tpm {key.tpm or '-'}, shared by every replica); "
+                "retry later",
+                retry_after=admission.retry_after,
+                code="key_rate_limited",
+            )
+        if admission.lease:
+            slot.on_release = lambda tokens: shared.release(admission, tokens)
+        return slot
 
     def key_slot(self, principal: Principal, est_tokens: int) -> Slot | None:
         """Enforce the key's rpm/tpm (per process). Raises RateLimitError (429) when over."""

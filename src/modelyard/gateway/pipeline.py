@@ -421,7 +421,7 @@ class Pipeline:
                 acct = admitted.acct
                 route = admitted.route
                 if self.services is not None:
-                    key_slot = self.services.auth.key_slot(principal, estimate_tokens(req))
+                    key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
                 hit = await self._cached(admitted)
                 if hit is not None:
                     return self._serve_hit(hit, route, request_id, acct, t0)
@@ -531,7 +531,7 @@ class Pipeline:
             acct = admitted.acct
             route = admitted.route
             if self.services is not None:
-                key_slot = self.services.auth.key_slot(principal, estimate_tokens(req))
+                key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
             hit = await self._cached(admitted)
             if hit is not None:
                 served = self._serve_hit(hit, route, request_id, acct, t0)
@@ -632,7 +632,7 @@ class Pipeline:
                 )
                 acct = admitted.acct
                 if self.services is not None:
-                    key_slot = self.services.auth.key_slot(principal, estimate_embedding_tokens(req))
+                    key_slot = await self.services.auth.key_admit(principal, estimate_embedding_tokens(req))
                 response, result = await self.router.embed(admitted.route, req, opts, acct)
             except ModelyardError as exc:
                 if acct is not None:

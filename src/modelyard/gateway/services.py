@@ -27,11 +27,13 @@ from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
+from modelyard.storage.redis_errors import is_redis_url
 from modelyard.storage.responses import ResponseStore
 from modelyard.storage.revisions import AuditStore, RevisionStore
 from modelyard.storage.usage import UsageStore
 
 if TYPE_CHECKING:  # imported in start(), with a master key only (cryptography itself loads on first use)
+    from modelyard.storage.coordinator import RedisCoordinator
     from modelyard.storage.credentials import CredentialStore
 
 __all__ = ["CoreServices", "Services", "master_key_of"]
@@ -97,6 +99,8 @@ class Services:
     audit: AuditStore
     responses: ResponseStore
     config_budgets: tuple[BudgetConfig, ...] = ()
+    #: limits, breakers, health checks and key changes shared with the other replicas (state: redis://)
+    shared: RedisCoordinator | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _periodic: asyncio.Task[None] | None = None
     _rolling: asyncio.Task[None] | None = None
@@ -146,6 +150,9 @@ class Services:
             config_budgets=config.budgets,
         )
         accountant.event_sink = services._store_event
+        if is_redis_url(config.state):
+            services.shared = _coordinator(config.state, runtime, keys)
+            services.auth.shared = services.shared
         await services.refresh_budgets()
         services._periodic = asyncio.get_running_loop().create_task(services._every_minute())
         return services
@@ -268,7 +275,27 @@ class Services:
         except Exception as exc:
             log.warning("could not record key use: %s", type(exc).__name__)
         await self.cache.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         await self.database.aclose()
+
+
+def _coordinator(url: str, runtime: Callable[[], Runtime], keys: KeyStore) -> RedisCoordinator:
+    """The shared-state coordinator (imported here: only a gateway with ``state: redis://`` loads it)."""
+    from modelyard.storage.coordinator import RedisCoordinator
+    from modelyard.storage.redis import redis_client
+
+    shared = RedisCoordinator(
+        redis_client(url, max_connections=64),
+        url=url,
+        deployments=lambda: runtime().models,
+        providers=lambda: runtime().providers,
+        owns_client=True,
+    )
+    keys.on_change.append(shared.keys_changed)
+    shared.on_keys_changed.append(keys.invalidate)
+    shared.start()
+    return shared
 
 
 def _period_start(period: str) -> datetime:

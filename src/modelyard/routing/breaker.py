@@ -70,6 +70,7 @@ class CircuitBreaker:
         "_state",
         "_win_failures",
         "_win_total",
+        "on_transition",
         "settings",
     )
 
@@ -87,6 +88,9 @@ class CircuitBreaker:
         self._buckets: deque[list[int]] = deque()
         self._win_total = 0
         self._win_failures = 0
+        #: called with the new state when a recorded outcome opens or closes the breaker (not when
+        #: another replica's news does: see force_open/force_close)
+        self.on_transition: Callable[[BreakerState], None] | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -158,12 +162,34 @@ class CircuitBreaker:
 
     # -- internals ------------------------------------------------------------------------
 
+    def force_open(self, remaining_s: float) -> None:
+        """Open because another replica's breaker opened: closed or half-open here too, for the
+        ``remaining_s`` of its cooldown (no transition is reported)."""
+        opened_at = self._clock() - max(0.0, self.settings.cooldown_s - remaining_s)
+        if self.state == "open" and self._opened_at is not None and self._opened_at >= opened_at:
+            return  # open here already, for at least as long
+        self._state = "open"
+        self._opened_at = opened_at
+        self._probe_in_flight = False
+
+    def force_close(self) -> None:
+        """Close because another replica's probe succeeded (no transition is reported)."""
+        if self._state != "closed":
+            self._reset()
+
     def _open(self) -> None:
         self._state = "open"
         self._opened_at = self._clock()
         self._probe_in_flight = False
+        if self.on_transition is not None:
+            self.on_transition("open")
 
     def _close(self) -> None:
+        self._reset()
+        if self.on_transition is not None:
+            self.on_transition("closed")
+
+    def _reset(self) -> None:
         self._state = "closed"
         self._opened_at = None
         self._probe_in_flight = False

@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from modelyard.providers.base import Provider
 from modelyard.routing.deployment import Deployment
+from modelyard.types import HealthResult
 
-__all__ = ["HealthMonitor", "model_health"]
+__all__ = ["HealthMonitor", "HealthSharing", "interval_of", "model_health"]
 
 log = logging.getLogger("modelyard.health")
 
@@ -32,6 +34,19 @@ def model_health(dep: Deployment) -> str:
     return "healthy"
 
 
+class HealthSharing(Protocol):
+    """One replica per interval checks a provider (storage.coordinator.RedisCoordinator)."""
+
+    async def claim_health(self, provider: str, interval_s: float) -> bool: ...
+
+    def share_health(self, provider: str, result: HealthResult) -> None: ...
+
+
+def interval_of(provider: Provider) -> float:
+    cfg = provider.config
+    return cfg.health.interval(cfg.health_check_interval_s)
+
+
 class HealthMonitor:
     """Probes every provider of the current runtime at its ``health_check_interval_s``."""
 
@@ -40,8 +55,11 @@ class HealthMonitor:
         providers: Callable[[], dict[str, Provider]],
         tick_s: float = 1.0,
         on_change: Callable[[str, str, str, str], None] | None = None,
+        shared: HealthSharing | None = None,
     ) -> None:
         self._providers = providers
+        #: with shared state, one replica checks a provider per interval and tells the others
+        self.shared = shared
         #: called with (provider, before, after, detail) when a check changes a provider's health
         self.on_change = on_change
         self._tick_s = tick_s
@@ -86,7 +104,15 @@ class HealthMonitor:
             interval = cfg.health.interval(cfg.health_check_interval_s)
             if provider.traffic_ok_at is not None and time.monotonic() - provider.traffic_ok_at < interval:
                 return
+        if self.shared is not None and not await self.shared.claim_health(provider.name, interval_of(provider)):
+            return  # another replica checks it this time, and announces the result (apply)
         result = await provider.health()
+        if self.shared is not None:
+            self.shared.share_health(provider.name, result)
+        self.apply(provider, result)
+
+    def apply(self, provider: Provider, result: HealthResult) -> None:
+        """Record a check's result (this replica's, or another's through the shared state)."""
         before = provider.health_state.state
         provider.health_state.record(result)
         after = provider.health_state.state

@@ -55,13 +55,15 @@ class _Waiter:
 class Slot:
     """A granted admission.  Release it exactly once; further releases are no-ops."""
 
-    __slots__ = ("_entry", "_limiter", "_released", "_started")
+    __slots__ = ("_entry", "_limiter", "_released", "_started", "on_release")
 
     def __init__(self, limiter: ModelLimiter, entry: _Entry | None, started: float | None) -> None:
         self._limiter = limiter
         self._entry = entry
         self._started = started
         self._released = False
+        #: also called on release with the actual tokens (the shared admission that came with it)
+        self.on_release: Callable[[int | None], None] | None = None
 
     @property
     def released(self) -> bool:
@@ -73,12 +75,16 @@ class Slot:
             return
         self._released = True
         self._limiter._release(self, actual_tokens, undo=False)
+        if self.on_release is not None:
+            self.on_release(actual_tokens)
 
     def _undo(self) -> None:
         """Give the slot back as if it had never been granted (the waiter was cancelled)."""
         if not self._released:
             self._released = True
             self._limiter._release(self, 0, undo=True)
+            if self.on_release is not None:
+                self.on_release(0)
 
 
 class ModelLimiter:

@@ -11,6 +11,7 @@ before it fails over invisibly.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from modelyard.routing.limiter import Slot
 from modelyard.routing.options import RequestOptions
 from modelyard.routing.plan import Plan, plan_for
 from modelyard.routing.policy import Decision, RetryPolicy
+from modelyard.routing.shared import Admission, Coordinator
 from modelyard.routing.streams import Continuation, RoutedStream
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 from modelyard.validators import ValidationFailed, Validator, build_validators
@@ -156,11 +158,17 @@ def _status_of(exc: ModelyardError) -> int | None:
     return int(upstream) if upstream is not None else None
 
 
+#: how often a request refused by the fleet's concurrency limit looks again
+_SHARED_POLL_S = 0.02
+
+
 class Router:
     """Tries a plan's candidates in order until one answers, within the route's limits."""
 
-    def __init__(self, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, policy: RetryPolicy | None = None, shared: Coordinator | None = None) -> None:
         self.policy = policy or RetryPolicy()
+        #: limits and breakers shared with the other replicas (state: redis://; None: this process only)
+        self.shared = shared
 
     # -- the attempt loop -----------------------------------------------------------------
 
@@ -271,10 +279,48 @@ class Router:
         deadline: float | None,
         skipped: list[str],
     ) -> tuple[Deployment | None, Slot | None]:
+        """A candidate and its slot (see :meth:`_acquire_once`); with shared limits, waits while
+        the fleet's limits refuse every candidate that had room here, within the queue timeout."""
+        began = time.monotonic()
+        while True:
+            refused: list[tuple[Deployment, Admission]] = []
+            dep, slot = await self._acquire_once(queue, est_tokens, deadline, skipped, refused)
+            if dep is not None or not refused:
+                return dep, slot
+            budget = max(d.state.limiter.queue_timeout_s for d, _ in refused) - (time.monotonic() - began)
+            if deadline is not None:
+                budget = min(budget, deadline - time.monotonic())
+            waits: list[float] = []
+            for _, a in refused:
+                if a.reason == "concurrency":
+                    waits.append(_SHARED_POLL_S)  # a slot frees when a request ends: look again soon
+                else:  # rpm or tpm: when the window admits it; never (None) for more than tpm
+                    waits.append(math.inf if a.retry_after is None else a.retry_after)
+            wait = min(waits)
+            if wait > budget:
+                d, a = refused[0]
+                blocker = {"concurrency": "max_concurrency"}.get(a.reason or "", a.reason or "limit")
+                raise RateLimitError(
+                    f"model {d.name!r}: the fleet's {blocker} limit is reached (shared across replicas); retry later",
+                    retry_after=a.retry_after if a.reason != "concurrency" else 1.0,
+                )
+            await asyncio.sleep(wait)
+
+    async def _acquire_once(
+        self,
+        queue: list[Deployment],
+        est_tokens: int,
+        deadline: float | None,
+        skipped: list[str],
+        refused: list[tuple[Deployment, Admission]],
+    ) -> tuple[Deployment | None, Slot | None]:
         """The first candidate whose breaker allows a call and that has capacity now; else wait on the first one."""
+        shared = self.shared
         waitable: Deployment | None = None
         for dep in list(queue):
             breaker = dep.state.breaker
+            if shared is not None:
+                shared.watch(dep)
             if breaker.state == "open":
                 queue.remove(dep)
                 skipped.append(dep.name)
@@ -285,6 +331,8 @@ class Router:
                 continue
             if not breaker.allow():
                 slot.release(0)
+                continue
+            if shared is not None and not await self._shared(dep, slot, est_tokens, queue, skipped, refused):
                 continue
             queue.remove(dep)
             queue.insert(0, dep)
@@ -298,13 +346,55 @@ class Router:
             queue.remove(waitable)
             if not queue:
                 raise
-            return await self._acquire(queue, est_tokens, deadline, skipped)
+            return await self._acquire_once(queue, est_tokens, deadline, skipped, refused)
         if not waitable.state.breaker.allow():
             slot.release(0)
             queue.remove(waitable)
             skipped.append(waitable.name)
-            return await self._acquire(queue, est_tokens, deadline, skipped)
+            return await self._acquire_once(queue, est_tokens, deadline, skipped, refused)
+        if shared is not None and not await self._shared(waitable, slot, est_tokens, queue, skipped, refused):
+            return await self._acquire_once(
+                [d for d in queue if d is not waitable], est_tokens, deadline, skipped, refused
+            )
         return waitable, slot
+
+    async def _shared(
+        self,
+        dep: Deployment,
+        slot: Slot,
+        est_tokens: int,
+        queue: list[Deployment],
+        skipped: list[str],
+        refused: list[tuple[Deployment, Admission]],
+    ) -> bool:
+        """The fleet's side of a local grant: one replica probes a half-open breaker, and the
+        model's shared limits admit the request (the admission is released with the slot).
+        False (slot given back) when the fleet says no."""
+        shared = self.shared
+        assert shared is not None
+        breaker = dep.state.breaker
+        if breaker.state == "half_open" and not await shared.claim_probe(dep):
+            slot.release(0)
+            breaker.release_probe()
+            queue.remove(dep)
+            skipped.append(dep.name)  # another replica is probing it
+            return False
+        limiter = dep.state.limiter
+        admission = await shared.admit(
+            f"m:{dep.name}",
+            rpm=limiter.rpm,
+            tpm=limiter.tpm,
+            max_concurrency=limiter.max_concurrency,
+            est_tokens=est_tokens,
+        )
+        if not admission.granted:
+            slot.release(0)
+            breaker.release_probe()
+            refused.append((dep, admission))
+            return False
+        if admission.lease:
+            slot.on_release = lambda tokens: shared.release(admission, tokens)
+        return True
 
     async def _apply(self, decision: Decision, dep: Deployment, queue: list[Deployment]) -> None:
         if dep in queue:

@@ -76,6 +76,11 @@ class _Handlers:
             except ModelyardError as exc:
                 return error_response(exc)
             extra["usage_writer"] = services.writer.status()
+            extra["shared_state"] = (
+                services.shared.status()
+                if services.shared is not None
+                else {"backend": "memory", "ok": True, "policy": "limits, breakers and health checks are per process"}
+            )
         manager = self.gw.manager
         if manager is not None:
             extra["config_revision"] = manager.revision.id if manager.revision is not None else None
@@ -88,6 +93,8 @@ class _Handlers:
 
     async def ready(self, request: Request) -> Response:
         rt = self.gw.holder.current
+        if self.gw.draining:  # SIGTERM: the load balancer stops sending requests; those in flight finish
+            return Response(b'{"status":"draining"}', status_code=503, media_type=_JSON)
         services = self.gw.services
         store_ok = await services.database.ping(timeout_s=2.0) if services is not None else None
         body = {
@@ -257,6 +264,7 @@ def create_app(gw: AppState) -> FastPath:
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
             gw.tracing = make_tracing(gw.holder.current.config.tracing)
+            gw.router.shared = gw.services.shared
             gw.start_pipeline()
             try:
                 await gw.start_manager()
@@ -265,7 +273,10 @@ def create_app(gw: AppState) -> FastPath:
                 raise
         _install_reload(gw, tasks)
         alerts = gw.start_alerts()
-        monitor = HealthMonitor(lambda: gw.holder.current.providers, on_change=alerts.provider_health)
+        shared = gw.services.shared if gw.services is not None else None
+        monitor = HealthMonitor(lambda: gw.holder.current.providers, on_change=alerts.provider_health, shared=shared)
+        if shared is not None:
+            shared.on_health = monitor.apply  # another replica's check
         monitor.start()
         listener = _metrics_listener(gw)
         tune_gc()
@@ -292,6 +303,7 @@ def create_app(gw: AppState) -> FastPath:
         if gw.services is not None:
             await gw.services.aclose()  # flushes every queued usage record
             gw.services = None
+            gw.router.shared = None
             gw.start_pipeline()
         await gw.holder.aclose()
         if gw.tracing is not None:

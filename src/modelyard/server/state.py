@@ -48,6 +48,8 @@ class AppState:
     events: EventBus = field(default_factory=EventBus)
     #: provider health and breaker changes as events, and the configured alerts (GET /admin/alerts)
     alerts: AlertWatcher | None = None
+    #: set on SIGTERM: /ready answers 503 while requests in flight finish (see cli.serve)
+    draining: bool = False
 
     def __post_init__(self) -> None:
         self.start_pipeline()

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -180,12 +180,19 @@ class KeyStore:
         self._generation = 0
         #: key id -> when it was last used (written by flush_last_used)
         self._used: dict[str, datetime] = {}
+        #: called after every change made through this store (the coordinator tells other replicas)
+        self.on_change: list[Callable[[], None]] = []
 
     def invalidate(self) -> None:
         """Forget every cached key (called after any change made through this store)."""
         self._cache.clear()
         self._loading.clear()  # later lookups must not join a load that started before the change
         self._generation += 1  # and such a load must not refill the cache
+
+    def _changed(self) -> None:
+        self.invalidate()
+        for listener in self.on_change:
+            listener()
 
     # -- organisations ------------------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class KeyStore:
             result = await conn.execute(delete(organizations).where(organizations.c.id == org_id))
             if result.rowcount == 0:
                 raise _org_not_found(org_id)
-        self.invalidate()
+        self._changed()
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -268,7 +275,7 @@ class KeyStore:
                 raise _org_not_found(org_id)
             await conn.execute(api_keys.insert().values(**values))
             row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.id == values["id"]))).one()
-        self.invalidate()
+        self._changed()
         log.info("created key %s (%s…) for organisation %s", values["id"], values["prefix"], org_id)
         return plaintext, _key_from_row(row)
 
@@ -331,7 +338,7 @@ class KeyStore:
             query = query.where(api_keys.c.org_id == org_id)
         async with self.db.begin_write() as conn:
             result = await conn.execute(query)
-        self.invalidate()
+        self._changed()
         if result.rowcount == 0:
             raise _key_not_found(key_id)
 
@@ -348,7 +355,7 @@ class KeyStore:
                     query = query.where(api_keys.c.revoked_at.is_(None))
                 await conn.execute(query.values(**changes))
             row = (await conn.execute(select(*_KEY_COLUMNS).where(*where))).first()
-        self.invalidate()
+        self._changed()
         if row is None:
             raise _key_not_found(key_id)
         return _key_from_row(row)

@@ -17,7 +17,7 @@ goes through Lua's ``%.14g`` formatting; limits are compared as doubles (exact b
 
 from __future__ import annotations
 
-__all__ = ["RESERVE_LUA", "SEED_LUA", "SETTLE_LUA"]
+__all__ = ["ADMIT_LUA", "RELEASE_LUA", "RESERVE_LUA", "SEED_LUA", "SETTLE_LUA"]
 
 #: KEYS: rexp, reservation, counters[n], target sets[n].  ARGV[1]: JSON spec.
 #: Returns {0} when reserved, else {i, "usd"|"tokens", used, reserved} for the first budget refusing.
@@ -117,6 +117,91 @@ redis.call('SADD', KEYS[2], spec.target)
 if spec.ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], spec.ttl)
   redis.call('PEXPIRE', KEYS[2], spec.ttl)
+end
+return 1
+"""
+
+#: Shared admission for one scope (a model or a key; storage/coordinator.py). Time is the Redis
+#: server's (TIME), so replicas' clocks do not matter.
+#: KEYS: leases zset (lease id -> expiry ms), window zset (admission id -> ms), window tokens hash
+#: (admission id -> tokens), window token sum.  ARGV: window ms, rpm, tpm, max concurrency (-1:
+#: none), admission id, estimated tokens, lease ttl ms.
+#: Returns {1} when admitted, else {0, reason, retry after ms (-1: never)}.
+ADMIT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local win = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local maxc = tonumber(ARGV[4])
+local id = ARGV[5]
+local est = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])
+if maxc >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= maxc then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, 'concurrency', tonumber(first[2]) - now}
+  end
+end
+if rpm >= 0 or tpm >= 0 then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - win, 'LIMIT', 0, 5000)
+  if #old > 0 then
+    if tpm >= 0 then
+      local gone = 0
+      for i = 1, #old, 500 do
+        local part = {unpack(old, i, math.min(i + 499, #old))}
+        for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(part))) do
+          if v then gone = gone + tonumber(v) end
+        end
+        redis.call('HDEL', KEYS[3], unpack(part))
+      end
+      redis.call('DECRBY', KEYS[4], gone)
+    end
+    redis.call('ZREM', KEYS[2], unpack(old))
+  end
+  local count = redis.call('ZCARD', KEYS[2])
+  if rpm >= 0 and count >= rpm then
+    local e = redis.call('ZRANGE', KEYS[2], count - rpm, count - rpm, 'WITHSCORES')
+    return {0, 'rpm', tonumber(e[2]) + win - now}
+  end
+  if tpm >= 0 then
+    if est > tpm then
+      return {0, 'tpm_never', -1}
+    end
+    local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+    if used + est > tpm then
+      local e = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      local wait = win
+      if e[2] then wait = tonumber(e[2]) + win - now end
+      return {0, 'tpm', wait}
+    end
+    redis.call('HSET', KEYS[3], id, est)
+    redis.call('INCRBY', KEYS[4], est)
+    redis.call('PEXPIRE', KEYS[3], win * 2)
+    redis.call('PEXPIRE', KEYS[4], win * 2)
+  end
+  redis.call('ZADD', KEYS[2], now, id)
+  redis.call('PEXPIRE', KEYS[2], win * 2)
+end
+if maxc >= 0 then
+  redis.call('ZADD', KEYS[1], now + ttl, id)
+  redis.call('PEXPIRE', KEYS[1], ttl * 2)
+end
+return {1}
+"""
+
+#: End a shared admission: drop its lease and put its actual tokens in place of the estimate.
+#: KEYS: as ADMIT_LUA.  ARGV: admission id, actual tokens (-1: keep the estimate).
+RELEASE_LUA = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local actual = tonumber(ARGV[2])
+if actual >= 0 then
+  local est = redis.call('HGET', KEYS[3], ARGV[1])
+  if est then
+    redis.call('HSET', KEYS[3], ARGV[1], actual)
+    redis.call('INCRBY', KEYS[4], actual - tonumber(est))
+  end
 end
 return 1
 """

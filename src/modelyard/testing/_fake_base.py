@@ -271,6 +271,9 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._rng = random.Random(0)
+        #: model requests (POST) being answered now, and the most at once since the last reset
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     # -- subclass hooks ------------------------------------------------------------------
 
@@ -308,17 +311,36 @@ class FakeServer:
                 return sum(self._attempts.values())
             return self._attempts[model]
 
+    def reset_peak(self) -> None:
+        """Start counting the most requests in flight at once from now."""
+        with self._lock:
+            self.peak_in_flight = self.in_flight
+
     def reset(self) -> None:
         with self._lock:
             self._faults.clear()
             self._attempts.clear()
             self.requests.clear()
             self._seen_prompts.clear()
+            self.peak_in_flight = self.in_flight
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_middleware])
+        @web.middleware
+        async def count_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.method != "POST" or request.path.startswith("/_fake/"):
+                return await handler(request)  # model listings (health checks) and control calls
+            with self._lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                return await handler(request)  # a stream is written inside the handler
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[count_in_flight, _middleware])
         app.router.add_post("/_fake/faults", self._ctl_add_fault)
         app.router.add_delete("/_fake/faults", self._ctl_clear_faults)
         app.router.add_get("/_fake/attempts", self._ctl_attempts)

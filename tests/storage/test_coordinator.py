@@ -15,7 +15,7 @@ from modelyard.runtime import Runtime, sync_runtime
 from modelyard.storage.coordinator import RedisCoordinator
 from modelyard.storage.redis import redis_client
 from modelyard.types import HealthResult
-from tests.accounting.conftest import redis_url as redis_url  # noqa: F401 - the fixture
+from tests.accounting.conftest import redis_url as redis_url  # the fixture
 from tests.helpers import free_port
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from modelyard.testing import FakeServer
 from modelyard.testing._fake_base import Fault
 from tests.replicas.conftest import Fleet, RedisServer
+from tests.storage.conftest import run_async
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}]}
 
@@ -207,10 +209,28 @@ def test_sigterm_turns_ready_503_at_once_and_finishes_what_is_in_flight(fleet: F
     assert replica.proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
 
 
-def test_a_killed_replicas_concurrency_leases_expire(fleet: Fleet, upstream: FakeServer) -> None:
-    """kill -9 of a replica holding every slot of a model: the others get the slots back within
-    the lease TTL (10 s), without any help from the dead one."""
+def test_a_killed_replica_loses_one_flush_at_most_and_its_leases_expire(
+    fleet: Fleet, upstream: FakeServer, pg_url: str
+) -> None:
+    """kill -9 of a replica under load, holding every slot of a model: the usage records it loses
+    are those of its last flush interval at most, and the others get the slots back within the
+    lease TTL (10 s), without any help from the dead one."""
     victim = fleet.replicas[1]
+    answered: list[tuple[float, str]] = []  # (when, request id) of each answer the victim gave
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10, headers={"Authorization": "Bearer sk-master-replicas"}) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(f"{victim.url}/v1/chat/completions", json={**CHAT, "model": "main"})
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    answered.append((time.monotonic(), r.headers["x-request-id"]))
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
     upstream.inject("slow-model", Fault(delay_s=60, times=5))
 
     async def hold() -> None:
@@ -230,13 +250,22 @@ def test_a_killed_replicas_concurrency_leases_expire(fleet: Fleet, upstream: Fak
     def holding() -> None:
         asyncio.run(hold())
 
-    import threading
-
     holder = threading.Thread(target=holding, daemon=True)
     holder.start()
-    assert _wait(lambda: upstream.in_flight >= 5, 10.0) is not None
+    assert _wait(lambda: upstream.in_flight >= 5 and len(answered) >= 20, 10.0) is not None
     victim.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
     victim.proc.wait(10)
+    stop.set()
+    loader.join(10)
+    stored = set(run_async(lambda: _stored_ids(pg_url, [rid for _, rid in answered])))
+    lost = [(t, rid) for t, rid in answered if rid not in stored]
+    window = max((killed_at - t for t, _ in lost), default=0.0)
+    print(
+        f"\nkill -9 under load: {len(answered)} answers from the victim, {len(lost)} records lost, "
+        f"all answered in the last {window * 1000:.0f} ms before the kill (usage.flush_interval_ms 50)"
+    )
+    assert window < 1.0  # one flush interval, and the time to write it, on a loaded machine
     t0 = time.monotonic()
     r = httpx.post(
         f"{fleet.replicas[0].url}/v1/chat/completions",
@@ -248,3 +277,14 @@ def test_a_killed_replicas_concurrency_leases_expire(fleet: Fleet, upstream: Fak
     print(f"\nkill -9 of the replica holding all 5 slots: a request on another replica served after {took:.1f} s")
     assert r.status_code == 200, r.text
     assert 1.0 < took <= 10.0 + 1.0  # it waited for the leases, which expired within their TTL
+
+
+async def _stored_ids(pg_url: str, ids: list[str]) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch("SELECT request_id FROM usage_requests WHERE request_id = ANY($1::text[])", ids)
+    finally:
+        await conn.close()
+    return [r["request_id"] for r in rows]

@@ -1,7 +1,9 @@
 """The systems under test: how each is started, checked for readiness and measured at idle.
 
 Targets: ``direct`` (the mock upstream itself: the floor), ``minimal`` (bench/minimal_proxy.py: the ceiling for
-a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers), ``base`` / ``base-w2``
+a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers), ``modelyard-redis``
+(1 worker with ``state: redis://``: budgets, the key's rpm/tpm and each model's rpm and concurrency shared
+through Redis, ``MODELYARD_BENCH_REDIS``), ``base`` / ``base-w2``
 (``modelyard serve`` from an exported tree of an earlier commit, ``--base-ref``, default ``wave2-base``: the
 regression check) and ``litellm`` / ``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2
 workers).
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import procs
+import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -31,7 +34,19 @@ LITELLM_VENV = BUILD / "litellm-venv"
 LITELLM_KEY = "sk-bench-7f3a9c2e51d84b6a9e0c4d2f8b1a6e3c"
 #: modelyard's admin key in the bench config; the load itself uses a virtual key made with it
 MODELYARD_MASTER_KEY = "sk-bench-master-2b7e151628aed2a6abf71588"
-ALL_TARGETS = ("direct", "minimal", "modelyard", "modelyard-w2", "base", "base-w2", "litellm", "litellm-w2")
+ALL_TARGETS = (
+    "direct",
+    "minimal",
+    "modelyard",
+    "modelyard-w2",
+    "modelyard-redis",
+    "base",
+    "base-w2",
+    "litellm",
+    "litellm-w2",
+)
+#: the Redis of the ``modelyard-redis`` target (``state:``): the machine's, in a database of its own
+BENCH_REDIS = os.environ.get("MODELYARD_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 #: the ref the ``base`` targets run by default (the commit before the change being checked)
 DEFAULT_BASE_REF = "wave2-base"
 #: printed to the target's log by the ``base`` launcher before it runs the CLI (proof of which code it imports)
@@ -281,6 +296,12 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
             MASTER_KEY=MODELYARD_MASTER_KEY,
             WORKDIR=str(workdir.resolve()),
         )
+        if t.name == "modelyard-redis":
+            data = yaml.safe_load(cfg.read_text())
+            data["state"] = BENCH_REDIS
+            for model in data["models"].values():  # every admission goes through the shared limits
+                model.update(rpm=100_000_000, max_concurrency=100_000)
+            cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         cmd = [str(modelyard_bin())]
         if t.name.startswith("base"):
             if t.src is None:

@@ -4,11 +4,12 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
-from modelyard.errors import InvalidRequestError, NotFoundError
+from modelyard.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from modelyard.storage import Database
 from modelyard.storage.keys import KeyStore, hash_key
 from modelyard.storage.tables import api_keys
@@ -207,3 +208,31 @@ async def test_a_burst_of_misses_shares_one_lookup_and_refresh_keeps_the_entry_w
     await keys.revoke_key(key.id)
     await pending
     assert (await keys.check(plaintext)).reason == "revoked"
+
+
+async def test_keys_are_served_stale_while_the_database_is_away(db: Database, target: Any, outage: Any) -> None:
+    """keys.stale_ttl_s: a key looked up before an outage keeps working through it, a key revoked
+    before it stays refused, and a key never seen is an error (not a guess)."""
+    store = KeyStore(db, cache_ttl_s=0.05, stale_ttl_s=300)
+    org = await store.create_org("stale")
+    good, _ = await store.create_key(org.id, "good")
+    bad, bad_key = await store.create_key(org.id, "bad")
+    never, _ = await store.create_key(org.id, "never looked up")
+    await store.revoke_key(bad_key.id)
+    assert (await store.check(good)).reason == "ok"
+    assert (await store.check(bad)).reason == "revoked"
+    await outage.begin()
+    try:
+        await asyncio.sleep(0.1)  # the cache entries are past their 0.05 s
+        assert (await store.check(good)).reason == "ok"
+        assert (await store.check(bad)).reason == "revoked"
+        if target.backend == "postgres":  # (SQLite reads go on during its outage, a write lock)
+            with pytest.raises(ServiceUnavailableError, match="stale_ttl_s"):
+                await store.check(never)
+        strict = KeyStore(db, cache_ttl_s=0.05, stale_ttl_s=0)
+        if target.backend == "postgres":
+            with pytest.raises(ServiceUnavailableError):
+                await strict.check(good)
+    finally:
+        await outage.end()
+    assert (await store.check(never)).reason == "ok"

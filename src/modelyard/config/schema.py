@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "ConfigPolicy",
     "GeminiProviderConfig",
+    "KeysConfig",
     "LlamaCppProviderConfig",
     "LocalProviderConfig",
     "ModelConfig",
@@ -370,6 +371,16 @@ class BudgetConfig(_Strict):
     webhook: str | None = None
 
 
+class KeysConfig(_Strict):
+    """The virtual keys' cache in front of the database (docs/configuration.md)."""
+
+    #: a key change made by another process without Redis is seen within this many seconds
+    cache_ttl_s: float = Field(5.0, gt=0, le=3600)
+    #: while the database cannot be read, a key looked up less than this long ago is served as it
+    #: was then (revocations made before the outage hold); 0: refuse at once
+    stale_ttl_s: float = Field(300.0, ge=0, le=86_400)
+
+
 class UsageConfig(_Strict):
     #: flush queued usage records at least this often
     flush_interval_ms: int = Field(100, ge=1)
@@ -487,6 +498,7 @@ class Config(_Strict):
     state: str = "memory"
     budgets: tuple[BudgetConfig, ...] = ()
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     config: ConfigPolicy = Field(default_factory=ConfigPolicy)
     alerts: tuple[AlertConfig, ...] = ()

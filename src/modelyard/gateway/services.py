@@ -117,7 +117,7 @@ class Services:
             await database.aclose()
             raise
         master = master_key_of(config)
-        keys = KeyStore(database)
+        keys = KeyStore(database, cache_ttl_s=config.keys.cache_ttl_s, stale_ttl_s=config.keys.stale_ttl_s)
         usage = UsageStore(database)
         events = BudgetEventStore(database)
         credentials: CredentialStore | None = None

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from modelyard.errors import InvalidRequestError, NotFoundError
+from modelyard.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from modelyard.storage.db import Database
 from modelyard.storage.tables import api_keys, organizations, provider_credentials
 
@@ -169,11 +169,14 @@ _KEY_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
 class KeyStore:
     """Organisations and virtual keys, with a short-lived cache in front of :meth:`verify`."""
 
-    def __init__(self, database: Database, *, cache_ttl_s: float = 5.0) -> None:
+    def __init__(self, database: Database, *, cache_ttl_s: float = 5.0, stale_ttl_s: float = 300.0) -> None:
         self.db = database
         self.cache_ttl_s = cache_ttl_s
-        #: key hash -> (monotonic expiry, the stored key or None when unknown)
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        #: while the database cannot be read, a key looked up less than this long ago is still served
+        #: as it was then (a revocation made before the outage holds)
+        self.stale_ttl_s = stale_ttl_s
+        #: key hash -> (monotonic expiry, the stored key or None when unknown, monotonic load time)
+        self._cache: dict[str, tuple[float, KeyRecord | None, float]] = {}
         #: key hash -> the load in flight (misses and background refreshes share it)
         self._loading: dict[str, asyncio.Task[KeyRecord | None]] = {}
         self._tasks: set[asyncio.Task[KeyRecord | None]] = set()
@@ -377,7 +380,17 @@ class KeyStore:
             if hit[0] - now_m < self.cache_ttl_s / 2 and digest not in self._loading:
                 self._start_load(digest)  # refresh ahead: this entry will not expire under traffic
         else:
-            key = await asyncio.shield(self._loading.get(digest) or self._start_load(digest))
+            try:
+                key = await asyncio.shield(self._loading.get(digest) or self._start_load(digest))
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                if hit is None or now_m - hit[2] > self.stale_ttl_s:
+                    raise ServiceUnavailableError(
+                        "the key store (the database) cannot be read now, and this key was not looked up in the "
+                        f"last {self.stale_ttl_s:g} s (keys.stale_ttl_s); retry shortly",
+                        code="key_store_unavailable",
+                    ) from exc
+                key = hit[1]  # the database is away: serve what it said last (keys.stale_ttl_s)
+                log.warning("key lookup failed (%s); serving the key as cached", type(exc).__name__)
         if key is None:
             return KeyCheck(None, "unknown")
         if key.revoked_at is not None:
@@ -413,7 +426,8 @@ class KeyStore:
         if generation == self._generation:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            self._cache[digest] = (time.monotonic() + self.cache_ttl_s, key)
+            loaded = time.monotonic()
+            self._cache[digest] = (loaded + self.cache_ttl_s, key, loaded)
         return key
 
     async def flush_last_used(self) -> int:

@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench bench-local bench-ui bench-stats compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ typecheck: $(DEVSTAMP)
 
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/run.py $(ARGS)
+
+# three replicas under steady load while Redis restarts and replicas are killed and rolled
+# (MODELYARD_SOAK_S seconds, default 600; docs/deployment.md)
+soak: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q -s tests/soak $(PYTEST_ARGS)
 
 bench-local: $(DEVSTAMP)
 	$(BIN)/python bench/local.py $(ARGS)

@@ -75,9 +75,24 @@ class RedisServer:
 class Fleet:
     """The replicas, and a round-robin client in front of them (what nginx does)."""
 
-    def __init__(self, replicas: list[ServerProcess]) -> None:
+    def __init__(
+        self,
+        replicas: list[ServerProcess],
+        config: dict[str, Any] | None = None,
+        workdirs: list[Path] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.replicas = replicas
+        self.config = config
+        self.workdirs = workdirs or []
+        self.env = env
         self._next = 0
+
+    def respawn(self, i: int) -> ServerProcess:
+        """Start replica ``i`` again (after it was stopped or killed), with the same config."""
+        self.replicas[i].stop()
+        self.replicas[i] = ServerProcess(self.config, self.workdirs[i], env=self.env)
+        return self.replicas[i]
 
     def next_url(self) -> str:
         alive = [r for r in self.replicas if r.proc.poll() is None]
@@ -170,9 +185,10 @@ def fleet(
     replicas: list[ServerProcess] = []
     try:
         config["server"] = {"drain_s": 2.0}  # one file for every replica, as in a real deployment
-        for i in range(3):
-            replicas.append(ServerProcess(config, tmp_path_factory.mktemp(f"replica{i}"), env=env))
-        yield Fleet(replicas)
+        workdirs = [tmp_path_factory.mktemp(f"replica{i}") for i in range(3)]
+        for workdir in workdirs:
+            replicas.append(ServerProcess(config, workdir, env=env))
+        yield Fleet(replicas, config, workdirs, env)
     finally:
         for r in replicas:  # all at once: each drains for 2 s
             if r.proc.poll() is None:

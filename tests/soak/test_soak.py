@@ -41,7 +41,7 @@ def rss_mb(pid: int) -> float:
 
 def leases(redis: RedisServer) -> int:
     out = subprocess.run(
-        ["redis-cli", "-p", str(redis.port), "zcard", "modelyard:{m:slow}:l"], capture_output=True, text=True
+        ["redis-cli", "-p", str(redis.port), "zcard", "{modelyard}:lim:m:slow:l"], capture_output=True, text=True
     )
     return int(out.stdout.strip() or 0)
 

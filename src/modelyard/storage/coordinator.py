@@ -5,8 +5,9 @@ health checks and key changes.  The router's side of it is :mod:`modelyard.routi
   whole fleet, and its ``max_concurrency`` over leases that expire ``lease_ttl_s`` (10 s) after
   their replica stops renewing them (it renews every ``lease_ttl_s / 3`` while a request runs): a
   replica that dies gives its slots back within 10 s.  One Lua script per admission, one round
-  trip; the window uses Redis' clock, so the replicas' clocks do not matter.  Each scope's keys
-  share one hash tag, so the scripts run on Redis Cluster too.
+  trip, and the releases since the previous admission ride along with it (or go after 20 ms);
+  the window uses Redis' clock, so the replicas' clocks do not matter.  Every limit key shares
+  one hash tag, so the scripts run on Redis Cluster too.
 * **Breakers.** A breaker that opens or closes on one replica is announced on the events channel;
   the others open (for the rest of its cooldown) or close theirs.  When a cooldown ends, one
   replica only sends the half-open probe (``SET NX`` on a probe key).
@@ -25,7 +26,6 @@ docs/accounting.md).  Everything comes back by itself when Redis does.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -40,7 +40,7 @@ from modelyard.routing.breaker import BreakerState, CircuitBreaker
 from modelyard.routing.deployment import Deployment
 from modelyard.routing.shared import Admission
 from modelyard.scrub import scrub
-from modelyard.storage.lua import ADMIT_LUA, RELEASE_LUA
+from modelyard.storage.lua import ADMIT_LUA
 from modelyard.storage.redis import LuaScript, RedisError
 from modelyard.types import HealthResult
 
@@ -49,6 +49,10 @@ __all__ = ["RedisCoordinator"]
 log = logging.getLogger("modelyard.shared")
 
 _WINDOW_MS = 60_000
+#: a release waits at most this long for an admission to ride along with
+_RELEASE_DELAY_S = 0.02
+#: ... or until this many are waiting
+_MAX_PENDING = 64
 #: KEYS: leases zset.  ARGV: ttl ms, then lease ids.  Extends the leases that still exist.
 _RENEW_LUA = """
 local t = redis.call('TIME')
@@ -89,8 +93,11 @@ class RedisCoordinator:
         self._providers = providers
         self._owns_client = owns_client
         self._admit = LuaScript(ADMIT_LUA)
-        self._release = LuaScript(RELEASE_LUA)
         self._renew = LuaScript(_RENEW_LUA)
+        #: releases not sent yet: (scope, admission id, actual tokens or -1); they ride along with
+        #: the next admission, or go on their own after _RELEASE_DELAY_S
+        self._pending: list[tuple[str, str, int]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
         #: lease id -> its admission, renewed until released
         self._held: dict[str, Admission] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -111,6 +118,8 @@ class RedisCoordinator:
         self._loops = [loop.create_task(self._listen()), loop.create_task(self._renew_leases())]
 
     async def aclose(self) -> None:
+        if self._pending:
+            await self._flush()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -137,9 +146,24 @@ class RedisCoordinator:
     # -- limits -----------------------------------------------------------------------------
 
     def _keys(self, scope: str) -> list[str]:
-        tag = scope if "{" not in scope and "}" not in scope else hashlib.sha1(scope.encode()).hexdigest()
-        base = f"{self.prefix}:{{{tag}}}"
+        # one hash tag for every limit key, so an admission and the releases riding along with it
+        # are one script on one Redis Cluster slot (the budgets use the same tag)
+        base = f"{{{self.prefix}}}:lim:{scope}"
         return [f"{base}:l", f"{base}:w", f"{base}:t", f"{base}:s"]
+
+    def _script_call(self, scope: str | None, args: list[str | bytes | int | float]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ADMIT_LUA for an admission (``scope``; None: releases only) plus
+        every release pending."""
+        pending, self._pending = self._pending, []
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        keys = self._keys(scope or "-")
+        argv: list[Any] = [*args, len(pending)]
+        for rscope, lease, actual in pending:
+            keys += self._keys(rscope)
+            argv += [lease, actual]
+        return keys, argv
 
     async def admit(
         self,
@@ -153,20 +177,23 @@ class RedisCoordinator:
         if (rpm is None and tpm is None and max_concurrency is None) or self._skipping():
             return Admission(True)
         lease = uuid.uuid4().hex
-        args: list[str | bytes | int | float] = [
-            _WINDOW_MS,
-            -1 if rpm is None else rpm,
-            -1 if tpm is None else tpm,
-            -1 if max_concurrency is None else max_concurrency,
-            lease,
-            max(est_tokens, 0),
-            int(self.lease_ttl_s * 1000),
-        ]
+        keys, argv = self._script_call(
+            scope,
+            [
+                _WINDOW_MS,
+                -1 if rpm is None else rpm,
+                -1 if tpm is None else tpm,
+                -1 if max_concurrency is None else max_concurrency,
+                lease,
+                max(est_tokens, 0),
+                int(self.lease_ttl_s * 1000),
+            ],
+        )
         try:
             async with asyncio.timeout(self.op_timeout_s):
-                answer = await self._admit(self.client, self._keys(scope), args)
+                answer = await self._admit(self.client, keys, argv)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+            self._failed(exc)  # the releases that rode along are lost: their leases expire
             return Admission(True)  # fail open: the local limiter still holds per process
         self._ok()
         if int(answer[0]) == 1:
@@ -180,18 +207,31 @@ class RedisCoordinator:
         return Admission(False, reason=reason, retry_after=None if wait < 0 else max(wait, 1) / 1000)
 
     def release(self, admission: Admission, actual_tokens: int | None = None) -> None:
+        """End an admission: its lease and token estimate are corrected with the next admission
+        of this process, or within _RELEASE_DELAY_S (a lease is held that much longer at most)."""
         if not admission.lease:
             return
         self._held.pop(admission.lease, None)
-        args: list[str | bytes | int | float] = [admission.lease, -1 if actual_tokens is None else actual_tokens]
-        self._spawn(self._release_now(admission.scope, args))
+        self._pending.append((admission.scope, admission.lease, -1 if actual_tokens is None else actual_tokens))
+        if len(self._pending) >= _MAX_PENDING:
+            self._spawn(self._flush())
+        elif self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(_RELEASE_DELAY_S, lambda: self._spawn(self._flush()))
 
-    async def _release_now(self, scope: str, args: list[str | bytes | int | float]) -> None:
+    async def _flush(self) -> None:
+        self._flush_timer = None
+        if not self._pending:
+            return
+        if self._skipping():
+            self._pending.clear()  # Redis is away: the leases expire by themselves
+            return
+        keys, argv = self._script_call(None, [_WINDOW_MS, -1, -1, -1, "", 0, 0])
         try:
             async with asyncio.timeout(self.op_timeout_s * 4):
-                await self._release(self.client, self._keys(scope), args)
+                await self._admit(self.client, keys, argv)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)  # the lease expires by itself
+            self._failed(exc)
 
     async def _renew_leases(self) -> None:
         ttl_ms = int(self.lease_ttl_s * 1000)
@@ -217,7 +257,7 @@ class RedisCoordinator:
             breaker.on_transition = lambda state: self._breaker_changed(name, breaker, state)
 
     def _probe_key(self, model: str) -> str:
-        return f"{self._keys('b:' + model)[0]}:probe"
+        return f"{self.prefix}:probe:{model}"
 
     def _breaker_changed(self, model: str, breaker: CircuitBreaker, state: BreakerState) -> None:
         message = {"t": "breaker", "r": self.replica, "m": model, "s": state, "rem": breaker.settings.cooldown_s}
@@ -242,7 +282,7 @@ class RedisCoordinator:
         """True when this replica runs the provider's check of this interval."""
         if self._skipping():
             return True
-        key = f"{self._keys('h:' + provider)[0]}:lock"
+        key = f"{self.prefix}:health:{provider}"
         try:
             async with asyncio.timeout(self.op_timeout_s):
                 got = await self.client.set(key, self.replica, nx=True, px=max(int(interval_s * 900), 100))

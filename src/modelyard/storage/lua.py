@@ -17,7 +17,7 @@ goes through Lua's ``%.14g`` formatting; limits are compared as doubles (exact b
 
 from __future__ import annotations
 
-__all__ = ["ADMIT_LUA", "RELEASE_LUA", "RESERVE_LUA", "SEED_LUA", "SETTLE_LUA"]
+__all__ = ["ADMIT_LUA", "RESERVE_LUA", "SEED_LUA", "SETTLE_LUA"]
 
 #: KEYS: rexp, reservation, counters[n], target sets[n].  ARGV[1]: JSON spec.
 #: Returns {0} when reserved, else {i, "usd"|"tokens", used, reserved} for the first budget refusing.
@@ -121,13 +121,33 @@ end
 return 1
 """
 
-#: Shared admission for one scope (a model or a key; storage/coordinator.py). Time is the Redis
-#: server's (TIME), so replicas' clocks do not matter.
-#: KEYS: leases zset (lease id -> expiry ms), window zset (admission id -> ms), window tokens hash
-#: (admission id -> tokens), window token sum.  ARGV: window ms, rpm, tpm, max concurrency (-1:
-#: none), admission id, estimated tokens, lease ttl ms.
+#: Shared admission for one scope (a model or a key; storage/coordinator.py), after ending the
+#: admissions given back since the last call (their releases ride along: one round trip in all).
+#: Time is the Redis server's (TIME), so replicas' clocks do not matter.
+#: KEYS: the scope's leases zset (lease id -> expiry ms), window zset (admission id -> ms), window
+#: tokens hash (admission id -> tokens) and window token sum; then those four of each release.
+#: ARGV: window ms, rpm, tpm, max concurrency (-1: none, or 0 when only releasing), admission id,
+#: estimated tokens, lease ttl ms, number of releases, then per release: its id and actual tokens
+#: (-1: keep the estimate).
 #: Returns {1} when admitted, else {0, reason, retry after ms (-1: never)}.
 ADMIT_LUA = """
+local n = tonumber(ARGV[8])
+for r = 1, n do
+  local k = 4 + (r - 1) * 4
+  local id = ARGV[8 + r * 2 - 1]
+  local actual = tonumber(ARGV[8 + r * 2])
+  redis.call('ZREM', KEYS[k + 1], id)
+  if actual >= 0 then
+    local est = redis.call('HGET', KEYS[k + 3], id)
+    if est then
+      redis.call('HSET', KEYS[k + 3], id, actual)
+      redis.call('INCRBY', KEYS[k + 4], actual - tonumber(est))
+    end
+  end
+end
+if ARGV[5] == '' then
+  return {1}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local win = tonumber(ARGV[1])
@@ -189,19 +209,4 @@ if maxc >= 0 then
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
 end
 return {1}
-"""
-
-#: End a shared admission: drop its lease and put its actual tokens in place of the estimate.
-#: KEYS: as ADMIT_LUA.  ARGV: admission id, actual tokens (-1: keep the estimate).
-RELEASE_LUA = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-local actual = tonumber(ARGV[2])
-if actual >= 0 then
-  local est = redis.call('HGET', KEYS[3], ARGV[1])
-  if est then
-    redis.call('HSET', KEYS[3], ARGV[1], actual)
-    redis.call('INCRBY', KEYS[4], actual - tonumber(est))
-  end
-end
-return 1
 """

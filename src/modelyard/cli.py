@@ -119,6 +119,9 @@ def serve(
         )
     for line in _config_warnings(cfg):
         _console(stderr=True).print(f"[yellow]warning[/]: {line}", highlight=False)
+    shared = _per_process_warning(cfg, workers)
+    if shared:
+        _console(stderr=True).print(f"[yellow]warning[/]: {shared}", highlight=False)
     from modelyard.server.protocol import ENV_LIMITS, Limits, protocol_for
 
     limits = Limits.from_config(cfg.server)
@@ -158,10 +161,10 @@ def serve(
 def _database_label(cfg: Config) -> str:
     from modelyard.config.paths import sqlite_file
 
-    file = sqlite_file(cfg.database)
+    file = sqlite_file(cfg.database.url)
     if file is not None:
         return str(file.resolve())
-    return cfg.database.split("@")[-1]  # host/database of a server URL, without credentials
+    return cfg.database.url.split("@")[-1]  # host/database of a server URL, without credentials
 
 
 def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
@@ -183,7 +186,7 @@ def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
                     f"stop it, or start on another port: modelyard serve --port {port + 1}"
                 )
             return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
-    file = sqlite_file(cfg.database)
+    file = sqlite_file(cfg.database.url)
     if file is not None:
         folder = file.resolve().parent
         while not folder.exists() and folder != folder.parent:  # missing folders are created
@@ -191,11 +194,11 @@ def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
         if not folder.is_dir():
             return (
                 f"the database {file.resolve()} cannot be created: {folder} is a file, not a folder "
-                f"(database: {cfg.database}); point database at a writable place"
+                f"(database: {cfg.database.url}); point database at a writable place"
             )
         if not os.access(folder, os.W_OK) or (file.exists() and not os.access(file, os.W_OK)):
             return (
-                f"the database {file.resolve()} is not writable (database: {cfg.database}); "
+                f"the database {file.resolve()} is not writable (database: {cfg.database.url}); "
                 "fix its permissions or point database at a writable place"
             )
     return None
@@ -261,6 +264,23 @@ def _capabilities(cfg: Config) -> dict[str, str]:
         caps = capabilities_of(m, kind, m.model or name)
         out[name] = ", ".join(k for k, v in caps.items() if v) or "text only"
     return out
+
+
+def _per_process_warning(cfg: Config, workers: int) -> str | None:
+    """Several processes without shared state: say what each of them keeps to itself."""
+    if cfg.state != "memory":
+        return None
+    if workers > 1:
+        who = f"each of the {workers} workers"
+    elif not cfg.database.url.startswith("sqlite"):
+        who = "each replica (the database is shared, so there may be several)"
+    else:
+        return None
+    return (
+        f"state: memory: rate and concurrency limits, budgets, breakers and health checks are kept by {who} "
+        "on its own, so every limit applies once per process; set state: redis://... to share them "
+        "(docs/deployment.md)"
+    )
 
 
 def _config_warnings(cfg: Config) -> list[str]:

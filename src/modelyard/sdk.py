@@ -145,7 +145,8 @@ class Gateway:
                     self._services = await CoreServices.start(config)
                 else:
                     if not isinstance(self._database, EllipsisType):
-                        config = config.model_copy(update={"database": self._database})
+                        database = config.database.model_copy(update={"url": self._database})
+                        config = config.model_copy(update={"database": database})
                     self._services = await Services.start(config, lambda: self.holder.current)
                 self._tracing = make_tracing(config.tracing, self._span_processor)
                 self._pipeline = Pipeline(self.holder, self.router, self._services, self._tracing)

@@ -63,7 +63,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         yaml.safe_dump({**CONFIG, "database": "sqlite:///./data/gw.db", "usage": {"spill_path": "spill.jsonl"}})
     )
     cfg = load_config(conf / "gw.yaml")
-    assert cfg.database == f"sqlite:///{conf.resolve()}/data/gw.db"
+    assert cfg.database.url == f"sqlite:///{conf.resolve()}/data/gw.db"
     assert cfg.usage.spill_path == str(conf.resolve() / "spill.jsonl")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -15,6 +15,7 @@ import pytest
 
 from modelyard.testing import FakeServer
 from modelyard.testing._fake_base import Fault
+from tests.helpers import ServerProcess
 from tests.replicas.conftest import Fleet, RedisServer
 from tests.storage.conftest import run_async
 
@@ -177,7 +178,9 @@ def test_redis_going_away_fails_open_and_comes_back(fleet: Fleet, redis_server: 
     assert took is not None
 
 
-def test_sigterm_turns_ready_503_at_once_and_finishes_what_is_in_flight(fleet: Fleet, upstream: FakeServer) -> None:
+def test_sigterm_turns_ready_503_at_once_and_finishes_what_is_in_flight(
+    fleet: Fleet, upstream: FakeServer, pg_url: str
+) -> None:
     replica = fleet.replicas[2]  # server.drain_s: 2
     upstream.inject("gpt-4o", Fault(delay_s=1.0, times=1))
 
@@ -207,6 +210,8 @@ def test_sigterm_turns_ready_503_at_once_and_finishes_what_is_in_flight(fleet: F
     assert ready == 503 and took < 0.5
     assert answer.status_code == 200
     assert replica.proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    rid = answer.headers["x-request-id"]
+    assert run_async(lambda: _stored_ids(pg_url, [rid])) == [rid]  # its usage record was written
 
 
 def test_a_killed_replica_loses_one_flush_at_most_and_its_leases_expire(
@@ -252,7 +257,9 @@ def test_a_killed_replica_loses_one_flush_at_most_and_its_leases_expire(
 
     holder = threading.Thread(target=holding, daemon=True)
     holder.start()
-    assert _wait(lambda: upstream.in_flight >= 5 and len(answered) >= 20, 10.0) is not None
+    assert _wait(lambda: upstream.in_flight >= 5, 10.0) is not None
+    time.sleep(1.0)  # a second of load: the records of all but the last flush interval are written
+    assert len(answered) >= 20
     victim.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.proc.wait(10)
@@ -288,3 +295,40 @@ async def _stored_ids(pg_url: str, ids: list[str]) -> list[str]:
     finally:
         await conn.close()
     return [r["request_id"] for r in rows]
+
+
+def test_workers_of_one_process_share_the_limits_too(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``--workers 2`` with ``state: redis://``: a key's rpm holds across the workers as across
+    replicas (each worker process shares through Redis)."""
+    workers = ServerProcess(fleet.config, tmp_path_factory.mktemp("workers"), args=["--workers", "2"], env=fleet.env)
+    try:
+        org = httpx.post(
+            f"{workers.url}/admin/orgs",
+            json={"name": "workers"},
+            headers={"Authorization": "Bearer sk-master-replicas"},
+        ).json()["id"]
+        key = httpx.post(
+            f"{workers.url}/admin/keys",
+            json={"org_id": org, "name": "w", "rpm": 10},
+            headers={"Authorization": "Bearer sk-master-replicas"},
+        ).json()["key"]
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answers = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{workers.url}/v1/chat/completions",
+                            json={**CHAT, "model": "main"},
+                            headers={"Authorization": f"Bearer {key}", "Connection": "close"},
+                        )
+                        for _ in range(40)
+                    )
+                )
+            return [r.status_code for r in answers]
+
+        codes = asyncio.run(burst())
+        print(f"\n--workers 2, key rpm 10, 40 requests: {codes.count(200)} served, {codes.count(429)} refused")
+        assert codes.count(200) == 10 and codes.count(429) == 30
+    finally:
+        workers.stop()

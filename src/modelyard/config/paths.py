@@ -35,11 +35,12 @@ def _absolute(value: str, base: Path) -> str:
 def resolve_paths(cfg: Config, base: Path) -> Config:
     """``cfg`` with its relative paths made absolute against ``base``."""
     update: dict[str, object] = {}
-    m = _SQLITE.match(cfg.database)
+    m = _SQLITE.match(cfg.database.url)
     if m is not None and m.group(2) and not m.group(2).startswith((":memory:", "/")):
         rest = m.group(2)
         path, sep, query = rest.partition("?")
-        update["database"] = m.group(1) + _absolute(path, base) + sep + query
+        url = m.group(1) + _absolute(path, base) + sep + query
+        update["database"] = cfg.database.model_copy(update={"url": url})
     if not Path(cfg.usage.spill_path).expanduser().is_absolute():
         update["usage"] = cfg.usage.model_copy(update={"spill_path": _absolute(cfg.usage.spill_path, base)})
     providers = dict(cfg.providers)

@@ -24,6 +24,7 @@ __all__ = [
     "CapabilitiesConfig",
     "Config",
     "ConfigPolicy",
+    "DatabaseConfig",
     "GeminiProviderConfig",
     "KeysConfig",
     "LlamaCppProviderConfig",
@@ -487,9 +488,19 @@ class ConfigPolicy(_Strict):
     discovery_interval_s: float | None = Field(None, ge=1, le=7 * 86_400)
 
 
+class DatabaseConfig(_Strict):
+    """``database:``: the URL alone (``database: postgresql://...``), or this mapping."""
+
+    url: str = "sqlite:///./modelyard.db"
+    #: prepared statements asyncpg keeps per PostgreSQL connection (unset: its default, 100); 0
+    #: behind PgBouncer in transaction mode, where a statement prepared on one server connection
+    #: is not there on the next
+    statement_cache: int | None = Field(None, ge=0, le=10_000)
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
-    database: str = "sqlite:///./modelyard.db"
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
@@ -504,6 +515,12 @@ class Config(_Strict):
     alerts: tuple[AlertConfig, ...] = ()
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        """``database: <url>`` is short for ``database: {url: <url>}``."""
+        return {"url": value} if isinstance(value, str) else value
 
     def master_key(self) -> str | None:
         """The admin key: ``server.master_key``, else the MODELYARD_MASTER_KEY environment variable."""

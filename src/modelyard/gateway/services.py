@@ -110,7 +110,7 @@ class Services:
 
     @classmethod
     async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
-        database = Database(config.database)
+        database = Database(config.database.url, statement_cache=config.database.statement_cache)
         try:
             await migrate(database)
         except Exception:

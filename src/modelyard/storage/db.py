@@ -5,12 +5,15 @@ that already names a driver (``postgresql+asyncpg://``) is used as given.  SQLit
 WAL mode with a busy timeout, foreign keys on and real transactions (SQLAlchemy emits ``BEGIN``,
 so DDL is transactional too); write transactions take the write lock up front
 (``BEGIN IMMEDIATE``) so that concurrent writers wait for each other instead of failing.
+``statement_cache`` (``database.statement_cache``) sizes asyncpg's prepared-statement caches on
+PostgreSQL; 0 makes the gateway work behind PgBouncer in transaction mode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,6 +50,10 @@ def async_url(url: str) -> URL:
     return parsed
 
 
+def _unique_statement_name() -> str:
+    return f"__modelyard_{uuid.uuid4().hex}__"
+
+
 def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:")
 
@@ -67,6 +74,7 @@ class Database:
         pool_timeout_s: float = 30.0,
         connect_args: dict[str, Any] | None = None,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        statement_cache: int | None = None,
         echo: bool = False,
     ) -> None:
         try:
@@ -88,6 +96,13 @@ class Database:
                 kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s)
             kwargs["connect_args"].setdefault("timeout", sqlite_busy_timeout_ms / 1000)
         else:
+            if statement_cache is not None:
+                # asyncpg's own cache and SQLAlchemy's in front of it; with 0, statements get unique
+                # names so that PgBouncer (transaction mode) never sees a name twice on one server
+                self.url = self.url.update_query_dict({"prepared_statement_cache_size": str(statement_cache)})
+                kwargs["connect_args"].setdefault("statement_cache_size", statement_cache)
+                if statement_cache == 0:
+                    kwargs["connect_args"].setdefault("prepared_statement_name_func", _unique_statement_name)
             kwargs.update(
                 pool_size=pool_size,
                 max_overflow=max_overflow,

@@ -157,6 +157,27 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
         noise = max((_get(r, key, t, "other_cores") or 0.0) for t in ("direct", "minimal", my))
         if noise >= 0.2 and b["status"] != "N/A":
             b["note"] = f"noisy: up to {noise:.2f} cores used by unrelated processes during this cell"
+    if "modelyard-redis" in r.get("targets", {}):  # what sharing state through Redis costs (reported, no bar)
+        for key, where in ((k1, "json, 1 conn"), (k64, "json, 64 conn"), (s1, "stream, 1 conn")):
+            p_mem, p_red = _get(r, key, my, "p50_ms"), _get(r, key, "modelyard-redis", "p50_ms")
+            c_mem = _get(r, key, my, "target_cpu_ms_per_req")
+            c_red = _get(r, key, "modelyard-redis", "target_cpu_ms_per_req")
+            shown = (
+                (f"state: redis, added p50 ({where})", None if p_mem is None or p_red is None else p_red - p_mem, " ms"),
+                (f"state: redis, CPU per request vs memory ({where})", c_red / c_mem if c_red and c_mem else None, "x"),
+            )
+            for check, value, unit in shown:
+                bars.append(
+                    {
+                        "check": check,
+                        "measured": _fmt(value, unit),
+                        "minimal": "-",
+                        "value": value,
+                        "bar": "reported",
+                        "status": "INFO" if value is not None else "N/A",
+                        "note": "" if value is not None else _why(r, key, my, "modelyard-redis"),
+                    }
+                )
     soak = r.get("soak") or {}
     why = soak.get("error", "not run (use --soak 10)")
     add("RSS growth over the soak (64 conn)", soak.get("growth_pct"), "< 10 %", lambda v: v < 10, " %", why)

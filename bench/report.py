@@ -162,9 +162,11 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
             p_mem, p_red = _get(r, key, my, "p50_ms"), _get(r, key, "modelyard-redis", "p50_ms")
             c_mem = _get(r, key, my, "target_cpu_ms_per_req")
             c_red = _get(r, key, "modelyard-redis", "target_cpu_ms_per_req")
+            added_p50 = None if p_mem is None or p_red is None else p_red - p_mem
+            cpu_ratio = c_red / c_mem if c_red and c_mem else None
             shown = (
-                (f"state: redis, added p50 ({where})", None if p_mem is None or p_red is None else p_red - p_mem, " ms"),
-                (f"state: redis, CPU per request vs memory ({where})", c_red / c_mem if c_red and c_mem else None, "x"),
+                (f"state: redis, added p50 ({where})", added_p50, " ms"),
+                (f"state: redis, CPU per request vs memory ({where})", cpu_ratio, "x"),
             )
             for check, value, unit in shown:
                 bars.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -158,8 +159,10 @@ def _status_of(exc: ModelyardError) -> int | None:
     return int(upstream) if upstream is not None else None
 
 
-#: how often a request refused by the fleet's concurrency limit looks again
+#: a request refused by the fleet's concurrency limit looks again after this long, doubling up to
+#: _SHARED_POLL_MAX_S while it keeps being refused (with jitter, so waiters do not move in step)
 _SHARED_POLL_S = 0.02
+_SHARED_POLL_MAX_S = 0.16
 
 
 class Router:
@@ -282,6 +285,7 @@ class Router:
         """A candidate and its slot (see :meth:`_acquire_once`); with shared limits, waits while
         the fleet's limits refuse every candidate that had room here, within the queue timeout."""
         began = time.monotonic()
+        poll = _SHARED_POLL_S
         while True:
             refused: list[tuple[Deployment, Admission]] = []
             dep, slot = await self._acquire_once(queue, est_tokens, deadline, skipped, refused)
@@ -293,10 +297,12 @@ class Router:
             waits: list[float] = []
             for _, a in refused:
                 if a.reason == "concurrency":
-                    waits.append(_SHARED_POLL_S)  # a slot frees when a request ends: look again soon
+                    waits.append(poll * (0.5 + random.random()))  # a slot frees when a request ends
                 else:  # rpm or tpm: when the window admits it; never (None) for more than tpm
                     waits.append(math.inf if a.retry_after is None else a.retry_after)
             wait = min(waits)
+            if wait > budget and all(a.reason == "concurrency" for _, a in refused) and budget > 0.001:
+                wait = budget  # one last look when the queue timeout ends
             if wait > budget:
                 d, a = refused[0]
                 blocker = {"concurrency": "max_concurrency"}.get(a.reason or "", a.reason or "limit")
@@ -305,6 +311,7 @@ class Router:
                     retry_after=a.retry_after if a.reason != "concurrency" else 1.0,
                 )
             await asyncio.sleep(wait)
+            poll = min(poll * 2, _SHARED_POLL_MAX_S)
 
     async def _acquire_once(
         self,

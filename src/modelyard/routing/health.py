@@ -83,8 +83,7 @@ class HealthMonitor:
         while True:
             now = loop.time()
             for provider in list(self._providers().values()):
-                cfg = provider.config
-                interval = cfg.health.interval(cfg.health_check_interval_s)
+                interval = interval_of(provider)
                 if interval <= 0:
                     continue
                 due = self._next.get(id(provider))
@@ -98,13 +97,12 @@ class HealthMonitor:
             await asyncio.sleep(self._tick_s)
 
     async def check(self, provider: Provider) -> None:
-        cfg = provider.config
-        if cfg.health.method == "chat_probe":
-            # a probe costs a (tiny) completion: skip it while real traffic shows the provider works
-            interval = cfg.health.interval(cfg.health_check_interval_s)
-            if provider.traffic_ok_at is not None and time.monotonic() - provider.traffic_ok_at < interval:
-                return
-        if self.shared is not None and not await self.shared.claim_health(provider.name, interval_of(provider)):
+        interval = interval_of(provider)
+        # a chat probe costs a (tiny) completion: skip it while real traffic shows the provider works
+        traffic_ok = provider.traffic_ok_at is not None and time.monotonic() - provider.traffic_ok_at < interval
+        if provider.config.health.method == "chat_probe" and traffic_ok:
+            return
+        if self.shared is not None and not await self.shared.claim_health(provider.name, interval):
             return  # another replica checks it this time, and announces the result (apply)
         result = await provider.health()
         if self.shared is not None:

@@ -35,8 +35,6 @@ class Admission:
     reason: str | None = None
     #: seconds until the refused limit is likely to admit the request (None: unknown)
     retry_after: float | None = None
-    #: tokens reserved against tpm (granted only)
-    tokens: int = 0
 
 
 class Coordinator(Protocol):

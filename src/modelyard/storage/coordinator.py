@@ -198,7 +198,7 @@ class RedisCoordinator:
         self._ok()
         if int(answer[0]) == 1:
             keep = max_concurrency is not None or tpm is not None
-            admission = Admission(True, scope=scope if keep else "", lease=lease if keep else "", tokens=est_tokens)
+            admission = Admission(True, scope=scope if keep else "", lease=lease if keep else "")
             if max_concurrency is not None:
                 self._held[lease] = admission
             return admission

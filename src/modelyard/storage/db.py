@@ -29,7 +29,7 @@ from sqlalchemy.sql.dml import Insert
 from modelyard.errors import ConfigError
 from modelyard.storage.sketch import install_sqlite_functions
 
-__all__ = ["Database", "async_url"]
+__all__ = ["Database", "async_url", "placeholders"]
 
 log = logging.getLogger("modelyard.storage")
 
@@ -48,6 +48,17 @@ def async_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg")
     return parsed
+
+
+def placeholders(paramstyle: str, count: int) -> str:
+    """``count`` bound parameters in a DBAPI driver's own style: ``?, ?`` (qmark), ``$1, $2``
+    (numeric_dollar, asyncpg), ``:1, :2`` (numeric) or ``%s, %s`` (format, pyformat)."""
+    if paramstyle == "qmark":
+        return ", ".join("?" for _ in range(count))
+    if paramstyle in ("numeric_dollar", "numeric"):
+        sign = "$" if paramstyle == "numeric_dollar" else ":"
+        return ", ".join(f"{sign}{i}" for i in range(1, count + 1))
+    return ", ".join("%s" for _ in range(count))
 
 
 def _unique_statement_name() -> str:

@@ -18,6 +18,7 @@ hour stays dirty; on PostgreSQL the delete waits for an uncommitted insert's row
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, false, func, insert, l
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.storage import sketch
-from modelyard.storage.db import Database
+from modelyard.storage.db import Database, placeholders
 from modelyard.storage.tables import usage_requests, usage_rollup_dirty, usage_rollups
 
 __all__ = ["ALL_ORGS", "DIMENSIONS", "SUMS", "Rollups", "Split", "floor_hour", "within"]
@@ -157,17 +158,12 @@ class Rollups:
 
     # -- the write side -------------------------------------------------------------------------
 
-    def mark_sql(self, paramstyle: str) -> str:
+    @staticmethod
+    @functools.cache
+    def mark_sql(paramstyle: str) -> str:
         """The upsert that marks an hour dirty with a new ``gen`` (run with the usage inserts)."""
-        if paramstyle == "qmark":
-            marks = "?, ?"
-        elif paramstyle in ("numeric_dollar", "numeric"):
-            sign = "$" if paramstyle == "numeric_dollar" else ":"
-            marks = f"{sign}1, {sign}2"
-        else:
-            marks = "%s, %s"
         return (
-            f"INSERT INTO usage_rollup_dirty (hour, gen) VALUES ({marks}) "
+            f"INSERT INTO usage_rollup_dirty (hour, gen) VALUES ({placeholders(paramstyle, 2)}) "
             "ON CONFLICT (hour) DO UPDATE SET gen = excluded.gen"
         )
 
@@ -234,7 +230,7 @@ class Rollups:
         for row in await conn.execute(bucket_counts(fine, conds)):
             metric, bucket, n = row[-3:]
             for a in groups(row):
-                a.hists[metric] += int(n) << (sketch.WIDTH * int(bucket))
+                a.hists[metric] += sketch.counted(int(bucket), int(n))
         return [
             {
                 "hour": hour,

@@ -29,6 +29,7 @@ __all__ = [
     "BUCKETS",
     "bucket_of",
     "bucket_sql",
+    "counted",
     "decode",
     "encode",
     "install_sqlite_functions",
@@ -64,12 +65,14 @@ def _value(bucket: int) -> float:
     return 2 * GAMMA ** (bucket - _OFFSET) / (GAMMA + 1)
 
 
+def counted(bucket: int, n: int) -> int:
+    """``n`` values in ``bucket``, as a packed histogram (add it to another to merge them)."""
+    return n << (WIDTH * bucket)
+
+
 def pack(counts: Iterable[tuple[int, int]]) -> int:
     """The integer form of ``(bucket, count)`` pairs (a bucket may repeat: the counts add up)."""
-    packed = 0
-    for bucket, n in counts:
-        packed += n << (WIDTH * bucket)
-    return packed
+    return sum(counted(bucket, n) for bucket, n in counts)
 
 
 def encode(packed: int) -> bytes | None:

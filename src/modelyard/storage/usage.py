@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
 
-from modelyard.storage.db import Database
+from modelyard.storage.db import Database, placeholders
 from modelyard.storage.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
 from modelyard.storage.rollup import (
     ALL_ORGS,
@@ -38,7 +38,7 @@ from modelyard.storage.rollup import (
     sum_columns,
     within,
 )
-from modelyard.storage.sketch import WIDTH, decode, quantiles
+from modelyard.storage.sketch import counted, decode, quantiles
 from modelyard.storage.tables import usage_attempts, usage_requests, usage_rollups
 
 __all__ = ["GroupBy", "UsageStore"]
@@ -345,7 +345,7 @@ class UsageStore:
                         add(group_of(r, n, False), r._mapping)
                 for r in await conn.execute(bucket_counts(keys, conds)):
                     metric, bucket, count = r[-3:]
-                    hists.setdefault(group_of(r, n, False), [0, 0, 0])[metric] += int(count) << (WIDTH * int(bucket))
+                    hists.setdefault(group_of(r, n, False), [0, 0, 0])[metric] += counted(int(bucket), int(count))
         rows = []
         for (k, g), figures in acc.items():
             latency, ttft, ttft_r = hists.get((k, g), [0, 0, 0])
@@ -521,13 +521,7 @@ def _insert_rows_sql(table: str, names: tuple[str, ...], rows: int) -> str:
 @functools.cache
 def _insert_sql(table: str, names: tuple[str, ...], paramstyle: str) -> str:
     """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style."""
-    if paramstyle == "qmark":
-        marks = ", ".join("?" for _ in names)
-    elif paramstyle in ("numeric_dollar", "numeric"):
-        sign = "$" if paramstyle == "numeric_dollar" else ":"
-        marks = ", ".join(f"{sign}{i}" for i in range(1, len(names) + 1))
-    else:  # format / pyformat
-        marks = ", ".join("%s" for _ in names)
+    marks = placeholders(paramstyle, len(names))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 

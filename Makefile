@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats bench-classify classifier compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,13 +45,13 @@ test: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/lint-imports
 
 format: $(DEVSTAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench scripts
 
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
@@ -72,6 +72,15 @@ bench-ui: $(DEVSTAMP)
 
 bench-stats: $(DEVSTAMP)
 	$(BIN)/python bench/stats.py $(ARGS)
+
+# the prompt classifier's latency per prompt (p50/p99 by prompt length, one core; docs/routing.md)
+bench-classify: $(DEVSTAMP)
+	$(BIN)/python bench/classify.py $(ARGS)
+
+# retrain the shipped prompt classifier on ../shared/data/routerbench (DATA=... for another copy)
+# and rewrite its held-out figures (docs/classifier-eval.json); about a minute
+classifier: $(DEVSTAMP)
+	$(BIN)/python scripts/train_classifier.py $(if $(DATA),--data $(DATA),)
 
 # the dashboard screenshots in docs/dashboard.md, taken by the browser tests against fake providers
 screenshots: $(DEVSTAMP)

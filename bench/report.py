@@ -12,6 +12,8 @@ from typing import Any
 from sysinfo import SERVE_IMPORTS
 from targets import BENCH, ROOT
 
+from classify import markdown as classify_markdown
+
 RESULTS = BENCH / "results"
 DOCS = ROOT / "docs" / "performance.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -144,6 +146,17 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
     imp = r.get("import_time") or {}
     why = imp.get("error", "not measured")
     add("`import modelyard`", imp.get("import_ms"), "<= 300 ms", lambda v: v <= 300, " ms", why)
+    clf = r.get("classifier") or {}
+    longest = (clf.get("lengths") or {}).get("2,000 tokens") or {}
+    why_c = clf.get("error", "not measured")
+    add(
+        "prompt classifier p99, 2,000 tokens, 1 core",
+        longest.get("p99_ms"),
+        "<= 2 ms",
+        lambda v: v <= 2.0,
+        " ms",
+        why_c,
+    )
     w = ratio(k64, "modelyard-w2", my)
     add("--workers 2 vs 1 (json, 64 conn, 0 ms)", w, ">= 1.60x", lambda v: v >= 1.6, "x", _why(r, k64, f"{my}-w2", my))
     busy = _get(r, k64, "modelyard-w2", "machine_busy")
@@ -404,6 +417,8 @@ def markdown(r: dict[str, Any]) -> str:
             stops = ", ".join(f"{t['module']} {t['cumulative_ms']} ms" for t in imp.get("serve_top", [])[:6])
             line += f" What `modelyard serve` imports (`{SERVE_IMPORTS}`): {imp['serve_imports_ms']} ms ({stops})."
         parts += [line, ""]
+    if (r.get("classifier") or {}).get("lengths"):
+        parts += [classify_markdown(r["classifier"]), ""]
     soak = r.get("soak") or {}
     if soak.get("growth_pct") is not None:
         lg = soak.get("load", {})

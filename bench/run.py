@@ -51,6 +51,8 @@ from targets import (
     working_tree,
 )
 
+import classify
+
 MEDIAN_FIELDS = (
     "rps",
     "p50_ms",
@@ -410,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(n.startswith("litellm") for n in args.names):
             ok, reason = ensure_litellm(not args.no_install, logdir / "litellm-install.log")
             args.litellm_unavailable = "" if ok else reason
+        if any(n.startswith("modelyard") for n in args.names):
+            log("prompt classifier latency")
+            try:
+                result["classifier"] = classify.measure(400 if not args.quick else 100)
+            except (OSError, ValueError) as exc:
+                result["classifier"] = {"error": str(exc)}
         result["versions"] = sysinfo.versions()
         t0 = time.perf_counter()
         mock_proc = procs.spawn(mock_cmd, log=mock.log or logdir / "mock.log")

@@ -1,4 +1,4 @@
-"""The ``modelyard`` command line: serve, config check, models, fake-provider."""
+"""The ``modelyard`` command line: serve, config check, models, classify, fake-provider."""
 
 from __future__ import annotations
 
@@ -422,6 +422,111 @@ def import_litellm(
         raise typer.Exit(2) from None
     counts = f"{len(conv.config.get('models', {}))} models, {len(conv.config.get('routes', {}))} routes"
     err.print(f"[green]ok[/]: {counts}; {len(conv.unmapped)} settings not mapped", highlight=False)
+
+
+@app.command("classify")
+def classify(
+    file: Annotated[
+        str, typer.Argument(help="JSONL: one object per line with `prompt` (text) or `messages` (chat); - reads stdin.")
+    ] = "-",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: standard output).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Another trained weights file (scripts/train_classifier.py).")
+    ] = None,
+    tiers: Annotated[
+        str, typer.Option(help="Tier ceilings of complexity, cheapest first; the last tier takes the rest.")
+    ] = "cheap=0.5,mid=0.8,strong",
+) -> None:
+    """Classify prompts: each line comes back with `complexity` (0..1), `tier`, `task` and `p_hard`."""
+    import orjson
+
+    from modelyard.classify.model import Classifier, ClassifierError
+
+    err = _console(stderr=True)
+    try:
+        ceilings = _tier_ceilings(tiers)
+        clf = Classifier.load(weights)
+    except (ValueError, ClassifierError) as exc:
+        err.print(f"[bold red]error[/]: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        source = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        err.print(f"[bold red]error[/]: cannot read {file}: {exc.strerror}", highlight=False)
+        raise typer.Exit(2) from None
+    out = sys.stdout if output is None else output.open("w", encoding="utf-8")
+    bad = 0
+    try:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+                text = _prompt_of(item)
+            except orjson.JSONDecodeError as exc:
+                err.print(f"[red]line {number}[/]: not valid JSON ({exc.msg} at column {exc.colno})", highlight=False)
+                bad += 1
+                continue
+            except ValueError as exc:
+                err.print(f"[red]line {number}[/]: {exc}", highlight=False)
+                bad += 1
+                continue
+            c = clf.classify(text)
+            item.update(complexity=c.complexity, tier=c.tier(ceilings), task=c.task, p_hard=c.p_hard)
+            out.write(orjson.dumps(item).decode() + "\n")
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        if out is not sys.stdout:
+            out.close()
+    if bad:
+        err.print(f"[bold red]{bad} line(s) could not be classified[/]", highlight=False)
+        raise typer.Exit(1)
+
+
+def _tier_ceilings(spec: str) -> list[tuple[str, float]]:
+    """``cheap=0.5,mid=0.8,strong`` as [(name, ceiling)], the last one open (1.0)."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("--tiers needs at least one tier")
+    result: list[tuple[str, float]] = []
+    for i, part in enumerate(parts):
+        name, sep, value = part.partition("=")
+        last = i == len(parts) - 1
+        if not sep and not last:
+            raise ValueError(f"--tiers: {part!r} needs a ceiling (name=0.5); only the last tier takes the rest")
+        try:
+            ceiling = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"--tiers: {value!r} is not a number") from None
+        if not 0.0 <= ceiling <= 1.0 or (result and ceiling <= result[-1][1]):
+            raise ValueError("--tiers: ceilings go up from the cheapest tier, within 0..1")
+        result.append((name.strip(), 1.0 if last else ceiling))
+    return result
+
+
+def _prompt_of(item: object) -> str:
+    """The text a line asks to classify: ``prompt``, else the user turns of ``messages``."""
+    if not isinstance(item, dict):
+        raise ValueError("each line must be a JSON object with `prompt` or `messages`")
+    prompt = item.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    messages = item.get("messages")
+    if isinstance(messages, list) and messages:
+        turns = []
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(m, dict) and m.get("role") == "user":
+                if isinstance(content, str):
+                    turns.append(content)
+                elif isinstance(content, list):
+                    turns += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        if turns:
+            return "\n\n".join(turns)
+    raise ValueError("no `prompt` string (or `messages` with a user turn) on this line")
 
 
 @app.command("fake-provider")

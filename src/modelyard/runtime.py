@@ -19,6 +19,7 @@ from typing import cast
 
 from pydantic import SecretStr
 
+from modelyard.classify.model import Classifier, ClassifierError
 from modelyard.config.capabilities import capabilities_of
 from modelyard.config.prices import lookup_price
 from modelyard.config.schema import Config, ModelConfig, ProviderConfig, RouteConfig
@@ -27,6 +28,7 @@ from modelyard.local.manager import LocalModelManager
 from modelyard.local.settings import ModelSettings, merge_settings, model_settings
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions, Provider
+from modelyard.routing.auto import AutoRoute, Tier
 from modelyard.routing.breaker import BreakerSettings, CircuitBreaker
 from modelyard.routing.deployment import Deployment, ModelState, Route
 from modelyard.routing.limiter import ModelLimiter
@@ -122,6 +124,8 @@ class Runtime:
         self.models: dict[str, Deployment] = {
             name: self._deployment(name, mcfg, previous) for name, mcfg in config.models.items()
         }
+        #: the prompt classifiers of the auto routes, by weights file ("" the shipped one), loaded once
+        self._classifiers: dict[str, Classifier] = dict(previous._classifiers) if previous is not None else {}
         self.routes: dict[str, Route] = {name: self._route(name, rcfg) for name, rcfg in config.routes.items()}
         self._adhoc: OrderedDict[str, Route] = OrderedDict()
         self.default_route = config.default_route
@@ -175,6 +179,26 @@ class Runtime:
             strategy=make_strategy(cfg.strategy),
             config=cfg,
             validators=build_validators(cfg.validators, json_schema=cfg.json_schema),
+            auto=self._auto(name, cfg),
+        )
+
+    def _auto(self, name: str, cfg: RouteConfig) -> AutoRoute | None:
+        auto = cfg.auto
+        if auto is None:
+            return None
+        key = auto.classifier or ""
+        classifier = self._classifiers.get(key)
+        if classifier is None:
+            try:
+                classifier = Classifier.load(auto.classifier)
+            except ClassifierError as exc:
+                raise ConfigError(str(exc), path=f"routes.{name}.auto.classifier") from None
+            self._classifiers[key] = classifier
+        return AutoRoute(
+            tiers=tuple(Tier(t.name, t.max_complexity, t.models) for t in auto.tiers),
+            classifier=classifier,
+            min_expected_quality=auto.min_expected_quality,
+            judge=auto.judge,
         )
 
     # -- resolution ----------------------------------------------------------------------

@@ -204,6 +204,13 @@ class RequestAccounting:
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     _input_estimate: int | None = None
     _cheapest: _Estimate | None = None
+    #: strategy auto: the tier chosen for the prompt, its complexity and why (set by the pipeline)
+    tier: str | None = None
+    complexity: float | None = None
+    tier_reason: str | None = None
+    #: the judge's last score of an answer, and what judging cost (counted in the request's cost)
+    judge_score: float | None = None
+    judge_cost_usd: float = 0.0
 
     # -- attempt hooks (the router calls these) --------------------------------------------------
 
@@ -214,6 +221,14 @@ class RequestAccounting:
         n_in = self._input_estimate
         n_out = worst_case_output_tokens(self.req, dep.config, n_in) if self.req is not None else 0
         return price, n_in, n_out, worst_case_cost(price, n_in, n_out)
+
+    def estimate_usd(self, dep: Deployment) -> float | None:
+        """The worst-case cost of this request on ``dep`` (None when ``dep`` has no price)."""
+        price, _, _, usd = self._estimate(dep)
+        return None if price is None else usd
+
+    def add_judge_cost(self, usd: float) -> None:
+        self.judge_cost_usd += usd
 
     async def before(self, dep: Deployment) -> Reservation | None:
         if self.max_cost_usd is None and not self.acct.has_budgets:
@@ -325,6 +340,7 @@ class RequestAccounting:
         model = cache_hit_model or (answering.name if answering else (rows[-1].model if rows else ""))
         provider = answering.provider.name if answering else (rows[-1].provider if rows else "")
         total_cost = 0.0 if cache_hit_model else sum(r.cost_usd for r in rows)
+        total_cost += self.judge_cost_usd
         baseline = self._baseline(usage) if usage is not None and error is None else None
         record = RequestRecord(
             ts=self.ts,
@@ -353,6 +369,11 @@ class RequestAccounting:
             reasoning=reasoning
             or (usage is not None and usage.reasoning_tokens > 0)
             or (self.req is not None and self.req.asks_for_reasoning()),
+            tier=self.tier,
+            complexity=self.complexity,
+            tier_reason=self.tier_reason[:200] if self.tier_reason else None,
+            judge_score=self.judge_score,
+            judge_cost_usd=self.judge_cost_usd,
         )
         self.acct.submit(record, rows, overhead_ms)
         return record

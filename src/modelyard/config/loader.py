@@ -262,6 +262,9 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 )
         if route.baseline_model is not None and route.baseline_model not in cfg.models:
             problems.append((f"routes.{name}.baseline_model", _unknown("model", route.baseline_model, cfg.models)))
+        judge = route.auto.judge if route.auto is not None else None
+        if judge is not None and judge.model not in cfg.models:
+            problems.append((f"routes.{name}.auto.judge.model", _unknown("model", judge.model, cfg.models)))
         for i, spec in enumerate(route.validators):
             try:
                 build_validator(spec, json_schema=route.json_schema)

@@ -1,6 +1,7 @@
 """Relative paths in a config resolve against the config file's directory (contracts.md).
 
-``database`` (a SQLite file), ``usage.spill_path`` and a ``llamacpp`` provider's ``models_dir``:
+``database`` (a SQLite file), ``usage.spill_path``, a ``llamacpp`` provider's ``models_dir`` and
+an auto route's ``auto.classifier`` weights:
 written relative in a config file, they are taken relative to that file, so gateways started from
 different folders with the same config share one database, and gateways with different configs in
 one folder do not mix their figures.  A config without a file (the environment defaults, a dict
@@ -51,4 +52,12 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
             changed = True
     if changed:
         update["providers"] = providers
+    routes = dict(cfg.routes)
+    for name, r in cfg.routes.items():
+        weights = r.auto.classifier if r.auto is not None else None
+        if r.auto is not None and weights and not Path(weights).expanduser().is_absolute():
+            auto = r.auto.model_copy(update={"classifier": _absolute(weights, base)})
+            routes[name] = r.model_copy(update={"auto": auto})
+    if routes != cfg.routes:
+        update["routes"] = routes
     return cfg.model_copy(update=update) if update else cfg

@@ -6,6 +6,7 @@ that name the YAML path and suggest the key that was probably meant.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Annotated, Any, Literal
 
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 ProviderKind = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
-Strategy = Literal["round_robin", "random", "weighted", "least_busy", "latency", "cost", "priority"]
+Strategy = Literal["round_robin", "random", "weighted", "least_busy", "latency", "cost", "priority", "auto"]
 
 
 class _Strict(BaseModel):
@@ -325,6 +326,60 @@ class ModelConfig(_Strict):
 LOCAL_MODEL_FIELDS: tuple[str, ...] = ("keep_alive", "preload", "load_timeout_s")
 
 
+class AutoTierConfig(_Strict):
+    """One tier of an ``auto`` route: its models (tried in this order) and the highest prompt
+    complexity it takes (the last tier takes everything above the one before it)."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    models: tuple[str, ...] = Field(min_length=1)
+    max_complexity: float = Field(1.0, ge=0, le=1)
+
+
+#: what the judge is asked when a route's auto.judge sets no rubric
+DEFAULT_RUBRIC = (
+    "Does the answer respond to the request correctly, completely and without errors? "
+    "1 means fully correct and complete, 0 means wrong, empty or off-topic."
+)
+
+
+class JudgeConfig(_Strict):
+    """LLM-as-judge for an ``auto`` route: a configured model scores answers 0..1 against a rubric;
+    a score under ``threshold`` escalates the request to the next tier."""
+
+    model: str
+    rubric: str = Field(DEFAULT_RUBRIC, min_length=1, max_length=4000)
+    threshold: float = Field(0.5, ge=0, le=1)
+    #: the share of answers judged (the others are served unjudged)
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    #: the judge's own deadline, seconds (a judge that does not answer in time lets the answer through)
+    timeout_s: float = Field(20.0, gt=0, le=600)
+
+
+class AutoConfig(_Strict):
+    """``strategy: auto``: the shipped classifier picks a tier per prompt (docs/routing.md)."""
+
+    tiers: tuple[AutoTierConfig, ...] = Field(min_length=1, max_length=8)
+    #: a tier below the last is chosen only when its expected quality (1 - p_hard) reaches this
+    min_expected_quality: float = Field(0.0, ge=0, le=1)
+    judge: JudgeConfig | None = None
+    #: another trained weights file (scripts/train_classifier.py); unset: the shipped one
+    classifier: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoConfig:
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must differ: {', '.join(names)}")
+        ceilings = [t.max_complexity for t in self.tiers[:-1]]
+        if any(b <= a for a, b in itertools.pairwise(ceilings)):
+            raise ValueError("tiers go from the cheapest up: each max_complexity must be above the one before")
+        if len(self.tiers) > 1 and "max_complexity" in self.tiers[-1].model_fields_set:
+            raise ValueError(
+                "the last tier takes every prompt above the tier before it: leave its max_complexity unset"
+            )
+        return self
+
+
 class RouteConfig(_Strict):
     models: tuple[str, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
@@ -353,6 +408,36 @@ class RouteConfig(_Strict):
     cache_ttl_s: float | None = Field(None, gt=0)
     #: the longest TTL a request may ask for with the cache_ttl_s option (unset: cache_ttl_s)
     cache_max_ttl_s: float | None = Field(None, gt=0)
+    #: the default of the request option max_cost_usd for this route (a request may set its own)
+    max_cost_usd: float | None = Field(None, gt=0, le=1e9)
+    #: strategy auto: the tiers, the quality floor and the judge (docs/routing.md)
+    auto: AutoConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_models(cls, value: Any) -> Any:
+        """An auto route's ``models`` default to its tiers' models, cheapest tier first."""
+        if isinstance(value, dict) and "models" not in value and isinstance(value.get("auto"), dict):
+            tiers = value["auto"].get("tiers")
+            if isinstance(tiers, (list, tuple)):
+                models: list[Any] = []
+                for tier in tiers:
+                    if isinstance(tier, dict) and isinstance(tier.get("models"), (list, tuple)):
+                        models += [m for m in tier["models"] if m not in models]
+                return {**value, "models": models}
+        return value
+
+    @model_validator(mode="after")
+    def _auto_strategy(self) -> RouteConfig:
+        if self.strategy == "auto" and self.auto is None:
+            raise ValueError("strategy auto needs an auto section (tiers of models)")
+        if self.auto is not None and self.strategy != "auto":
+            raise ValueError("an auto section needs strategy: auto")
+        if self.auto is not None:
+            missing = [m for t in self.auto.tiers for m in t.models if m not in self.models]
+            if missing:
+                raise ValueError(f"auto tiers name models the route does not list in models: {', '.join(missing)}")
+        return self
 
 
 class BudgetConfig(_Strict):

@@ -34,7 +34,9 @@ from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
 from modelyard.errors import ClientClosedError, InvalidRequestError, ModelyardError
 from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
+from modelyard.gateway.auto import RequestJudge, choose_tier
 from modelyard.ids import IdFactory
+from modelyard.routing.auto import TierChoice
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.options import RequestOptions
 from modelyard.routing.router import Attempt, Router, RouteResult, estimate_embedding_tokens, estimate_tokens
@@ -63,9 +65,18 @@ class PipelineServices(Protocol):
 
 
 def resolve_route(rt: Runtime, model: str, opts: RequestOptions) -> Route:
-    """The route a request asks for: the ``route`` option over the body's model, ``default`` as the
-    configured default route, then the task map."""
+    """The route a request asks for: the ``route`` option over the body's model, ``default`` (or no
+    model at all) as the configured default route, then the task map."""
     target = opts.route or model
+    if not target:  # a chat body without a model: the default route, when one is configured
+        if not rt.default_route:
+            raise InvalidRequestError(
+                "you must provide a model parameter: a route, a model, or provider:model (see GET /v1/models); "
+                "or the operator sets default_route",
+                param="model",
+                code="missing_required_parameter",
+            )
+        target = rt.default_route
     if target == "default" and "default" not in rt.routes and rt.default_route:
         target = rt.default_route
     route = rt.resolve(target)
@@ -125,6 +136,9 @@ class Served:
     #: ``hit``, ``miss``, ``bypass``, or None when the route does not cache
     cache: str | None
     cost_usd: float
+    #: strategy auto: the tier chosen for the prompt (headers X-Modelyard-Tier/-Complexity/-Tier-Reason)
+    tier: TierChoice | None = None
+    tier_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +186,11 @@ class ServedStream:
     _iterated: bool = False
     #: the request's trace span (tracing on), ended when the stream closes
     _span: RequestSpan | None = None
+    #: strategy auto: the tier chosen for the prompt, and why
+    tier: TierChoice | None = None
+    tier_reason: str | None = None
+    #: what judging the answer cost (strategy auto with a judge)
+    _judge_usd: float = 0.0
 
     @property
     def usage(self) -> Usage | None:
@@ -193,7 +212,7 @@ class ServedStream:
     def cost_usd(self) -> float:
         if self._routed is None:
             return 0.0
-        return _cost(self._routed.result.deployment, self._routed.usage)
+        return _cost(self._routed.result.deployment, self._routed.usage) + self._judge_usd
 
     async def chunks(self) -> AsyncIterator[ChatChunk]:
         """The answer's chunks in the internal shape; raises the error that ended it early."""
@@ -294,6 +313,14 @@ class _Admitted:
     acct: RequestAccounting | None
     cache: str | None
     key: str | None
+    #: strategy auto: the tier chosen for the prompt
+    choice: TierChoice | None = None
+
+    def judge(self, router: Router, rt: Runtime, req: ChatRequest) -> RequestJudge | None:
+        auto = self.route.auto
+        if self.choice is None or auto is None or auto.judge is None:
+            return None
+        return RequestJudge(router, rt, self.route, req, self.choice, self.acct)
 
 
 class Pipeline:
@@ -340,9 +367,11 @@ class Pipeline:
         if rt.org_providers:  # bring your own key: the organisation's own provider where it has one
             route = rt.for_org(route, principal.org_id)
         route = principal.admit(route)
+        max_cost = opts.max_cost_usd if opts.max_cost_usd is not None else route.config.max_cost_usd
         services = self.services
         if services is None:
-            return _Admitted(route, None, None, None)
+            choice = choose_tier(route, req, None, max_cost) if route.auto is not None and req is not None else None
+            return _Admitted(route, None, None, None, choice)
         if route.name not in rt.routes and route.name not in rt.models:
             _refuse_unpriced_adhoc(route, services.accountant, principal)
         acct = services.accountant.request(
@@ -353,15 +382,16 @@ class Pipeline:
             key_id=principal.key_id,
             task=opts.task,
             stream=stream,
-            max_cost_usd=opts.max_cost_usd,
+            max_cost_usd=max_cost,
             request_id=request_id,
             input_tokens=input_tokens,
         )
+        choice = choose_tier(route, req, acct, max_cost) if route.auto is not None and req is not None else None
         if req is None or not route.config.cache_ttl_s:
-            return _Admitted(route, acct, None, None)
+            return _Admitted(route, acct, None, None, choice)
         if opts.cache is False:
-            return _Admitted(route, acct, "bypass", None)
-        return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id))
+            return _Admitted(route, acct, "bypass", None, choice)
+        return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id), choice)
 
     async def _cached(self, admitted: _Admitted) -> CachedResponse | None:
         if admitted.key is None or self.services is None:
@@ -425,7 +455,8 @@ class Pipeline:
                 hit = await self._cached(admitted)
                 if hit is not None:
                     return self._serve_hit(hit, route, request_id, acct, t0)
-                response, result = await self.router.chat(route, req, opts, acct)
+                judge = admitted.judge(self.router, rt, req)
+                response, result = await self.router.chat(route, req, opts, acct, choice=admitted.choice, judge=judge)
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
@@ -443,7 +474,12 @@ class Pipeline:
             ttl = opts.cache_ttl(route.config.cache_ttl_s, route.config.cache_max_ttl_s)
             if admitted.key is not None and self.services is not None and ttl:
                 await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
-            return self._served(request_id, response, result, overhead, admitted.cache)
+            served = self._served(request_id, response, result, overhead, admitted.cache)
+            if admitted.choice is not None:
+                served.tier = admitted.choice
+                served.tier_reason = _reason(admitted.choice, judge)
+                served.cost_usd += judge.cost_usd if judge is not None else 0.0
+            return served
 
     @staticmethod
     def _served(
@@ -549,7 +585,8 @@ class Pipeline:
                     _rt=None,
                     _hit=served.response,
                 )
-            routed = await self.router.stream(route, req, opts, acct)
+            judge = admitted.judge(self.router, rt, req)
+            routed = await self.router.stream(route, req, opts, acct, choice=admitted.choice, judge=judge)
         except BaseException as exc:
             if acct is not None and isinstance(exc, ModelyardError):
                 acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
@@ -580,6 +617,9 @@ class Pipeline:
             _cache_key=admitted.key,
             _cache_ttl=opts.cache_ttl(route.config.cache_ttl_s, route.config.cache_max_ttl_s),
             _kept=[] if admitted.key is not None else None,
+            tier=admitted.choice,
+            tier_reason=_reason(admitted.choice, judge) if admitted.choice is not None else None,
+            _judge_usd=judge.cost_usd if judge is not None else 0.0,
         )
 
     # -- embeddings ---------------------------------------------------------------------------
@@ -704,6 +744,13 @@ def _request_attrs(req: ChatRequest) -> dict[str, Any]:
         "gen_ai.request.choice.count": req.n,
         "modelyard.stream": req.stream,
     }
+
+
+def _reason(choice: TierChoice, judge: RequestJudge | None) -> str:
+    """Why the tier: the choice's reason, and what the judge said when it could not score."""
+    if judge is not None and judge.note:
+        return f"{choice.reason}; {judge.note}"
+    return choice.reason
 
 
 def _prompt(req: ChatRequest) -> str:

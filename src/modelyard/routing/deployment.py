@@ -17,6 +17,7 @@ from modelyard.routing.stats import ModelStats
 from modelyard.routing.strategies import Strategy
 
 if TYPE_CHECKING:
+    from modelyard.routing.auto import AutoRoute
     from modelyard.validators import Validator
 
 __all__ = ["Deployment", "ModelState", "Route"]
@@ -96,6 +97,8 @@ class Route:
     config: RouteConfig
     #: output validators, built once from the route config
     validators: list[Validator] = field(default_factory=list)
+    #: strategy auto: the tiers and the classifier (None for the other strategies)
+    auto: AutoRoute | None = None
 
     @property
     def retries(self) -> int:

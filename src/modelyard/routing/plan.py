@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modelyard.routing.capability import Needs, keep_capable
@@ -40,18 +41,20 @@ def plan_for(
     peek: bool = False,
     needs: Needs | None = None,
     reasoning: bool = False,
+    order: Sequence[Deployment] | None = None,
 ) -> Plan:
     """The candidates of a request, in order.  ``peek``: without changing the route's strategy
     state (``/v1/estimate`` must not move a round-robin rotation or spend random draws).
     ``needs``: the capabilities the request asks for (candidates without them are left out; 400
-    when none has them)."""
+    when none has them).  ``order``: the pool's order decided elsewhere (an ``auto`` route's tier
+    choice) instead of the strategy's."""
     cfg = route.config
     fallback = cfg.fallback if opts.fallback is None else opts.fallback
     local_only = cfg.local_only if opts.local_only is None else opts.local_only
     prefer = opts.prefer or cfg.prefer
     strategy = route.strategy
     rank = strategy.preview if peek else strategy.order
-    ordered = rank(route.pool, stream=stream, reasoning=reasoning)
+    ordered = list(order) if order is not None else rank(route.pool, stream=stream, reasoning=reasoning)
     if fallback:
         ordered += [d for d in route.fallbacks if d not in ordered]
     if cfg.local_first:

@@ -30,6 +30,7 @@ from modelyard.errors import (
     UpstreamValidationError,
 )
 from modelyard.providers.base import CallOptions
+from modelyard.routing.auto import TierChoice
 from modelyard.routing.capability import EMBEDDING_NEEDS, chat_needs
 from modelyard.routing.deployment import Deployment, Route
 from modelyard.routing.limiter import Slot
@@ -41,7 +42,16 @@ from modelyard.routing.streams import Continuation, RoutedStream
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 from modelyard.validators import ValidationFailed, Validator, build_validators
 
-__all__ = ["Attempt", "AttemptHooks", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
+__all__ = ["Attempt", "AttemptHooks", "Judge", "RouteResult", "RoutedStream", "Router", "estimate_tokens"]
+
+
+class Judge(Protocol):
+    """Scores an answer before it is served (an ``auto`` route's LLM judge, injected by the gateway).
+
+    Raises :class:`~modelyard.errors.UpstreamValidationError` to reject the answer: the request
+    moves on to the next candidate (the next tier up), like a validator's rejection."""
+
+    async def __call__(self, dep: Deployment, texts: list[str]) -> None: ...
 
 
 class AttemptHooks(Protocol):
@@ -97,6 +107,8 @@ class RouteResult:
     upstream_s: float = 0.0
 
     first_choice: str = ""
+    #: strategy auto: the tier chosen for the prompt (None on other routes)
+    choice: TierChoice | None = None
 
     @property
     def fallback(self) -> bool:
@@ -459,18 +471,30 @@ class Router:
     # -- the three kinds of call --------------------------------------------------------------
 
     async def chat(
-        self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
+        self,
+        route: Route,
+        req: ChatRequest,
+        opts: RequestOptions,
+        hooks: AttemptHooks | None = None,
+        *,
+        choice: TierChoice | None = None,
+        judge: Judge | None = None,
     ) -> tuple[ChatResponse, RouteResult]:
-        plan = plan_for(route, opts, stream=False, needs=chat_needs(req))
+        """``choice``: an auto route's tier (its order replaces the strategy's); ``judge``: scores
+        each answer before it is served (a rejection fails over like a validator's)."""
+        order = choice.order if choice is not None else None
+        plan = plan_for(route, opts, stream=False, needs=chat_needs(req), order=order)
         validators = _validators(route, req)
 
         async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
             token = await hooks.before(dep) if hooks is not None else None
             try:
                 response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
-                if validators:
+                if validators or judge is not None:
                     texts = [c.message.text() for c in response.choices if not c.message.tool_calls]
                     _validate(validators, texts, dep)
+                    if judge is not None and texts:
+                        await judge(dep, texts)
             except BaseException as exc:
                 if hooks is not None:
                     await hooks.after(dep, token, _unknown_usage(exc, req), ok=False)
@@ -480,20 +504,39 @@ class Router:
             return response
 
         response, result, slot = await self.run(plan, estimate_tokens(req), call)
+        result.choice = choice
         _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 
     async def stream(
-        self, route: Route, req: ChatRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
+        self,
+        route: Route,
+        req: ChatRequest,
+        opts: RequestOptions,
+        hooks: AttemptHooks | None = None,
+        *,
+        choice: TierChoice | None = None,
+        judge: Judge | None = None,
     ) -> RoutedStream:
-        plan = plan_for(route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning())
-        routed = await self._stream_plan(plan, req, _validators(route, req), hooks)
+        """As :meth:`chat`; the judge scores only streams held back whole (routes with validators)."""
+        order = choice.order if choice is not None else None
+        plan = plan_for(
+            route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning(), order=order
+        )
+        validators = _validators(route, req)
+        routed = await self._stream_plan(plan, req, validators, hooks, judge if validators else None)
+        routed.result.choice = choice
         if plan.fallback and (req.n or 1) == 1:
             routed.continuation = self._continuation(plan, req, routed, hooks)
         return routed
 
     async def _stream_plan(
-        self, plan: Plan, req: ChatRequest, validators: list[Validator], hooks: AttemptHooks | None
+        self,
+        plan: Plan,
+        req: ChatRequest,
+        validators: list[Validator],
+        hooks: AttemptHooks | None,
+        judge: Judge | None = None,
     ) -> RoutedStream:
         started: dict[str, float] = {}
         tokens: dict[str, Any] = {}
@@ -503,6 +546,12 @@ class Router:
             started["t"] = time.perf_counter()
             try:
                 head, iterator = await _open_stream(dep, req, remaining, validators)
+                if judge is not None and not any(c.tool_calls for ch in head for c in ch.choices):
+                    try:
+                        await judge(dep, ["".join(c.content or "" for ch in head for c in ch.choices)])
+                    except BaseException:
+                        await _aclose(iterator)
+                        raise
             except BaseException:
                 if hooks is not None:
                     await hooks.after(dep, token, None, ok=False)

@@ -17,6 +17,7 @@ from typing import ClassVar, Protocol, TypeVar
 
 __all__ = [
     "STRATEGIES",
+    "Auto",
     "Candidate",
     "Cost",
     "Latency",
@@ -186,8 +187,15 @@ class Priority(Strategy):
         return list(pool)
 
 
+class Auto(Priority):
+    """``strategy: auto``: the pipeline classifies each prompt and the plan follows the chosen
+    tier (routing.auto); without a prompt (a preview) the pool's order, cheapest tier first."""
+
+    name = "auto"
+
+
 STRATEGIES: Mapping[str, type[Strategy]] = MappingProxyType(
-    {cls.name: cls for cls in (RoundRobin, Random, Weighted, LeastBusy, Latency, Cost, Priority)}
+    {cls.name: cls for cls in (RoundRobin, Random, Weighted, LeastBusy, Latency, Cost, Priority, Auto)}
 )
 
 

@@ -61,6 +61,13 @@ def _headers(served: Served | ServedStream | ServedEmbeddings, cache: str | None
     }
     if cache is not None:
         headers["X-Modelyard-Cache"] = cache
+    tier = getattr(served, "tier", None)
+    if tier is not None:  # strategy auto: what the classifier saw and why this tier
+        headers["X-Modelyard-Tier"] = tier.tier
+        headers["X-Modelyard-Complexity"] = f"{tier.complexity:.4f}"
+        headers["X-Modelyard-Task"] = tier.task
+        reason = getattr(served, "tier_reason", None) or tier.reason
+        headers["X-Modelyard-Tier-Reason"] = reason.encode("ascii", "replace").decode()[:200]
     return headers
 
 

@@ -56,7 +56,11 @@ class ChatCompletionRequest(_Open):
     """OpenAI's chat completion request; fields modelyard does not know are passed through to
     OpenAI-compatible upstreams."""
 
-    model: str = Field(description="a route, a configured model, `default`, or `provider:model`")
+    model: str | None = Field(
+        None,
+        description="a route, a configured model, `default`, or `provider:model`; "
+        "absent: the configured default_route (400 without one)",
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None

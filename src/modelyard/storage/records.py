@@ -53,6 +53,13 @@ class RequestRecord:
     source: str = "production"
     #: the request asked for reasoning or its answer began with (or counted) reasoning
     reasoning: bool = False
+    #: strategy auto: the tier chosen, the prompt's complexity and why (migration 0008)
+    tier: str | None = None
+    complexity: float | None = None
+    tier_reason: str | None = None
+    #: strategy auto with a judge: the judge's last score (0..1) and what judging cost (in cost_usd too)
+    judge_score: float | None = None
+    judge_cost_usd: float = 0.0
 
 
 @dataclass(slots=True)

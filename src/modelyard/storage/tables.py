@@ -33,6 +33,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 
 __all__ = [
@@ -165,6 +166,12 @@ usage_requests = Table(
     Column("source", String(16), nullable=False, server_default="production"),
     #: the request asked for reasoning or its answer began with it (migration 0006)
     Column("reasoning", Boolean, nullable=False, server_default=false()),
+    #: strategy auto: the tier, the prompt's complexity, why; the judge's score and cost (migration 0008)
+    Column("tier", String(32), nullable=True),
+    Column("complexity", Double, nullable=True),
+    Column("tier_reason", String(200), nullable=True),
+    Column("judge_score", Double, nullable=True),
+    Column("judge_cost_usd", Double, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("request_id"),
     Index(None, "ts"),
     Index(None, "org_id", "ts"),

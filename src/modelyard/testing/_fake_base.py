@@ -10,6 +10,7 @@ Faults are injected per model name (``"*"`` matches every model), from Python
 
     POST   /_fake/faults     {"model": "gpt-4o", "status": 429, "retry_after": "2", "times": 1}
     DELETE /_fake/faults     clear every fault
+    POST   /_fake/script     {"model": "judge", "text": "0.2", "prompt": "optional: only this last user text"}
     GET    /_fake/attempts   {"attempts": {"gpt-4o": 3}}
     GET    /_fake/requests   the last 200 requests received: {path, model, body, auth}
     POST   /_fake/reset      clear faults, attempts and the request log
@@ -199,11 +200,12 @@ def _value_for(schema: dict[str, Any], name: str = "value", root: dict[str, Any]
     return f"example {name}"
 
 
-def make_reply(prompt: Prompt, *, seen_before: bool = False) -> Reply:
+def make_reply(prompt: Prompt, *, seen_before: bool = False, script: str | None = None) -> Reply:
     """A deterministic answer: a tool call when tools are offered and not yet answered, else text.
 
     Text answers are ``"<model> says: <last user text>"`` (JSON when JSON mode or a schema is
-    asked for), cut at the first stop sequence or at ``max_tokens`` words.
+    asked for), or ``script`` (a scripted answer, see :meth:`FakeServer.script`), cut at the first
+    stop sequence or at ``max_tokens`` words.
     """
     input_tokens = count_tokens(prompt.all_text) + 3 * prompt.message_count + 85 * prompt.image_count
     cached = (input_tokens // 128) * 128 if seen_before and input_tokens >= 1024 else 0
@@ -214,7 +216,9 @@ def make_reply(prompt: Prompt, *, seen_before: bool = False) -> Reply:
         call_id = "call_" + hashlib.sha256(f"{prompt.all_text}{wanted}".encode()).hexdigest()[:24]
         out = count_tokens(orjson.dumps(args).decode()) + 5
         return Reply(None, [(call_id, wanted, args)], "tool_calls", input_tokens, out, cached)
-    if prompt.json_schema is not None:
+    if script is not None:
+        text = script
+    elif prompt.json_schema is not None:
         text = orjson.dumps(_value_for(prompt.json_schema)).decode()
     elif prompt.json_mode:
         text = orjson.dumps({"model": prompt.model, "answer": prompt.last_user_text}).decode()
@@ -271,6 +275,8 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._rng = random.Random(0)
+        #: (model, sha256 of the last user text or "*") -> a scripted answer
+        self._scripts: dict[tuple[str, str], str] = {}
         #: model requests (POST) being answered now, and the most at once since the last reset
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -297,6 +303,21 @@ class FakeServer:
         with self._lock:
             self._faults.setdefault(model, []).append(f)
 
+    def script(self, model: str, text: str, *, prompt: str | None = None) -> None:
+        """Answer ``text`` to requests for ``model`` (only to those whose last user text is
+        ``prompt``, when given: keyed by its SHA-256, as comparison fixtures do)."""
+        key = hashlib.sha256(prompt.encode()).hexdigest() if prompt is not None else "*"
+        with self._lock:
+            self._scripts[(model, key)] = text
+
+    def scripted(self, prompt: Prompt) -> str | None:
+        """The scripted answer for this prompt, if any (exact prompt first, then any prompt)."""
+        if not self._scripts:
+            return None
+        key = hashlib.sha256(prompt.last_user_text.encode()).hexdigest()
+        with self._lock:
+            return self._scripts.get((prompt.model, key), self._scripts.get((prompt.model, "*")))
+
     def clear_faults(self, model: str | None = None) -> None:
         with self._lock:
             if model is None:
@@ -322,6 +343,7 @@ class FakeServer:
             self._attempts.clear()
             self.requests.clear()
             self._seen_prompts.clear()
+            self._scripts.clear()
             self.peak_in_flight = self.in_flight
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -343,6 +365,7 @@ class FakeServer:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[count_in_flight, _middleware])
         app.router.add_post("/_fake/faults", self._ctl_add_fault)
         app.router.add_delete("/_fake/faults", self._ctl_clear_faults)
+        app.router.add_post("/_fake/script", self._ctl_script)
         app.router.add_get("/_fake/attempts", self._ctl_attempts)
         app.router.add_get("/_fake/requests", self._ctl_requests)
         app.router.add_post("/_fake/reset", self._ctl_reset)
@@ -536,6 +559,18 @@ class FakeServer:
             self.inject(model, Fault.from_json(data))
         except (TypeError, ValueError) as exc:
             return self.json({"error": str(exc)}, 400)
+        return self.json({"ok": True})
+
+    async def _ctl_script(self, request: web.Request) -> web.Response:
+        data = await self.read_json(request)
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("model"), str)
+            or not isinstance(data.get("text"), str)
+        ):
+            raise self.bad_request("a script needs a model and a text")
+        prompt = data.get("prompt")
+        self.script(data["model"], data["text"], prompt=prompt if isinstance(prompt, str) else None)
         return self.json({"ok": True})
 
     async def _ctl_clear_faults(self, request: web.Request) -> web.Response:

@@ -170,7 +170,7 @@ class FakeAnthropic(FakeServer):
                 fault.message if fault and fault.message else _anthropic_message(status, None), in_band, status
             )
         seen = self.seen_before([body.get("system"), body.get("messages"), body.get("tools")])
-        reply = make_reply(prompt)
+        reply = make_reply(prompt, script=self.scripted(prompt))
         message = _message(prompt, reply, cacheable=cacheable, seen=seen, one_hour=_one_hour(body))
         if fault is not None and fault.code == "refusal":
             message["content"] = []

@@ -271,7 +271,7 @@ class FakeGemini(FakeServer):
             events = [self._blocked_answer(prompt, model, rid)]
         else:
             seen = self.seen_before([body.get("systemInstruction"), body.get("contents")])
-            reply = make_reply(prompt, seen_before=seen)
+            reply = make_reply(prompt, seen_before=seen, script=self.scripted(prompt))
             if method == "generateContent":
                 return self.json(self._response(reply, model, rid, options))
             events = self._events(reply, model, rid, options)

@@ -427,7 +427,7 @@ class FakeOllama(FakeServer):
         prompt = self._chat_prompt(model, messages, body)
         fault = await self.begin(request, model, body)
         load_s = await self._ensure_loaded(model)
-        reply = make_reply(prompt)
+        reply = make_reply(prompt, script=self.scripted(prompt))
         self._touch(model, keep_alive)
         created = time.time()
         final = _final(model, created, reply, load_s)
@@ -482,7 +482,7 @@ class FakeOllama(FakeServer):
         fault = await self.begin(request, model, body)
         load_s = await self._ensure_loaded(model)
         prompt.tools = []  # /api/generate has no tools
-        reply = make_reply(prompt)
+        reply = make_reply(prompt, script=self.scripted(prompt))
         self._touch(model, keep_alive)
         created = time.time()
         final = _final(model, created, reply, load_s)

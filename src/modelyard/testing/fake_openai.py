@@ -68,7 +68,7 @@ class FakeOpenAI(FakeServer):
         prompt = self._validate_chat(body)
         fault = await self.begin(request, prompt.model, body)
         n = int(body.get("n") or 1)
-        reply = make_reply(prompt, seen_before=self.seen_before(body.get("messages")))
+        reply = make_reply(prompt, seen_before=self.seen_before(body.get("messages")), script=self.scripted(prompt))
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         usage = _usage(reply, n)

@@ -156,8 +156,11 @@ def _str(body: dict[str, Any], key: str) -> str | None:
     return v
 
 
-def _model(body: dict[str, Any]) -> str:
+def _model(body: dict[str, Any], *, optional: bool = False) -> str:
+    """The body's ``model``; ``optional``: "" when it is missing (the gateway's default route serves it)."""
     model = body.get("model")
+    if model is None and optional:
+        return ""
     if model is None:
         raise InvalidRequestError(
             "you must provide a model parameter: a route, a model, or provider:model (see GET /v1/models)",
@@ -375,7 +378,7 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
-    model = _model(body)
+    model = _model(body, optional=True)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError(

@@ -1,0 +1,1 @@
+"""The prompt classifier (complexity, tier, task) that the ``auto`` route strategy reads."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from modelyard.cli_compare import compare
 from modelyard.cli_remote import config_remote, providers_app, remote_models, routes_app, set_model_enabled
 from modelyard.errors import ConfigError
 
@@ -37,6 +38,7 @@ models_app = typer.Typer(
     help="Models: the config's (offline, --config) or a running gateway's (--url).", invoke_without_command=True
 )
 app.add_typer(models_app, name="models")
+app.command("compare")(compare)
 
 ConfigOpt = Annotated[
     Path | None,

@@ -47,7 +47,7 @@ async def test_migrate_creates_the_schema_and_is_idempotent(raw_db: Database) ->
     assert not await table_names(raw_db) & TABLES
     await migrate(raw_db)
     head = await head_revision()
-    assert head == "0008"
+    assert head == "0009"
     assert await current_revision(raw_db) == head
     assert await table_names(raw_db) >= TABLES | {"alembic_version"}
     async with raw_db.begin() as conn:
@@ -109,7 +109,7 @@ async def test_a_new_database_gets_exactly_the_schema_of_the_migrations(target: 
         new = Database(target.url, connect_args={"server_settings": {"search_path": schema}})
     try:
         await migrate(new)
-        assert await current_revision(new) == await head_revision() == "0008"
+        assert await current_revision(new) == await head_revision() == "0009"
         async with by_alembic.engine.connect() as a, new.engine.connect() as b:
             expected, got = await a.run_sync(_schema), await b.run_sync(_schema)
         assert set(got) >= TABLES | {"alembic_version"}
@@ -152,7 +152,7 @@ async def test_concurrent_starts_migrate_once(target: Target) -> None:
     dbs = [target.open() for _ in range(4)]
     await asyncio.gather(*(migrate(db) for db in dbs))
     for db in dbs:
-        assert await current_revision(db) == "0008"
+        assert await current_revision(db) == "0009"
     assert await table_names(dbs[0]) >= TABLES
 
 

@@ -110,8 +110,10 @@ class Accountant:
         max_cost_usd: float | None = None,
         request_id: str | None = None,
         input_tokens: int | None = None,
+        source: str = "production",
     ) -> RequestAccounting:
-        """The accounting of one request; ``input_tokens`` for requests that are not chats (embeddings)."""
+        """The accounting of one request; ``input_tokens`` for requests that are not chats
+        (embeddings); ``source``: production, canary, shadow, comparison or probe (contracts)."""
         return RequestAccounting(
             self,
             rt=rt,
@@ -124,6 +126,7 @@ class Accountant:
             stream=stream,
             max_cost_usd=max_cost_usd,
             _input_estimate=input_tokens,
+            source=source,
         )
 
     # -- budget events ------------------------------------------------------------------------
@@ -204,6 +207,8 @@ class RequestAccounting:
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     _input_estimate: int | None = None
     _cheapest: _Estimate | None = None
+    #: production, canary, shadow, comparison or probe (contracts: usage record ``source``)
+    source: str = "production"
     #: strategy auto: the tier chosen for the prompt, its complexity and why (set by the pipeline)
     tier: str | None = None
     complexity: float | None = None
@@ -369,6 +374,7 @@ class RequestAccounting:
             reasoning=reasoning
             or (usage is not None and usage.reasoning_tokens > 0)
             or (self.req is not None and self.req.asks_for_reasoning()),
+            source=self.source,
             tier=self.tier,
             complexity=self.complexity,
             tier_reason=self.tier_reason[:200] if self.tier_reason else None,

@@ -573,6 +573,13 @@ class ConfigPolicy(_Strict):
     discovery_interval_s: float | None = Field(None, ge=1, le=7 * 86_400)
 
 
+class CompareConfig(_Strict):
+    """Comparison runs (docs/compare.md)."""
+
+    #: python graders the API may name: name -> pkg.module:function (code is never sent through the API)
+    graders: dict[str, str] = Field(default_factory=dict)
+
+
 class DatabaseConfig(_Strict):
     """``database:``: the URL alone (``database: postgresql://...``), or this mapping."""
 
@@ -600,6 +607,7 @@ class Config(_Strict):
     alerts: tuple[AlertConfig, ...] = ()
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @field_validator("database", mode="before")
     @classmethod

@@ -362,6 +362,7 @@ class Pipeline:
         *,
         stream: bool,
         input_tokens: int | None = None,
+        source: str = "production",
     ) -> _Admitted:
         route = resolve_route(rt, model, opts)
         if rt.org_providers:  # bring your own key: the organisation's own provider where it has one
@@ -385,6 +386,7 @@ class Pipeline:
             max_cost_usd=max_cost,
             request_id=request_id,
             input_tokens=input_tokens,
+            source=source,
         )
         choice = choose_tier(route, req, acct, max_cost) if route.auto is not None and req is not None else None
         if req is None or not route.config.cache_ttl_s:
@@ -408,14 +410,16 @@ class Pipeline:
         *,
         request_id: str | None = None,
         started: float | None = None,
+        source: str = "production",
     ) -> Served:
-        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure."""
+        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure.
+        ``source``: what the usage record says the request was (comparison runs say so)."""
         tracing = self.tracing
         if tracing is None:
-            return await self._chat(req, opts, principal, request_id=request_id, started=started)
+            return await self._chat(req, opts, principal, request_id=request_id, started=started, source=source)
         span = _chat_span(tracing, req)
         with _failing(tracing, span):
-            served = await self._chat(req, opts, principal, request_id=request_id, started=started)
+            served = await self._chat(req, opts, principal, request_id=request_id, started=started, source=source)
         usage = served.response.usage
         _end_span(
             tracing,
@@ -438,6 +442,7 @@ class Pipeline:
         *,
         request_id: str | None = None,
         started: float | None = None,
+        source: str = "production",
     ) -> Served:
         """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure."""
         t0 = started if started is not None else time.perf_counter()
@@ -447,7 +452,7 @@ class Pipeline:
         async with self.holder.use() as rt:
             use_scrubber(rt.scrubber)
             try:
-                admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=False)
+                admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=False, source=source)
                 acct = admitted.acct
                 route = admitted.route
                 if self.services is not None:
@@ -530,14 +535,15 @@ class Pipeline:
         *,
         request_id: str | None = None,
         started: float | None = None,
+        source: str = "production",
     ) -> ServedStream:
         """A streamed completion (see :meth:`_stream`); the trace span ends when the stream closes."""
         tracing = self.tracing
         if tracing is None:
-            return await self._stream(req, opts, principal, request_id=request_id, started=started)
+            return await self._stream(req, opts, principal, request_id=request_id, started=started, source=source)
         span = _chat_span(tracing, req)
         with _failing(tracing, span):
-            served = await self._stream(req, opts, principal, request_id=request_id, started=started)
+            served = await self._stream(req, opts, principal, request_id=request_id, started=started, source=source)
         served._span = span
         return served
 
@@ -549,6 +555,7 @@ class Pipeline:
         *,
         request_id: str | None = None,
         started: float | None = None,
+        source: str = "production",
     ) -> ServedStream:
         """Start a streamed completion (held back until the first token, per the route).
 
@@ -563,7 +570,7 @@ class Pipeline:
         rt = holder.pin()  # until the stream's aclose: the stream outlives this call
         use_scrubber(rt.scrubber)
         try:
-            admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=True)
+            admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=True, source=source)
             acct = admitted.acct
             route = admitted.route
             if self.services is not None:

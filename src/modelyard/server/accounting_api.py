@@ -73,18 +73,25 @@ def accounting_router(gw: AppState) -> APIRouter:
         since: datetime | None = Query(None),
         until: datetime | None = Query(None),
         org_id: str | None = Query(None, description="master key only; a virtual key always sees its own"),
+        source: str | None = Query(
+            None,
+            max_length=80,
+            description="comma list of usage sources (production, canary, shadow, comparison, probe); default all",
+        ),
     ) -> dict[str, Any]:
         s, principal = await who(request)
         try:
             grouping = parse_group_by(group_by)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param="group_by") from None
+        sources = _sources(source)
         scope = principal.org_id if principal.kind == "key" else org_id
-        rows = await s.usage.stats(group_by=grouping, org_id=scope, since=since, until=until)
-        total = await s.usage.stats(group_by=None, org_id=scope, since=since, until=until)
+        rows = await s.usage.stats(group_by=grouping, org_id=scope, since=since, until=until, sources=sources)
+        total = await s.usage.stats(group_by=None, org_id=scope, since=since, until=until, sources=sources)
         return {
             "group_by": group_by,
             "org_id": scope,
+            "source": list(sources) if sources else None,
             "data": rows,
             "total": total[0] if total else None,
             "summary": _summary(total[0] if total else None),
@@ -143,3 +150,20 @@ async def _fits(s: Services, principal: Principal, route: str, model: str, usd: 
         return False
     await s.ledger.release(res)
     return True
+
+
+_SOURCES = ("production", "canary", "shadow", "comparison", "probe")
+
+
+def _sources(value: str | None) -> tuple[str, ...] | None:
+    """``?source=production,canary`` as a tuple (400 for an unknown source)."""
+    if not value:
+        return None
+    parts = tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    unknown = [p for p in parts if p not in _SOURCES]
+    if unknown or not parts:
+        raise InvalidRequestError(
+            f"unknown usage source {', '.join(unknown) or value!r}; expected a comma list of {', '.join(_SOURCES)}",
+            param="source",
+        )
+    return parts

@@ -34,6 +34,7 @@ from modelyard.observability.tracing import make_tracing
 from modelyard.routing.health import HealthMonitor
 from modelyard.server.accounting_api import accounting_router
 from modelyard.server.admin import admin_router
+from modelyard.server.compare_api import compare_router
 from modelyard.server.docs import add_docs
 from modelyard.server.errors import (
     error_response,
@@ -268,6 +269,7 @@ def create_app(gw: AppState) -> FastPath:
             gw.start_pipeline()
             try:
                 await gw.start_manager()
+                await gw.start_comparisons()
             except BaseException:
                 await gw.services.aclose()
                 raise
@@ -299,6 +301,7 @@ def create_app(gw: AppState) -> FastPath:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        await gw.stop_comparisons()
         await gw.stop_manager()
         if gw.services is not None:
             await gw.services.aclose()  # flushes every queued usage record
@@ -346,6 +349,7 @@ def create_app(gw: AppState) -> FastPath:
     app.add_route("/metrics", handlers.metrics, methods=["GET"])
     app.include_router(admin_router(gw))
     app.include_router(manage_router(gw))
+    app.include_router(compare_router(gw))
     app.include_router(accounting_router(gw))
     app.include_router(ui_router(gw))
     app.add_route("/health", handlers.health, methods=["GET"])

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from modelyard.compare.graders import GraderError, load_python_grader
+from modelyard.compare.service import ComparisonService
 from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError
 from modelyard.gateway.pipeline import Pipeline
@@ -16,6 +18,7 @@ from modelyard.management.manager import ConfigManager
 from modelyard.observability.tracing import Tracing
 from modelyard.routing.router import Router
 from modelyard.runtime import RuntimeHolder
+from modelyard.storage.comparisons import ComparisonStore
 
 __all__ = ["AppState"]
 
@@ -50,6 +53,8 @@ class AppState:
     alerts: AlertWatcher | None = None
     #: set on SIGTERM: /ready answers 503 while requests in flight finish (see cli.serve)
     draining: bool = False
+    #: comparison runs (POST /admin/comparisons; with the database)
+    comparisons: ComparisonService | None = None
 
     def __post_init__(self) -> None:
         self.start_pipeline()
@@ -99,6 +104,24 @@ class AppState:
         if self.manager is not None:
             await self.manager.aclose()
             self.manager = None
+
+    async def start_comparisons(self) -> None:
+        services = self.services
+        if services is None:
+            return
+        graders = {}
+        for name, target in self.holder.current.config.compare.graders.items():
+            try:
+                graders[name] = load_python_grader(target)
+            except GraderError as exc:
+                log.error("compare.graders.%s: %s (not available to comparisons)", name, exc)
+        self.comparisons = ComparisonService(self.pipeline, ComparisonStore(services.database), graders)
+        await self.comparisons.start()
+
+    async def stop_comparisons(self) -> None:
+        if self.comparisons is not None:
+            await self.comparisons.aclose()
+            self.comparisons = None
 
     async def reload(self, reason: str) -> bool:
         """Load the config again and swap it in; a bad config is logged and the old one keeps serving.

@@ -41,6 +41,7 @@ __all__ = [
     "api_keys",
     "audit_log",
     "budget_events",
+    "comparisons",
     "config_revisions",
     "metadata",
     "organizations",
@@ -323,4 +324,22 @@ stored_responses = Table(
     Column("conversation", JSON, nullable=False),
     #: the response object as the client got it
     Column("response", JSON, nullable=False),
+)
+
+#: comparison runs (modelyard.compare): what was asked, how far it got, and its result (figures,
+#: summary, recommendations, samples); scoped to the organisation that ran it ("" without one)
+comparisons = Table(
+    "comparisons",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("org_id", String(_ID), nullable=False),
+    Column("name", String(200), nullable=True),
+    #: queued, running, done, stopped (cost cap), cancelled, failed
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("created_by", String(_ID), nullable=False),
+    Column("spent_usd", Double, nullable=False, server_default=text("0")),
+    Column("spec", JSON, nullable=False),
+    Column("result", JSON, nullable=True),
 )

@@ -171,10 +171,14 @@ class UsageStore:
         return columns[group_by]
 
     @staticmethod
-    def _filters(org_id: str | None, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    def _filters(
+        org_id: str | None, since: datetime | None, until: datetime | None, sources: tuple[str, ...] | None = None
+    ) -> list[ColumnElement[bool]]:
         conds: list[ColumnElement[bool]] = []
         if org_id is not None:
             conds.append(_T.c.org_id == org_id)
+        if sources is not None:
+            conds.append(_T.c.source.in_(sources))
         if since is not None:
             conds.append(_T.c.ts >= since)
         if until is not None:
@@ -222,8 +226,10 @@ class UsageStore:
         since: datetime | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
+        sources: tuple[str, ...] | None = None,
     ) -> list[dict[str, Any]]:
-        """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given).
+        """Per-group figures for requests with ``since <= ts < until`` (of one organisation when given;
+        of these usage sources when given: production, canary, shadow, comparison, probe).
 
         ``group_by=None`` gives one row of totals.  Each row has ``key`` (the model, route,
         provider, org id, ``2026-01-31T14:00:00Z`` hour or ``2026-01-31`` day) and the figures;
@@ -239,8 +245,8 @@ class UsageStore:
             return await self._failed_models(org_id, since, until)
         split = await self.rollups.split(since, until, now or datetime.now(UTC))
         if not split.rolled:
-            return self._finish(await self._exact(group_by, self._filters(org_id, since, until)), group_by)
-        return self._finish(await self._mixed(group_by, org_id, split), group_by)
+            return self._finish(await self._exact(group_by, self._filters(org_id, since, until, sources)), group_by)
+        return self._finish(await self._mixed(group_by, org_id, split, sources), group_by)
 
     def _keys(self, group_by: Grouping, table: Any = _T) -> list[ColumnElement[Any]]:
         return [self._key(g, table) for g in group_by] if isinstance(group_by, tuple) else [self._key(group_by, table)]
@@ -280,7 +286,9 @@ class UsageStore:
                     row.update(pct.get((row["k"], row.get("g")), {}))
         return rows
 
-    async def _mixed(self, group_by: Grouping, org_id: str | None, split: Split) -> list[dict[str, Any]]:
+    async def _mixed(
+        self, group_by: Grouping, org_id: str | None, split: Split, sources: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
         """Rolled-up hours from the rollups plus the rest from the raw rows, with percentiles
         from the merged histograms."""
         dimension = next(
@@ -293,6 +301,8 @@ class UsageStore:
         if by_org:  # the rollups keep the organisation in a column of its own
             rkeys = [_R.c.org_id if k is _R.c.value else k for k in rkeys]
         rconds: list[ColumnElement[bool]] = [_R.c.dim == dim, within(_R.c.hour, split.rolled)]
+        if sources is not None:
+            rconds.append(_R.c.source.in_(sources))
         if org_id is not None:
             rconds.append(_R.c.org_id == org_id)
         elif not by_org:
@@ -336,7 +346,7 @@ class UsageStore:
             for lo, hi in split.raw:
                 # one interval at a time, bounded on both sides: that is what lets SQLite pick the
                 # ts index (with an OR of ranges, or no upper bound, it scans the group's index)
-                conds = self._filters(org_id, lo, hi or _FAR_FUTURE)
+                conds = self._filters(org_id, lo, hi or _FAR_FUTURE, sources)
                 raw = select(*(k.label(n) for k, n in zip(keys, labels, strict=False)), *sum_columns(_T)).where(*conds)
                 if group_by is not None:
                     raw = raw.group_by(*keys)

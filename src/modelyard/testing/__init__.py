@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelyard.testing._fake_base import FakeServer, Fault, Prompt, Reply, make_reply
+from modelyard.testing._fake_base import FakeServer, Fault, Profile, Prompt, Reply, make_reply
 
 if TYPE_CHECKING:
     from modelyard.testing.fake_anthropic import FakeAnthropic
@@ -30,6 +30,7 @@ __all__ = [
     "FakeOpenAI",
     "FakeServer",
     "Fault",
+    "Profile",
     "Prompt",
     "Reply",
     "fake_class",

@@ -11,6 +11,7 @@ Faults are injected per model name (``"*"`` matches every model), from Python
     POST   /_fake/faults     {"model": "gpt-4o", "status": 429, "retry_after": "2", "times": 1}
     DELETE /_fake/faults     clear every fault
     POST   /_fake/script     {"model": "judge", "text": "0.2", "prompt": "optional: only this last user text"}
+    POST   /_fake/profile    {"model": "gpt-4o", "ttft_s": [0.3, 1.0], "tokens_per_s": 40, "tokens": 40}
     GET    /_fake/attempts   {"attempts": {"gpt-4o": 3}}
     GET    /_fake/requests   the last 200 requests received: {path, model, body, auth}
     POST   /_fake/reset      clear faults, attempts and the request log
@@ -60,6 +61,8 @@ class Fault:
     reset: bool = False
     #: streams: send headers at once, then wait this long before the first chunk
     first_token_delay_s: float = 0.0
+    #: streams: wait this long between chunks (a model writing at 1/chunk_delay_s tokens a second)
+    chunk_delay_s: float = 0.0
     #: streams: drop the connection after this many chunks
     cut_after: int | None = None
     #: streams: go silent for ``stall_s`` after this many chunks
@@ -109,6 +112,16 @@ class Prompt:
     prefill: str = ""
     #: extended thinking asked for (Anthropic ``thinking.budget_tokens``); 0 when not
     thinking_budget: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Profile:
+    """How fast a fake model answers: a first token after ``ttft_s`` (uniform in the range), then
+    ``tokens_per_s``; a non-streamed answer of about ``tokens`` tokens arrives all at once."""
+
+    ttft_s: tuple[float, float] = (0.3, 1.0)
+    tokens_per_s: float = 40.0
+    tokens: int = 40
 
 
 @dataclass(slots=True)
@@ -277,6 +290,8 @@ class FakeServer:
         self._rng = random.Random(0)
         #: (model, sha256 of the last user text or "*") -> a scripted answer
         self._scripts: dict[tuple[str, str], str] = {}
+        #: model -> its latency profile (comparison runs and their bench)
+        self._profiles: dict[str, Profile] = {}
         #: model requests (POST) being answered now, and the most at once since the last reset
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -309,6 +324,12 @@ class FakeServer:
         key = hashlib.sha256(prompt.encode()).hexdigest() if prompt is not None else "*"
         with self._lock:
             self._scripts[(model, key)] = text
+
+    def profile(self, model: str, profile: Profile | None = None, **kwargs: Any) -> None:
+        """Answer ``model`` at a realistic pace (see :class:`Profile`); faults still take precedence."""
+        p = profile if profile is not None else Profile(**kwargs)
+        with self._lock:
+            self._profiles[model] = p
 
     def scripted(self, prompt: Prompt) -> str | None:
         """The scripted answer for this prompt, if any (exact prompt first, then any prompt)."""
@@ -344,6 +365,7 @@ class FakeServer:
             self.requests.clear()
             self._seen_prompts.clear()
             self._scripts.clear()
+            self._profiles.clear()
             self.peak_in_flight = self.in_flight
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -366,6 +388,7 @@ class FakeServer:
         app.router.add_post("/_fake/faults", self._ctl_add_fault)
         app.router.add_delete("/_fake/faults", self._ctl_clear_faults)
         app.router.add_post("/_fake/script", self._ctl_script)
+        app.router.add_post("/_fake/profile", self._ctl_profile)
         app.router.add_get("/_fake/attempts", self._ctl_attempts)
         app.router.add_get("/_fake/requests", self._ctl_requests)
         app.router.add_post("/_fake/reset", self._ctl_reset)
@@ -449,6 +472,13 @@ class FakeServer:
                     entry[name] = request.headers[name]
             self.requests.append(entry)
             fault = self._take_fault(model)
+            profile = self._profiles.get(model)
+            if fault is None and profile is not None:
+                ttft = self._rng.uniform(*profile.ttft_s)
+                if isinstance(body, dict) and body.get("stream") is True:
+                    fault = Fault(first_token_delay_s=ttft, chunk_delay_s=1.0 / profile.tokens_per_s)
+                else:
+                    fault = Fault(delay_s=ttft + profile.tokens / profile.tokens_per_s)
         if fault is None:
             return None
         if fault.delay_s:
@@ -509,6 +539,8 @@ class FakeServer:
                     return resp
             if f.malformed_after is not None and i == f.malformed_after:
                 await resp.write(malformed)
+            if f.chunk_delay_s and i:
+                await asyncio.sleep(f.chunk_delay_s)
             try:
                 await resp.write(frame)
             except (ConnectionResetError, RuntimeError):
@@ -571,6 +603,18 @@ class FakeServer:
             raise self.bad_request("a script needs a model and a text")
         prompt = data.get("prompt")
         self.script(data["model"], data["text"], prompt=prompt if isinstance(prompt, str) else None)
+        return self.json({"ok": True})
+
+    async def _ctl_profile(self, request: web.Request) -> web.Response:
+        data = await self.read_json(request)
+        if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+            raise self.bad_request("a profile needs a model")
+        try:
+            ttft = tuple(float(x) for x in data.get("ttft_s", (0.3, 1.0)))
+            profile = Profile((ttft[0], ttft[1]), float(data.get("tokens_per_s", 40.0)), int(data.get("tokens", 40)))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise self.bad_request(f"bad profile: {exc}") from None
+        self.profile(data["model"], profile)
         return self.json({"ok": True})
 
     async def _ctl_clear_faults(self, request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats bench-classify classifier compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats bench-classify bench-compare classifier compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-stats: $(DEVSTAMP)
 # the prompt classifier's latency per prompt (p50/p99 by prompt length, one core; docs/routing.md)
 bench-classify: $(DEVSTAMP)
 	$(BIN)/python bench/classify.py $(ARGS)
+
+# a comparison run at a realistic pace against fakes (4 models x 20 prompts x 3 iterations; docs/compare.md)
+bench-compare: $(DEVSTAMP)
+	$(BIN)/python bench/compare.py $(ARGS)
 
 # retrain the shipped prompt classifier on ../shared/data/routerbench (DATA=... for another copy)
 # and rewrite its held-out figures (docs/classifier-eval.json); about a minute

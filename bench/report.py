@@ -13,6 +13,7 @@ from sysinfo import SERVE_IMPORTS
 from targets import BENCH, ROOT
 
 from classify import markdown as classify_markdown
+from compare import markdown as compare_markdown
 
 RESULTS = BENCH / "results"
 DOCS = ROOT / "docs" / "performance.md"
@@ -157,6 +158,9 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
         " ms",
         why_c,
     )
+    cmp_ = r.get("compare") or {}
+    add("comparison 4x20x3 at 40 tok/s, wall time", cmp_.get("wall_s"), "<= 300 s", lambda v: v <= 300, " s",
+        cmp_.get("error", "not measured (--quick)"))  # fmt: skip
     w = ratio(k64, "modelyard-w2", my)
     add("--workers 2 vs 1 (json, 64 conn, 0 ms)", w, ">= 1.60x", lambda v: v >= 1.6, "x", _why(r, k64, f"{my}-w2", my))
     busy = _get(r, k64, "modelyard-w2", "machine_busy")
@@ -419,6 +423,8 @@ def markdown(r: dict[str, Any]) -> str:
         parts += [line, ""]
     if (r.get("classifier") or {}).get("lengths"):
         parts += [classify_markdown(r["classifier"]), ""]
+    if (r.get("compare") or {}).get("wall_s") is not None:
+        parts += [compare_markdown(r["compare"]), ""]
     soak = r.get("soak") or {}
     if soak.get("growth_pct") is not None:
         lg = soak.get("load", {})

@@ -15,6 +15,7 @@ Writes bench/results/<timestamp>.json and bench/results/latest.md and refreshes 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import shlex
@@ -52,6 +53,7 @@ from targets import (
 )
 
 import classify
+import compare as compare_bench
 
 MEDIAN_FIELDS = (
     "rps",
@@ -418,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
                 result["classifier"] = classify.measure(400 if not args.quick else 100)
             except (OSError, ValueError) as exc:
                 result["classifier"] = {"error": str(exc)}
+        if any(n.startswith("modelyard") for n in args.names) and not args.quick:
+            log("a comparison run at a realistic pace (4 models x 20 prompts x 3 iterations)")
+            try:
+                result["compare"] = asyncio.run(compare_bench.measure())
+            except (OSError, ValueError, RuntimeError) as exc:
+                result["compare"] = {"error": str(exc)}
         result["versions"] = sysinfo.versions()
         t0 = time.perf_counter()
         mock_proc = procs.spawn(mock_cmd, log=mock.log or logdir / "mock.log")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelyard.cli_compare import compare
+from modelyard.cli_compare import compare, recommend
 from modelyard.cli_remote import config_remote, providers_app, remote_models, routes_app, set_model_enabled
 from modelyard.errors import ConfigError
 
@@ -39,6 +39,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command("compare")(compare)
+app.command("recommend")(recommend)
 
 ConfigOpt = Annotated[
     Path | None,

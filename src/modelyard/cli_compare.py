@@ -21,13 +21,15 @@ from modelyard.cli_remote import KeyEnvOpt, Remote, RemoteError, UrlOpt
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["compare"]
+__all__ = ["compare", "recommend"]
 
 
 def _console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=not sys.stdout.isatty())
+    if (sys.stderr if stderr else sys.stdout).isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True, width=10_000)  # a pipe or a log: never wrap
 
 
 def _weights(spec: str | None) -> dict[str, float] | None:
@@ -256,6 +258,55 @@ def _remote(
                     raise RemoteError(f"comparison {run_id} ended {state['status']} without a result")
                 return dict(result)
             time.sleep(0.5)
+    except RemoteError as exc:
+        err.print(f"[bold red]error[/]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def recommend(
+    route: Annotated[str | None, typer.Option(help="One route (default: every route).")] = None,
+    days: Annotated[float, typer.Option(min=0.01, max=366, help="The usage window, in days.")] = 7.0,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Deploy the route's recommended switch (needs --route).")
+    ] = False,
+    url: UrlOpt = None,
+    key_env: KeyEnvOpt = "MODELYARD_MASTER_KEY",
+) -> None:
+    """Should a route switch model, given its production traffic? (A running gateway's usage.)"""
+    import urllib.parse
+
+    from rich.table import Table
+
+    console, err = _console(), _console(stderr=True)
+    if apply and route is None:
+        err.print("[bold red]error[/]: --apply needs --route", highlight=False)
+        raise typer.Exit(2)
+    try:
+        remote = Remote(url, key_env)
+        query = urllib.parse.urlencode({k: v for k, v in {"route": route, "days": days}.items() if v is not None})
+        data = remote.get(f"/recommendations?{query}")["data"]
+        table = Table(title=f"recommendations from the last {days:g} days")
+        for col in ("route", "current", "status", "recommendation", "confidence", "why"):
+            table.add_column(col)
+        for r in data:
+            rec = r.get("recommendation") or {}
+            what = f"{rec['model']}: {rec['summary']}" if rec else "-"
+            table.add_row(r["route"], r["current"], r["status"], what, rec.get("confidence", "-"), r.get("reason", ""))
+        console.print(table)
+        if apply:
+            rec = data[0].get("recommendation") if data else None
+            if not rec:
+                err.print(f"nothing to apply: {data[0]['status'] if data else 'no data'}", highlight=False)
+                raise typer.Exit(1)
+            body = {
+                "model": rec["model"],
+                "base_revision": remote.active(),
+                "message": f"recommendation: {rec['summary']} ({rec['confidence']} confidence)",
+            }
+            result, _ = remote.call("POST", f"/routes/{route}/switch", body)
+            console.print(
+                f"route {route} -> {rec['model']}: revision {result['revision']['id']} is active", highlight=False
+            )
     except RemoteError as exc:
         err.print(f"[bold red]error[/]: {exc}", highlight=False)
         raise typer.Exit(1) from None

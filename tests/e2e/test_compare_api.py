@@ -153,3 +153,25 @@ def test_an_org_admin_sees_its_own_runs_only(srv: ServerProcess) -> None:
     assert httpx.get(f"{srv.url}/admin/comparisons/{master_run}", headers=org).status_code == 404
     app_key = httpx.post(srv.url + "/admin/keys", json={"org_id": "acme", "name": "app"}, headers=AUTH).json()["key"]
     assert start(srv, auth={"Authorization": f"Bearer {app_key}"}).status_code == 403
+
+
+def test_recommendations_over_the_api_and_the_cli(srv: ServerProcess) -> None:
+    resp = httpx.get(srv.url + "/admin/recommendations", params={"route": "main", "days": 1}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    (main,) = resp.json()["data"]
+    assert main["route"] == "main" and main["current"] == "gpt"
+    assert main["status"] == "not_enough_data" and "200 needed" in main["reason"]
+    assert httpx.get(srv.url + "/admin/recommendations", params={"route": "nope"}, headers=AUTH).status_code == 404
+    import subprocess
+
+    from tests.helpers import BIN
+
+    done = subprocess.run(
+        [str(BIN / "modelyard"), "recommend", "--url", srv.url, "--route", "main", "--apply"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "MODELYARD_MASTER_KEY": MASTER},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "not_enough_data" in done.stdout and "nothing to apply" in done.stderr

@@ -257,8 +257,18 @@ def _evidence(a: Sequence[Sample], b: Sequence[Sample], fb: ModelFigures, fa: Mo
         ev["accuracy"] = {"current": ia, "candidate": ib, "significant": not overlap(ia, ib)}
     else:
         ev["accuracy"] = {"significant": False, "note": "no quality data"}
-    lat = bootstrap_diff([s.latency_ms for s in a if s.ok], [s.latency_ms for s in b if s.ok])
-    ev["speed"] = {"latency_diff_ms_95": lat, "significant": lat is not None and (lat[0] > 0 or lat[1] < 0)}
-    cost = bootstrap_diff([s.cost_usd for s in a], [s.cost_usd for s in b])
-    ev["cost"] = {"cost_diff_usd_95": cost, "significant": cost is not None and (cost[0] > 0 or cost[1] < 0)}
+    la, lb = [s.latency_ms for s in a if s.ok], [s.latency_ms for s in b if s.ok]
+    lat = bootstrap_diff(la, lb)
+    ev["speed"] = {"latency_diff_ms_95": lat, "significant": _excludes_zero(lat, la, lb)}
+    ca, cb = [s.cost_usd for s in a], [s.cost_usd for s in b]
+    cost = bootstrap_diff(ca, cb)
+    ev["cost"] = {"cost_diff_usd_95": cost, "significant": _excludes_zero(cost, ca, cb)}
     return ev
+
+
+def _excludes_zero(interval: tuple[float, float] | None, xs: Sequence[float], ys: Sequence[float]) -> bool:
+    """Whether a difference's interval leaves 0 out by more than float noise (relative to the means)."""
+    if interval is None or not xs or not ys:
+        return False
+    eps = 1e-9 * max(abs(statistics.fmean(xs)), abs(statistics.fmean(ys)), 1e-12)
+    return interval[0] > eps or interval[1] < -eps

@@ -7,6 +7,7 @@
     GET  /admin/comparisons/{id}/events      progress as server-sent events
     GET  /admin/comparisons/{id}/report      the self-contained HTML report
     POST /admin/comparisons/{id}/cancel      stop it (what it spent is kept)
+    GET  /admin/recommendations              per route: switch model or not, from production usage
 
 The master key sees every run; an org admin key its organisation's, and its runs are charged to
 its organisation (each call is a usage record with ``source: comparison``).  See docs/compare.md.
@@ -17,10 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
+from modelyard.compare.production import MIN_REQUESTS, recommendations
 from modelyard.compare.report import html_report
 from modelyard.compare.service import ComparisonService
 from modelyard.compare.spec import MAX_MODELS, ComparisonSpec, GraderSpec, SpecError, parse_prompts
@@ -219,5 +221,23 @@ def compare_router(gw: AppState) -> APIRouter:
         service, who = pair
         await row_of(service, who, run_id)
         return {"id": run_id, "cancelled": service.cancel(run_id, who.org_id, every_org=who.is_master)}
+
+    @router.get("/recommendations", summary="Per route: switch model or not, from production usage and comparisons")
+    async def recommend(
+        request: Request,
+        route: str | None = Query(None, max_length=200, description="one route (default: every route)"),
+        days: float = Query(7.0, gt=0, le=366, description="the usage window, in days"),
+        pair: tuple[ComparisonService, Admin] = C,
+    ) -> dict[str, Any]:
+        service, who = pair
+        services = gw.services
+        assert services is not None
+        rt = gw.holder.current
+        if route is not None and route not in rt.routes:
+            raise NotFoundError(f"unknown route {route!r}", param="route")
+        data = await recommendations(
+            rt, services.database, service.store, route=route, days=days, org_id=who.org_id, every_org=who.is_master
+        )
+        return {"days": days, "min_requests": MIN_REQUESTS, "data": data}
 
     return router

@@ -261,6 +261,23 @@ class Runtime:
             self._org_routes.popitem(last=False)
         return result
 
+    def pinned(self, route: Route, model: str, org_id: str | None = None) -> Route:
+        """``route`` with ``model`` as its only candidate (no fallback, no strategy), keeping the
+        route's name, validators, limits and deadline: a shadow's or a canary's call."""
+        dep = self.for_org(self.resolve(model), org_id).pool[0]
+        return Route(
+            name=route.name,
+            pool=[dep],
+            fallbacks=[],
+            strategy=make_strategy("priority"),
+            config=route.config,
+            validators=route.validators,
+        )
+
+    def model_for(self, model: str, org_id: str | None) -> Deployment:
+        """The deployment of a configured model as ``org_id``'s requests use it (its own provider key)."""
+        return self.for_org(self.resolve(model), org_id).pool[0]
+
     def for_task(self, route: Route, task: str) -> Route:
         """The route a task type picks: the route's ``tasks`` map, else a route named after the task."""
         ref = route.config.tasks.get(task)

@@ -285,6 +285,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the providers and the services (every queued usage record is written first)."""
+        if self._pipeline is not None:
+            await self._pipeline.shadows.aclose()
         if self._services is not None:
             await self._services.aclose()
             self._services = None

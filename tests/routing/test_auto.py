@@ -163,6 +163,30 @@ def test_a_tier_whose_models_are_all_disabled_is_skipped() -> None:
             "unknown model 'judgy'",
         ),
         (
+            {"models": ["small"], "canary": {"model": "nope", "percent": 10}},
+            "routes.smart.canary.model",
+            "unknown model 'nope'",
+        ),
+        (
+            {"models": ["small"], "shadow": {"model": "small", "percent": 10}},
+            "routes.smart.shadow.model",
+            "already the route's first model",
+        ),
+        (
+            {"models": ["small"], "canary": {"model": "large", "percent": 0}},
+            "routes.smart.canary.percent",
+            "greater than 0",
+        ),
+        (
+            {
+                "strategy": "auto",
+                "auto": {"tiers": [{"name": "a", "models": ["small"]}]},
+                "canary": {"model": "large", "percent": 5},
+            },
+            "routes.smart.canary",
+            "no canary",
+        ),
+        (
             {"strategy": "auto", "auto": {"tiers": [{"name": "a", "models": ["small"]}], "min_expected_quality": 2}},
             "routes.smart.auto.min_expected_quality",
             "less than or equal to 1",

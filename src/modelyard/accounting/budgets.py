@@ -67,6 +67,8 @@ class Scope:
     key_id: str | None = None
     route: str | None = None
     model: str | None = None
+    #: production, canary, shadow, comparison or probe: shadow traffic counts against shadow budgets only
+    source: str = "production"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +182,14 @@ def _iso(t: datetime) -> str:
 
 def target_of(b: BudgetConfig, scope: Scope) -> str | None:
     """The scope label a request counts under for budget ``b``, or None when ``b`` does not apply."""
+    if (b.scope == "shadow") != (scope.source == "shadow"):
+        return None  # shadow spend goes to shadow budgets, and only there (contracts)
     if b.scope == "global":
         return "global"
+    if b.scope == "shadow":
+        if b.target is not None and b.target != scope.route:
+            return None
+        return f"shadow:{scope.route}" if b.target is not None else "shadow"
     value = {"organization": scope.org_id, "key": scope.key_id, "route": scope.route, "model": scope.model}[b.scope]
     if value is None or (b.target is not None and b.target != value):
         return None

@@ -252,7 +252,8 @@ class RequestAccounting:
         ledger = self.acct.ledger
         if ledger is None or not self.acct.has_budgets:
             return None
-        return await ledger.reserve(Scope(self.org_id, self.key_id, self.route, dep.name), usd=usd, tokens=n_in + n_out)
+        scope = Scope(self.org_id, self.key_id, self.route, dep.name, self.source)
+        return await ledger.reserve(scope, usd=usd, tokens=n_in + n_out)
 
     async def after(self, dep: Deployment, token: Any, usage: Usage | None, *, ok: bool) -> None:
         if not isinstance(token, Reservation) or self.acct.ledger is None:

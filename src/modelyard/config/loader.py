@@ -265,6 +265,18 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         judge = route.auto.judge if route.auto is not None else None
         if judge is not None and judge.model not in cfg.models:
             problems.append((f"routes.{name}.auto.judge.model", _unknown("model", judge.model, cfg.models)))
+        for key in ("canary", "shadow"):
+            exp = getattr(route, key)
+            if exp is None:
+                continue
+            if exp.model not in cfg.models:
+                problems.append((f"routes.{name}.{key}.model", _unknown("model", exp.model, cfg.models)))
+            elif exp.model == route.models[0]:
+                problems.append((f"routes.{name}.{key}.model", f"{exp.model!r} is already the route's first model"))
+            if key == "shadow" and exp.judge is not None and exp.judge.model not in cfg.models:
+                problems.append((f"routes.{name}.shadow.judge.model", _unknown("model", exp.judge.model, cfg.models)))
+        if route.canary is not None and route.auto is not None:
+            problems.append((f"routes.{name}.canary", "an auto route picks its models by tier: no canary"))
         for i, spec in enumerate(route.validators):
             try:
                 build_validator(spec, json_schema=route.json_schema)

@@ -380,6 +380,26 @@ class AutoConfig(_Strict):
         return self
 
 
+class CanaryConfig(_Strict):
+    """A/B: send ``percent`` of the route's requests to ``model`` first (sticky per ``user`` or
+    ``X-Modelyard-Session``); their usage records say ``source: canary``."""
+
+    model: str
+    percent: float = Field(gt=0, le=100)
+
+
+class ShadowConfig(_Strict):
+    """Mirror ``percent`` of the route's requests to ``model`` in the background: the client gets
+    the primary's answer; the shadow's is checked by the route's validators (and ``judge``) and
+    recorded with ``source: shadow``, its cost counted against ``scope: shadow`` budgets only."""
+
+    model: str
+    percent: float = Field(gt=0, le=100)
+    judge: JudgeConfig | None = None
+    #: shadow calls in flight at once in this process; a mirror beyond it is skipped (and counted)
+    max_concurrency: int = Field(8, ge=1, le=1000)
+
+
 class RouteConfig(_Strict):
     models: tuple[str, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
@@ -412,6 +432,10 @@ class RouteConfig(_Strict):
     max_cost_usd: float | None = Field(None, gt=0, le=1e9)
     #: strategy auto: the tiers, the quality floor and the judge (docs/routing.md)
     auto: AutoConfig | None = None
+    #: A/B: a share of the requests to a candidate model first (docs/compare.md)
+    canary: CanaryConfig | None = None
+    #: a share of the requests mirrored to a candidate in the background (docs/compare.md)
+    shadow: ShadowConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -444,7 +468,8 @@ class BudgetConfig(_Strict):
     """A spending or token limit. ``scope`` + ``target`` say what it covers."""
 
     name: str
-    scope: Literal["global", "organization", "key", "route", "model"] = "global"
+    #: shadow: shadow traffic only (which counts against no other budget); target: a route
+    scope: Literal["global", "organization", "key", "route", "model", "shadow"] = "global"
     #: the organisation id, key id, route or model it covers; unset: each one of the scope separately
     target: str | None = None
     limit_usd: float | None = Field(None, gt=0)

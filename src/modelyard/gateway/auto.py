@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from modelyard.accounting.pricing import cost, price_for
 from modelyard.accounting.service import RequestAccounting
+from modelyard.config.schema import JudgeConfig
 from modelyard.errors import ModelyardError, UpstreamValidationError
 from modelyard.routing.auto import TierChoice, choose
 from modelyard.routing.deployment import Deployment, Route
@@ -83,45 +85,61 @@ def parse_score(text: str) -> float | None:
 
 
 class RequestJudge:
-    """One request's judge (an ``auto`` route with ``auto.judge``): scores an answer with the
-    configured model and rejects it, so the request escalates, when the score is under the
-    threshold and a tier above the answering model's is in the plan.  A judge that fails or answers
-    nonsense lets the answer through and says so in the tier reason.  Its cost is the request's."""
+    """One request's judge: scores an answer with the configured model.
+
+    On an ``auto`` route (:meth:`for_auto`) it rejects the answer, so the request escalates, when
+    the score is under the threshold and a tier above the answering model's is in the plan.  For
+    a shadow call (``escalate`` None) it only scores.  A judge that fails or answers nonsense lets
+    the answer through and says so in the tier reason.  Its cost is the request's."""
 
     def __init__(
         self,
+        router: Router,
+        rt: Runtime,
+        cfg: JudgeConfig,
+        req: ChatRequest,
+        acct: RequestAccounting | None,
+        *,
+        escalate: Callable[[Deployment], bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.rt = rt
+        self.req = req
+        self.acct = acct
+        self.escalate = escalate
+        self.rng = rng or random.Random()
+        self.score: float | None = None
+        self.cost_usd = 0.0
+        self.note: str | None = None
+
+    @classmethod
+    def for_auto(
+        cls,
         router: Router,
         rt: Runtime,
         route: Route,
         req: ChatRequest,
         choice: TierChoice,
         acct: RequestAccounting | None,
-        rng: random.Random | None = None,
-    ) -> None:
+    ) -> RequestJudge:
         auto = route.auto
         assert auto is not None and auto.judge is not None
-        self.cfg = auto.judge
-        self.auto = auto
-        self.router = router
-        self.rt = rt
-        self.req = req
-        self.choice = choice
-        self.acct = acct
-        self.rng = rng or random.Random()
-        self.score: float | None = None
-        self.cost_usd = 0.0
-        self.note: str | None = None
         names = [t.name for t in auto.tiers]
         in_plan = {auto.tier_of(d.name) for d in choice.order}
-        self._top = max((names.index(t) for t in in_plan if t is not None), default=-1)
-        self._names = names
+        top = max((names.index(t) for t in in_plan if t is not None), default=-1)
 
-    def _can_escalate(self, dep: Deployment) -> bool:
-        tier = self.auto.tier_of(dep.name)
-        return tier is not None and self._names.index(tier) < self._top
+        def below_top(dep: Deployment) -> bool:
+            tier = auto.tier_of(dep.name)
+            return tier is not None and names.index(tier) < top
+
+        return cls(router, rt, auto.judge, req, acct, escalate=below_top)
 
     async def __call__(self, dep: Deployment, texts: list[str]) -> None:
-        if not self._can_escalate(dep) or self.rng.random() >= self.cfg.sample_rate:
+        if self.escalate is not None and not self.escalate(dep):
+            return
+        if self.rng.random() >= self.cfg.sample_rate:
             return
         score = await self._score(texts[0])
         if score is None:
@@ -129,7 +147,7 @@ class RequestJudge:
         self.score = score
         if self.acct is not None:
             self.acct.judge_score = score
-        if score < self.cfg.threshold:
+        if self.escalate is not None and score < self.cfg.threshold:
             raise UpstreamValidationError(
                 f"the judge ({self.cfg.model}) scored the answer of {dep.name!r} {score:.2f}, "
                 f"under the threshold {self.cfg.threshold:g}: escalating to the next tier",
@@ -168,8 +186,9 @@ class RequestJudge:
 
     def _noted(self, note: str) -> None:
         self.note = note
-        if self.acct is not None and self.acct.tier_reason is not None and note not in self.acct.tier_reason:
-            self.acct.tier_reason = f"{self.acct.tier_reason}; {note}"
+        acct = self.acct
+        if acct is not None and note not in (acct.tier_reason or ""):
+            acct.tier_reason = f"{acct.tier_reason}; {note}" if acct.tier_reason else note
 
     def _charge(self, dep: Deployment, usage: Usage | None) -> None:
         if usage is None:

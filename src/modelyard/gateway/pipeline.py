@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelyard.accounting.budgets import Scope
 from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
 from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
+from modelyard.config.schema import JudgeConfig
 from modelyard.errors import ClientClosedError, InvalidRequestError, ModelyardError
 from modelyard.gateway.auth import ANONYMOUS, Authenticator, Principal
 from modelyard.gateway.auto import RequestJudge, choose_tier
+from modelyard.gateway.experiments import ShadowRunner, canary_order, shadow_request
 from modelyard.ids import IdFactory
 from modelyard.routing.auto import TierChoice
 from modelyard.routing.deployment import Deployment, Route
@@ -315,12 +317,18 @@ class _Admitted:
     key: str | None
     #: strategy auto: the tier chosen for the prompt
     choice: TierChoice | None = None
+    #: a canary's order (the candidate first), else None
+    order: list[Deployment] | None = None
+    #: a shadow call's judge (scores only)
+    score_with: JudgeConfig | None = None
 
     def judge(self, router: Router, rt: Runtime, req: ChatRequest) -> RequestJudge | None:
+        if self.score_with is not None:  # a shadow call: scored, never escalated
+            return RequestJudge(router, rt, self.score_with, req, self.acct)
         auto = self.route.auto
         if self.choice is None or auto is None or auto.judge is None:
             return None
-        return RequestJudge(router, rt, self.route, req, self.choice, self.acct)
+        return RequestJudge.for_auto(router, rt, self.route, req, self.choice, self.acct)
 
 
 class Pipeline:
@@ -339,6 +347,8 @@ class Pipeline:
         #: OpenTelemetry spans (None: tracing is off, and costs one check per request)
         self.tracing = tracing
         self.ids = IdFactory()
+        #: shadow calls running in the background (routes.<name>.shadow)
+        self.shadows = ShadowRunner()
 
     # -- who is calling -----------------------------------------------------------------------
 
@@ -363,16 +373,25 @@ class Pipeline:
         stream: bool,
         input_tokens: int | None = None,
         source: str = "production",
+        pin: str | None = None,
+        score_with: JudgeConfig | None = None,
     ) -> _Admitted:
         route = resolve_route(rt, model, opts)
-        if rt.org_providers:  # bring your own key: the organisation's own provider where it has one
+        if pin is not None:  # a shadow call: the route's candidate model only
+            route = rt.pinned(route, pin, principal.org_id)
+        elif rt.org_providers:  # bring your own key: the organisation's own provider where it has one
             route = rt.for_org(route, principal.org_id)
         route = principal.admit(route)
         max_cost = opts.max_cost_usd if opts.max_cost_usd is not None else route.config.max_cost_usd
+        order = None
+        canary = route.config.canary
+        if canary is not None and pin is None and req is not None and route.auto is None and source == "production":
+            order = canary_order(rt, route, canary, req, opts, principal, request_id)
+            source = "canary" if order is not None else source
         services = self.services
         if services is None:
             choice = choose_tier(route, req, None, max_cost) if route.auto is not None and req is not None else None
-            return _Admitted(route, None, None, None, choice)
+            return _Admitted(route, None, None, None, choice, order, score_with)
         if route.name not in rt.routes and route.name not in rt.models:
             _refuse_unpriced_adhoc(route, services.accountant, principal)
         acct = services.accountant.request(
@@ -390,10 +409,10 @@ class Pipeline:
         )
         choice = choose_tier(route, req, acct, max_cost) if route.auto is not None and req is not None else None
         if req is None or not route.config.cache_ttl_s:
-            return _Admitted(route, acct, None, None, choice)
-        if opts.cache is False:
-            return _Admitted(route, acct, "bypass", None, choice)
-        return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id), choice)
+            return _Admitted(route, acct, None, None, choice, order, score_with)
+        if opts.cache is False or order is not None:  # a canary's answer is the canary's, never the cache's
+            return _Admitted(route, acct, "bypass", None, choice, order, score_with)
+        return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id), choice, order, score_with)
 
     async def _cached(self, admitted: _Admitted) -> CachedResponse | None:
         if admitted.key is None or self.services is None:
@@ -443,8 +462,11 @@ class Pipeline:
         request_id: str | None = None,
         started: float | None = None,
         source: str = "production",
+        pin: str | None = None,
+        score_with: JudgeConfig | None = None,
     ) -> Served:
-        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure."""
+        """One non-streaming completion. Raises :class:`ModelyardError` (with ``records``) on failure.
+        ``pin`` and ``score_with``: a shadow call's model and judge."""
         t0 = started if started is not None else time.perf_counter()
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
@@ -452,16 +474,21 @@ class Pipeline:
         async with self.holder.use() as rt:
             use_scrubber(rt.scrubber)
             try:
-                admitted = self._admit(rt, req, req.model, opts, principal, request_id, stream=False, source=source)
+                admitted = self._admit(
+                    rt, req, req.model, opts, principal, request_id, stream=False, source=source, pin=pin,
+                    score_with=score_with,
+                )  # fmt: skip
                 acct = admitted.acct
                 route = admitted.route
-                if self.services is not None:
+                if self.services is not None and source != "shadow":  # the gateway's own mirror: not the key's
                     key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
                 hit = await self._cached(admitted)
                 if hit is not None:
                     return self._serve_hit(hit, route, request_id, acct, t0)
                 judge = admitted.judge(self.router, rt, req)
-                response, result = await self.router.chat(route, req, opts, acct, choice=admitted.choice, judge=judge)
+                response, result = await self.router.chat(
+                    route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order
+                )
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
@@ -480,6 +507,7 @@ class Pipeline:
             if admitted.key is not None and self.services is not None and ttl:
                 await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
             served = self._served(request_id, response, result, overhead, admitted.cache)
+            self._mirror(rt, route, req, opts, principal, request_id, source)
             if admitted.choice is not None:
                 served.tier = admitted.choice
                 served.tier_reason = _reason(admitted.choice, judge)
@@ -524,6 +552,30 @@ class Pipeline:
             cache="hit",
             cost_usd=0.0,
         )
+
+    def _mirror(
+        self,
+        rt: Runtime,
+        route: Route,
+        req: ChatRequest,
+        opts: RequestOptions,
+        principal: Principal,
+        request_id: str,
+        source: str,
+    ) -> None:
+        """Mirror an answered request to the route's shadow model, in the background."""
+        cfg = route.config.shadow
+        if cfg is None or source not in ("production", "canary"):
+            return
+        if not self.shadows.wanted(rt, route, cfg, req, opts, principal, request_id):
+            return
+        mirrored = shadow_request(req)
+        shadow_opts = replace(opts, route=route.name, cache=False, fallback=False, task=None)
+
+        def call() -> Awaitable[Served]:
+            return self._chat(mirrored, shadow_opts, principal, source="shadow", pin=cfg.model, score_with=cfg.judge)
+
+        self.shadows.mirror(route.name, cfg, call)
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -593,7 +645,10 @@ class Pipeline:
                     _hit=served.response,
                 )
             judge = admitted.judge(self.router, rt, req)
-            routed = await self.router.stream(route, req, opts, acct, choice=admitted.choice, judge=judge)
+            routed = await self.router.stream(
+                route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order
+            )
+            self._mirror(rt, route, req, opts, principal, request_id, source)
         except BaseException as exc:
             if acct is not None and isinstance(exc, ModelyardError):
                 acct.finish(None, attempts=getattr(exc, "records", []), error=exc)

@@ -49,6 +49,8 @@ class RequestOptions:
     cache: bool | None = None
     #: how long this answer may be cached (capped by the route's cache_max_ttl_s)
     cache_ttl_s: float | None = None
+    #: keeps a caller on one side of a route's canary (else the body's ``user``)
+    session: str | None = None
 
     def cache_ttl(self, route_ttl: float | None, route_max: float | None) -> float | None:
         """The TTL this request's answer is cached for on a route caching with ``route_ttl``."""
@@ -72,6 +74,7 @@ _FIELDS = (
     "max_cost_usd",
     "cache",
     "cache_ttl_s",
+    "session",
 )
 
 
@@ -108,6 +111,12 @@ def _coerce(name: str, value: Any, where: str | None = None) -> Any:
         raise InvalidRequestError(f"Invalid '{where}': expected a string", param=where, code="invalid_value")
     if name in ("route", "task"):
         return check_model_name(value, where)
+    if name == "session" and (len(value) > 200 or not value.isprintable()):
+        raise InvalidRequestError(
+            f"Invalid '{where}': expected a printable string of at most 200 characters",
+            param=where,
+            code="invalid_value",
+        )
     if name == "prefer" and value not in _PREFER:
         raise InvalidRequestError(
             f"Invalid '{where}': expected one of {', '.join(_PREFER)}", param=where, code="invalid_value"

@@ -14,7 +14,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -479,10 +479,12 @@ class Router:
         *,
         choice: TierChoice | None = None,
         judge: Judge | None = None,
+        order: Sequence[Deployment] | None = None,
     ) -> tuple[ChatResponse, RouteResult]:
-        """``choice``: an auto route's tier (its order replaces the strategy's); ``judge``: scores
-        each answer before it is served (a rejection fails over like a validator's)."""
-        order = choice.order if choice is not None else None
+        """``choice``: an auto route's tier (its order replaces the strategy's); ``order``: the
+        candidates' order decided by the gateway (a canary first); ``judge``: scores each answer
+        before it is served (a rejection fails over like a validator's)."""
+        order = choice.order if choice is not None else order
         plan = plan_for(route, opts, stream=False, needs=chat_needs(req), order=order)
         validators = _validators(route, req)
 
@@ -517,9 +519,10 @@ class Router:
         *,
         choice: TierChoice | None = None,
         judge: Judge | None = None,
+        order: Sequence[Deployment] | None = None,
     ) -> RoutedStream:
         """As :meth:`chat`; the judge scores only streams held back whole (routes with validators)."""
-        order = choice.order if choice is not None else None
+        order = choice.order if choice is not None else order
         plan = plan_for(
             route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning(), order=order
         )

@@ -82,6 +82,9 @@ class _Handlers:
                 if services.shared is not None
                 else {"backend": "memory", "ok": True, "policy": "limits, breakers and health checks are per process"}
             )
+        shadows = self.gw.pipeline.shadows.status()
+        if shadows:
+            extra["shadow"] = shadows
         manager = self.gw.manager
         if manager is not None:
             extra["config_revision"] = manager.revision.id if manager.revision is not None else None
@@ -301,6 +304,7 @@ def create_app(gw: AppState) -> FastPath:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        await gw.pipeline.shadows.aclose()  # mirrors in flight finish (their records are written)
         await gw.stop_comparisons()
         await gw.stop_manager()
         if gw.services is not None:

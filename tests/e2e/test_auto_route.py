@@ -209,3 +209,18 @@ def test_the_route_max_cost_default_applies_to_every_strategy(fakes: dict[str, F
         assert resp.status_code == 402 and resp.json()["error"]["code"] == "max_cost_exceeded"
     finally:
         proc.stop()
+
+
+def test_quality_shows_in_status_and_stats(srv: ServerProcess) -> None:
+    """#17 point 5: validator rejections and judge scores count in a model's quality figures."""
+    status = httpx.get(srv.url + "/v1/status", timeout=10).json()
+    quality = status["models"]["gpt-mini"]["quality"]
+    # rejected by the validator (checked route) and by the judge's 0.2; judged 0.2, 0.9 and more
+    assert quality["rejected"] >= 2 and quality["judged"] >= 2 and quality["judge_score_avg"] is not None
+    assert status["models"]["gpt"]["quality"]["judged"] == 0  # the top tier is never judged
+    stats = httpx.get(srv.url + "/v1/stats", params={"group_by": "route"}, timeout=10).json()
+    judged = next(r for r in stats["data"] if r["key"] == "judged")
+    assert judged["judged"] >= 2 and 0 < judged["judge_score_avg"] < 1
+    failed = httpx.get(srv.url + "/v1/stats", params={"group_by": "failed_model"}, timeout=10).json()
+    mini = next(r for r in failed["data"] if r["key"] == "gpt-mini")
+    assert mini["error_classes"]["validation"] >= 2

@@ -145,6 +145,7 @@ class RequestJudge:
         if score is None:
             return
         self.score = score
+        dep.state.stats.record_judge(score)
         if self.acct is not None:
             self.acct.judge_score = score
         if self.escalate is not None and score < self.cfg.threshold:

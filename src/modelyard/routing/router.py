@@ -255,6 +255,8 @@ class Router:
                     )
                 )
                 decision = self.policy.decide(exc, dep, tries[dep.name], route, deadline)
+                if isinstance(exc, UpstreamValidationError):
+                    dep.state.stats.record_rejection()  # a quality figure (/v1/status), not a health signal
                 if decision.counts_against_model:
                     dep.state.stats.record(ok=False, latency_ms=elapsed, error=exc.message)
                     dep.state.breaker.record_failure()

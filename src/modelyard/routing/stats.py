@@ -26,6 +26,9 @@ class ModelStats:
         "_ttft_reasoning_ms",
         "failures",
         "in_flight",
+        "judge_sum",
+        "judged",
+        "rejected",
         "last_error",
         "last_error_at",
         "requests",
@@ -47,6 +50,18 @@ class ModelStats:
         self.failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        #: quality: answers an output validator (or a judge's low score) rejected; judge scores
+        self.rejected = 0
+        self.judged = 0
+        self.judge_sum = 0.0
+
+    def record_rejection(self) -> None:
+        """One of this model's answers was rejected (validator, judge); a quality figure, not a health one."""
+        self.rejected += 1
+
+    def record_judge(self, score: float) -> None:
+        self.judged += 1
+        self.judge_sum += score
 
     def start(self) -> None:
         self.in_flight += 1
@@ -114,6 +129,9 @@ class ModelStats:
             "ttft_reasoning_ms": self._ttft_reasoning_ms,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "rejected": self.rejected,
+            "judged": self.judged,
+            "judge_score_avg": round(self.judge_sum / self.judged, 4) if self.judged else None,
         }
 
     def _ewma(self, current: float | None, sample: float) -> float:

@@ -29,6 +29,12 @@ def _model(dep: Deployment) -> dict[str, Any]:
         "failures": stats.get("failures"),
         "last_error": stats.get("last_error"),
         "last_error_at": stats.get("last_error_at"),
+        # quality (#17): answers rejected by validators or a judge since start, and judge scores
+        "quality": {
+            "rejected": stats.get("rejected"),
+            "judged": stats.get("judged"),
+            "judge_score_avg": stats.get("judge_score_avg"),
+        },
         "limits": limiter.snapshot(),
     }
 

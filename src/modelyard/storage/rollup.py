@@ -60,6 +60,8 @@ SUMS = (
     "cost_usd",
     "baseline_cost_usd",
     "savings_usd",
+    "judged",
+    "judge_sum",
 )
 _NULLABLE = frozenset({"baseline_cost_usd", "savings_usd"})
 #: the org_id of the rows that add up every organisation (org ids never hold "*"): a query
@@ -106,6 +108,8 @@ def sum_columns(t: Any) -> list[ColumnElement[Any]]:
         func.sum(t.c.cost_usd).label("cost_usd"),
         func.sum(t.c.baseline_cost_usd).label("baseline_cost_usd"),
         func.sum(t.c.baseline_cost_usd - t.c.cost_usd).label("savings_usd"),
+        func.count(t.c.judge_score).label("judged"),
+        func.sum(t.c.judge_score).label("judge_sum"),
     ]
 
 
@@ -217,7 +221,7 @@ class Rollups:
                     key = (org, source, dim, value)
                     a = acc.get(key)
                     if a is None:
-                        a = acc[key] = _Acc([0] * 8 + [None, None], [0, 0, 0])
+                        a = acc[key] = _Acc([None if name in _NULLABLE else 0 for name in SUMS], [0, 0, 0])
                     out.append(a)
             return out
 

@@ -222,6 +222,9 @@ usage_rollups = Table(
     Column("latency_hist", LargeBinary, nullable=True),
     Column("ttft_hist", LargeBinary, nullable=True),
     Column("ttft_reasoning_hist", LargeBinary, nullable=True),
+    #: answers a judge scored, and the sum of their scores (migration 0008)
+    Column("judged", Integer, nullable=False, server_default=text("0")),
+    Column("judge_sum", Double, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("dim", "hour", "org_id", "source", "value"),
 )
 

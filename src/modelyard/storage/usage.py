@@ -455,6 +455,10 @@ class UsageStore:
                 "savings_percent": (savings / baseline * 100) if savings is not None and baseline else None,
                 "cache_hits": cache_hits,
                 "cache_hit_rate": _rate(cache_hits, requests),
+                # quality (#17): answers a judge scored and their mean score (validator rejections
+                # are attempts: group_by=failed_model counts them per model, error class validation)
+                "judged": int(r.get("judged") or 0),
+                "judge_score_avg": (float(r["judge_sum"]) / int(r["judged"])) if r.get("judged") else None,
             }
             if isinstance(group_by, tuple):
                 row["group"] = r["g"]  # the dimension's value; "key" is the time bucket

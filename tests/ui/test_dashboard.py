@@ -429,3 +429,38 @@ def test_without_a_master_key_the_dashboard_is_read_only_and_loopback_only(
         assert httpx.post(f"{gw.url}/admin/orgs", json={"name": "x"}).status_code == 403  # no writes at all
     finally:
         gw.stop()
+
+
+def test_compare_with_current_from_the_routes_page_and_apply(
+    ui: Watched, gateway: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
+    """#17: the Routes page's "Compare with current" opens the Compare page set up for the route;
+    the run's progress, result and recommendation show, and applying it deploys the switch."""
+    fakes["openai"].script("gpt-4o-mini", "4, and Paris")  # gpt-mini answers both prompts right
+    try:
+        login(ui, gateway)
+        page = ui.page
+        show(page, gateway, "routes")
+        page.get_by_role("link", name="Compare main with its current model").click()
+        page.wait_for_url(re.compile(r"/ui/compare\?route=main$"))
+        page.wait_for_selector("#loading", state="detached")
+        assert page.get_by_label("Compare gpt", exact=True).is_checked()
+        assert page.get_by_label("Compare gpt-mini", exact=True).is_checked()
+        page.get_by_label("Compare claude", exact=True).uncheck()
+        page.get_by_label("Grader").select_option("contains")
+        page.get_by_role("button", name="Compare with gpt").click()
+        page.wait_for_selector("#toast:has-text('Comparison done')", timeout=30_000)
+        page.wait_for_selector("[data-testid='winner'] .big:text-is('gpt-mini')")
+        assert page.locator("[data-testid='best-for-accuracy'] .big").inner_text() == "gpt-mini"
+        runs = admin(gateway, "GET", "/comparisons").json()["data"]
+        assert runs[0]["models"] == ["gpt", "gpt-mini"] and runs[0]["status"] == "done"
+        report = page.get_by_role("link", name="Report").first
+        assert report.get_attribute("href") == f"/admin/comparisons/{runs[0]['id']}/report"
+        page.get_by_role("button", name="Switch main to gpt-mini").click()
+        page.wait_for_selector("#toast:has-text('Deployed revision')")
+        assert served_by(gateway) == "gpt-mini"
+    finally:
+        fakes["openai"].reset()
+        etag = admin(gateway, "GET", "/config").headers["etag"]
+        admin(gateway, "POST", "/routes/main/switch", json={"model": "gpt"}, headers={"If-Match": etag})
+    assert served_by(gateway) == "gpt"

@@ -50,6 +50,7 @@ PAGES = (
     ("models", "Models"),
     ("routes", "Routes"),
     ("usage", "Usage and cost"),
+    ("compare", "Compare"),
     ("local", "Local models"),
     ("config", "Config"),
     ("keys", "Keys and budgets"),

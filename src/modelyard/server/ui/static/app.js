@@ -165,6 +165,79 @@
     );
   }
 
+  // -- the Compare page's parts ------------------------------------------------------------------
+
+  const SOURCES = ["production", "canary", "shadow"];
+  const compareDraft = { prompts: '{"id": "q1", "prompt": "What is 2 + 2? Answer with a number.", "expected": "4"}\n{"id": "q2", "prompt": "What is the capital of France?", "expected": "Paris"}' };
+  let selectedRun = new URLSearchParams(location.search).get("run");
+  let following = null;
+
+  function follow(runId, total) {
+    following = { id: runId, done: 0, total, spent: 0 };
+    selectedRun = runId;
+    refresh();
+    const events = new EventSource(`/admin/comparisons/${encodeURIComponent(runId)}/events`);
+    const update = (e) => {
+      const ev = JSON.parse(e.data);
+      if (ev.total) following.total = ev.total;
+      if (ev.done !== undefined) following.done = ev.done;
+      if (ev.spent_usd !== undefined) following.spent = ev.spent_usd;
+      const bar = document.getElementById("cmp-progress");
+      const text = document.getElementById("cmp-progress-text");
+      if (bar) { bar.max = following.total || 1; bar.value = following.done; }
+      if (text) text.textContent = ` ${following.done} of ${following.total} calls, ${usd(following.spent)}`;
+    };
+    events.addEventListener("started", update);
+    events.addEventListener("progress", update);
+    events.addEventListener("finished", (e) => {
+      update(e);
+      events.close();
+      const ev = JSON.parse(e.data);
+      toast(`Comparison ${ev.status}${ev.stop_reason ? `: ${ev.stop_reason}` : ""}`);
+      following = null;
+      refresh();
+    });
+    events.onerror = () => events.close();
+  }
+
+  function runResult(r) {
+    const s = r.summary || {};
+    const recRows = (r.recommendations || []).map((rec) => [
+      rec.model, rec.summary, rec.confidence, (rec.trade_offs || []).join("; ") || "—",
+      r.route && rec.model !== rec.instead_of && ADMIN
+        ? button(`Apply`, () => guarded(() => change(`/admin/routes/${encodeURIComponent(r.route)}/switch`, { model: rec.model })), { "aria-label": `Switch ${r.route} to ${rec.model}` })
+        : "—",
+    ]);
+    return section(`Result: ${r.name || r.id}`,
+      h("p", { class: "muted" }, `${r.status}${r.stop_reason ? ` (${r.stop_reason})` : ""}: ${r.calls.done} of ${r.calls.planned} calls in ${Number(r.duration_s).toFixed(1)} s, spent ${usd(r.spent_usd)}`),
+      h("div", { class: "cards" },
+        [["Winner", s.winner], ["Best for accuracy", s.best_for_accuracy], ["Best for cost", s.best_for_cost], ["Best for speed", s.best_for_speed]].map(([label, v]) =>
+          h("div", { class: "card stat", "data-testid": label.toLowerCase().replaceAll(" ", "-") }, h("div", { class: "label" }, label), h("div", { class: "big" }, v || "—")))),
+      table(["Model", "Success", "Accuracy", "Consistency", "Accurate / partial / failed", "p50", "p95", "TTFT p50", "Cost / request", "Cost / accurate"],
+        Object.entries(r.figures || {}).map(([m, f]) => [m, pct(f.success_rate), pct(f.accuracy), pct(f.consistency), `${f.accurate} / ${f.partial} / ${f.failed}`, ms(f.latency_p50_ms), ms(f.latency_p95_ms), ms(f.ttft_p50_ms), usd(f.cost_per_request_usd), usd(f.cost_per_accurate_usd)]),
+        "Figures per model"),
+      table(["Model", `Expected change vs ${r.current}`, "Confidence", "Trade-offs", ""], recRows, "Recommendations"),
+    );
+  }
+
+  function productionRecs(data) {
+    if (!data.length) return h("p", { class: "muted" }, "No route.");
+    return table(["Route", "Current", "Status", "Recommendation", "Confidence", "Why", ""], data.map((r) => {
+      const rec = r.recommendation;
+      return [r.route, r.current, badge(r.status), rec ? `${rec.model}: ${rec.summary}` : "—", rec ? rec.confidence : "—", r.reason || "",
+        rec && ADMIN ? button("Apply", () => guarded(() => change(rec.apply.path, rec.apply.body)), { "aria-label": `Apply ${rec.model} to ${r.route}` }) : "—"];
+    }), "Recommendations from production");
+  }
+
+  function sideBySide(bySource) {
+    const rows = [];
+    SOURCES.forEach((src, i) => {
+      for (const g of ((bySource[i] && bySource[i].data) || [])) rows.push([src, g.key, num(g.requests), pct(g.success_rate), ms(g.latency_p50_ms), usd(g.requests ? g.cost_usd / g.requests : null), g.judge_score_avg === null || g.judge_score_avg === undefined ? "—" : Number(g.judge_score_avg).toFixed(2)]);
+    });
+    if (!rows.length) return h("p", { class: "muted" }, "No production, canary or shadow traffic in the last 7 days.");
+    return table(["Source", "Model", "Requests", "Success", "p50", "Cost / request", "Judge score"], rows, "Traffic by source");
+  }
+
   const pages = {
     async overview() {
       const [status, stats, budgets, alerts] = await Promise.all([
@@ -368,11 +441,76 @@
           ADMIN
             ? h("div", { class: "actions" },
                 field(`Primary model of ${name}`, pick),
-                button("Switch", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}/switch`, { model: pick.value })), { "aria-label": `Switch ${name}` }))
+                button("Switch", () => guarded(() => change(`/admin/routes/${encodeURIComponent(name)}/switch`, { model: pick.value })), { "aria-label": `Switch ${name}` }),
+                h("a", { class: "button", href: `/ui/compare?route=${encodeURIComponent(name)}`, "aria-label": `Compare ${name} with its current model` }, "Compare with current"))
             : null,
           ADMIN && routeViews[name] ? limits(name, routeViews[name].config || {}, [...r.models, ...r.fallbacks], modelViews) : null,
         );
       });
+    },
+
+    async compare() {
+      if (MODE === "readonly") return h("p", { class: "muted" }, "Comparisons need the master key or an org admin key: log in with one.");
+      const params = new URLSearchParams(location.search);
+      const [status, runs, recs, ...bySource] = await Promise.all([
+        get("/v1/status"),
+        optional("/admin/comparisons"),
+        optional("/admin/recommendations?days=7"),
+        ...SOURCES.map((src) => optional(`/v1/stats?group_by=model&source=${src}&since=${encodeURIComponent(ago(24 * 7))}`)),
+      ]);
+      const models = Object.keys(status.models || {});
+      const routeName = params.get("route");
+      const route = routeName && status.routes ? status.routes[routeName] : null;
+      const preset = new Set(route ? [route.models[0], ...route.fallbacks] : []);
+      const boxes = models.map((m) => h("input", { type: "checkbox", value: m, checked: preset.has(m) ? true : null, "aria-label": `Compare ${m}` }));
+      const prompts = h("textarea", { rows: 6, spellcheck: "false" });
+      prompts.value = compareDraft.prompts;
+      prompts.addEventListener("input", () => (compareDraft.prompts = prompts.value));
+      const grader = h("select", {}, [["", "none (figures only)"], ["contains", "contains expected"], ["exact", "exact"], ["json_valid", "valid JSON"], ["numeric", "numeric"]].map(([v, l]) => h("option", { value: v }, l)));
+      const iterations = h("input", { type: "number", min: 1, max: 20, value: 1 });
+      const cap = h("input", { type: "number", min: 0, step: "any", placeholder: "no cap" });
+      const name = h("input", { type: "text", maxlength: 200, value: route ? `${routeName}: compare with current` : "" });
+      async function start() {
+        const picked = boxes.filter((b) => b.checked).map((b) => b.value);
+        const body = { models: picked.length ? picked : route ? [] : picked, prompts: prompts.value, iterations: Number(iterations.value) || 1, name: name.value || null };
+        if (grader.value) body.graders = [grader.value];
+        if (cap.value) body.max_cost_usd = Number(cap.value);
+        if (route) {
+          body.route = routeName;
+          body.models = picked.filter((m) => m !== route.models[0]);
+          if (!body.models.length) body.models = picked;
+        }
+        const out = (await call("/admin/comparisons", { method: "POST", body })).data;
+        toast(`Started ${out.id}: ${out.calls} calls, expected $${Number(out.estimate_usd).toFixed(6)}`);
+        follow(out.id, out.calls);
+      }
+      const form = h("form", { class: "card editor compare-form", "aria-label": "New comparison", onsubmit: (e) => { e.preventDefault(); guarded(start); } },
+        h("fieldset", {}, h("legend", {}, "Models (1 to 8)"), h("div", { class: "checks" }, boxes.map((b) => h("label", { class: "check" }, b, " ", b.value)))),
+        field("Prompts (JSONL: one {\"prompt\": ..., \"expected\": ...} per line)", prompts),
+        h("div", { class: "row" }, field("Grader", grader), field("Iterations", iterations), field("Cost cap (USD)", cap), field("Run name", name)),
+        h("button", { type: "submit" }, route ? `Compare with ${route.models[0]}` : "Run comparison"),
+      );
+      const progress = following
+        ? h("div", { class: "card", id: "cmp-follow" },
+            h("progress", { id: "cmp-progress", max: following.total || 1, value: following.done, "aria-label": `Comparison ${following.id} progress` }),
+            h("span", { id: "cmp-progress-text", class: "muted" }, ` ${following.done} of ${following.total} calls, ${usd(following.spent)}`))
+        : null;
+      const list = (runs && runs.data) || [];
+      const chosen = selectedRun || (list.find((r) => r.status !== "running") || {}).id;
+      const detail = chosen ? await optional(`/admin/comparisons/${encodeURIComponent(chosen)}`) : null;
+      return [
+        section(route ? `Compare ${routeName} with its current model` : "New comparison", form, progress),
+        section("Runs", list.length
+          ? table(["Run", "Status", "Models", "Prompts × iterations", "Spent", "Started", ""], list.map((r) => [
+              r.name || r.id, badge(r.status), r.models.join(", "), `${r.prompts} × ${r.iterations}`, usd(r.spent_usd), (r.created_at || "").replace("T", " ").slice(0, 19),
+              h("span", {}, button("View", () => { selectedRun = r.id; refresh(); }, { "aria-label": `View ${r.name || r.id}` }), " ",
+                h("a", { href: `/admin/comparisons/${encodeURIComponent(r.id)}/report`, target: "_blank", rel: "noopener" }, "Report")),
+            ]), "Comparison runs")
+          : h("p", { class: "muted" }, "No comparison yet.")),
+        detail && detail.result ? runResult(detail.result) : null,
+        section("Recommendations from production (7 days)", productionRecs((recs && recs.data) || [])),
+        section("Production, canary and shadow side by side (7 days)", sideBySide(bySource)),
+      ];
     },
 
     async usage() {

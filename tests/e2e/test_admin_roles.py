@@ -33,6 +33,9 @@ ORG_ADMIN = (
     ("GET", "/admin/budget-events"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/events"),
+    # comparisons are charged to the org admin's organisation; recommendations read its usage
+    ("*", "/admin/comparisons"),
+    ("GET", "/admin/recommendations"),
 )
 
 

@@ -111,6 +111,9 @@ def test_snapshot() -> None:
         "ttft_reasoning_ms": None,
         "last_error": None,
         "last_error_at": None,
+        "rejected": 0,
+        "judged": 0,
+        "judge_score_avg": None,
     }
 
 

@@ -28,9 +28,9 @@ class ModelStats:
         "in_flight",
         "judge_sum",
         "judged",
-        "rejected",
         "last_error",
         "last_error_at",
+        "rejected",
         "requests",
     )
 

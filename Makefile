@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck bench soak bench-local bench-ui bench-stats bench-classify bench-compare classifier compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck audit fuzz bench soak bench-local bench-ui bench-stats bench-classify bench-compare classifier compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,11 +56,22 @@ format: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
 
+# known vulnerabilities in the installed dependencies (pip-audit); "SKIPPED: vulnerability service
+# unreachable" and exit 0 only when the service cannot be reached (scripts/audit.py)
+audit: $(DEVSTAMP)
+	$(BIN)/python scripts/audit.py
+
+# the fuzzers without their make-test budget: many more examples per endpoint (tests/fuzz)
+fuzz: $(DEVSTAMP)
+	MODELYARD_FUZZ_EXAMPLES=$${MODELYARD_FUZZ_EXAMPLES:-2000} MODELYARD_SCHEMA_EXAMPLES=$${MODELYARD_SCHEMA_EXAMPLES:-100} \
+		$(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
+
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
 # three replicas under steady load while Redis restarts and replicas are killed and rolled
-# (MODELYARD_SOAK_S seconds, default 600; docs/deployment.md)
+# (MODELYARD_SOAK_S seconds, default 600; docs/deployment.md), then the fault soak
+# (MODELYARD_FAULT_SOAK_S seconds, default 600; docs/testing.md)
 soak: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q -s tests/soak $(PYTEST_ARGS)
 

@@ -410,6 +410,8 @@ class RouteConfig(_Strict):
     max_attempts: int = Field(4, ge=1)
     #: deadline for the whole request, in seconds
     timeout_s: float | None = Field(None, gt=0)
+    #: first-token timeout of streamed attempts on this route (over the models' own and the adaptive one)
+    ttft_timeout_s: float | None = Field(None, gt=0, le=3600)
     description: str | None = None
     #: per-route defaults of the request options
     fallback: bool = True

@@ -131,6 +131,11 @@ class LocalModelManager:
     def settings(self, name: str) -> ModelSettings:
         return self._settings.get(self.backend.canonical(name), self.defaults)
 
+    def ready(self, name: str) -> bool:
+        """Whether ``name`` is loaded (its next first token will not wait for a load)."""
+        entry = self._models.get(self.backend.canonical(name))
+        return entry is not None and entry.unloading is None and entry.state in ("ready", "in_use")
+
     def configured(self, name: str) -> bool:
         """Whether ``name`` comes from the config (a configured model, or the provider's preload list)."""
         key = self.backend.canonical(name)

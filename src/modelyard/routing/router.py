@@ -39,6 +39,7 @@ from modelyard.routing.plan import Plan, plan_for
 from modelyard.routing.policy import Decision, RetryPolicy
 from modelyard.routing.shared import Admission, Coordinator
 from modelyard.routing.streams import Continuation, RoutedStream
+from modelyard.routing.ttft import first_token_limit
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 from modelyard.validators import ValidationFailed, Validator, build_validators
 
@@ -550,7 +551,7 @@ class Router:
             token = await hooks.before(dep) if hooks is not None else None
             started["t"] = time.perf_counter()
             try:
-                head, iterator = await _open_stream(dep, req, remaining, validators)
+                head, iterator = await _open_stream(dep, req, remaining, validators, plan.route.config.ttft_timeout_s)
                 if judge is not None and not any(c.tool_calls for ch in head for c in ch.choices):
                     try:
                         await judge(dep, ["".join(c.content or "" for ch in head for c in ch.choices)])
@@ -640,11 +641,15 @@ def _settle(result: RouteResult, slot: Slot, usage: Usage | None, latency_ms: fl
 
 
 async def _open_stream(
-    dep: Deployment, req: ChatRequest, remaining: float | None, validators: list[Validator]
+    dep: Deployment,
+    req: ChatRequest,
+    remaining: float | None,
+    validators: list[Validator],
+    route_ttft: float | None = None,
 ) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
     """Open the upstream stream and hold it back until its first content (or whole, with validators)."""
     iterator = dep.provider.stream(req, dep.upstream, _call_options(dep, remaining)).__aiter__()
-    ttft = dep.ttft_timeout_s
+    ttft: float | None = first_token_limit(dep, reasoning=req.asks_for_reasoning(), route_override=route_ttft).seconds
     if remaining is not None:
         ttft = min(ttft, remaining) if ttft is not None else remaining
     head: list[ChatChunk] = []

@@ -14,14 +14,23 @@ from typing import Any
 __all__ = ["ModelStats"]
 
 
+#: first-token times kept per model and kind for the adaptive first-token timeout
+FIRST_TOKEN_WINDOW = 200
+#: the p95 of those is recomputed after this many more requests
+P95_EVERY = 10
+
+
 class ModelStats:
     """Passive health and live figures for one model (asyncio only: no locking)."""
 
     __slots__ = (
         "_alpha",
+        "_first_tokens",
+        "_first_tokens_reasoning",
         "_latency_ms",
         "_ok_in_window",
         "_outcomes",
+        "_p95_cache",
         "_ttft_ms",
         "_ttft_reasoning_ms",
         "failures",
@@ -45,6 +54,12 @@ class ModelStats:
         self._latency_ms: float | None = None
         self._ttft_ms: float | None = None
         self._ttft_reasoning_ms: float | None = None
+        #: the last FIRST_TOKEN_WINDOW first-token times (ms), plain and reasoning apart, for the
+        #: adaptive first-token timeout (routing.ttft)
+        self._first_tokens: deque[float] = deque(maxlen=FIRST_TOKEN_WINDOW)
+        self._first_tokens_reasoning: deque[float] = deque(maxlen=FIRST_TOKEN_WINDOW)
+        #: reasoning? -> (samples seen when computed, p95): recomputed every P95_EVERY new samples
+        self._p95_cache: dict[bool, tuple[int, float]] = {}
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
@@ -91,8 +106,10 @@ class ModelStats:
             self._latency_ms = self._ewma(self._latency_ms, latency_ms)
             if ttft_ms is not None and reasoning:
                 self._ttft_reasoning_ms = self._ewma(self._ttft_reasoning_ms, ttft_ms)
+                self._first_tokens_reasoning.append(ttft_ms)
             elif ttft_ms is not None:
                 self._ttft_ms = self._ewma(self._ttft_ms, ttft_ms)
+                self._first_tokens.append(ttft_ms)
         else:
             self.failures += 1
             self.last_error = error or "unknown error"
@@ -111,6 +128,27 @@ class ModelStats:
     def ttft_reasoning_ms(self) -> float | None:
         """First-token time of reasoning requests (EWMA): the first token is their first reasoning delta."""
         return self._ttft_reasoning_ms
+
+    def first_tokens(self, *, reasoning: bool) -> deque[float]:
+        """The last first-token times (ms) of successful streams, of reasoning requests or of the others."""
+        return self._first_tokens_reasoning if reasoning else self._first_tokens
+
+    def first_token_p95(self, *, reasoning: bool) -> tuple[int, float | None]:
+        """How many first-token times are kept, and their p95 (ms; None without any).  Sorting 200
+        values costs ~20 us, so the p95 is recomputed every P95_EVERY new samples, not per stream."""
+        values = self._first_tokens_reasoning if reasoning else self._first_tokens
+        seen = self.requests
+        cached = self._p95_cache.get(reasoning)
+        if not values:
+            return 0, None
+        if cached is None or seen - cached[0] >= P95_EVERY or len(values) < FIRST_TOKEN_WINDOW // 10:
+            s = sorted(values)
+            k = (len(s) - 1) * 0.95
+            lo = int(k)
+            hi = min(lo + 1, len(s) - 1)
+            cached = (seen, s[lo] + (s[hi] - s[lo]) * (k - lo))
+            self._p95_cache[reasoning] = cached
+        return len(values), cached[1]
 
     @property
     def success_rate(self) -> float:

@@ -6,6 +6,7 @@ from typing import Any
 
 from modelyard.routing.deployment import Deployment
 from modelyard.routing.health import model_health
+from modelyard.routing.ttft import first_token_limit
 from modelyard.runtime import Runtime
 
 __all__ = ["status_payload"]
@@ -36,6 +37,11 @@ def _model(dep: Deployment) -> dict[str, Any]:
             "judge_score_avg": stats.get("judge_score_avg"),
         },
         "limits": limiter.snapshot(),
+        # the first-token timeout a stream gets now (routes may override: routing/ttft.py)
+        "first_token_timeout": {
+            "plain": first_token_limit(dep, reasoning=False).public(),
+            "reasoning": first_token_limit(dep, reasoning=True).public(),
+        },
     }
 
 

@@ -90,9 +90,16 @@ def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers:
         sockets_before = _sockets(srv.proc.pid)
         rss_start = rss_mb(srv.proc.pid)
 
+        samples: list[tuple[float, float]] = []
+        t_start = time.monotonic()
+
         def chaos() -> None:
             rng = random.Random(7)
+            tick = 0
             while not stop.is_set():
+                if tick % 10 == 0:
+                    samples.append((round(time.monotonic() - t_start, 1), rss_mb(srv.proc.pid)))
+                tick += 1
                 for fake, model in ((faulty["openai"], "gpt-4o"), (faulty["anthropic"], "claude-sonnet-4-5")):
                     fake.clear_faults()
                     fake.inject(model, rng.choice(FAULTS)())
@@ -153,6 +160,8 @@ def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers:
             "sockets_after": _sockets(srv.proc.pid),
             "rss_start_mb": rss_start,
             "rss_end_mb": rss_mb(srv.proc.pid),
+            #: (seconds into the load, RSS MB) every 10 s
+            "rss_samples": samples,
             "alive": srv.proc.poll() is None and httpx.get(srv.url + "/health", timeout=5).status_code == 200,
         }
     finally:

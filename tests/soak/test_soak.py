@@ -24,19 +24,12 @@ import httpx
 
 from modelyard.testing import FakeServer
 from modelyard.testing._fake_base import Fault
+from tests.faultsoak import rss_mb
 from tests.replicas.conftest import MASTER, Fleet, RedisServer
 
 DURATION_S = float(os.environ.get("MODELYARD_SOAK_S", "600"))
 WORKERS = 16
 CHAT = {"messages": [{"role": "user", "content": "hello"}]}
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def leases(redis: RedisServer) -> int:

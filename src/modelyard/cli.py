@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from modelyard.cli_compare import compare, recommend
-from modelyard.cli_remote import config_remote, providers_app, remote_models, routes_app, set_model_enabled
+from modelyard.cli_remote import (
+    config_remote,
+    providers_app,
+    remote_models,
+    routes_app,
+    set_model_enabled,
+)
+from modelyard.cli_remote import (
+    console as _console,
+)
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner without it (~3 MB, 25 ms)
@@ -54,17 +63,6 @@ def _default_config(path: Path | None) -> Path | None:
         return path
     candidate = Path("modelyard.yaml")
     return candidate if candidate.exists() else None
-
-
-def _console(*, stderr: bool = False) -> Console:
-    """Rich output; when not on a terminal (a pipe, a log, CI) lines are never wrapped, so an error
-    stays one line a program (or grep) can read."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, soft_wrap=True, width=10_000)
 
 
 def _fail(console: Console, exc: ConfigError) -> None:

@@ -17,19 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.cli_remote import KeyEnvOpt, Remote, RemoteError, UrlOpt
+from modelyard.cli_remote import console as _console
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["compare", "recommend"]
-
-
-def _console(*, stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    if (sys.stderr if stderr else sys.stdout).isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, soft_wrap=True, width=10_000)  # a pipe or a log: never wrap
 
 
 def _weights(spec: str | None) -> dict[str, float] | None:

@@ -83,34 +83,37 @@ class Remote:
         return int(head["etag"].strip('"'))
 
 
-def _console() -> Console:
+def console(*, stderr: bool = False) -> Console:
+    """Rich output for every command; when not on a terminal (a pipe, a log, CI) lines are never
+    wrapped, so an error stays one line a program (or grep) can read."""
     from rich.console import Console
 
-    if sys.stdout.isatty():
-        return Console()
-    return Console(soft_wrap=True, width=10_000)
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True, width=10_000)
 
 
 def _run(fn: Any) -> None:
     try:
         fn()
     except RemoteError as exc:
-        _console().print(f"[bold red]error[/]: {exc}", highlight=False)
+        console().print(f"[bold red]error[/]: {exc}", highlight=False)
         raise typer.Exit(1) from None
 
 
 def _change_summary(result: dict[str, Any]) -> None:
-    console = _console()
+    out = console()
     rev = result["revision"]
     if not result["changed"]:
-        console.print(f"nothing changed (revision {rev['id']} stays active)")
+        out.print(f"nothing changed (revision {rev['id']} stays active)")
         return
-    console.print(f"revision [bold]{rev['id']}[/] is active ({rev['source']}: {rev['message']})", highlight=False)
+    out.print(f"revision [bold]{rev['id']}[/] is active ({rev['source']}: {rev['message']})", highlight=False)
     for probe in result.get("probes", []):
         state = "ok" if probe["ok"] else f"failed: {probe['error']}"
-        console.print(f"  probe {probe['model']}: {state} ({probe['latency_ms']} ms)", highlight=False)
+        out.print(f"  probe {probe['model']}: {state} ({probe['latency_ms']} ms)", highlight=False)
     for warning in result.get("warnings", []):
-        console.print(f"  [yellow]warning[/]: {warning}", highlight=False)
+        out.print(f"  [yellow]warning[/]: {warning}", highlight=False)
 
 
 # -- providers ---------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ def providers_list(url: UrlOpt = None, key_env: KeyEnvOpt = "MODELYARD_MASTER_KE
                 p.get("health", ""),
                 ", ".join(p.get("models", [])),
             )
-        _console().print(table)
+        console().print(table)
 
     _run(go)
 
@@ -148,19 +151,19 @@ def providers_test(name: str, url: UrlOpt = None, key_env: KeyEnvOpt = "MODELYAR
 
     def go() -> None:
         r = Remote(url, key_env).call("POST", f"/providers/{urllib.parse.quote(name, safe='')}/test")[0]
-        console = _console()
-        console.print(
+        out = console()
+        out.print(
             f"{r['provider']}: reachable={r['reachable']} auth_ok={r['auth_ok']} models={r['model_count']} "
             f"latency={r['latency_ms']} ms",
             highlight=False,
         )
         if r.get("probe"):
             p = r["probe"]
-            console.print(
+            out.print(
                 f"  probe {p['model']}: {'ok' if p['ok'] else p['error']} ({p['latency_ms']} ms)", highlight=False
             )
         if r.get("error"):
-            console.print(f"  [red]error[/]: {r['error']}", highlight=False)
+            out.print(f"  [red]error[/]: {r['error']}", highlight=False)
             raise typer.Exit(1)
 
     _run(go)
@@ -200,7 +203,7 @@ def remote_models(url: str | None, key_env: str) -> None:
                 m.get("provider_health", ""),
                 ", ".join(m.get("routes", [])),
             )
-        _console().print(table)
+        console().print(table)
 
     _run(go)
 
@@ -234,7 +237,7 @@ def routes_list(url: UrlOpt = None, key_env: KeyEnvOpt = "MODELYARD_MASTER_KEY")
             table.add_row(
                 r["name"], ", ".join(r.get("primary", [])), ", ".join(r.get("fallbacks", [])), r.get("strategy", "")
             )
-        _console().print(table)
+        console().print(table)
 
     _run(go)
 
@@ -288,7 +291,7 @@ def config_remote(config_app: typer.Typer) -> None:
                     r["created_at"][:19],
                     r["message"],
                 )
-            _console().print(table)
+            console().print(table)
 
         _run(go)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelyard.accounting.pricing import estimate_input_tokens, price_for, worst_case_cost, worst_case_output_tokens
 from modelyard.compare.figures import Sample, figures, recommend, summary
-from modelyard.compare.graders import Grade, GraderError, PythonGrader, grade
+from modelyard.compare.graders import Grade, PythonGrader, grade
 from modelyard.compare.spec import ComparisonSpec, PromptItem, SpecError
 from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import ANONYMOUS, Principal
@@ -224,12 +224,8 @@ class ComparisonRun:
         latency = (time.perf_counter() - start) * 1000
         answer = "".join(parts)
         graders = item.graders if item.graders is not None else self.spec.graders
-        try:
-            g = await grade(
-                graders, answer, item, accurate_at=self.spec.accurate_at, judge=self._judge, python=self.python
-            )
-        except GraderError as exc:  # grade() turns grader errors into failed samples; kept as a guard
-            g = Grade(0.0, "failed", str(exc))
+        # a grader that raises fails this sample only (grade() catches it)
+        g = await grade(graders, answer, item, accurate_at=self.spec.accurate_at, judge=self._judge, python=self.python)
         return Sample(
             model, item.id, iteration, True, round(latency, 2), round(ttft, 2) if ttft else None, cost, answer, g
         )
@@ -275,12 +271,8 @@ class ComparisonRun:
             "max_cost_usd": spec.max_cost_usd,
             "spent_usd": round(self.spent_usd + self.judge_cost_usd, 8),
             "judge_cost_usd": round(self.judge_cost_usd, 8),
-            "figures": {m: _plain(f) for m, f in figs.items()},
+            "figures": {m: asdict(f) for m, f in figs.items()},
             "summary": summary(figs, spec.weights),
             "recommendations": recommend(figs, self.samples, spec.weights, spec.current),
             "samples": [s.public() for s in self.samples],
         }
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modelyard.errors import InvalidRequestError, ModelyardError
+from modelyard.errors import ModelyardError
 from modelyard.types import Message
 from modelyard.validators import check_model_name
 from modelyard.wire.openai import parse_chat_request
@@ -224,7 +224,3 @@ def parse_prompts(source: str | bytes | list[Any]) -> tuple[PromptItem, ...]:
             raise SpecError(f"line {i.line}: duplicate id {i.id!r}")
         seen.add(i.id)
     return tuple(items)
-
-
-def invalid(exc: SpecError) -> InvalidRequestError:
-    return InvalidRequestError(str(exc), param="prompts", code="invalid_prompt_set")

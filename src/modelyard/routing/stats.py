@@ -129,10 +129,6 @@ class ModelStats:
         """First-token time of reasoning requests (EWMA): the first token is their first reasoning delta."""
         return self._ttft_reasoning_ms
 
-    def first_tokens(self, *, reasoning: bool) -> deque[float]:
-        """The last first-token times (ms) of successful streams, of reasoning requests or of the others."""
-        return self._first_tokens_reasoning if reasoning else self._first_tokens
-
     def first_token_p95(self, *, reasoning: bool) -> tuple[int, float | None]:
         """How many first-token times are kept, and their p95 (ms; None without any).  Sorting 200
         values costs ~20 us, so the p95 is recomputed every P95_EVERY new samples, not per stream."""

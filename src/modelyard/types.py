@@ -8,6 +8,7 @@ path.  Pydantic is used only at the edges (config).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -250,16 +251,144 @@ class ReasoningParts:
             self.blocks.append({"type": "redacted_thinking", "data": d.redacted_reasoning})
 
 
-@dataclass(slots=True)
 class ChatChunk:
-    """One streamed chunk. A chunk with no choices and a ``usage`` is the final usage report."""
+    """One streamed chunk. A chunk with no choices and a ``usage`` is the final usage report.
 
-    id: str
-    created: int
-    model: str
-    choices: list[ChoiceDelta]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    A *pass-through* chunk (:meth:`passthrough`) keeps the upstream's OpenAI-format JSON bytes in
+    ``raw`` and is not decoded into this shape on the way: the provider read from it what the
+    gateway needs (the content text, whether the choice finished), and its ``id``, ``created``,
+    ``choices`` and ``system_fingerprint`` are built only if something reads them.  ``more`` says
+    that the next chunk had already arrived when this one was made (the front end writes such
+    chunks together).
+    """
+
+    __slots__ = (
+        "_choices",
+        "_created",
+        "_data",
+        "_decode",
+        "_fingerprint",
+        "_id",
+        "finished",
+        "model",
+        "more",
+        "raw",
+        "text",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        created: int,
+        model: str,
+        choices: list[ChoiceDelta],
+        usage: Usage | None = None,
+        system_fingerprint: str | None = None,
+    ) -> None:
+        self._id = id
+        self._created = created
+        self.model = model
+        self._choices: list[ChoiceDelta] | None = choices
+        self.usage = usage
+        self._fingerprint = system_fingerprint
+        self.raw: bytes | None = None
+        self.text: str | None = None
+        self.finished = False
+        self.more = False
+        self._data: Any = None
+        self._decode: Callable[[Any, str], ChatChunk] | None = None
+
+    @classmethod
+    def passthrough(
+        cls,
+        raw: bytes,
+        model: str,
+        data: Any,
+        decode: Callable[[Any, str], ChatChunk],
+        *,
+        text: str | None,
+        finished: bool,
+    ) -> ChatChunk:
+        """A chunk of one choice (index 0) without usage, kept as the upstream's bytes. ``data``:
+        its parsed JSON; ``text``: its content (None: none); ``decode`` makes the full chunk from
+        ``data`` when something reads it."""
+        chunk = cls.__new__(cls)
+        chunk._id = ""
+        chunk._created = 0
+        chunk.model = model
+        chunk._choices = None
+        chunk.usage = None
+        chunk._fingerprint = None
+        chunk.raw = raw
+        chunk.text = text
+        chunk.finished = finished
+        chunk.more = False
+        chunk._data = data
+        chunk._decode = decode
+        return chunk
+
+    def _load(self) -> list[ChoiceDelta]:
+        assert self._decode is not None
+        full = self._decode(self._data, self.model)
+        self._id, self._created, self._fingerprint = full.id, full.created, full.system_fingerprint
+        self.model = full.model
+        self._choices = full.choices
+        return full.choices
+
+    @property
+    def choices(self) -> list[ChoiceDelta]:
+        choices = self._choices
+        return self._load() if choices is None else choices
+
+    @choices.setter
+    def choices(self, value: list[ChoiceDelta]) -> None:
+        self._choices = value
+
+    @property
+    def id(self) -> str:
+        if self._choices is None:
+            self._load()
+        return self._id
+
+    @property
+    def created(self) -> int:
+        if self._choices is None:
+            self._load()
+        return self._created
+
+    @property
+    def system_fingerprint(self) -> str | None:
+        if self._choices is None:
+            self._load()
+        return self._fingerprint
+
+    def has_output(self) -> bool:
+        """Whether a choice carries output (contracts "First token"), without decoding a
+        pass-through chunk."""
+        if self._choices is None:
+            return bool(self.text) or self.finished
+        return any(c.has_output() for c in self._choices)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChatChunk):
+            return NotImplemented
+        return (self.id, self.created, self.model, self.choices, self.usage, self.system_fingerprint) == (
+            other.id,
+            other.created,
+            other.model,
+            other.choices,
+            other.usage,
+            other.system_fingerprint,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ChatChunk(id={self.id!r}, created={self.created!r}, model={self.model!r}, choices={self.choices!r}, "
+            f"usage={self.usage!r}, system_fingerprint={self.system_fingerprint!r})"
+        )
 
 
 @dataclass(slots=True)

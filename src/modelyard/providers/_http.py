@@ -23,7 +23,15 @@ from modelyard.errors import (
 )
 from modelyard.transport.base import ConnectTimeout, ProxyError, RequestBuildError, Response, ResponseCutOff
 
-__all__ = ["SSEEvent", "iter_lines", "iter_sse", "parse_retry_after", "translate_errors", "translate_exception"]
+__all__ = [
+    "SSEEvent",
+    "iter_lines",
+    "iter_sse",
+    "iter_sse_data",
+    "parse_retry_after",
+    "translate_errors",
+    "translate_exception",
+]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -200,6 +208,43 @@ async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterato
             data.append(_utf8(value, provider, model))
     if data:
         yield SSEEvent(event or "message", "\n".join(data))
+
+
+async def iter_sse_data(resp: Response) -> AsyncIterator[list[bytes]]:
+    """The ``data`` payloads of a response's server-sent events, as bytes, one list per read: the
+    events that arrived together come together (the pass-through writes them together).  Event
+    names and comments are skipped (OpenAI's Chat Completions stream uses neither); payloads are
+    not decoded here.
+    """
+    data: list[bytes] = []
+    buffer = b""
+    async for piece in resp.iter_chunks():
+        buffer = buffer + piece if buffer else piece
+        start = 0
+        batch: list[bytes] = []
+        while True:
+            nl = buffer.find(b"\n", start)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > start and buffer[nl - 1] == 13 else nl  # 13: "\r"
+            line = buffer[start:end]
+            start = nl + 1
+            if not line:
+                if data:
+                    batch.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data = []
+                continue
+            if line[:5] == b"data:":
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+        buffer = buffer[start:] if start else buffer
+        if batch:
+            yield batch
+    if buffer:
+        tail = buffer.rstrip(b"\r")
+        if tail[:5] == b"data:":
+            data.append(tail[6:] if tail[5:6] == b" " else tail[5:])
+    if data:
+        yield [b"\n".join(data)]
 
 
 def _utf8(raw: bytes, provider: str, model: str) -> str:

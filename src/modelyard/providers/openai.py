@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from modelyard.config.schema import OpenAIProviderConfig
-from modelyard.errors import UpstreamConnectionError, UpstreamStatusError
-from modelyard.providers._http import iter_sse
+from modelyard.errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError
+from modelyard.providers._http import iter_sse_data
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
 from modelyard.types import (
     ChatChunk,
@@ -37,7 +37,7 @@ from modelyard.types import (
     Usage,
 )
 
-__all__ = ["OpenAIProvider", "encode_message", "encode_request"]
+__all__ = ["OpenAIProvider", "encode_message", "encode_request", "scan_chunk"]
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -262,6 +262,39 @@ def decode_chunk(data: dict[str, Any], model: str) -> ChatChunk:
     )
 
 
+def scan_chunk(data: Any) -> tuple[str | None, bool] | None:
+    """What the gateway needs from a parsed OpenAI stream chunk that it can forward as it came: its
+    content text (None: none) and whether its choice finished.
+
+    None when the chunk is anything but one choice (index 0) of plain content and/or a finish
+    reason: tool calls, reasoning, refusals, usage, logprobs, errors and unexpected shapes are
+    decoded into the internal shape instead.  A handful of dict lookups: no objects are built.
+    """
+    if type(data) is not dict or data.get("usage") is not None or "error" in data:
+        return None
+    choices = data.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("index", 0) != 0 or choice.get("logprobs") is not None:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict:
+        return None
+    for key in delta:
+        if key not in _PLAIN and delta[key] is not None:
+            return None
+    text = delta.get("content")
+    finish = choice.get("finish_reason")
+    if (text is not None and type(text) is not str) or (finish is not None and type(finish) is not str):
+        return None
+    return text, finish is not None
+
+
+#: delta keys a forwarded chunk may carry with a value (any other non-null key: decoded in full)
+_PLAIN = frozenset(("role", "content"))
+
+
 class OpenAIProvider(Provider):
     kind = "openai"
     default_base_url = "https://api.openai.com/v1"
@@ -291,35 +324,59 @@ class OpenAIProvider(Provider):
         # choice indices seen, and those that reached a finish_reason (n > 1 streams interleave)
         seen: set[int] = set()
         finished: set[int] = set()
+        # one choice and no logprobs: plain chunks pass through undecoded (scan_chunk)
+        scan = (request.n or 1) == 1 and not request.logprobs
         async with self.request(
             "POST", f"{self.base_url}/chat/completions", model=upstream_model, call=call, body=body
         ) as resp:
-            async for event in iter_sse(resp, provider=self.name, model=upstream_model):
-                if event.data == "[DONE]":
-                    return
-                try:
-                    data = orjson.loads(event.data)
-                    if not isinstance(data, dict):
-                        raise TypeError("chunk is not an object")
-                    if "error" in data:
-                        raise self._stream_error(data["error"], upstream_model)
-                    chunk = decode_chunk(data, upstream_model)
-                except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-                    raise self.malformed(
-                        f"malformed stream chunk from {upstream_model!r}: {event.data[:200]!r}",
-                        upstream_model,
-                    ) from exc
-                for c in chunk.choices:
-                    seen.add(c.index)
-                    if c.finish_reason:
-                        finished.add(c.index)
-                yield chunk
+            async for batch in iter_sse_data(resp):
+                last = len(batch) - 1
+                for i, raw in enumerate(batch):
+                    if raw == b"[DONE]":
+                        return
+                    try:
+                        data = orjson.loads(raw)
+                    except orjson.JSONDecodeError as exc:
+                        raise self._malformed(raw, upstream_model) from exc
+                    found = scan_chunk(data) if scan else None
+                    if found is not None:
+                        chunk = ChatChunk.passthrough(
+                            raw, upstream_model, data, self._decode, text=found[0], finished=found[1]
+                        )
+                        seen.add(0)
+                        if found[1]:
+                            finished.add(0)
+                    else:
+                        chunk = self._decode(data, upstream_model)
+                        for c in chunk.choices:
+                            seen.add(c.index)
+                            if c.finish_reason:
+                                finished.add(c.index)
+                    chunk.more = i < last
+                    yield chunk
         if not finished or seen - finished:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",
                 provider=self.name,
                 model=upstream_model,
             )
+
+    def _decode(self, data: Any, upstream_model: str) -> ChatChunk:
+        """A parsed stream chunk in the internal shape (an error chunk raises it)."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("chunk is not an object")
+            if "error" in data:
+                raise self._stream_error(data["error"], upstream_model)
+            return decode_chunk(data, upstream_model)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise self._malformed(orjson.dumps(data), upstream_model) from exc
+
+    def _malformed(self, raw: bytes, upstream_model: str) -> UpstreamError:
+        return self.malformed(
+            f"malformed stream chunk from {upstream_model!r}: {raw[:200].decode('utf-8', 'replace')!r}",
+            upstream_model,
+        )
 
     def _stream_error(self, err: Any, model: str) -> UpstreamStatusError:
         message = err.get("message", str(err)) if isinstance(err, dict) else str(err)

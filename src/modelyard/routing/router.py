@@ -124,6 +124,10 @@ def _input_tokens(req: ChatRequest) -> int:
 def _begins_with_reasoning(head: list[ChatChunk]) -> bool:
     """Whether a stream's first token (contracts "First token") is reasoning."""
     for chunk in head:
+        if chunk.raw is not None:  # a pass-through chunk holds no reasoning
+            if chunk.has_output():
+                return False
+            continue
         for d in chunk.choices:
             if d.has_output():
                 return bool(d.reasoning or d.redacted_reasoning)
@@ -681,7 +685,7 @@ async def _read_head(iterator: AsyncIterator[ChatChunk], head: list[ChatChunk], 
         except StopAsyncIteration:
             return
         head.append(chunk)
-        if not whole and any(c.has_output() for c in chunk.choices):
+        if not whole and chunk.has_output():
             return
 
 

@@ -57,13 +57,18 @@ class RoutedStream:
         finished = False
         try:
             async for chunk in self._own_chunks():
-                for c in chunk.choices:
-                    if c.content:
-                        partial.append(c.content)
-                    if c.tool_calls:
-                        tool_call_seen = True
-                    if c.finish_reason:
-                        finished = True
+                if chunk.raw is not None:  # a pass-through chunk: one plain choice, read by the provider
+                    if chunk.text:
+                        partial.append(chunk.text)
+                    finished = finished or chunk.finished
+                else:
+                    for c in chunk.choices:
+                        if c.content:
+                            partial.append(c.content)
+                        if c.tool_calls:
+                            tool_call_seen = True
+                        if c.finish_reason:
+                            finished = True
                 yield chunk
         except ModelyardError as exc:
             if finished or tool_call_seen or self.continuation is None:
@@ -77,6 +82,7 @@ class RoutedStream:
                     self.usage = _add(self.usage, chunk.usage)
                 for c in chunk.choices:
                     c.role = None  # the client already has the role chunk
+                chunk.raw = None  # changed: no longer the upstream's bytes
                 yield chunk
 
     async def _own_chunks(self) -> AsyncIterator[ChatChunk]:
@@ -85,16 +91,14 @@ class RoutedStream:
         ok = False
         error: BaseException | None = None
         try:
+            ready = False  # the next chunk has arrived already (no stall timer needed to wait for it)
             for chunk in self.head:
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                for c in chunk.choices:
-                    if c.content:
-                        self.output_chars += len(c.content)
+                self._count(chunk)
+                ready = chunk.more
                 yield chunk
             while True:
                 try:
-                    if stall is not None:
+                    if stall is not None and not ready:
                         async with asyncio.timeout(stall):
                             chunk = await anext(self.tail)
                     else:
@@ -108,11 +112,8 @@ class RoutedStream:
                         model=dep.name,
                         phase="stall",
                     ) from None
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                for c in chunk.choices:
-                    if c.content:
-                        self.output_chars += len(c.content)
+                self._count(chunk)
+                ready = chunk.more
                 yield chunk
             ok = True
         except BaseException as exc:
@@ -120,6 +121,18 @@ class RoutedStream:
             raise
         finally:
             await self._finish(ok, error)
+
+    def _count(self, chunk: ChatChunk) -> None:
+        """The usage and answer characters a chunk brings (a pass-through chunk has no usage)."""
+        if chunk.raw is not None:
+            if chunk.text:
+                self.output_chars += len(chunk.text)
+            return
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for c in chunk.choices:
+            if c.content:
+                self.output_chars += len(c.content)
 
     async def abort(self) -> None:
         """Release everything if the stream was not consumed to the end (idempotent)."""

@@ -29,6 +29,7 @@ from modelyard.types import ChatChunk, Usage
 from modelyard.wire.completions import encode_completion, encode_completion_chunk, parse_completion_request
 from modelyard.wire.openai import (
     DONE,
+    Forwarder,
     encode_chunk,
     encode_embeddings,
     encode_response,
@@ -215,33 +216,48 @@ class OpenAIHandlers:
         return await sse_answer(stream, lambda: self._sse(stream, req.include_usage))
 
     async def _sse(self, stream: ServedStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
+        """The stream's frames. Chunks that arrived together from the upstream go out in one write;
+        plain OpenAI-format chunks are forwarded as they came (``Forwarder``), the rest encoded."""
         model = stream.model
         chunk_id = f"chatcmpl-{stream.request_id.removeprefix('req_')[:29]}"
         created = int(time.time())
+        forward = Forwarder(model, chunk_id).frame
         usage_sent = False
+        out: list[bytes] = []
         try:
             async for chunk in stream.chunks():
-                if chunk.usage is not None and not chunk.choices:
+                raw = chunk.raw
+                frame = forward(raw) if raw is not None else None
+                if frame is not None:
+                    out.append(frame)
+                elif chunk.usage is not None and not chunk.choices:
                     if include_usage:
                         usage_sent = True
-                        yield encode_chunk(chunk, model, chunk_id=chunk_id, created=created, cost_usd=stream.cost_usd)
-                    continue
-                if chunk.usage is not None and not include_usage:
-                    chunk = ChatChunk(
-                        chunk.id, chunk.created, chunk.model, chunk.choices, None, chunk.system_fingerprint
+                        out.append(
+                            encode_chunk(chunk, model, chunk_id=chunk_id, created=created, cost_usd=stream.cost_usd)
+                        )
+                else:
+                    if chunk.usage is not None and not include_usage:
+                        chunk = ChatChunk(
+                            chunk.id, chunk.created, chunk.model, chunk.choices, None, chunk.system_fingerprint
+                        )
+                    elif chunk.usage is not None:
+                        usage_sent = True
+                    out.append(
+                        encode_chunk(
+                            chunk,
+                            chunk.model if stream.continued_by else model,
+                            chunk_id=chunk_id,
+                            created=created,
+                            cost_usd=stream.cost_usd if chunk.usage is not None else None,
+                        )
                     )
-                elif chunk.usage is not None:
-                    usage_sent = True
-                yield encode_chunk(
-                    chunk,
-                    chunk.model if stream.continued_by else model,
-                    chunk_id=chunk_id,
-                    created=created,
-                    cost_usd=stream.cost_usd if chunk.usage is not None else None,
-                )
+                if not chunk.more and out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                    out = []
             if include_usage and not usage_sent:
                 usage = stream.usage or Usage(estimated=True)
-                yield (
+                out.append(
                     b"data: "
                     + orjson.dumps(
                         {
@@ -255,14 +271,16 @@ class OpenAIHandlers:
                     )
                     + b"\n\n"
                 )
-            yield DONE
+            out.append(DONE)
+            yield b"".join(out)
         except ModelyardError as exc:
             log.warning("stream %s from %s failed after it started: %s", stream.request_id, model, exc.message)
             body = exc.to_openai()
             body["error"]["message"] = (
                 f"the stream from {model} failed after it started; the answer is incomplete: {exc.message}"
             )
-            yield sse_error(body)
+            out.append(sse_error(body))
+            yield b"".join(out)
         finally:
             # Shielded inside: a client that hangs up right after the last frame cancels this task
             # while the cleanup runs; the upstream must still be released and the request recorded.

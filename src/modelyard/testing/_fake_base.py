@@ -63,6 +63,9 @@ class Fault:
     first_token_delay_s: float = 0.0
     #: streams: wait this long between chunks (a model writing at 1/chunk_delay_s tokens a second)
     chunk_delay_s: float = 0.0
+    #: streams: send every frame in one write, as a server that flushes a batch does (the gateway
+    #: then receives them together)
+    together: bool = False
     #: streams: drop the connection after this many chunks
     cut_after: int | None = None
     #: streams: go silent for ``stall_s`` after this many chunks
@@ -524,6 +527,9 @@ class FakeServer:
         f = fault or Fault()
         if f.first_token_delay_s:
             await asyncio.sleep(f.first_token_delay_s)
+        if f.together:
+            frames = [b"".join(frames) + (terminal if terminal is not None and not f.no_done else b"")]
+            terminal = None
         for i, frame in enumerate(frames):
             if f.cut_after is not None and i == f.cut_after:
                 if request.transport is not None:

@@ -254,16 +254,24 @@ def _choice(index: int, reply: Reply, logprobs: bool) -> dict[str, Any]:
 def _stream_chunks(
     cid: str, created: int, model: str, reply: Reply, n: int, usage: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
+    # As OpenAI sends them: ``service_tier``, ``logprobs: null`` in each choice, ``usage: null`` in
+    # every chunk but the last when usage was asked for, and ``obfuscation`` padding on content deltas.
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
+            "service_tier": "default",
             "system_fingerprint": "fp_fake",
-            "choices": choices,
-            **extra,
+            "choices": [{**c, "logprobs": None} for c in choices],
         }
+        if usage is not None:
+            out["usage"] = None
+        if choices and choices[0]["delta"].get("content"):
+            out["obfuscation"] = "x" * (len(choices[0]["delta"]["content"]) % 7 + 3)
+        out.update(extra)
+        return out
 
     out: list[dict[str, Any]] = []
     for i in range(n):

@@ -263,9 +263,12 @@ class _Connection(asyncio.Protocol):
 
     async def next_chunk(self) -> bytes | None:
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
+            chunks = self._chunks
+            if chunks:
+                # everything that has arrived, in one piece: chunks sent together are handled together
+                chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
                 if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()

@@ -9,6 +9,7 @@ forwarded does not need a full object graph.  Fields modelyard does not know are
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from modelyard.validators import check_model_name
 
 __all__ = [
     "DONE",
+    "Forwarder",
     "decode_body",
     "encode_chunk",
     "encode_embeddings",
@@ -565,6 +567,46 @@ def encode_chunk(c: ChatChunk, model: str, *, chunk_id: str, created: int, cost_
     if c.system_fingerprint is not None:
         body["system_fingerprint"] = c.system_fingerprint
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+#: the top-level ``"id": "..."`` and ``"model": "..."`` members of a forwarded chunk (its choice
+#: holds no such keys: see providers/openai.scan_chunk; anything in a string is escaped)
+_ID = re.compile(rb'"id"\s*:\s*"(?:[^"\\]|\\.)*"')
+_MODEL = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+class Forwarder:
+    """Frames for a stream's pass-through chunks: the upstream's bytes with ``id`` set to the
+    stream's id and ``model`` to the configured name (contracts "Streaming pass-through")."""
+
+    __slots__ = ("_id", "_model")
+
+    def __init__(self, model: str, chunk_id: str) -> None:
+        self._id = b'"id":' + orjson.dumps(chunk_id)
+        self._model = b'"model":' + orjson.dumps(model)
+
+    def frame(self, raw: bytes) -> bytes | None:
+        """``data: {...}\\n\\n`` for a chunk's JSON object ``raw`` (None when it lacks an id or a
+        model: such a chunk is encoded from the internal shape instead)."""
+        m = _member(raw, b'"model":"', _MODEL)
+        i = _member(raw, b'"id":"', _ID)
+        if m is None or i is None:
+            return None
+        if i[1] <= m[0]:
+            return b"".join((b"data: ", raw[: i[0]], self._id, raw[i[1] : m[0]], self._model, raw[m[1] :], b"\n\n"))
+        return b"".join((b"data: ", raw[: m[0]], self._model, raw[m[1] : i[0]], self._id, raw[i[1] :], b"\n\n"))
+
+
+def _member(raw: bytes, compact: bytes, pattern: re.Pattern[bytes]) -> tuple[int, int] | None:
+    """Where the first ``"key":"value"`` member is in ``raw``: two finds for the compact form
+    without escapes (what OpenAI and most servers send), else the pattern."""
+    k = raw.find(compact)
+    if k >= 0:
+        e = raw.find(b'"', k + len(compact))
+        if e > 0 and raw[e - 1] != 92:  # 92: a backslash (an escaped quote: let the pattern decide)
+            return k, e + 1
+    found = pattern.search(raw)
+    return (found.start(), found.end()) if found is not None else None
 
 
 def sse_error(error: dict[str, Any]) -> bytes:

@@ -165,8 +165,10 @@ async def iter_lines(resp: Response) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterator[SSEEvent]:
-    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines).
+async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterator[list[SSEEvent]]:
+    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines), one
+    list per read: the events that arrived together come together (their chunks are written to
+    the client together).
 
     One pass over the bytes as they arrive (lines split in place, no per-line generator): this
     runs for every chunk of every stream.
@@ -177,6 +179,7 @@ async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterato
     async for piece in resp.iter_chunks():
         buffer = buffer + piece if buffer else piece
         start = 0
+        batch: list[SSEEvent] = []
         while True:
             nl = buffer.find(b"\n", start)
             if nl < 0:
@@ -186,7 +189,7 @@ async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterato
             start = nl + 1
             if not line:
                 if data:
-                    yield SSEEvent(event or "message", "\n".join(data))
+                    batch.append(SSEEvent(event or "message", "\n".join(data)))
                 event, data = "", []
                 continue
             if line[0] == 58:  # ":" a comment
@@ -199,6 +202,8 @@ async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterato
             elif name == b"event":
                 event = _utf8(value, provider, model)
         buffer = buffer[start:] if start else buffer
+        if batch:
+            yield batch
     if buffer:
         tail = buffer.rstrip(b"\r")
         name, _, value = tail.partition(b":")
@@ -207,7 +212,7 @@ async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterato
         if name == b"data":
             data.append(_utf8(value, provider, model))
     if data:
-        yield SSEEvent(event or "message", "\n".join(data))
+        yield [SSEEvent(event or "message", "\n".join(data))]
 
 
 async def iter_sse_data(resp: Response) -> AsyncIterator[list[bytes]]:

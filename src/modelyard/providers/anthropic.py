@@ -53,6 +53,7 @@ import orjson
 from modelyard.config.schema import AnthropicProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
+    ModelyardError,
     UpstreamConnectionError,
     UpstreamStatusError,
 )
@@ -680,20 +681,34 @@ class AnthropicProvider(Provider):
         async with self.request(
             "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
         ) as resp:
-            async for event in iter_sse(resp, provider=self.name, model=upstream_model):
-                try:
-                    data = orjson.loads(event.data)
-                    if not isinstance(data, dict):
-                        raise TypeError("event data is not an object")
-                    data.setdefault("type", event.event)
-                    chunks = translator.feed(data)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise self.malformed(
-                        f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                        upstream_model,
-                    ) from exc
+            async for batch in iter_sse(resp, provider=self.name, model=upstream_model):
+                chunks: list[ChatChunk] = []
+                failed: Exception | None = None
+                for event in batch:
+                    try:
+                        data = orjson.loads(event.data)
+                        if not isinstance(data, dict):
+                            raise TypeError("event data is not an object")
+                        data.setdefault("type", event.event)
+                        chunks += translator.feed(data)
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                        failed = self.malformed(
+                            f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
+                            upstream_model,
+                        )
+                        failed.__cause__ = exc
+                        break
+                    except ModelyardError as exc:  # an in-band error: after what came before it
+                        failed = exc
+                        break
+                    if translator.done:
+                        break
+                for chunk in chunks[:-1]:
+                    chunk.more = True  # the chunks of one read go out together
                 for chunk in chunks:
                     yield chunk
+                if failed is not None:
+                    raise failed
                 if translator.done:
                     return
         if not translator.complete:

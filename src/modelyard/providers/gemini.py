@@ -36,6 +36,7 @@ import orjson
 from modelyard.config.schema import GeminiProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
+    ModelyardError,
     UpstreamConnectionError,
     UpstreamStatusError,
 )
@@ -768,21 +769,33 @@ class GeminiProvider(Provider):
             body=encode_request(request, upstream_model),
             params={"alt": "sse"},
         ) as resp:
-            async for event in iter_sse(resp, provider=self.name, model=upstream_model):
-                try:
-                    data = orjson.loads(event.data)
-                    if not isinstance(data, dict):
-                        raise TypeError("event is not an object")
-                    if isinstance(data.get("error"), dict):
-                        raise self._inband_error(data, upstream_model)
-                    chunks = decoder.feed(data)
-                except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
-                    raise self.malformed(
-                        f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                        upstream_model,
-                    ) from exc
+            async for batch in iter_sse(resp, provider=self.name, model=upstream_model):
+                chunks: list[ChatChunk] = []
+                failed: Exception | None = None
+                for event in batch:
+                    try:
+                        data = orjson.loads(event.data)
+                        if not isinstance(data, dict):
+                            raise TypeError("event is not an object")
+                        if isinstance(data.get("error"), dict):
+                            raise self._inband_error(data, upstream_model)
+                        chunks += decoder.feed(data)
+                    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
+                        failed = self.malformed(
+                            f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
+                            upstream_model,
+                        )
+                        failed.__cause__ = exc
+                        break
+                    except ModelyardError as exc:  # an in-band error: after what came before it
+                        failed = exc
+                        break
+                for chunk in chunks[:-1]:
+                    chunk.more = True  # the chunks of one read go out together
                 for chunk in chunks:
                     yield chunk
+                if failed is not None:
+                    raise failed
         if not decoder.finished:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",

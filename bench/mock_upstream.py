@@ -38,6 +38,7 @@ import bisect
 import contextlib
 import json
 import resource
+import socket
 import time
 from itertools import accumulate
 from typing import Any, cast
@@ -51,6 +52,8 @@ STATS: dict[str, Any] = {"requests": 0, "by_format": {"openai": 0, "anthropic": 
 #: flow-mode streams: id -> counters (the protocol object while it is connected, for the live buffer size)
 STREAMS: dict[int, dict[str, Any]] = {}
 _LIVE: dict[int, MockProtocol] = {}
+#: flow mode: the mock's socket send buffer (the kernel doubles it), fixed so the upstream's own kernel buffer is small
+FLOW_SNDBUF = 32 * 1024
 _CACHE: dict[tuple[Any, ...], bytes] = {}
 _FRAMES: dict[tuple[Any, ...], list[bytes]] = {}
 _SSE_HEAD = (
@@ -482,6 +485,10 @@ class MockProtocol(asyncio.Protocol):
         STREAMS[sid].update(bytes_handed=0, bytes_written=0, frames_written=0, done=False, closed=False)
         self._stream_id = sid
         _LIVE[sid] = self
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:  # no send-buffer autotuning (up to tcp_wmem's 4 MiB): only the bounded buffer counts
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FLOW_SNDBUF)
         try:
             if self._writable is None:
                 self._writable = asyncio.Event()

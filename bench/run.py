@@ -2,7 +2,9 @@
 side by side in one run, repeats interleaved round-robin so drift cancels, medians reported.
 
     make bench                                   # full matrix (about 35 min with LiteLLM)
-    make bench ARGS="--quick"                    # smoke run, about 5 min (LiteLLM starts slowly)
+    make bench ARGS="--quick"                    # smoke run, about 7 min (LiteLLM starts slowly)
+    .venv/bin/python bench/run.py --targets direct,minimal,modelyard --connections 1,64 --modes stream --delays 0 \
+        --duration 3 --warmup 1 --repeats 1 --no-docs --skip-litellm    # + long, translated and slow-reader cells
     .venv/bin/python bench/run.py --quick --targets direct,minimal --skip-litellm
     .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
     .venv/bin/python bench/run.py --targets modelyard,base --skip-litellm --connections 1,64 --delays 0 \

@@ -458,7 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names = [n for n in names if not n.startswith("litellm")]
     if args.no_translated:
         names = [n for n in names if n != TRANSLATED]
-    elif "modelyard" in names and TRANSLATED not in names:
+    elif "modelyard" in names and TRANSLATED not in names and args.repeats > 0:
         names.append(TRANSLATED)
     args.names = names
     args.litellm_unavailable = ""
@@ -542,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 with alone(soak_t, targets):
                     result["soak"] = run_soak(soak_t, args.soak, args, mock, logdir)
-        if not args.no_slow_readers:  # last: it pins the mock's send buffer on the connections it uses
+        if (
+            not args.no_slow_readers and args.repeats > 0
+        ):  # last: it pins the mock's send buffer on the connections it uses
             result["slow_readers"] = {}
             for t in targets:
                 if (

@@ -137,13 +137,20 @@ async def read_slowly(
 
 def calibrate(host: str, port: int, request: bytes, mock_port: int) -> float | None:
     """Bytes the client gets per upstream byte (the gateway re-encodes events): one whole stream, read fast."""
-    got = 0
-    with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(request)
-        while chunk := sock.recv(1 << 16):
-            got += len(chunk)
-            if chunk.endswith(b"0\r\n\r\n"):
-                break
+    got, head, tail = 0, b"", b""
+    try:
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(1 << 16):
+                got += len(chunk)
+                head = head or chunk[:12]
+                tail = (tail + chunk)[-5:]
+                if tail == b"0\r\n\r\n":
+                    break
+    except OSError:
+        return None
+    if not head.startswith(b"HTTP/1.1 200"):
+        return None
     streams = _mock(mock_port, "GET", "/_mock/stats").get("streams", [])
     total = sum(s["bytes_total"] for s in streams)
     return got / total if total and got else None

@@ -2,7 +2,9 @@
 side by side in one run, repeats interleaved round-robin so drift cancels, medians reported.
 
     make bench                                   # full matrix (about 35 min with LiteLLM)
-    make bench ARGS="--quick"                    # smoke run, about 5 min (LiteLLM starts slowly)
+    make bench ARGS="--quick"                    # smoke run, about 7 min (LiteLLM starts slowly)
+    .venv/bin/python bench/run.py --targets direct,minimal,modelyard --connections 1,64 --modes stream --delays 0 \
+        --duration 3 --warmup 1 --repeats 1 --no-docs --skip-litellm    # + long, translated and slow-reader cells
     .venv/bin/python bench/run.py --quick --targets direct,minimal --skip-litellm
     .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
     .venv/bin/python bench/run.py --targets modelyard,base --skip-litellm --connections 1,64 --delays 0 \
@@ -69,7 +71,20 @@ MEDIAN_FIELDS = (
     "mock_cpu_util",
     "other_cores",
 )
+SETTINGS = (
+    *("quick", "duration", "warmup", "repeats", "engine", "chunks", "chunk_delay_ms", "timeout", "soak"),
+    *("long_chunks", "long_connections", "translated_chunks", "translated_connections", "no_slow_readers"),
+    *("slow_streams", "slow_duration", "slow_rate", "slow_chunks"),
+)
 START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "base": 30.0, "litellm": 240.0}
+
+
+#: the targets of the long-stream cell (the bar compares modelyard with the minimal proxy; base for regressions)
+LONG_TARGETS = ("direct", "minimal", "modelyard", "base")
+#: the target of the translated-streams cells: modelyard with bench/translated.bench.yaml
+TRANSLATED = "modelyard-tr"
+#: its routes, one per upstream wire format (the load generator's "model")
+ROUTES = ("openai", "anthropic", "gemini")
 
 
 @dataclass(frozen=True)
@@ -77,23 +92,45 @@ class Cell:
     stream: bool
     delay_ms: int
     conns: int
+    chunks: int = 0  # 0: --chunks; else this cell's own stream length (shown in its key)
+    model: str = ""  # the load generator's "model" (a route of modelyard-tr); "" = "bench"
+    only: tuple[str, ...] = ()  # the targets this cell runs on; () = the main matrix (every target but -tr)
 
     @property
     def key(self) -> str:
-        return f"{'stream' if self.stream else 'json'}/{self.delay_ms}ms/c{self.conns}"
+        key = f"{'stream' if self.stream else 'json'}/{self.delay_ms}ms/c{self.conns}"
+        key += f"/{self.chunks}ch" if self.chunks else ""
+        return key + (f"/{self.model}" if self.model else "")
+
+    def runs_on(self, name: str) -> bool:
+        return name in self.only if self.only else name != TRANSLATED
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def build_cells(args: argparse.Namespace) -> list[Cell]:
+    """The main matrix, then the long-stream cells, then the translated-streams cells (each skippable)."""
     if args.quick and not args.connections:
-        return [Cell(False, 0, 1), Cell(True, 0, 1), Cell(False, 0, 64), Cell(True, 0, 64), Cell(False, 50, 256)]
-    conns = [int(c) for c in (args.connections or "1,16,64,256").split(",")]
-    delays = [int(d) for d in args.delays.split(",")]
-    modes = [m.strip() for m in args.modes.split(",")]
-    return [Cell(m == "stream", d, c) for d in delays for m in modes for c in conns]
+        cells = [Cell(False, 0, 1), Cell(True, 0, 1), Cell(False, 0, 64), Cell(True, 0, 64), Cell(False, 50, 256)]
+    else:
+        conns = _ints(args.connections or "1,16,64,256")
+        delays = _ints(args.delays)
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        cells = [Cell(m == "stream", d, c) for d in delays for m in modes for c in conns]
+    if args.long_chunks > 0:
+        only = tuple(n for n in args.names if n in LONG_TARGETS)
+        cells += [Cell(True, 0, c, chunks=args.long_chunks, only=only) for c in _ints(args.long_connections)]
+    if TRANSLATED in args.names:
+        for ch in _ints(args.translated_chunks):
+            for c in _ints(args.translated_connections):
+                cells += [Cell(True, 0, c, chunks=ch, model=r, only=(TRANSLATED,)) for r in ROUTES]
+    return cells
 
 
 def set_mock(port: int, **cfg: float) -> None:
@@ -107,6 +144,7 @@ def run_loadgen(t: Target, cell: Cell, args: argparse.Namespace, logdir: Path) -
     cmd += ["-d", str(args.duration), "-w", str(args.warmup), "--pid", str(t.pid), "--api-key", t.api_key]
     cmd += ["--engine", args.engine, "--timeout", str(args.timeout), "--aux-pid", str(args.mock_pid)]
     cmd += ["--stream"] if cell.stream else []
+    cmd += ["--model", cell.model] if cell.model else []
     hard = args.warmup + args.duration + min(args.timeout, 5.0) + 30.0
     with (logdir / "loadgen.log").open("ab") as err:
         err.write(f"\n# {shlex.join(cmd)}\n".encode())
@@ -173,7 +211,7 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
                 t.status, t.reason = "unavailable", args.litellm_unavailable
                 continue
         timeout = start_timeout(name)
-        if is_modelyard(name) and args.cold_starts > 0:
+        if is_modelyard(name) and args.cold_starts > 0 and name != TRANSLATED:
             log(f"{name}: {args.cold_starts} cold-start samples")
             cold_start_samples(t, upstream, logdir, extra, args.cold_starts, timeout)
         log(f"starting {name}")
@@ -233,16 +271,17 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
     """Fill ``args.runs`` (kept on args so an interrupted run still reports what it measured)."""
     runs: Runs = args.runs
     for c in cells:
-        runs[c.key] = {t.name: [] for t in targets}
+        runs[c.key] = {t.name: [] for t in targets if c.runs_on(t.name)}
     total = args.repeats * len(cells)
     step = 0
     for rep in range(args.repeats):
         for cell in cells:
             step += 1
-            set_mock(mock.port, delay_ms=cell.delay_ms, chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms)
+            chunks = cell.chunks or args.chunks
+            set_mock(mock.port, delay_ms=cell.delay_ms, chunks=chunks, chunk_delay_ms=args.chunk_delay_ms)
             order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
             for t in order:
-                if not t.ok:
+                if not t.ok or not cell.runs_on(t.name):
                     continue
                 if not t.alive() and not revive(t, f"before {cell.key}", args, mock, logdir):
                     continue
@@ -255,20 +294,25 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
                     log(f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['error']}")
                     continue
                 ttft = f" ttft {res['ttft_p50_ms']}ms" if cell.stream else ""
+                cpu = res["target_cpu_ms_per_req"]
+                per_chunk = f" ({cpu / chunks * 1000:.1f}us/chunk)" if cell.stream and cpu else ""
                 log(
                     f"[{step}/{total}] {cell.key:<16} {t.name:<13} {res['rps']:>8} rps  p50 {res['p50_ms']}ms "
-                    f"p99 {res['p99_ms']}ms{ttft}  cpu {res['target_cpu_ms_per_req']}ms/req  err {res['errors']}"
+                    f"p99 {res['p99_ms']}ms{ttft}  cpu {cpu}ms/req{per_chunk}  err {res['errors']}"
                 )
     return runs
 
 
-def summarize(cells: list[Cell], runs: Runs) -> list[dict[str, Any]]:
+def summarize(cells: list[Cell], runs: Runs, chunks: int) -> list[dict[str, Any]]:
     return [
         {
             "cell": c.key,
             "stream": c.stream,
             "delay_ms": c.delay_ms,
             "connections": c.conns,
+            "chunks": c.chunks or chunks,
+            "long": bool(c.chunks) and not c.model,
+            "model": c.model,
             "runs": runs[c.key],
             "median": {name: median_of(r) for name, r in runs[c.key].items() if r},
         }
@@ -320,6 +364,34 @@ def run_soak(t: Target, minutes: float, args: argparse.Namespace, mock: Target, 
     }
 
 
+def run_slow_readers(t: Target, args: argparse.Namespace, mock: Target, logdir: Path) -> dict[str, Any]:
+    """bench/slow_readers.py against ``t``: its RSS and how far the mock got ahead of 1 KiB/s clients."""
+    cmd = [sys.executable, str(BENCH / "slow_readers.py"), "--url", t.url, "--api-key", t.api_key]
+    cmd += ["--mock-port", str(mock.port), "--pid", str(t.pid), "--streams", str(args.slow_streams)]
+    cmd += ["--rate", str(args.slow_rate), "--duration", str(args.slow_duration), "--chunks", str(args.slow_chunks)]
+    log(f"slow readers: {t.name}, {args.slow_streams} streams at {args.slow_rate} B/s for {args.slow_duration:g} s")
+    with (logdir / "slow-readers.log").open("ab") as err:
+        err.write(f"\n# {shlex.join(cmd)}\n".encode())
+        err.flush()
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, timeout=args.slow_duration + 120)
+        except subprocess.TimeoutExpired:
+            return {"error": "the slow readers did not finish in time"}
+    try:
+        res: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"slow readers failed (exit {out.returncode}); see {logdir / 'slow-readers.log'}"}
+    if "error" not in res:
+        log(
+            f"slow readers: {t.name} RSS {res.get('rss_before_mb')} -> peak {res.get('rss_peak_mb')} MB; per stream: "
+            f"client read {res.get('client_read_bytes_per_stream')} B, upstream wrote "
+            f"{res.get('upstream_written_bytes_per_stream')} B, kernel queues "
+            f"{res.get('kernel_queued_bytes_per_stream')} B, "
+            f"held by the gateway {res.get('gateway_held_bytes_per_stream')} B"
+        )
+    return res
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 cells, 1 repeat, short windows (~5 min)")
@@ -335,7 +407,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--modes", default="json,stream", help="json,stream")
     ap.add_argument("--engine", choices=["raw", "aiohttp"], default="raw", help="load generator client")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout of the load generator")
-    ap.add_argument("--chunks", type=int, default=16, help="content chunks per mock stream")
+    ap.add_argument("--chunks", type=int, default=20, help="content chunks per mock stream")
+    ap.add_argument("--long-chunks", type=int, default=200, help="chunks per stream of the long-stream cells")
+    ap.add_argument("--long-connections", default="1,64", help="connections of the long-stream cells (quick: 64)")
+    ap.add_argument("--no-long", action="store_true", help="leave the long-stream cells out")
+    ap.add_argument(
+        "--translated-chunks",
+        help="chunk counts of the translated-streams cells (default: --chunks,--long-chunks; quick: --long-chunks)",
+    )
+    ap.add_argument("--translated-connections", default="64", help="connections of the translated-streams cells")
+    ap.add_argument(
+        "--no-translated", action="store_true", help=f"leave the translated-streams cells (target {TRANSLATED}) out"
+    )
+    ap.add_argument("--no-slow-readers", action="store_true", help="leave the slow-readers cell out")
+    ap.add_argument("--slow-streams", type=int, default=100, help="concurrent slow streams")
+    ap.add_argument("--slow-duration", type=float, help="seconds the slow readers read (default 20, quick 10)")
+    ap.add_argument("--slow-rate", type=int, default=1024, help="bytes/s each slow reader reads")
+    ap.add_argument("--slow-chunks", type=int, default=2000, help="chunks of the slow readers' answer (~1.2 KB each)")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="gap between mock stream chunks")
     ap.add_argument("--cold-starts", type=int, help="extra cold-start samples for modelyard (default 3, quick 2)")
     ap.add_argument("--import-runs", type=int, help="fresh interpreters for the import time (default 9, quick 5)")
@@ -354,12 +442,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
     args.cold_starts = args.cold_starts if args.cold_starts is not None else (2 if q else 3)
     args.import_runs = args.import_runs if args.import_runs is not None else (5 if q else 9)
+    args.slow_duration = args.slow_duration if args.slow_duration is not None else (10.0 if q else 20.0)
+    if args.no_long:
+        args.long_chunks = 0
+    if q and args.long_connections == "1,64":
+        args.long_connections = "64"
+    if args.translated_chunks is None:
+        long = [args.long_chunks] if args.long_chunks > 0 else []
+        args.translated_chunks = ",".join(str(c) for c in (long if q and long else [args.chunks, *long]))
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_TARGETS]
     if unknown:
         ap.error(f"unknown targets {unknown}; choose from {ALL_TARGETS}")
     if args.skip_litellm:
         names = [n for n in names if not n.startswith("litellm")]
+    if args.no_translated:
+        names = [n for n in names if n != TRANSLATED]
+    elif "modelyard" in names and TRANSLATED not in names and args.repeats > 0:
+        names.append(TRANSLATED)
     args.names = names
     args.litellm_unavailable = ""
     args.base_error = ""
@@ -380,10 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     cells = build_cells(args) if args.repeats > 0 else []
     result: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "logs": str(logdir)}
-    result["settings"] = {
-        k: getattr(args, k)
-        for k in ("quick", "duration", "warmup", "repeats", "engine", "chunks", "chunk_delay_ms", "timeout", "soak")
-    }
+    result["settings"] = {k: getattr(args, k) for k in SETTINGS}
     result["settings"]["cells"] = [c.key for c in cells]
     result["settings"]["targets"] = args.names
     log(f"logs in {logdir}; {len(cells)} cells x {args.repeats} repeats x {len(args.names)} targets")
@@ -445,6 +542,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 with alone(soak_t, targets):
                     result["soak"] = run_soak(soak_t, args.soak, args, mock, logdir)
+        if (
+            not args.no_slow_readers and args.repeats > 0
+        ):  # last: it pins the mock's send buffer on the connections it uses
+            result["slow_readers"] = {}
+            for t in targets:
+                if (
+                    t.name in ("minimal", "modelyard")
+                    and t.ok
+                    and (t.alive() or revive(t, "before", args, mock, logdir))
+                ):
+                    with alone(t, targets):
+                        result["slow_readers"][t.name] = run_slow_readers(t, args, mock, logdir)
     except KeyboardInterrupt:
         log("interrupted: stopping everything and writing partial results")
         result["interrupted"] = True
@@ -460,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 procs.stop(t.proc)
         if mock_proc is not None:
             procs.stop(mock_proc)
-    result["cells"] = summarize(cells, args.runs)
+    result["cells"] = summarize(cells, args.runs, args.chunks)
     result["targets"] = {t.name: t.summary() for t in targets} or {"direct": mock.summary()}
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["bar"] = report.evaluate(result)

@@ -3,7 +3,8 @@
 Targets: ``direct`` (the mock upstream itself: the floor), ``minimal`` (bench/minimal_proxy.py: the ceiling for
 a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 2 workers), ``modelyard-redis``
 (1 worker with ``state: redis://``: budgets, the key's rpm/tpm and each model's rpm and concurrency shared
-through Redis, ``MODELYARD_BENCH_REDIS``), ``base`` / ``base-w2``
+through Redis, ``MODELYARD_BENCH_REDIS``), ``modelyard-tr`` (1 worker with bench/translated.bench.yaml: one route
+per upstream wire format, for the translated-streams cells), ``base`` / ``base-w2``
 (``modelyard serve`` from an exported tree of an earlier commit, ``--base-ref``, default ``wave2-base``: the
 regression check) and ``litellm`` / ``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2
 workers).
@@ -40,6 +41,7 @@ ALL_TARGETS = (
     "modelyard",
     "modelyard-w2",
     "modelyard-redis",
+    "modelyard-tr",
     "base",
     "base-w2",
     "litellm",
@@ -289,7 +291,7 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
         return cmd, env
     if is_modelyard(t.name):
         cfg = render(
-            BENCH / "modelyard.bench.yaml",
+            BENCH / ("translated.bench.yaml" if t.name == "modelyard-tr" else "modelyard.bench.yaml"),
             workdir / "modelyard.yaml",
             PORT=str(t.port),
             UPSTREAM=upstream,

@@ -254,12 +254,12 @@ class ReasoningParts:
 class ChatChunk:
     """One streamed chunk. A chunk with no choices and a ``usage`` is the final usage report.
 
-    A *pass-through* chunk (:meth:`passthrough`) keeps the upstream's OpenAI-format JSON bytes in
-    ``raw`` and is not decoded into this shape on the way: the provider read from it what the
-    gateway needs (the content text, whether the choice finished), and its ``id``, ``created``,
-    ``choices`` and ``system_fingerprint`` are built only if something reads them.  ``more`` says
-    that the next chunk had already arrived when this one was made (the front end writes such
-    chunks together).
+    A *pass-through* chunk (:meth:`passthrough`) stands for one or more consecutive plain chunks of
+    an OpenAI-format upstream, kept as their JSON bytes in ``raw`` and not decoded into this shape
+    on the way: the provider read from them what the gateway needs (the content text, whether the
+    choice finished), and ``id``, ``created``, ``choices`` (one delta: the merged ones) and
+    ``system_fingerprint`` are built only if something reads them.  ``more`` says that the next
+    chunk had already arrived when this one was made (the front end writes such chunks together).
     """
 
     __slots__ = (
@@ -292,7 +292,7 @@ class ChatChunk:
         self._choices: list[ChoiceDelta] | None = choices
         self.usage = usage
         self._fingerprint = system_fingerprint
-        self.raw: bytes | None = None
+        self.raw: list[bytes] | None = None
         self.text: str | None = None
         self.finished = False
         self.more = False
@@ -302,17 +302,17 @@ class ChatChunk:
     @classmethod
     def passthrough(
         cls,
-        raw: bytes,
+        raw: list[bytes],
         model: str,
-        data: Any,
+        data: list[Any],
         decode: Callable[[Any, str], ChatChunk],
         *,
         text: str | None,
         finished: bool,
     ) -> ChatChunk:
-        """A chunk of one choice (index 0) without usage, kept as the upstream's bytes. ``data``:
-        its parsed JSON; ``text``: its content (None: none); ``decode`` makes the full chunk from
-        ``data`` when something reads it."""
+        """Plain chunks of one choice (index 0) without usage, kept as the upstream's bytes.
+        ``data``: their parsed JSON; ``text``: their content (None: none); ``decode`` makes the
+        full chunk from ``data`` when something reads it."""
         chunk = cls.__new__(cls)
         chunk._id = ""
         chunk._created = 0

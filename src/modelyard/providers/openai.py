@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from modelyard.config.schema import OpenAIProviderConfig
-from modelyard.errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError
+from modelyard.errors import ModelyardError, UpstreamConnectionError, UpstreamError, UpstreamStatusError
 from modelyard.providers._http import iter_sse_data
 from modelyard.providers.base import CallOptions, Provider, classify_error_message
 from modelyard.types import (
@@ -37,7 +37,7 @@ from modelyard.types import (
     Usage,
 )
 
-__all__ = ["OpenAIProvider", "encode_message", "encode_request", "scan_chunk"]
+__all__ = ["OpenAIProvider", "encode_message", "encode_request", "merged", "scan_chunk"]
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -262,6 +262,18 @@ def decode_chunk(data: dict[str, Any], model: str) -> ChatChunk:
     )
 
 
+def merged(datas: list[Any], model: str) -> ChatChunk:
+    """Plain chunks of one choice (``scan_chunk``) as one chunk: their deltas merged (the first
+    role, the content in order, the finish reason)."""
+    chunks = [decode_chunk(d, model) for d in datas]
+    first = chunks[0]
+    if len(chunks) > 1:
+        delta = first.choices[0]
+        delta.content = "".join(c.choices[0].content or "" for c in chunks) or delta.content
+        delta.finish_reason = chunks[-1].choices[0].finish_reason
+    return first
+
+
 def scan_chunk(data: Any) -> tuple[str | None, bool] | None:
     """What the gateway needs from a parsed OpenAI stream chunk that it can forward as it came: its
     content text (None: none) and whether its choice finished.
@@ -330,36 +342,69 @@ class OpenAIProvider(Provider):
             "POST", f"{self.base_url}/chat/completions", model=upstream_model, call=call, body=body
         ) as resp:
             async for batch in iter_sse_data(resp):
-                last = len(batch) - 1
-                for i, raw in enumerate(batch):
+                # the plain chunks of one read become one pass-through chunk; the rest are decoded
+                raws: list[bytes] = []
+                datas: list[Any] = []
+                texts: list[str] = []
+                done = False
+                out: list[ChatChunk] = []
+                ended = False
+                failed: ModelyardError | None = None
+                for raw in batch:
                     if raw == b"[DONE]":
-                        return
+                        ended = True
+                        break
                     try:
                         data = orjson.loads(raw)
                     except orjson.JSONDecodeError as exc:
-                        raise self._malformed(raw, upstream_model) from exc
-                    found = scan_chunk(data) if scan else None
+                        failed = self._malformed(raw, upstream_model)
+                        failed.__cause__ = exc
+                        break
+                    found = scan_chunk(data) if scan and not done else None
                     if found is not None:
-                        chunk = ChatChunk.passthrough(
-                            raw, upstream_model, data, self._decode, text=found[0], finished=found[1]
-                        )
+                        raws.append(raw)
+                        datas.append(data)
+                        if found[0]:
+                            texts.append(found[0])
+                        done = found[1]
+                        continue
+                    if raws:
+                        out.append(self._passthrough(raws, datas, texts, done, upstream_model))
                         seen.add(0)
-                        if found[1]:
-                            finished.add(0)
-                    else:
+                        raws, datas, texts = [], [], []
+                    try:
                         chunk = self._decode(data, upstream_model)
-                        for c in chunk.choices:
-                            seen.add(c.index)
-                            if c.finish_reason:
-                                finished.add(c.index)
-                    chunk.more = i < last
+                    except ModelyardError as exc:  # an in-band error, after what came before it
+                        failed = exc
+                        break
+                    for c in chunk.choices:
+                        seen.add(c.index)
+                        if c.finish_reason:
+                            finished.add(c.index)
+                    out.append(chunk)
+                if raws:
+                    out.append(self._passthrough(raws, datas, texts, done, upstream_model))
+                    seen.add(0)
+                if done:
+                    finished.add(0)
+                for chunk in out if ended else out[:-1]:
+                    chunk.more = True  # the chunks of one read go out together (with the end, if it came)
+                for chunk in out:
                     yield chunk
+                if failed is not None:
+                    raise failed
+                if ended:
+                    return
         if not finished or seen - finished:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",
                 provider=self.name,
                 model=upstream_model,
             )
+
+    def _passthrough(self, raws: list[bytes], datas: list[Any], texts: list[str], done: bool, model: str) -> ChatChunk:
+        text = texts[0] if len(texts) == 1 else "".join(texts) if texts else None
+        return ChatChunk.passthrough(raws, model, datas, merged, text=text, finished=done)
 
     def _decode(self, data: Any, upstream_model: str) -> ChatChunk:
         """A parsed stream chunk in the internal shape (an error chunk raises it)."""

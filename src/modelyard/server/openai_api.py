@@ -221,7 +221,7 @@ class OpenAIHandlers:
         model = stream.model
         chunk_id = f"chatcmpl-{stream.request_id.removeprefix('req_')[:29]}"
         created = int(time.time())
-        forward = Forwarder(model, chunk_id).frame
+        forward = Forwarder(model, chunk_id).frames
         usage_sent = False
         out: list[bytes] = []
         try:

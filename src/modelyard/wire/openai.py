@@ -579,22 +579,38 @@ class Forwarder:
     """Frames for a stream's pass-through chunks: the upstream's bytes with ``id`` set to the
     stream's id and ``model`` to the configured name (contracts "Streaming pass-through")."""
 
-    __slots__ = ("_id", "_model")
+    __slots__ = ("_id", "_model", "_seen_id", "_seen_model")
 
     def __init__(self, model: str, chunk_id: str) -> None:
         self._id = b'"id":' + orjson.dumps(chunk_id)
         self._model = b'"model":' + orjson.dumps(model)
+        # the upstream's members as last seen: a stream repeats them, so one replace each usually does
+        self._seen_id = b"\0"
+        self._seen_model = b"\0"
 
-    def frame(self, raw: bytes) -> bytes | None:
-        """``data: {...}\\n\\n`` for a chunk's JSON object ``raw`` (None when it lacks an id or a
-        model: such a chunk is encoded from the internal shape instead)."""
+    def frames(self, raws: list[bytes]) -> bytes | None:
+        """``data: {...}\\n\\n`` for each of a chunk's JSON objects, joined (None when one lacks an
+        id or a model: such a chunk is encoded from the internal shape instead)."""
+        out = []
+        for raw in raws:
+            renamed = raw.replace(self._seen_id, self._id, 1)
+            new: bytes | None = renamed.replace(self._seen_model, self._model, 1) if renamed is not raw else raw
+            if new is renamed:  # a member not as last seen (or the first chunk): find both
+                new = self._learn(raw)
+            if new is None:
+                return None
+            out.append(b"data: " + new + b"\n\n")
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _learn(self, raw: bytes) -> bytes | None:
         m = _member(raw, b'"model":"', _MODEL)
         i = _member(raw, b'"id":"', _ID)
         if m is None or i is None:
             return None
+        self._seen_id, self._seen_model = raw[i[0] : i[1]], raw[m[0] : m[1]]
         if i[1] <= m[0]:
-            return b"".join((b"data: ", raw[: i[0]], self._id, raw[i[1] : m[0]], self._model, raw[m[1] :], b"\n\n"))
-        return b"".join((b"data: ", raw[: m[0]], self._model, raw[m[1] : i[0]], self._id, raw[i[1] :], b"\n\n"))
+            return b"".join((raw[: i[0]], self._id, raw[i[1] : m[0]], self._model, raw[m[1] :]))
+        return b"".join((raw[: m[0]], self._model, raw[m[1] : i[0]], self._id, raw[i[1] :]))
 
 
 def _member(raw: bytes, compact: bytes, pattern: re.Pattern[bytes]) -> tuple[int, int] | None:

@@ -165,91 +165,83 @@ async def iter_lines(resp: Response) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterator[list[SSEEvent]]:
-    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines), one
-    list per read: the events that arrived together come together (their chunks are written to
-    the client together).
+async def _event_blocks(resp: Response) -> AsyncIterator[list[bytes]]:
+    """The server-sent events of a response as raw blocks (their lines, ``\\n``-separated, line
+    ends normalised), one list per read: events that arrived together come together.
 
-    One pass over the bytes as they arrive (lines split in place, no per-line generator): this
-    runs for every chunk of every stream.
+    Events end at a blank line (WHATWG); the bytes are split per event, not per line, with C-level
+    ``find``/``split``: this runs for every chunk of every stream.
     """
-    event = ""
-    data: list[str] = []
     buffer = b""
     async for piece in resp.iter_chunks():
         buffer = buffer + piece if buffer else piece
-        start = 0
-        batch: list[SSEEvent] = []
-        while True:
-            nl = buffer.find(b"\n", start)
-            if nl < 0:
-                break
-            end = nl - 1 if nl > start and buffer[nl - 1] == 13 else nl  # 13: "\r"
-            line = buffer[start:end]
-            start = nl + 1
-            if not line:
-                if data:
-                    batch.append(SSEEvent(event or "message", "\n".join(data)))
-                event, data = "", []
-                continue
-            if line[0] == 58:  # ":" a comment
-                continue
-            name, _, value = line.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
-            if name == b"data":
-                data.append(_utf8(value, provider, model))
-            elif name == b"event":
-                event = _utf8(value, provider, model)
-        buffer = buffer[start:] if start else buffer
-        if batch:
-            yield batch
-    if buffer:
-        tail = buffer.rstrip(b"\r")
-        name, _, value = tail.partition(b":")
+        if b"\r" in buffer:  # "\r\n" or a lone "\r" ends a line too; a "\r" at the very end may be half a "\r\n"
+            half = buffer[-1:] == b"\r"
+            buffer = (buffer[:-1] if half else buffer).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if half:
+                buffer += b"\r"
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            continue
+        blocks = [b for b in buffer[:end].split(b"\n\n") if b]
+        buffer = buffer[end + 2 :]
+        if blocks:
+            yield blocks
+    tail = buffer.replace(b"\r", b"").strip(b"\n")
+    if tail:
+        yield [tail]
+
+
+def _fields(block: bytes) -> tuple[bytes, list[bytes]]:
+    """(event name, data lines) of one event block; comments and unknown fields are skipped."""
+    if block[:5] == b"data:" and b"\n" not in block:  # nearly every event: one data line
+        return b"", [block[6:] if block[5:6] == b" " else block[5:]]
+    event = b""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line[0] == 58:  # 58: ":" a comment
+            continue
+        name, _, value = line.partition(b":")
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            data.append(_utf8(value, provider, model))
-    if data:
-        yield [SSEEvent(event or "message", "\n".join(data))]
+            data.append(value)
+        elif name == b"event":
+            event = value
+    return event, data
+
+
+async def iter_sse(resp: Response, *, provider: str, model: str) -> AsyncIterator[list[SSEEvent]]:
+    """Server-sent events of a response, per the WHATWG framing (``event:``/``data:`` lines), one
+    list per read: the events that arrived together come together (their chunks are written to
+    the client together)."""
+    async for blocks in _event_blocks(resp):
+        batch: list[SSEEvent] = []
+        for block in blocks:
+            event, data = _fields(block)
+            if data:
+                text = _utf8(data[0] if len(data) == 1 else b"\n".join(data), provider, model)
+                batch.append(SSEEvent(_utf8(event, provider, model) if event else "message", text))
+        if batch:
+            yield batch
 
 
 async def iter_sse_data(resp: Response) -> AsyncIterator[list[bytes]]:
     """The ``data`` payloads of a response's server-sent events, as bytes, one list per read: the
     events that arrived together come together (the pass-through writes them together).  Event
-    names and comments are skipped (OpenAI's Chat Completions stream uses neither); payloads are
-    not decoded here.
+    names are not read (OpenAI's Chat Completions stream has none); payloads are not decoded here.
     """
-    data: list[bytes] = []
-    buffer = b""
-    async for piece in resp.iter_chunks():
-        buffer = buffer + piece if buffer else piece
-        start = 0
+    async for blocks in _event_blocks(resp):
         batch: list[bytes] = []
-        while True:
-            nl = buffer.find(b"\n", start)
-            if nl < 0:
-                break
-            end = nl - 1 if nl > start and buffer[nl - 1] == 13 else nl  # 13: "\r"
-            line = buffer[start:end]
-            start = nl + 1
-            if not line:
-                if data:
-                    batch.append(data[0] if len(data) == 1 else b"\n".join(data))
-                    data = []
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                batch.append(block[6:] if block[5:6] == b" " else block[5:])
                 continue
-            if line[:5] == b"data:":
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-        buffer = buffer[start:] if start else buffer
+            data = _fields(block)[1]
+            if data:
+                batch.append(data[0] if len(data) == 1 else b"\n".join(data))
         if batch:
             yield batch
-    if buffer:
-        tail = buffer.rstrip(b"\r")
-        if tail[:5] == b"data:":
-            data.append(tail[6:] if tail[5:6] == b" " else tail[5:])
-    if data:
-        yield [b"\n".join(data)]
 
 
 def _utf8(raw: bytes, provider: str, model: str) -> str:

@@ -58,7 +58,7 @@ from modelyard.errors import (
     UpstreamStatusError,
 )
 from modelyard.providers._http import iter_sse
-from modelyard.providers.base import CallOptions, Provider, classify_error_message
+from modelyard.providers.base import CallOptions, Provider, classify_error_message, coalesce
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -703,9 +703,7 @@ class AnthropicProvider(Provider):
                         break
                     if translator.done:
                         break
-                for chunk in chunks[:-1]:
-                    chunk.more = True  # the chunks of one read go out together
-                for chunk in chunks:
+                for chunk in coalesce(chunks):  # the chunks of one read go out together
                     yield chunk
                 if failed is not None:
                     raise failed

@@ -34,6 +34,7 @@ from modelyard.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    ChoiceDelta,
     EmbeddingRequest,
     EmbeddingResponse,
     HealthResult,
@@ -41,7 +42,7 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth"]
+__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth", "coalesce"]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -290,6 +291,51 @@ class Provider(ABC):
         if isinstance(err, str):
             return err, None, None
         return str(body)[:500], None, None
+
+
+def _plain(chunk: ChatChunk) -> ChoiceDelta | None:
+    """The delta of a chunk that is only more answer text for choice 0 (else None)."""
+    if chunk.usage is not None or len(chunk.choices) != 1:
+        return None
+    d = chunk.choices[0]
+    if (
+        d.index
+        or not d.content
+        or d.role is not None
+        or d.tool_calls
+        or d.finish_reason is not None
+        or d.logprobs is not None
+        or d.refusal is not None
+        or d.reasoning is not None
+        or d.reasoning_signature is not None
+        or d.redacted_reasoning is not None
+    ):
+        return None
+    return d
+
+
+def coalesce(chunks: list[ChatChunk]) -> list[ChatChunk]:
+    """The chunks one upstream read produced, with consecutive plain-text chunks of choice 0 merged
+    into one (they arrived at the same instant: one delta costs one encode and one write, not N),
+    the chunks but the last marked ``more`` (the front end writes them together)."""
+    if len(chunks) > 1:
+        out: list[ChatChunk] = []
+        texts: list[str] = []
+        for chunk in chunks:
+            d = _plain(chunk)
+            if d is not None and texts:
+                texts.append(d.content or "")
+                continue
+            if len(texts) > 1:
+                out[-1].choices[0].content = "".join(texts)
+            texts = [d.content or ""] if d is not None else []
+            out.append(chunk)
+        if len(texts) > 1:
+            out[-1].choices[0].content = "".join(texts)
+        chunks = out
+        for chunk in chunks[:-1]:
+            chunk.more = True
+    return chunks
 
 
 def classify_error_message(message: str) -> str | None:

@@ -41,7 +41,7 @@ from modelyard.errors import (
     UpstreamStatusError,
 )
 from modelyard.providers._http import iter_sse, retry_after_from_headers
-from modelyard.providers.base import CallOptions, Provider, classify_error_message
+from modelyard.providers.base import CallOptions, Provider, classify_error_message, coalesce
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -611,6 +611,30 @@ class _CandidateState:
     finish: FinishReason | None = None
 
 
+def _plain_text(candidates: Any) -> str | None:
+    """The text of an event that is only that: one candidate (index 0) whose parts are all plain
+    text, without a finish reason or log probabilities; None for anything else."""
+    if type(candidates) is not list or len(candidates) != 1:
+        return None
+    cand = candidates[0]
+    if type(cand) is not dict or cand.get("finishReason") or cand.get("index") or "logprobsResult" in cand:
+        return None
+    content = cand.get("content")
+    parts = content.get("parts") if type(content) is dict else None
+    if type(parts) is not list or not parts:
+        return None
+    if len(parts) == 1:  # nearly always
+        part = parts[0]
+        text = part.get("text") if type(part) is dict and len(part) == 1 else None
+        return text if type(text) is str else None
+    texts = []
+    for part in parts:
+        if type(part) is not dict or len(part) != 1 or type(part.get("text")) is not str:
+            return None
+        texts.append(part["text"])
+    return "".join(texts)
+
+
 @dataclass(slots=True)
 class StreamDecoder:
     """Turns a stream of ``GenerateContentResponse`` events into OpenAI-style chunks."""
@@ -619,17 +643,29 @@ class StreamDecoder:
     provider: str = "gemini"
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
-    usage: Usage | None = None
+    #: the last ``usageMetadata`` (Gemini repeats it on every event; decoded once, at the end)
+    usage_data: Any = None
     candidates: dict[int, _CandidateState] = field(default_factory=dict)
+
+    @property
+    def usage(self) -> Usage | None:
+        return decode_usage(self.usage_data)
 
     def feed(self, data: dict[str, Any]) -> list[ChatChunk]:
         if not self.id:
             self.id = str(data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}")
-        if data.get("modelVersion"):
-            self.model = str(data["modelVersion"])
+        version = data.get("modelVersion")
+        if version and version != self.model:
+            self.model = str(version)
         if "usageMetadata" in data:
-            self.usage = decode_usage(data["usageMetadata"])
+            self.usage_data = data["usageMetadata"]
         candidates = data.get("candidates") or []
+        text = _plain_text(candidates)
+        if text is not None and self.candidates:
+            state = self.candidates.get(0)
+            if state is not None and state.started:  # the common event: more text for the one candidate
+                state.emitted = True
+                return [ChatChunk(self.id, self.created, self.model, [ChoiceDelta(content=text)])]
         if not isinstance(candidates, list):
             raise ValueError("candidates is not a list")
         if not candidates or not any(s.emitted for s in self.candidates.values()):
@@ -673,9 +709,10 @@ class StreamDecoder:
 
     def final(self) -> ChatChunk | None:
         """The usage-only chunk that closes the stream."""
-        if self.usage is None:
+        usage = self.usage
+        if usage is None:
             return None
-        return ChatChunk(id=self.id, created=self.created, model=self.model, choices=[], usage=self.usage)
+        return ChatChunk(id=self.id, created=self.created, model=self.model, choices=[], usage=usage)
 
     def _chunk(self, delta: ChoiceDelta) -> ChatChunk:
         return ChatChunk(id=self.id, created=self.created, model=self.model, choices=[delta])
@@ -790,9 +827,7 @@ class GeminiProvider(Provider):
                     except ModelyardError as exc:  # an in-band error: after what came before it
                         failed = exc
                         break
-                for chunk in chunks[:-1]:
-                    chunk.more = True  # the chunks of one read go out together
-                for chunk in chunks:
+                for chunk in coalesce(chunks):  # the chunks of one read go out together
                     yield chunk
                 if failed is not None:
                     raise failed

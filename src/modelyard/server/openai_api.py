@@ -29,8 +29,8 @@ from modelyard.types import ChatChunk, Usage
 from modelyard.wire.completions import encode_completion, encode_completion_chunk, parse_completion_request
 from modelyard.wire.openai import (
     DONE,
+    ChunkEncoder,
     Forwarder,
-    encode_chunk,
     encode_embeddings,
     encode_response,
     encode_usage,
@@ -222,6 +222,7 @@ class OpenAIHandlers:
         chunk_id = f"chatcmpl-{stream.request_id.removeprefix('req_')[:29]}"
         created = int(time.time())
         forward = Forwarder(model, chunk_id).frames
+        encode = ChunkEncoder(model, chunk_id, created).encode
         usage_sent = False
         out: list[bytes] = []
         try:
@@ -233,9 +234,7 @@ class OpenAIHandlers:
                 elif chunk.usage is not None and not chunk.choices:
                     if include_usage:
                         usage_sent = True
-                        out.append(
-                            encode_chunk(chunk, model, chunk_id=chunk_id, created=created, cost_usd=stream.cost_usd)
-                        )
+                        out.append(encode(chunk, cost_usd=stream.cost_usd))
                 else:
                     if chunk.usage is not None and not include_usage:
                         chunk = ChatChunk(
@@ -244,12 +243,10 @@ class OpenAIHandlers:
                     elif chunk.usage is not None:
                         usage_sent = True
                     out.append(
-                        encode_chunk(
+                        encode(
                             chunk,
-                            chunk.model if stream.continued_by else model,
-                            chunk_id=chunk_id,
-                            created=created,
-                            cost_usd=stream.cost_usd if chunk.usage is not None else None,
+                            chunk.model if stream.continued_by else None,
+                            stream.cost_usd if chunk.usage is not None else None,
                         )
                     )
                 if not chunk.more and out:

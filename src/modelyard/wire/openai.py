@@ -35,6 +35,7 @@ from modelyard.validators import check_model_name
 
 __all__ = [
     "DONE",
+    "ChunkEncoder",
     "Forwarder",
     "decode_body",
     "encode_chunk",
@@ -623,6 +624,49 @@ def _member(raw: bytes, compact: bytes, pattern: re.Pattern[bytes]) -> tuple[int
             return k, e + 1
     found = pattern.search(raw)
     return (found.start(), found.end()) if found is not None else None
+
+
+class ChunkEncoder:
+    """:func:`encode_chunk` for one stream (its id, creation time and model fixed): a delta that is
+    only answer text, the bulk of a translated stream, is framed from prebuilt bytes."""
+
+    __slots__ = ("_created", "_id", "_model", "_text_head")
+
+    def __init__(self, model: str, chunk_id: str, created: int) -> None:
+        self._model, self._id, self._created = model, chunk_id, created
+        self._text_head = b"".join(
+            (
+                b'data: {"id":',
+                orjson.dumps(chunk_id),
+                b',"object":"chat.completion.chunk","created":',
+                str(created).encode(),
+                b',"model":',
+                orjson.dumps(model),
+                b',"choices":[{"index":0,"delta":{"content":',
+            )
+        )
+
+    def encode(self, c: ChatChunk, model: str | None = None, cost_usd: float | None = None) -> bytes:
+        """The frame for ``c`` (``model``: another name than the stream's, for a continuation)."""
+        if model is None and c.usage is None and c.system_fingerprint is None and len(c.choices) == 1:
+            d = c.choices[0]
+            if (
+                d.content
+                and not d.index
+                and d.role is None
+                and d.tool_calls is None
+                and d.finish_reason is None
+                and d.logprobs is None
+                and d.refusal is None
+                and d.reasoning is None
+                and d.reasoning_signature is None
+                and d.redacted_reasoning is None
+            ):
+                return self._text_head + orjson.dumps(d.content) + _TEXT_TAIL
+        return encode_chunk(c, model or self._model, chunk_id=self._id, created=self._created, cost_usd=cost_usd)
+
+
+_TEXT_TAIL = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
 
 def sse_error(error: dict[str, Any]) -> bytes:

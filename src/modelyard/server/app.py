@@ -14,11 +14,13 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
+from wsgiref.simple_server import WSGIServer
 
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import start_http_server
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -45,11 +47,9 @@ from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.responses_api import ResponsesHandlers
+from modelyard.server.sections import LazyRouters
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
-
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
 
 __all__ = ["AppState", "create_app"]
 
@@ -178,7 +178,7 @@ class FastPath:
         self.state = app.state
         self.gw = gw
         self.guard = RequestGuard()
-        #: the management, comparison, accounting and dashboard endpoints: built on the first request for them
+        #: the /admin API, accounting and the dashboard: built on the first request for them (server/sections.py)
         self.more = more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -216,7 +216,7 @@ class FastPath:
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the hot endpoints: FastAPI, after early auth and with the body limit."""
         if self.more is not None:
-            self.more.build()
+            self.more.for_path(scope["path"])
         services = self.gw.services
         if services is not None and self.guard.needs_early_auth(scope):
             headers = self.guard.headers(scope)
@@ -250,47 +250,12 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() or None if value is not None else None
 
 
-class LazyRouters:
-    """The ``/admin`` API (keys, management, comparisons), accounting and the dashboard, built on first use.
-
-    FastAPI builds a route's validators when the route is added (a third of a second for these,
-    and their modules are another tenth): a gateway answers its first completion without them.
-    The first request that is not a hot endpoint builds them all (and so does the OpenAPI
-    document), in the place they always had among the app's routes, so routing is unchanged.
-    """
-
-    def __init__(self, app: FastAPI, gw: AppState) -> None:
-        self.app = app
-        self.gw = gw
-        self.at = len(app.router.routes)
-        self.built = False
-
-    def build(self) -> None:
-        if self.built:
-            return
-        from modelyard.server.accounting_api import accounting_router
-        from modelyard.server.admin import admin_router
-        from modelyard.server.compare_api import compare_router
-        from modelyard.server.manage_api import manage_router
-        from modelyard.server.ui import ui_router
-
-        routes = self.app.router.routes
-        after = routes[self.at :]
-        del routes[self.at :]
-        for router in (admin_router, manage_router, compare_router, accounting_router, ui_router):
-            self.app.include_router(router(self.gw))
-        routes.extend(after)
-        self.built = True
-
-
 def _metrics_listener(gw: AppState) -> WSGIServer | None:
     """``server.metrics_port``: /metrics without a key, on 127.0.0.1 only (prometheus-client's
     threaded WSGI server, started once at start-up; a reload does not move it)."""
     port = gw.holder.current.config.server.metrics_port
     if port is None or gw.services is None:
         return None
-    from prometheus_client import start_http_server  # its WSGI server imports http.server and wsgiref
-
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=gw.services.metrics.registry)
     log.info("metrics without authentication on http://127.0.0.1:%d/metrics (server.metrics_port)", port)
     return server
@@ -390,7 +355,7 @@ def create_app(gw: AppState) -> FastPath:
     app.add_route("/v1/models/{model_id:path}", api.model, methods=["GET"])
     app.add_route("/models/{model_id:path}", api.model, methods=["GET"])
     app.add_route("/metrics", handlers.metrics, methods=["GET"])
-    more = LazyRouters(app, gw)  # admin, management, comparisons, accounting, dashboard: here, on first use
+    more = LazyRouters(app, gw)  # /admin API, accounting, dashboard: here, on first use (server/sections.py)
     app.state.build_routes = more.build
     app.add_route("/health", handlers.health, methods=["GET"])
     app.add_route("/v1/status", handlers.status, methods=["GET"])

@@ -65,8 +65,7 @@ UNUSED = (
     "sqlalchemy.ext.asyncio",
     "numpy",
     "llama_cpp",  # the local model
-    "rich",  # the CLI's tables and colours
-    "typer",  # the CLI's other commands
+    "rich",  # the CLI's tables and colours (typer itself is the entry point's: modelyard.cli:main)
     "pydantic.v1",
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from fastapi import APIRouter
 from starlette.routing import BaseRoute, Mount, Route
 
 from modelyard.config import parse_config
@@ -70,3 +71,29 @@ def test_a_request_builds_only_its_section() -> None:
     assert fp.more.built == [None] * len(SECTIONS)
     fp.more.for_path("/admin/keys")
     assert [b is not None for b in fp.more.built] == [True] + [False] * (len(SECTIONS) - 1)
+
+
+def test_a_section_that_fails_to_build_leaves_the_routes_as_they_were(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelyard.server import sections
+
+    fp = _app()
+    assert fp.more is not None
+    fp.more.for_path("/ui/login")
+    before = _signature(fp)
+    ok, prefixes = sections.SECTIONS[1]
+
+    def broken(gw: AppState) -> APIRouter:
+        router = ok(gw)
+        fp.app.include_router(router)  # half done: its routes are in, then it fails
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sections, "SECTIONS", (sections.SECTIONS[0], (broken, prefixes), *sections.SECTIONS[2:]))
+    with pytest.raises(RuntimeError):
+        fp.more.build()
+    assert _signature(fp) == before and fp.more.built[1] is None and not fp.more.complete
+    monkeypatch.undo()
+    fp.more.build()
+    whole = _app()
+    assert whole.more is not None
+    whole.more.build()
+    assert _signature(fp) == _signature(whole)

@@ -108,14 +108,15 @@ class LazyRouters:
         if not todo:
             return
         routes = self.app.router.routes
-        done = sum(len(b) for b in self.built if b is not None)
-        tail = routes[self.at + done :]
-        del routes[self.at :]
-        for i in todo:
+        previously = sum(len(b) for b in self.built if b is not None)  # at routes[at : at + previously]
+        new: dict[int, list[BaseRoute]] = {}
+        for i in todo:  # include_router appends: take its routes off the end (also when it fails)
             start = len(routes)
-            self.app.include_router(SECTIONS[i][0](self.gw))
-            self.built[i] = routes[start:]
-            del routes[start:]
-        routes.extend(r for b in self.built if b is not None for r in b)
-        routes.extend(tail)
+            try:
+                self.app.include_router(SECTIONS[i][0](self.gw))
+                new[i] = routes[start:]
+            finally:
+                del routes[start:]
+        self.built = [new.get(i, b) for i, b in enumerate(self.built)]
+        routes[self.at : self.at + previously] = [r for b in self.built if b is not None for r in b]
         self.complete = all(b is not None for b in self.built)

@@ -15,11 +15,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from pydantic import SecretStr
 
-from modelyard.classify.model import Classifier, ClassifierError
 from modelyard.config.capabilities import capabilities_of
 from modelyard.config.prices import lookup_price
 from modelyard.config.schema import Config, ModelConfig, ProviderConfig, RouteConfig
@@ -35,6 +34,9 @@ from modelyard.routing.limiter import ModelLimiter
 from modelyard.routing.strategies import make_strategy
 from modelyard.scrub import Scrubber
 from modelyard.validators import build_validators, check_model_name
+
+if TYPE_CHECKING:
+    from modelyard.classify.model import Classifier
 
 __all__ = ["Runtime", "RuntimeHolder", "sync_runtime"]
 
@@ -189,6 +191,8 @@ class Runtime:
         key = auto.classifier or ""
         classifier = self._classifiers.get(key)
         if classifier is None:
+            from modelyard.classify.model import Classifier, ClassifierError  # only for auto routes
+
             try:
                 classifier = Classifier.load(auto.classifier)
             except ClassifierError as exc:

@@ -28,13 +28,13 @@ from modelyard.storage.events import BudgetEventStore
 from modelyard.storage.keys import KeyStore
 from modelyard.storage.migrate import migrate
 from modelyard.storage.redis_errors import is_redis_url
-from modelyard.storage.responses import ResponseStore
 from modelyard.storage.revisions import AuditStore, RevisionStore
 from modelyard.storage.usage import UsageStore
 
 if TYPE_CHECKING:  # imported in start(), with a master key only (cryptography itself loads on first use)
     from modelyard.storage.coordinator import RedisCoordinator
     from modelyard.storage.credentials import CredentialStore
+    from modelyard.storage.responses import ResponseStore
 
 __all__ = ["CoreServices", "Services", "master_key_of"]
 
@@ -97,7 +97,6 @@ class Services:
     auth: Authenticator
     revisions: RevisionStore
     audit: AuditStore
-    responses: ResponseStore
     config_budgets: tuple[BudgetConfig, ...] = ()
     #: limits, breakers, health checks and key changes shared with the other replicas (state: redis://)
     shared: RedisCoordinator | None = None
@@ -107,6 +106,16 @@ class Services:
     _budget_figures: list[dict[str, Any]] = field(default_factory=list)
     #: called with every budget alert or stop (the alert watcher)
     budget_listeners: list[Callable[[BudgetEvent], None]] = field(default_factory=list)
+    _responses: ResponseStore | None = None
+
+    @property
+    def responses(self) -> ResponseStore:
+        """Stored Responses-API responses (``previous_response_id``): the store is made on first use."""
+        if self._responses is None:
+            from modelyard.storage.responses import ResponseStore
+
+            self._responses = ResponseStore(self.database)
+        return self._responses
 
     @classmethod
     async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
@@ -146,7 +155,6 @@ class Services:
             auth=Authenticator(master, keys),
             revisions=RevisionStore(database),
             audit=AuditStore(database),
-            responses=ResponseStore(database),
             config_budgets=config.budgets,
         )
         accountant.event_sink = services._store_event

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelyard.classify.model import Classification, Classifier
 from modelyard.config.schema import JudgeConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the classifier is loaded by the runtime when a config has an auto route
+    from modelyard.classify.model import Classification, Classifier
     from modelyard.routing.deployment import Deployment
 
 __all__ = ["AutoRoute", "Tier", "TierChoice", "choose"]

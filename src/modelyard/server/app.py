@@ -32,9 +32,6 @@ from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.observability.tracing import make_tracing
 from modelyard.routing.health import HealthMonitor
-from modelyard.server.accounting_api import accounting_router
-from modelyard.server.admin import admin_router
-from modelyard.server.compare_api import compare_router
 from modelyard.server.docs import add_docs
 from modelyard.server.errors import (
     error_response,
@@ -45,15 +42,14 @@ from modelyard.server.errors import (
 )
 from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import add_local_routes
-from modelyard.server.manage_api import manage_router
 from modelyard.server.messages_api import MessagesHandlers
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.responses_api import ResponsesHandlers
+from modelyard.server.sections import LazyRouters
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
-from modelyard.server.ui import ui_router
 
 __all__ = ["AppState", "create_app"]
 
@@ -174,15 +170,21 @@ class FastPath:
     protocol cancels the task, see :mod:`modelyard.server.protocol`); it ends here quietly.
     """
 
-    def __init__(self, app: FastAPI, routes: dict[tuple[str, str], Handler], gw: AppState) -> None:
+    def __init__(
+        self, app: FastAPI, routes: dict[tuple[str, str], Handler], gw: AppState, more: LazyRouters | None = None
+    ) -> None:
         self.app = app
         self.routes = routes
         self.state = app.state
         self.gw = gw
         self.guard = RequestGuard()
+        #: the /admin API, accounting and the dashboard: built on the first request for them (server/sections.py)
+        self.more = more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.more is not None:
+                self.more.build()
             await self.app(scope, receive, send)
             return
         config = self.gw.holder.current.config
@@ -213,6 +215,8 @@ class FastPath:
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the hot endpoints: FastAPI, after early auth and with the body limit."""
+        if self.more is not None:
+            self.more.for_path(scope["path"])
         services = self.gw.services
         if services is not None and self.guard.needs_early_auth(scope):
             headers = self.guard.headers(scope)
@@ -351,11 +355,8 @@ def create_app(gw: AppState) -> FastPath:
     app.add_route("/v1/models/{model_id:path}", api.model, methods=["GET"])
     app.add_route("/models/{model_id:path}", api.model, methods=["GET"])
     app.add_route("/metrics", handlers.metrics, methods=["GET"])
-    app.include_router(admin_router(gw))
-    app.include_router(manage_router(gw))
-    app.include_router(compare_router(gw))
-    app.include_router(accounting_router(gw))
-    app.include_router(ui_router(gw))
+    more = LazyRouters(app, gw)  # /admin API, accounting, dashboard: here, on first use (server/sections.py)
+    app.state.build_routes = more.build
     app.add_route("/health", handlers.health, methods=["GET"])
     app.add_route("/v1/status", handlers.status, methods=["GET"])
     app.add_route("/ready", handlers.ready, methods=["GET"])
@@ -372,7 +373,7 @@ def create_app(gw: AppState) -> FastPath:
         ("GET", "/v1/models"): api.models,
         ("GET", "/health"): handlers.health,
     }
-    return FastPath(app, hot, gw)
+    return FastPath(app, hot, gw, more)
 
 
 #: collect the youngest generation after this many net allocations (CPython's default: 700)

@@ -89,10 +89,11 @@ def compare_router(gw: AppState) -> APIRouter:
 
     async def caller(request: Request) -> tuple[ComparisonService, Admin]:
         services = gw.services
-        if services is None or gw.comparisons is None:
+        comparisons = gw.comparison_service()
+        if services is None or comparisons is None:
             raise ServiceUnavailableError("comparisons need the database, which is not running")
         who = await services.auth.admin(request.headers, request.method)
-        return gw.comparisons, who
+        return comparisons, who
 
     C = Depends(caller)
 

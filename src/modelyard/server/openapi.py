@@ -397,7 +397,10 @@ def _hand_paths() -> dict[str, dict[str, Any]]:
 
 
 def build_documents(app: FastAPI) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(public document, admin document)."""
+    """(public document, admin document), of every route: those built on first use are built now."""
+    build_routes = getattr(app.state, "build_routes", None)
+    if build_routes is not None:
+        build_routes()
     full = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     paths: dict[str, Any] = {**full.get("paths", {}), **_hand_paths()}
     _, defs = models_json_schema([(m, "validation") for m in _DOC_MODELS], ref_template=_REF)

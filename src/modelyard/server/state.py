@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from modelyard.compare.graders import GraderError, load_python_grader
-from modelyard.compare.service import ComparisonService
 from modelyard.config.source import ConfigSource
 from modelyard.errors import ConfigError
 from modelyard.gateway.pipeline import Pipeline
@@ -19,6 +18,10 @@ from modelyard.observability.tracing import Tracing
 from modelyard.routing.router import Router
 from modelyard.runtime import RuntimeHolder
 from modelyard.storage.comparisons import ComparisonStore
+
+if TYPE_CHECKING:
+    from modelyard.compare.graders import PythonGrader
+    from modelyard.compare.service import ComparisonService
 
 __all__ = ["AppState"]
 
@@ -53,8 +56,11 @@ class AppState:
     alerts: AlertWatcher | None = None
     #: set on SIGTERM: /ready answers 503 while requests in flight finish (see cli.serve)
     draining: bool = False
-    #: comparison runs (POST /admin/comparisons; with the database)
+    #: comparison runs (POST /admin/comparisons; with the database): made by :meth:`comparison_service`
     comparisons: ComparisonService | None = None
+    #: the comparisons' store and Python graders, set at start-up (None: no database, no comparisons)
+    _comparison_store: ComparisonStore | None = field(default=None, init=False)
+    _graders: dict[str, PythonGrader] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.start_pipeline()
@@ -106,19 +112,37 @@ class AppState:
             self.manager = None
 
     async def start_comparisons(self) -> None:
+        """Runs a stopped gateway left running are marked failed; the service itself (and the
+        comparison package) is made on the first request that needs it (:meth:`comparison_service`)."""
         services = self.services
         if services is None:
             return
-        graders = {}
-        for name, target in self.holder.current.config.compare.graders.items():
-            try:
-                graders[name] = load_python_grader(target)
-            except GraderError as exc:
-                log.error("compare.graders.%s: %s (not available to comparisons)", name, exc)
-        self.comparisons = ComparisonService(self.pipeline, ComparisonStore(services.database), graders)
-        await self.comparisons.start()
+        self._graders = {}
+        configured = self.holder.current.config.compare.graders
+        if configured:
+            from modelyard.compare.graders import GraderError, load_python_grader
+
+            for name, target in configured.items():
+                try:
+                    self._graders[name] = load_python_grader(target)
+                except GraderError as exc:
+                    log.error("compare.graders.%s: %s (not available to comparisons)", name, exc)
+        store = ComparisonStore(services.database)
+        stale = await store.fail_unfinished()
+        if stale:
+            log.warning("%d comparison run(s) were left running by a stopped gateway: marked failed", stale)
+        self._comparison_store = store
+
+    def comparison_service(self) -> ComparisonService | None:
+        """The comparison runs' service (None without the database), made on first use."""
+        if self.comparisons is None and self._comparison_store is not None and self.services is not None:
+            from modelyard.compare.service import ComparisonService
+
+            self.comparisons = ComparisonService(self.pipeline, self._comparison_store, self._graders)
+        return self.comparisons
 
     async def stop_comparisons(self) -> None:
+        self._comparison_store = None
         if self.comparisons is not None:
             await self.comparisons.aclose()
             self.comparisons = None

@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.errors import NotFoundError
+from modelyard.storage.aio import AsyncConnection
 from modelyard.storage.crypto import Cipher, make_key_verifier, mask, verify_key_verifier
 from modelyard.storage.db import Database
 from modelyard.storage.tables import provider_credentials, settings

@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
 from modelyard.errors import ConfigError
+from modelyard.storage.aio import AsyncConnection, AsyncEngine, create_async_engine
 from modelyard.storage.sketch import install_sqlite_functions
 
 __all__ = ["Database", "async_url", "placeholders"]

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.errors import ConflictError
+from modelyard.storage.aio import AsyncConnection
 from modelyard.storage.db import Database
 from modelyard.storage.tables import audit_log, config_revisions, settings
 

@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, false, func, insert, literal, or_, select, true, union_all
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelyard.storage import sketch
+from modelyard.storage.aio import AsyncConnection
 from modelyard.storage.db import Database, placeholders
 from modelyard.storage.tables import usage_requests, usage_rollup_dirty, usage_rollups
 

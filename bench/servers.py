@@ -28,8 +28,9 @@ The checks (each on a fresh instance of a variant):
 - ``backpressure``: a stream from an upstream that sends 8 KiB events as fast as it may (it awaits
   ``drain()``, so it only gets ahead as far as the gateway reads), to a client that reads 64 KiB and then
   nothing for 8 s: what the upstream got out, the client got, and the server's RSS, sampled every second.
-- ``limits``: a 70 KiB header, 200 headers, a header block that never ends (15 s), a body that never ends
-  (50 s): what the server answers, or how the connection ends.
+- ``limits``: a 70 KiB header, 200 headers, an idle keep-alive connection (15 s), a header block that never
+  ends (15 s), a body that never ends (50 s): what the server answers, or how the connection ends; and a
+  client that leaves 0.3 s into a 1.5 s upstream wait: the usage row recorded for it (cancelled or not).
 
 Writes bench/results/servers-<stamp>.json and bench/results/servers-latest.md; logs in bench/build/logs/.
 Child processes get ``PYTHONPATH=<this checkout>/src:bench`` (the harness checks modelyard is imported
@@ -51,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,6 +561,23 @@ def _raw_exchange(port: int, data: bytes, wait: float) -> str:
     return first.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
+def _idle_close(port: int, request: bytes, wait: float) -> str:
+    """One whole request on a keep-alive connection, then silence: when (if) the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        first = sock.recv(65536)
+        status = first.split(b"\r\n", 1)[0].decode(errors="replace")
+        t0 = time.monotonic()
+        try:
+            while sock.recv(65536):
+                pass
+        except TimeoutError:
+            return f"{status}; still open {wait:.0f}s after the answer"
+        except OSError as exc:
+            return f"{status}; {type(exc).__name__} {time.monotonic() - t0:.1f}s after the answer"
+        return f"{status}; closed {time.monotonic() - t0:.1f}s after the answer"
+
+
 def check_limits(v: Variant, mock_port: int, logdir: Path) -> dict[str, Any]:
     try:
         s = start(v, f"http://127.0.0.1:{mock_port}", logdir, 1, tag="-limits")
@@ -569,17 +588,42 @@ def check_limits(v: Variant, mock_port: int, logdir: Path) -> dict[str, Any]:
     body = b'{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
     head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    probes = {
+        "header_70KiB": (_raw_exchange, (head + f"X-Big: {'a' * 70 * 1024}\r\n\r\n").encode() + body, 5),
+        "headers_200": (
+            _raw_exchange,
+            (head + "".join(f"X-H{i}: v\r\n" for i in range(200)) + "\r\n").encode() + body,
+            5,
+        ),
+        "keep_alive_idle_15s": (_idle_close, (head + "\r\n").encode() + body, 15),
+        "header_never_ends_15s": (_raw_exchange, head.encode(), 15),
+        "body_never_ends_50s": (_raw_exchange, (head + "\r\n").encode() + body[:10], 50),
+    }
     try:
-        return {
-            "header_70KiB": _raw_exchange(port, (head + f"X-Big: {'a' * 70 * 1024}\r\n\r\n").encode() + body, 5),
-            "headers_200": _raw_exchange(
-                port, (head + "".join(f"X-H{i}: v\r\n" for i in range(200)) + "\r\n").encode() + body, 5
-            ),
-            "header_never_ends_15s": _raw_exchange(port, head.encode(), 15),
-            "body_never_ends_50s": _raw_exchange(port, (head + "\r\n").encode() + body[:10], 50),
-        }
+        with ThreadPoolExecutor(len(probes)) as pool:  # the slow ones wait side by side
+            futures = {name: pool.submit(fn, port, data, wait) for name, (fn, data, wait) in probes.items()}
+            out: dict[str, Any] = {name: f.result() for name, f in futures.items()}
+        # a client that leaves while the upstream is still thinking (1.5 s): is its work cancelled?
+        set_mock(mock_port, delay_ms=1500, chunks=20, chunk_delay_ms=0)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall((head + "\r\n").encode() + body)
+            time.sleep(0.3)
+        time.sleep(2.0)
+        set_mock(mock_port, delay_ms=0, chunks=20, chunk_delay_ms=0)
+        procs.stop(s.target.proc)  # graceful: the usage writer flushes
+        with contextlib.closing(sqlite3.connect(s.db)) as db:
+            row = db.execute(
+                "SELECT status, error_class, round(latency_ms) FROM usage_requests WHERE key_id = ? "
+                "ORDER BY ts DESC LIMIT 1",
+                (s.key_id,),
+            ).fetchone()
+        out["client_leaves_after_0.3s"] = (
+            f"recorded status {row[0]}, error {row[1]}, latency {row[2]} ms" if row else "no row"
+        )
+        return out
     finally:
         procs.stop(s.target.proc)
+        set_mock(mock_port, delay_ms=0, chunks=20, chunk_delay_ms=0)
 
 
 # -- report ----------------------------------------------------------------------------------------------------

@@ -212,7 +212,9 @@ async def test_pydantic_ai_agent_with_a_tool(server: ServerProcess, model: str) 
 
 @pytest.mark.compat("pydantic-ai", "streaming")
 @pytest.mark.parametrize("model", ("gpt", "claude"))
-async def test_pydantic_ai_run_stream(server: ServerProcess, model: str) -> None:
+async def test_pydantic_ai_run_stream(server: ServerProcess, fakes: dict[str, FakeServer], model: str) -> None:
+    # a model that writes as models do (tokens apart): deltas that arrive in one read may be merged
+    fakes["openai" if model == "gpt" else "anthropic"].profile("*", ttft_s=(0.01, 0.02), tokens_per_s=200)
     async with openai_provider(server) as provider:
         agent: Agent[None, str] = Agent(OpenAIChatModel(model, provider=provider))
         async with agent.run_stream("Say hello") as run:

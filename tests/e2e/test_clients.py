@@ -214,7 +214,8 @@ async def test_pydantic_ai_agent_with_a_tool(server: ServerProcess, model: str) 
 @pytest.mark.parametrize("model", ("gpt", "claude"))
 async def test_pydantic_ai_run_stream(server: ServerProcess, fakes: dict[str, FakeServer], model: str) -> None:
     # a model that writes as models do (tokens apart): deltas that arrive in one read may be merged
-    fakes["openai" if model == "gpt" else "anthropic"].profile("*", ttft_s=(0.01, 0.02), tokens_per_s=200)
+    kind, upstream = ("openai", "gpt-4o") if model == "gpt" else ("anthropic", "claude-sonnet-4-5")
+    fakes[kind].profile(upstream, ttft_s=(0.01, 0.02), tokens_per_s=200)
     async with openai_provider(server) as provider:
         agent: Agent[None, str] = Agent(OpenAIChatModel(model, provider=provider))
         async with agent.run_stream("Say hello") as run:

@@ -33,6 +33,8 @@ ROOT = BENCH.parent
 BUILD = BENCH / "build"
 LITELLM_VENV = BUILD / "litellm-venv"
 LITELLM_KEY = "sk-bench-7f3a9c2e51d84b6a9e0c4d2f8b1a6e3c"
+#: the LiteLLM release the bar is measured against (docs/performance.md names it)
+LITELLM_PIN = "1.106.2"
 #: modelyard's admin key in the bench config; the load itself uses a virtual key made with it
 MODELYARD_MASTER_KEY = "sk-bench-master-2b7e151628aed2a6abf71588"
 ALL_TARGETS = (
@@ -258,7 +260,8 @@ def litellm_version() -> str | None:
 
 
 def ensure_litellm(install: bool, log: Path) -> tuple[bool, str]:
-    """(available, reason). Installs ``litellm[proxy]`` into bench/build/litellm-venv when missing and allowed."""
+    """(available, reason). Installs ``litellm[proxy]`` (``LITELLM_PIN``) into bench/build/litellm-venv when
+    missing and allowed."""
     if (LITELLM_VENV / "bin" / "litellm").exists() and litellm_version():
         return True, ""
     if not install:
@@ -268,7 +271,7 @@ def ensure_litellm(install: bool, log: Path) -> tuple[bool, str]:
     steps = [
         ["python3", "-m", "venv", str(LITELLM_VENV)],
         [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "--upgrade", "pip"],
-        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]", "uvloop", "httptools"],
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={LITELLM_PIN}", "uvloop", "httptools"],
     ]
     with log.open("ab") as fh:
         for step in steps:

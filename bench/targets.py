@@ -271,7 +271,14 @@ def ensure_litellm(install: bool, log: Path) -> tuple[bool, str]:
     steps = [
         ["python3", "-m", "venv", str(LITELLM_VENV)],
         [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "--upgrade", "pip"],
-        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={LITELLM_PIN}", "uvloop", "httptools"],
+        [
+            str(LITELLM_VENV / "bin" / "pip"),
+            "install",
+            "--quiet",
+            f"litellm[proxy]=={LITELLM_PIN}",
+            "uvloop",
+            "httptools",
+        ],
     ]
     with log.open("ab") as fh:
         for step in steps:

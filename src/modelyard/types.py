@@ -265,7 +265,6 @@ class ChatChunk:
     __slots__ = (
         "_choices",
         "_created",
-        "_data",
         "_decode",
         "_fingerprint",
         "_id",
@@ -296,23 +295,21 @@ class ChatChunk:
         self.text: str | None = None
         self.finished = False
         self.more = False
-        self._data: Any = None
-        self._decode: Callable[[Any, str], ChatChunk] | None = None
+        self._decode: Callable[[list[bytes], str], ChatChunk] | None = None
 
     @classmethod
     def passthrough(
         cls,
         raw: list[bytes],
         model: str,
-        data: list[Any],
-        decode: Callable[[Any, str], ChatChunk],
+        decode: Callable[[list[bytes], str], ChatChunk],
         *,
         text: str | None,
         finished: bool,
     ) -> ChatChunk:
         """Plain chunks of one choice (index 0) without usage, kept as the upstream's bytes.
-        ``data``: their parsed JSON; ``text``: their content (None: none); ``decode`` makes the
-        full chunk from ``data`` when something reads it."""
+        ``text``: their content (None: none); ``decode`` makes the full chunk from ``raw`` when
+        something reads it (rarely: a continuation, a cache, another API's front end)."""
         chunk = cls.__new__(cls)
         chunk._id = ""
         chunk._created = 0
@@ -324,13 +321,12 @@ class ChatChunk:
         chunk.text = text
         chunk.finished = finished
         chunk.more = False
-        chunk._data = data
         chunk._decode = decode
         return chunk
 
     def _load(self) -> list[ChoiceDelta]:
-        assert self._decode is not None
-        full = self._decode(self._data, self.model)
+        assert self._decode is not None and self.raw is not None
+        full = self._decode(self.raw, self.model)
         self._id, self._created, self._fingerprint = full.id, full.created, full.system_fingerprint
         self.model = full.model
         self._choices = full.choices

@@ -66,7 +66,7 @@ def test_a_forwarded_chunk_decodes_lazily_to_what_a_decoded_one_is() -> None:
     data = _chunk({"role": "assistant", "content": 'a "quoted" \\ word'}, system_fingerprint="fp_1")
     raw = orjson.dumps(data)
     text, finished = scan_chunk(data) or ("", True)
-    chunk = ChatChunk.passthrough([raw], "gpt-4o", [data], merged, text=text, finished=finished)
+    chunk = ChatChunk.passthrough([raw], "gpt-4o", merged, text=text, finished=finished)
     assert chunk.has_output() and not chunk.finished and chunk.text == 'a "quoted" \\ word'
     assert chunk == decode_chunk(data, "gpt-4o")
     assert chunk.id == "chatcmpl-up" and chunk.system_fingerprint == "fp_1"
@@ -79,7 +79,7 @@ def test_plain_chunks_that_arrived_together_decode_to_one_merged_delta() -> None
         _chunk({"content": "lo"}, "stop"),
     ]
     raws = [orjson.dumps(d) for d in datas]
-    chunk = ChatChunk.passthrough(raws, "gpt-4o", datas, merged, text="Hello", finished=True)
+    chunk = ChatChunk.passthrough(raws, "gpt-4o", merged, text="Hello", finished=True)
     (delta,) = chunk.choices
     assert (delta.role, delta.content, delta.finish_reason) == ("assistant", "Hello", "stop")
 

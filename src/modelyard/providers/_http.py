@@ -165,6 +165,10 @@ async def iter_lines(resp: Response) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
+#: the most bytes of events handed on at once (see _event_blocks)
+_GROUP = 16 * 1024
+
+
 async def _event_blocks(resp: Response) -> AsyncIterator[list[bytes]]:
     """The server-sent events of a response as raw blocks (their lines, ``\\n``-separated, line
     ends normalised), one list per read: events that arrived together come together.
@@ -180,13 +184,18 @@ async def _event_blocks(resp: Response) -> AsyncIterator[list[bytes]]:
             buffer = (buffer[:-1] if half else buffer).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if half:
                 buffer += b"\r"
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            continue
-        blocks = [b for b in buffer[:end].split(b"\n\n") if b]
-        buffer = buffer[end + 2 :]
-        if blocks:
-            yield blocks
+        # at most _GROUP bytes of events at a time: a big read (up to 256 KiB) is handed on in
+        # groups, each only after the client took the last (back-pressure; bounded memory per stream)
+        while True:
+            end = buffer.rfind(b"\n\n", 0, _GROUP) if len(buffer) > _GROUP else buffer.rfind(b"\n\n")
+            if end < 0:
+                end = buffer.find(b"\n\n")  # one event bigger than a group
+                if end < 0:
+                    break
+            blocks = [b for b in buffer[:end].split(b"\n\n") if b]
+            buffer = buffer[end + 2 :]
+            if blocks:
+                yield blocks
     tail = buffer.replace(b"\r", b"").strip(b"\n")
     if tail:
         yield [tail]

@@ -262,10 +262,11 @@ def decode_chunk(data: dict[str, Any], model: str) -> ChatChunk:
     )
 
 
-def merged(datas: list[Any], model: str) -> ChatChunk:
+def merged(raws: list[bytes], model: str) -> ChatChunk:
     """Plain chunks of one choice (``scan_chunk``) as one chunk: their deltas merged (the first
-    role, the content in order, the finish reason)."""
-    chunks = [decode_chunk(d, model) for d in datas]
+    role, the content in order, the finish reason). Parsed again: keeping every parsed chunk
+    around for this rare need would cost more memory than the parse costs CPU."""
+    chunks = [decode_chunk(orjson.loads(r), model) for r in raws]
     first = chunks[0]
     if len(chunks) > 1:
         delta = first.choices[0]
@@ -344,7 +345,6 @@ class OpenAIProvider(Provider):
             async for batch in iter_sse_data(resp):
                 # the plain chunks of one read become one pass-through chunk; the rest are decoded
                 raws: list[bytes] = []
-                datas: list[Any] = []
                 texts: list[str] = []
                 done = False
                 out: list[ChatChunk] = []
@@ -363,15 +363,14 @@ class OpenAIProvider(Provider):
                     found = scan_chunk(data) if scan and not done else None
                     if found is not None:
                         raws.append(raw)
-                        datas.append(data)
                         if found[0]:
                             texts.append(found[0])
                         done = found[1]
                         continue
                     if raws:
-                        out.append(self._passthrough(raws, datas, texts, done, upstream_model))
+                        out.append(self._passthrough(raws, texts, done, upstream_model))
                         seen.add(0)
-                        raws, datas, texts = [], [], []
+                        raws, texts = [], []
                     try:
                         chunk = self._decode(data, upstream_model)
                     except ModelyardError as exc:  # an in-band error, after what came before it
@@ -383,7 +382,7 @@ class OpenAIProvider(Provider):
                             finished.add(c.index)
                     out.append(chunk)
                 if raws:
-                    out.append(self._passthrough(raws, datas, texts, done, upstream_model))
+                    out.append(self._passthrough(raws, texts, done, upstream_model))
                     seen.add(0)
                 if done:
                     finished.add(0)
@@ -402,9 +401,9 @@ class OpenAIProvider(Provider):
                 model=upstream_model,
             )
 
-    def _passthrough(self, raws: list[bytes], datas: list[Any], texts: list[str], done: bool, model: str) -> ChatChunk:
+    def _passthrough(self, raws: list[bytes], texts: list[str], done: bool, model: str) -> ChatChunk:
         text = texts[0] if len(texts) == 1 else "".join(texts) if texts else None
-        return ChatChunk.passthrough(raws, model, datas, merged, text=text, finished=done)
+        return ChatChunk.passthrough(raws, model, merged, text=text, finished=done)
 
     def _decode(self, data: Any, upstream_model: str) -> ChatChunk:
         """A parsed stream chunk in the internal shape (an error chunk raises it)."""

@@ -54,6 +54,8 @@ __all__ = [
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 #: a stream buffers at most this much before the socket is paused
 _HIGH_WATER = 64 * 1024
+#: the most one read takes from an upstream socket
+_READ = 32 * 1024
 
 
 class UpstreamResponse:
@@ -113,13 +115,18 @@ class UpstreamResponse:
             yield chunk
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection, one request at a time."""
+class _Connection(asyncio.BufferedProtocol):
+    """One HTTP/1.1 connection, one request at a time.
+
+    A buffered protocol: the event loop reads into this connection's own ``_READ``-byte buffer, so
+    one read takes at most that much (a plain protocol gets up to 256 KiB at once), which bounds
+    what a stream whose client reads slowly holds in memory (with ``_HIGH_WATER``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self._buffer = memoryview(bytearray(_READ))
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
@@ -142,7 +149,13 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         self._got_bytes = True
         try:
             self.parser.feed_data(data)

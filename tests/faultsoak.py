@@ -97,6 +97,10 @@ def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers:
     try:
         for _ in range(30):  # a fast first-token history, so the adaptive limit cuts silent streams early
             httpx.post(srv.url + "/v1/chat/completions", json={"model": "main", "stream": True, **BODY}, timeout=30)
+        for path in ("/v1/status", "/v1/budgets", "/v1/stats"):
+            # the queries the end reads, once before the RSS figures start too: their first call
+            # compiles SQLite statements (about 2 MB) that are no growth
+            httpx.get(srv.url + path, timeout=30)
         sockets_before = _sockets(srv.proc.pid)
         rss_start = rss_mb(srv.proc.pid)
 

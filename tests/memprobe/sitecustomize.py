@@ -136,6 +136,7 @@ def _start(out_dir: str) -> None:
             "mmapped_mb": round(mi.hblkhd / 2**20, 2),
             "free_chunks": mi.ordblks,
             "sqlite_mb": round(sqlite.sqlite3_memory_used() / 2**20, 2) if sqlite else None,
+            "py_blocks": sys.getallocatedblocks(),
             "gc_count": gc.get_count(),
             "threads": sorted(t.name for t in threading.enumerate()),
             "fds": len(os.listdir("/proc/self/fd")),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,16 +78,29 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _probe_env() -> dict[str, str]:
+    """``MODELYARD_MEMPROBE=<dir>``: the gateway's process loads ``tests/memprobe`` (RSS, malloc
+    and Python-heap figures over time; see its docstring).  A diagnosis aid, off by default."""
+    if not os.environ.get("MODELYARD_MEMPROBE"):
+        return {}
+    probe = str(Path(__file__).parent / "memprobe")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (probe, os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers: int = 8) -> dict[str, Any]:
     healthy = FakeOpenAI().start_in_thread()
     faulty = {"openai": fakes["openai"], "anthropic": fakes["anthropic"]}
-    srv = ServerProcess(config(fakes, healthy), workdir)
+    srv = ServerProcess(config(fakes, healthy), workdir, env=_probe_env())
     figures = Figures()
     lock = threading.Lock()
     stop = threading.Event()
     try:
         for _ in range(30):  # a fast first-token history, so the adaptive limit cuts silent streams early
             httpx.post(srv.url + "/v1/chat/completions", json={"model": "main", "stream": True, **BODY}, timeout=30)
+        for path in ("/v1/status", "/v1/budgets", "/v1/stats"):
+            # the queries the end reads, once before the RSS figures start too: their first call
+            # compiles SQLite statements (about 2 MB) that are no growth
+            httpx.get(srv.url + path, timeout=30)
         sockets_before = _sockets(srv.proc.pid)
         rss_start = rss_mb(srv.proc.pid)
 
@@ -149,7 +163,7 @@ def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers:
         budgets = httpx.get(srv.url + "/v1/budgets", timeout=10).json()["data"]
         time.sleep(1.5)  # the usage writer's batch
         total = httpx.get(srv.url + "/v1/stats", timeout=10).json()["total"] or {}
-        return {
+        out = {
             "figures": figures,
             "rescued": int(total.get("fallbacks") or 0),
             "in_flight": {m: v["in_flight"] for m, v in status["models"].items()},
@@ -164,6 +178,10 @@ def run(fakes: dict[str, FakeServer], workdir: Path, duration_s: float, workers:
             "rss_samples": samples,
             "alive": srv.proc.poll() is None and httpx.get(srv.url + "/health", timeout=5).status_code == 200,
         }
+        if os.environ.get("MODELYARD_MEMPROBE"):
+            srv.signal(signal.SIGUSR2)  # the probe's malloc_trim(0), after the figures: RSS before and after
+            time.sleep(1.0)
+        return out
     finally:
         stop.set()
         srv.stop()

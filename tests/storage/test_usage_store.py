@@ -10,7 +10,7 @@ from sqlalchemy import select
 from modelyard.storage import Database
 from modelyard.storage.records import RequestRecord
 from modelyard.storage.tables import usage_attempts, usage_requests
-from modelyard.storage.usage import UsageStore
+from modelyard.storage.usage import UsageStore, _sqlite_chunks
 from tests.storage.records import T0, attempt, request
 
 
@@ -36,6 +36,29 @@ async def test_insert_writes_requests_and_attempts_and_is_idempotent(db: Databas
         stored = RequestRecord(**{k: row._mapping[k] for k in row._mapping})
     assert stored == reqs[7]
     assert stored.ts.tzinfo is not None and stored.ts.utcoffset() == timedelta(0)
+
+
+def test_sqlite_inserts_take_few_statement_sizes() -> None:
+    """#19: the sqlite3 module keeps each distinct statement compiled per connection, so a batch is
+    cut into power-of-two statements (a table has at most seven sizes), covering every row once."""
+    sizes: set[int] = set()
+    for rows in range(700):
+        for columns in (22, 30, 2000):
+            chunks = _sqlite_chunks(rows, columns)
+            assert [start for start, _ in chunks] == [sum(n for _, n in chunks[:i]) for i in range(len(chunks))]
+            assert sum(n for _, n in chunks) == rows
+            assert all(n * columns <= 32766 or n == 1 for _, n in chunks)
+            sizes |= {n for _, n in chunks if columns == 30}
+    assert sizes == {1, 2, 4, 8, 16, 32, 64}
+    assert len(_sqlite_chunks(37, 30)) == 3  # 32 + 4 + 1
+
+
+async def test_insert_of_odd_sized_batches_writes_every_row(db: Database) -> None:
+    store = UsageStore(db)
+    reqs = [request(i) for i in range(203)]
+    await store.insert(reqs[:77], [attempt(r) for r in reqs[:77]])
+    await store.insert(reqs[77:], [attempt(r, n) for r in reqs[77:] for n in (1, 2, 3)])
+    assert await store.count() == (203, 77 + 126 * 3)
 
 
 async def test_insert_is_one_transaction(db: Database) -> None:

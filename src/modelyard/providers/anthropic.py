@@ -53,12 +53,11 @@ import orjson
 from modelyard.config.schema import AnthropicProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
-    ModelyardError,
     UpstreamConnectionError,
     UpstreamStatusError,
 )
-from modelyard.providers._http import iter_sse
-from modelyard.providers.base import CallOptions, Provider, classify_error_message, coalesce
+from modelyard.providers._http import SSEEvent
+from modelyard.providers.base import CallOptions, Provider, classify_error_message, translated_stream
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -678,37 +677,21 @@ class AnthropicProvider(Provider):
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         encoded = encode_request(request, upstream_model, stream=True)
         translator = StreamTranslator(upstream_model, encoded.json_tool, provider=self.name)
+
+        def feed(event: SSEEvent) -> list[ChatChunk]:
+            data = orjson.loads(event.data)
+            if not isinstance(data, dict):
+                raise TypeError("event data is not an object")
+            data.setdefault("type", event.event)
+            return translator.feed(data)
+
         async with self.request(
             "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
         ) as resp:
-            async for batch in iter_sse(resp, provider=self.name, model=upstream_model):
-                chunks: list[ChatChunk] = []
-                failed: Exception | None = None
-                for event in batch:
-                    try:
-                        data = orjson.loads(event.data)
-                        if not isinstance(data, dict):
-                            raise TypeError("event data is not an object")
-                        data.setdefault("type", event.event)
-                        chunks += translator.feed(data)
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                        failed = self.malformed(
-                            f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                            upstream_model,
-                        )
-                        failed.__cause__ = exc
-                        break
-                    except ModelyardError as exc:  # an in-band error: after what came before it
-                        failed = exc
-                        break
-                    if translator.done:
-                        break
-                for chunk in coalesce(chunks):  # the chunks of one read go out together
-                    yield chunk
-                if failed is not None:
-                    raise failed
-                if translator.done:
-                    return
+            async for chunk in translated_stream(self, resp, upstream_model, feed, lambda: translator.done):
+                yield chunk
+            if translator.done:
+                return
         if not translator.complete:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",

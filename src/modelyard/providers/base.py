@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,12 +22,13 @@ from modelyard.config.schema import ProviderConfigBase
 from modelyard.errors import (
     ConfigError,
     InvalidRequestError,
+    ModelyardError,
     UpstreamConnectionError,
     UpstreamMalformedError,
     UpstreamStatusError,
 )
 from modelyard.local.manager import LocalModelManager
-from modelyard.providers._http import retry_after_from_headers, translate_exception
+from modelyard.providers._http import SSEEvent, iter_sse, retry_after_from_headers, translate_exception
 from modelyard.scrub import scrub
 from modelyard.transport import Lease, Response, Transport, TransportPlan, plan_transport
 from modelyard.types import (
@@ -42,7 +43,7 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth", "coalesce"]
+__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth", "coalesce", "translated_stream"]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -291,6 +292,39 @@ class Provider(ABC):
         if isinstance(err, str):
             return err, None, None
         return str(body)[:500], None, None
+
+
+async def translated_stream(
+    provider: Provider,
+    resp: Response,
+    model: str,
+    feed: Callable[[SSEEvent], list[ChatChunk]],
+    done: Callable[[], bool] = lambda: False,
+) -> AsyncIterator[ChatChunk]:
+    """The chunks of a stream in another wire format: ``feed`` turns one server-sent event into
+    chunks. The chunks of one read go out together (:func:`coalesce`); a malformed event or an
+    in-band error is raised after the chunks that came before it; ``done`` ends the stream early."""
+    async for batch in iter_sse(resp, provider=provider.name, model=model):
+        chunks: list[ChatChunk] = []
+        failed: Exception | None = None
+        for event in batch:
+            try:
+                chunks += feed(event)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                failed = provider.malformed(f"malformed stream event from {model!r}: {event.data[:200]!r}", model)
+                failed.__cause__ = exc
+                break
+            except ModelyardError as exc:
+                failed = exc
+                break
+            if done():
+                break
+        for chunk in coalesce(chunks):
+            yield chunk
+        if failed is not None:
+            raise failed
+        if done():
+            return
 
 
 def _plain(chunk: ChatChunk) -> ChoiceDelta | None:

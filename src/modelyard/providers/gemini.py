@@ -36,12 +36,11 @@ import orjson
 from modelyard.config.schema import GeminiProviderConfig
 from modelyard.errors import (
     InvalidRequestError,
-    ModelyardError,
     UpstreamConnectionError,
     UpstreamStatusError,
 )
-from modelyard.providers._http import iter_sse, retry_after_from_headers
-from modelyard.providers.base import CallOptions, Provider, classify_error_message, coalesce
+from modelyard.providers._http import SSEEvent, retry_after_from_headers
+from modelyard.providers.base import CallOptions, Provider, classify_error_message, translated_stream
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -798,6 +797,15 @@ class GeminiProvider(Provider):
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         decoder = StreamDecoder(model=upstream_model, provider=self.name)
+
+        def feed(event: SSEEvent) -> list[ChatChunk]:
+            data = orjson.loads(event.data)
+            if not isinstance(data, dict):
+                raise TypeError("event is not an object")
+            if isinstance(data.get("error"), dict):
+                raise self._inband_error(data, upstream_model)
+            return decoder.feed(data)
+
         async with self.request(
             "POST",
             self.url(upstream_model, "streamGenerateContent"),
@@ -806,31 +814,8 @@ class GeminiProvider(Provider):
             body=encode_request(request, upstream_model),
             params={"alt": "sse"},
         ) as resp:
-            async for batch in iter_sse(resp, provider=self.name, model=upstream_model):
-                chunks: list[ChatChunk] = []
-                failed: Exception | None = None
-                for event in batch:
-                    try:
-                        data = orjson.loads(event.data)
-                        if not isinstance(data, dict):
-                            raise TypeError("event is not an object")
-                        if isinstance(data.get("error"), dict):
-                            raise self._inband_error(data, upstream_model)
-                        chunks += decoder.feed(data)
-                    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
-                        failed = self.malformed(
-                            f"malformed stream event from {upstream_model!r}: {event.data[:200]!r}",
-                            upstream_model,
-                        )
-                        failed.__cause__ = exc
-                        break
-                    except ModelyardError as exc:  # an in-band error: after what came before it
-                        failed = exc
-                        break
-                for chunk in coalesce(chunks):  # the chunks of one read go out together
-                    yield chunk
-                if failed is not None:
-                    raise failed
+            async for chunk in translated_stream(self, resp, upstream_model, feed):
+                yield chunk
         if not decoder.finished:
             raise UpstreamConnectionError(
                 f"{self.name}: stream from {upstream_model!r} ended before the answer was complete",

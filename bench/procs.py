@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -157,6 +157,19 @@ def pause(proc: subprocess.Popen[bytes]) -> None:
 def resume(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def paused(others: Iterable[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """Pause (SIGSTOP) ``others`` for the block, so idle neighbours cost the one measured nothing."""
+    stopped = list(others)
+    for p in stopped:
+        pause(p)
+    try:
+        yield
+    finally:
+        for p in stopped:
+            resume(p)
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -251,17 +250,9 @@ def start_timeout(name: str) -> float:
     return START_TIMEOUT[name.split("-")[0]]
 
 
-@contextlib.contextmanager
-def alone(t: Target, targets: list[Target]) -> Iterator[None]:
+def alone(t: Target, targets: list[Target]) -> contextlib.AbstractContextManager[None]:
     """Pause (SIGSTOP) every other started target while ``t`` is measured, so idle neighbours cost nothing."""
-    others = [o.proc for o in targets if o is not t and o.proc is not None and o.ok]
-    for p in others:
-        procs.pause(p)
-    try:
-        yield
-    finally:
-        for p in others:
-            procs.resume(p)
+    return procs.paused(o.proc for o in targets if o is not t and o.proc is not None and o.ok)
 
 
 Runs = dict[str, dict[str, list[dict[str, Any]]]]

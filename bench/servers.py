@@ -243,16 +243,9 @@ def run_loadgen(s: Server, conns: int, stream: bool, args: argparse.Namespace, l
         return {"error": f"load generator failed (exit {out.returncode}); see {logdir / 'loadgen.log'}"}
 
 
-@contextlib.contextmanager
-def alone(s: Server, servers: list[Server]) -> Any:
-    others = [o.target.proc for o in servers if o is not s and o.target.proc is not None]
-    for p in others:
-        procs.pause(p)
-    try:
-        yield
-    finally:
-        for p in others:
-            procs.resume(p)
+def alone(s: Server, servers: list[Server]) -> contextlib.AbstractContextManager[None]:
+    """Pause every other server while ``s`` is measured."""
+    return procs.paused(o.target.proc for o in servers if o is not s and o.target.proc is not None)
 
 
 def run_matrix(servers: list[Server], args: argparse.Namespace, logdir: Path) -> dict[str, Any]:

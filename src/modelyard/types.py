@@ -214,6 +214,22 @@ class ChoiceDelta:
     #: an encrypted reasoning block (Anthropic ``redacted_thinking`` ``data``), whole
     redacted_reasoning: str | None = None
 
+    def only_text(self) -> bool:
+        """True when this delta is nothing but answer text for choice 0 (what streams are mostly
+        made of: such deltas may be merged, and are framed from prebuilt bytes)."""
+        return bool(
+            self.content
+            and not self.index
+            and self.role is None
+            and self.tool_calls is None
+            and self.finish_reason is None
+            and self.logprobs is None
+            and self.refusal is None
+            and self.reasoning is None
+            and self.reasoning_signature is None
+            and self.redacted_reasoning is None
+        )
+
     def has_output(self) -> bool:
         """True when this delta carries something the client will see as an answer (the first
         token is the first content, reasoning or tool-call delta: contracts "First token")."""

@@ -243,9 +243,6 @@ async def iter_sse_data(resp: Response) -> AsyncIterator[list[bytes]]:
     async for blocks in _event_blocks(resp):
         batch: list[bytes] = []
         for block in blocks:
-            if block[:5] == b"data:" and b"\n" not in block:
-                batch.append(block[6:] if block[5:6] == b" " else block[5:])
-                continue
             data = _fields(block)[1]
             if data:
                 batch.append(data[0] if len(data) == 1 else b"\n".join(data))

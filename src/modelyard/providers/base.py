@@ -43,7 +43,16 @@ from modelyard.types import (
     UpstreamModel,
 )
 
-__all__ = ["FORWARDED", "TRACEPARENT", "CallOptions", "Provider", "ProviderHealth", "coalesce", "translated_stream"]
+__all__ = [
+    "FORWARDED",
+    "TRACEPARENT",
+    "CallOptions",
+    "Provider",
+    "ProviderHealth",
+    "coalesce",
+    "together",
+    "translated_stream",
+]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -319,11 +328,12 @@ async def translated_stream(
                 break
             if done():
                 break
-        for chunk in coalesce(chunks):
+        ended = done()
+        for chunk in coalesce(chunks, ending=ended):
             yield chunk
         if failed is not None:
             raise failed
-        if done():
+        if ended:
             return
 
 
@@ -332,26 +342,21 @@ def _plain(chunk: ChatChunk) -> ChoiceDelta | None:
     if chunk.usage is not None or len(chunk.choices) != 1:
         return None
     d = chunk.choices[0]
-    if (
-        d.index
-        or not d.content
-        or d.role is not None
-        or d.tool_calls
-        or d.finish_reason is not None
-        or d.logprobs is not None
-        or d.refusal is not None
-        or d.reasoning is not None
-        or d.reasoning_signature is not None
-        or d.redacted_reasoning is not None
-    ):
-        return None
-    return d
+    return d if d.only_text() else None
 
 
-def coalesce(chunks: list[ChatChunk]) -> list[ChatChunk]:
+def together(chunks: list[ChatChunk], *, ending: bool = False) -> list[ChatChunk]:
+    """Mark the chunks of one upstream read ``more`` so the front end writes them in one go: all
+    but the last, or all of them when the stream ends right after (the end flushes them)."""
+    for chunk in chunks if ending else chunks[:-1]:
+        chunk.more = True
+    return chunks
+
+
+def coalesce(chunks: list[ChatChunk], *, ending: bool = False) -> list[ChatChunk]:
     """The chunks one upstream read produced, with consecutive plain-text chunks of choice 0 merged
     into one (they arrived at the same instant: one delta costs one encode and one write, not N),
-    the chunks but the last marked ``more`` (the front end writes them together)."""
+    marked to go out together (:func:`together`)."""
     if len(chunks) > 1:
         out: list[ChatChunk] = []
         texts: list[str] = []
@@ -367,9 +372,7 @@ def coalesce(chunks: list[ChatChunk]) -> list[ChatChunk]:
         if len(texts) > 1:
             out[-1].choices[0].content = "".join(texts)
         chunks = out
-        for chunk in chunks[:-1]:
-            chunk.more = True
-    return chunks
+    return together(chunks, ending=ending)
 
 
 def classify_error_message(message: str) -> str | None:

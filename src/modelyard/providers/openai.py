@@ -18,7 +18,7 @@ import orjson
 from modelyard.config.schema import OpenAIProviderConfig
 from modelyard.errors import ModelyardError, UpstreamConnectionError, UpstreamError, UpstreamStatusError
 from modelyard.providers._http import iter_sse_data
-from modelyard.providers.base import CallOptions, Provider, classify_error_message
+from modelyard.providers.base import CallOptions, Provider, classify_error_message, together
 from modelyard.types import (
     ChatChunk,
     ChatRequest,
@@ -363,13 +363,15 @@ class OpenAIProvider(Provider):
                     found = scan_chunk(data) if scan and not done else None
                     if found is not None:
                         raws.append(raw)
+                        seen.add(0)
                         if found[0]:
                             texts.append(found[0])
-                        done = found[1]
+                        if found[1]:
+                            done = True
+                            finished.add(0)
                         continue
                     if raws:
                         out.append(self._passthrough(raws, texts, done, upstream_model))
-                        seen.add(0)
                         raws, texts = [], []
                     try:
                         chunk = self._decode(data, upstream_model)
@@ -383,12 +385,7 @@ class OpenAIProvider(Provider):
                     out.append(chunk)
                 if raws:
                     out.append(self._passthrough(raws, texts, done, upstream_model))
-                    seen.add(0)
-                if done:
-                    finished.add(0)
-                for chunk in out if ended else out[:-1]:
-                    chunk.more = True  # the chunks of one read go out together (with the end, if it came)
-                for chunk in out:
+                for chunk in together(out, ending=ended):
                     yield chunk
                 if failed is not None:
                     raise failed
@@ -402,8 +399,7 @@ class OpenAIProvider(Provider):
             )
 
     def _passthrough(self, raws: list[bytes], texts: list[str], done: bool, model: str) -> ChatChunk:
-        text = texts[0] if len(texts) == 1 else "".join(texts) if texts else None
-        return ChatChunk.passthrough(raws, model, merged, text=text, finished=done)
+        return ChatChunk.passthrough(raws, model, merged, text="".join(texts) if texts else None, finished=done)
 
     def _decode(self, data: Any, upstream_model: str) -> ChatChunk:
         """A parsed stream chunk in the internal shape (an error chunk raises it)."""

@@ -153,12 +153,9 @@ class _Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._buffer[:nbytes])
-
-    def data_received(self, data: bytes | memoryview) -> None:
         self._got_bytes = True
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(self._buffer[:nbytes])
         except httptools.HttpParserError as exc:
             self._fail(ResponseCutOff(f"the upstream sent a malformed HTTP response ({exc})"))
             self.close()

@@ -650,18 +650,7 @@ class ChunkEncoder:
         """The frame for ``c`` (``model``: another name than the stream's, for a continuation)."""
         if model is None and c.usage is None and c.system_fingerprint is None and len(c.choices) == 1:
             d = c.choices[0]
-            if (
-                d.content
-                and not d.index
-                and d.role is None
-                and d.tool_calls is None
-                and d.finish_reason is None
-                and d.logprobs is None
-                and d.refusal is None
-                and d.reasoning is None
-                and d.reasoning_signature is None
-                and d.redacted_reasoning is None
-            ):
+            if d.only_text():
                 return self._text_head + orjson.dumps(d.content) + _TEXT_TAIL
         return encode_chunk(c, model or self._model, chunk_id=self._id, created=self._created, cost_usd=cost_usd)
 

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from modelyard.storage import Database
+from modelyard.storage.migrate import migrate
 from modelyard.storage.records import RequestRecord
 from modelyard.storage.tables import usage_attempts, usage_requests
 from modelyard.storage.usage import UsageStore, _sqlite_chunks
@@ -51,6 +53,40 @@ def test_sqlite_inserts_take_few_statement_sizes() -> None:
             sizes |= {n for _, n in chunks if columns == 30}
     assert sizes == {1, 2, 4, 8, 16, 32, 64}
     assert len(_sqlite_chunks(37, 30)) == 3  # 32 + 4 + 1
+
+
+async def test_sqlite_file_batches_go_through_the_direct_connection(tmp_path: Path) -> None:
+    """A usage batch on a SQLite file is one transaction on the writer's own connection and thread
+    (storage.sqlite_direct), not a trip to aiosqlite's thread per statement (which fell behind the
+    traffic under load); the engine runs none of its inserts, and the rows and rollup marks land."""
+    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+    await migrate(db)
+    seen: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    try:
+        store = UsageStore(db)
+        reqs = [request(i) for i in range(500)]
+        await store.insert(reqs, [attempt(r) for r in reqs])
+        assert await store.count() == (500, 500)
+        assert not [s for s in seen if "INSERT" in s.upper()]
+        assert db.direct is not None and db.direct.path == str(tmp_path / "u.db")
+        async with db.engine.connect() as conn:
+            dirty = (await conn.exec_driver_sql("SELECT count(*) FROM usage_rollup_dirty")).scalar_one()
+        assert dirty >= 1
+    finally:
+        await db.aclose()
+
+
+async def test_sqlite_in_memory_has_no_direct_connection() -> None:
+    db = Database("sqlite:///:memory:")
+    try:
+        await migrate(db)
+        assert db.direct is None
+        store = UsageStore(db)
+        await store.insert([request(1)], [attempt(request(1))])
+        assert await store.count() == (1, 1)
+    finally:
+        await db.aclose()
 
 
 async def test_insert_of_odd_sized_batches_writes_every_row(db: Database) -> None:

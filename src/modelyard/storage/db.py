@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from sqlalchemy.sql.dml import Insert
 from modelyard.errors import ConfigError
 from modelyard.storage.aio import AsyncConnection, AsyncEngine, create_async_engine
 from modelyard.storage.sketch import install_sqlite_functions
+from modelyard.storage.sqlite_direct import SqliteDirect
 
 __all__ = ["Database", "async_url", "placeholders"]
 
@@ -122,6 +124,8 @@ class Database:
                 pool_recycle=1800,
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        #: SQLite on a file: a plain connection on its own thread for batched writes (storage.sqlite_direct)
+        self.direct: SqliteDirect | None = None
         if self.dialect == "sqlite":
             self._install_sqlite_hooks(memory=_is_memory(self.url), busy_timeout_ms=sqlite_busy_timeout_ms)
         self._closed = False
@@ -137,8 +141,7 @@ class Database:
     def _install_sqlite_hooks(self, *, memory: bool, busy_timeout_ms: int) -> None:
         sync_engine = self.engine.sync_engine
 
-        @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        def configure(dbapi_connection: Any) -> None:
             # SQLAlchemy, not the sqlite3 module, decides when a transaction begins (see _on_begin)
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -151,7 +154,15 @@ class Database:
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
                 cursor.close()
+
+        @event.listens_for(sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            configure(dbapi_connection)
             install_sqlite_functions(dbapi_connection)  # ln and ceil, for the usage rollups
+
+        if not memory and not self.url.query:  # the usage writer's batches: one trip to a thread each
+            path = os.path.abspath(str(self.url.database))  # what SQLAlchemy's sqlite dialect opens
+            self.direct = SqliteDirect(path, configure, busy_timeout_ms)
 
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -202,6 +213,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self.direct is not None:
+            await self.direct.aclose()
         await self.engine.dispose()
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -95,31 +95,32 @@ class UsageStore:
         """
         if not requests and not attempts:
             return
-        async with self.db.begin_write() as conn:
-            style = conn.dialect.paramstyle
-            hours: set[Any] = set()
+        tables = [
+            (table, names, [self._values(r, names) for r in records])
             for table, names, records in (
                 ("usage_requests", REQUEST_FIELDS, requests),
                 ("usage_attempts", ATTEMPT_FIELDS, attempts),
-            ):
-                if not records:
-                    continue
-                rows = [self._values(r, names) for r in records]
-                if table == "usage_requests":
-                    hours = self._hours(rows)
-                if self.db.is_sqlite:
-                    # Many rows per statement: sqlite3's executemany gives up the GIL and takes it back
-                    # for every row, and under load (the event loop holding the GIL) each hand-over
-                    # waits for the interpreter's switch interval; one statement binds many rows at once.
-                    for start, size in _sqlite_chunks(len(rows), len(names)):
-                        part = rows[start : start + size]
-                        sql = _insert_rows_sql(table, names, size)
-                        await conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part)))
+            )
+            if records
+        ]
+        marks: list[tuple[Any, int]] = []
+        if requests:  # the hours these records fall in are to be rolled up (again)
+            gen = self.rollups.new_gen()
+            marks = [(h, gen) for h in sorted(self._hours(tables[0][2]))]
+        direct = self.db.direct
+        if direct is not None:  # SQLite on a file: the whole transaction in one trip to a thread
+            await direct.write(functools.partial(_insert_sqlite, tables, marks, self.rollups.mark_sql("qmark")))
+            return
+        async with self.db.begin_write() as conn:
+            style = conn.dialect.paramstyle
+            for table, names, rows in tables:
+                if self.db.is_sqlite:  # in memory
+                    for sql, params in _sqlite_statements(table, names, rows):
+                        await conn.exec_driver_sql(sql, params)
                 else:
                     await conn.exec_driver_sql(_insert_sql(table, names, style), rows)
-            if requests:  # the hours these records fall in are to be rolled up (again)
-                gen = self.rollups.new_gen()
-                await conn.exec_driver_sql(self.rollups.mark_sql(style), [(h, gen) for h in sorted(hours)])
+            if marks:
+                await conn.exec_driver_sql(self.rollups.mark_sql(style), marks)
 
     def _hours(self, rows: list[tuple[Any, ...]]) -> set[Any]:
         """The hours (as stored) of prepared usage_requests rows."""
@@ -552,6 +553,33 @@ def _sqlite_chunks(rows: int, columns: int) -> list[tuple[int, int]]:
             start += size
         size >>= 1
     return chunks
+
+
+def _sqlite_statements(
+    table: str, names: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """The multi-row inserts of ``rows`` into ``table`` (SQLite).
+
+    Many rows per statement: sqlite3's executemany gives up the GIL and takes it back for every row,
+    and under load (the event loop holding the GIL) each hand-over waits for the interpreter's switch
+    interval; one statement binds many rows at once."""
+    for start, size in _sqlite_chunks(len(rows), len(names)):
+        part = rows[start : start + size]
+        yield _insert_rows_sql(table, names, size), tuple(itertools.chain.from_iterable(part))
+
+
+def _insert_sqlite(
+    tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]],
+    marks: list[tuple[Any, int]],
+    mark_sql: str,
+    conn: sqlite3.Connection,
+) -> None:
+    """The usage inserts on a plain sqlite3 connection, inside the caller's transaction."""
+    for table, names, rows in tables:
+        for sql, params in _sqlite_statements(table, names, rows):
+            conn.execute(sql, params)
+    if marks:
+        conn.executemany(mark_sql, marks)
 
 
 @functools.cache

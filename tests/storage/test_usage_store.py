@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import random
 import statistics
-from pathlib import Path
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select

@@ -25,7 +25,7 @@ OFFLOAD_BYTES = 1 << 20
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
         raise too_large(limit)
     receive = request.receive
     message = await receive()

@@ -88,7 +88,7 @@ class RequestGuard:
         """The cheap checks on the request head; an error to answer with, or None."""
         policy = self.policy(config)
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > policy.max_body:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > policy.max_body:
             return too_large(policy.max_body)
         if not policy.keyless or scope["path"] in _EXEMPT:
             return None

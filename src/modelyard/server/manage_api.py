@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["manage_router"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
+#: the largest revision id (a 64-bit integer column): beyond it a value is a 4xx, not a database error
+_REVISION_MAX = 2**63 - 1
 
 
 class _In(BaseModel):
@@ -49,13 +51,13 @@ class _In(BaseModel):
 
 class Based(_In):
     #: the revision this change is based on (or send If-Match: <id>)
-    base_revision: int | None = Field(None, ge=1)
+    base_revision: int | None = Field(None, ge=1, le=_REVISION_MAX)
 
 
 class EntryIn(_In):
     name: str = Field(pattern=_NAME, description="the new provider's, model's or route's name")
     config: dict[str, Any] = Field(description="its configuration, exactly as under providers/models/routes in YAML")
-    base_revision: int | None = Field(None, ge=1)
+    base_revision: int | None = Field(None, ge=1, le=_REVISION_MAX)
     message: str = Field("", max_length=500)
 
 
@@ -235,7 +237,7 @@ def _base(if_match: str | None, body_base: int | None) -> int:
         return body_base
     if if_match:
         value = if_match.strip().removeprefix("W/").strip('"').strip()
-        if value.isdigit():
+        if value.isascii() and value.isdigit() and int(value) <= _REVISION_MAX:
             return int(value)
         raise InvalidRequestError("If-Match must be a revision id, for example If-Match: 12", param="If-Match")
     raise PreconditionRequiredError(
@@ -324,7 +326,9 @@ def manage_router(gw: AppState) -> APIRouter:
 
     @router.get("/config/revisions", summary="Config revisions, newest first", response_model=RevisionsOut)
     async def revisions(
-        limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, ge=1), m: ConfigManager = M
+        limit: int = Query(50, ge=1, le=500),
+        before: int | None = Query(None, ge=1, le=_REVISION_MAX),
+        m: ConfigManager = M,
     ) -> dict[str, Any]:
         active = m.revision.id if m.revision else None
         return {
@@ -339,7 +343,7 @@ def manage_router(gw: AppState) -> APIRouter:
         summary="One revision, with its diff against its parent and the active one",
         response_model=RevisionDetailOut,
     )
-    async def revision(revision_id: int, m: ConfigManager = M) -> dict[str, Any]:
+    async def revision(revision_id: int = Path(ge=1, le=_REVISION_MAX), m: ConfigManager = M) -> dict[str, Any]:
         from modelyard.management.document import diff
 
         rev = await m.get(revision_id)
@@ -586,7 +590,7 @@ def manage_router(gw: AppState) -> APIRouter:
     ) -> StreamingResponse:
         m, who = pair  # an org admin gets its own organisation's events only
         last = request.headers.get("last-event-id")
-        start = after if after is not None else (int(last) if last and last.isdigit() else None)
+        start = after if after is not None else (int(last) if last and last.isascii() and last.isdigit() else None)
 
         async def body() -> Any:
             yield b": modelyard admin events\n\n"
@@ -654,7 +658,7 @@ def _crud(router: APIRouter, section: str, M: Any, IfMatch: Any, views: Any) -> 
         request: Request,
         name: str,
         force: bool = Query(False, description="also remove it from whatever uses it"),
-        base_revision: int | None = Query(None, ge=1),
+        base_revision: int | None = Query(None, ge=1, le=_REVISION_MAX),
         if_match: str | None = IfMatch,
         m: ConfigManager = M,
     ) -> Response:

@@ -42,12 +42,14 @@ class SqliteDirect:
         #: touched only on the executor's thread
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._used = False
 
     async def write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """``fn(connection)`` in one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), on the
         connection's thread.  If the caller is cancelled, the transaction still runs to its end."""
         if self._closed:
             raise RuntimeError("the database is closed")
+        self._used = True
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -89,5 +91,6 @@ class SqliteDirect:
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._drop)
+        if self._used:  # else no thread was ever started
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._drop)
         self._executor.shutdown(wait=False)

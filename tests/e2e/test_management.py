@@ -326,7 +326,7 @@ def test_revisions_list_get_and_diff(gateway: ServerProcess) -> None:
 
 
 def test_out_of_range_revision_ids_are_4xx_not_5xx(gateway: ServerProcess) -> None:
-    """A revision id beyond a 64-bit integer (found by the schema fuzzer: SQLite cannot bind it)
+    """A revision id beyond its column (found by the schema fuzzer: the database cannot bind it)
     is a clear 4xx wherever one is accepted: the listing's cursor, the path, If-Match, base_revision."""
     huge = str(2**70)
     for path in (f"/config/revisions?before={huge}", f"/config/revisions/{huge}"):

@@ -45,6 +45,16 @@ async def test_create_key_shows_the_plaintext_once_and_stores_only_its_hash(
     assert second != plaintext
 
 
+async def test_rate_limits_up_to_the_admin_apis_maximum_are_stored(db: Database) -> None:
+    """The admin API accepts rpm/tpm up to 10^12 (a huge tpm means "no token limit"); the columns
+    were 32-bit on PostgreSQL, where such a key was a 500 (migration 0010 widens them)."""
+    keys = KeyStore(db)
+    org = await keys.create_org("Acme")
+    plaintext, key = await keys.create_key(org.id, "big", rpm=10**12, tpm=10_000_000_000)
+    found = await keys.verify(plaintext)
+    assert found is not None and (found.rpm, found.tpm) == (10**12, 10_000_000_000) == (key.rpm, key.tpm)
+
+
 async def test_verify_ok_unknown_malformed_revoked_expired(db: Database) -> None:
     keys = KeyStore(db)
     org = await keys.create_org("Acme", org_id="acme")

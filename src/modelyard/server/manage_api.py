@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["manage_router"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
-#: the largest revision id (a 64-bit integer column): beyond it a value is a 4xx, not a database error
-_REVISION_MAX = 2**63 - 1
+#: the largest revision id (a 32-bit integer column on PostgreSQL): beyond it a 4xx, not a database error
+_REVISION_MAX = 2**31 - 1
 
 
 class _In(BaseModel):

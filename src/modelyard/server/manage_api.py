@@ -88,7 +88,7 @@ class ValidateIn(_In):
 
 class RollbackIn(Based):
     revision: int | None = Field(
-        None, ge=1, description="the revision to go back to (default: the active one's parent)"
+        None, ge=1, le=_REVISION_MAX, description="the revision to go back to (default: the active one's parent)"
     )
 
 

@@ -33,10 +33,8 @@ from modelyard.routing.health import HealthMonitor
 from modelyard.server.errors import error_response, unexpected_error_handler
 from modelyard.server.guard import BodyLimit, RequestGuard
 from modelyard.server.local_api import LocalStatus, add_local_routes
-from modelyard.server.messages_api import MessagesHandlers
 from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
-from modelyard.server.responses_api import ResponsesHandlers
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
 
@@ -373,7 +371,9 @@ def create_app(gw: AppState) -> FastPath:
 
         from modelyard.server.docs import add_docs
         from modelyard.server.errors import http_exception_handler, modelyard_error_handler, request_validation_handler
+        from modelyard.server.messages_api import MessagesHandlers
         from modelyard.server.openapi import install_openapi
+        from modelyard.server.responses_api import ResponsesHandlers
         from modelyard.server.sections import LazyRouters
 
         app = FastAPI(

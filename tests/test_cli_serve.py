@@ -41,6 +41,8 @@ def test_the_options_typer_would_read(args: list[str], expected: dict[str, Any])
         ["--workers", "0"],  # min=1
         ["--watch=yes"],
         ["--config="],
+        ["-c=m.yaml"],
+        ["-cm.yaml"],
         ["extra"],
         ["--unknown", "1"],
     ],

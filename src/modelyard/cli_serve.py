@@ -14,7 +14,9 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ConfigError
@@ -26,17 +28,19 @@ if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner
 
 __all__ = ["console", "parse_serve_args", "serve"]
 
-#: ``modelyard serve`` options: name -> (keyword, converter); a flag has no converter
-_OPTIONS: dict[str, tuple[str, Any]] = {
-    "--config": ("config", Path),
-    "-c": ("config", Path),
-    "--host": ("host", str),
-    "--port": ("port", int),
-    "--workers": ("workers", int),
-    "--log-level": ("log_level", str),
-    "--watch": ("watch", None),
-    "--no-watch": ("watch", None),
-}
+#: ``modelyard serve`` options: name -> (keyword of :func:`serve`, converter); a flag has no converter
+_OPTIONS: Mapping[str, tuple[str, Callable[[str], Any] | None]] = MappingProxyType(
+    {
+        "--config": ("config", Path),
+        "-c": ("config", Path),
+        "--host": ("host", str),
+        "--port": ("port", int),
+        "--workers": ("workers", int),
+        "--log-level": ("log_level", str),
+        "--watch": ("watch", None),
+        "--no-watch": ("watch", None),
+    }
+)
 
 
 def parse_serve_args(args: list[str]) -> dict[str, Any] | None:
@@ -48,8 +52,8 @@ def parse_serve_args(args: list[str]) -> dict[str, Any] | None:
     while i < len(args):
         name, eq, value = args[i].partition("=")
         option = _OPTIONS.get(name)
-        if option is None:
-            return None
+        if option is None or (eq and not name.startswith("--")):
+            return None  # unknown, or -c=x (Click reads "=x"): Typer's reading
         keyword, convert = option
         if convert is None:
             if eq:

@@ -89,7 +89,7 @@ def _timed(cmd: list[str]) -> tuple[float, int, str]:
     return (time.perf_counter() - t0) * 1000, out.returncode, out.stderr
 
 
-SERVE_IMPORTS = "import modelyard.cli, modelyard.server.factory, uvicorn"
+SERVE_IMPORTS = "import modelyard.cli, modelyard.cli_serve, modelyard.server.factory, uvicorn"
 
 
 def _imports(trace: str) -> list[tuple[int, int, str]]:

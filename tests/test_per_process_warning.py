@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelyard.cli import _per_process_warning
+from modelyard.cli_serve import _per_process_warning
 from modelyard.config import parse_config
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.cli_remote import KeyEnvOpt, Remote, RemoteError, UrlOpt
-from modelyard.cli_remote import console as _console
+from modelyard.cli_serve import console as _console
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from modelyard.cli_serve import console
+
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 __all__ = ["Remote", "config_remote", "providers_app", "remote_models", "routes_app"]
 
@@ -81,17 +83,6 @@ class Remote:
     def active(self) -> int:
         _, head = self.call("GET", "/config")
         return int(head["etag"].strip('"'))
-
-
-def console(*, stderr: bool = False) -> Console:
-    """Rich output for every command; when not on a terminal (a pipe, a log, CI) lines are never
-    wrapped, so an error stays one line a program (or grep) can read."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, soft_wrap=True, width=10_000)
 
 
 def _run(fn: Any) -> None:

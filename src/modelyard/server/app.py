@@ -12,17 +12,15 @@ import gc
 import hmac
 import logging
 import signal
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
 from wsgiref.simple_server import WSGIServer
 
 import orjson
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from prometheus_client import start_http_server
 from pydantic import SecretStr
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,24 +30,18 @@ from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.observability.tracing import make_tracing
 from modelyard.routing.health import HealthMonitor
-from modelyard.server.docs import add_docs
-from modelyard.server.errors import (
-    error_response,
-    http_exception_handler,
-    modelyard_error_handler,
-    request_validation_handler,
-    unexpected_error_handler,
-)
+from modelyard.server.errors import error_response, unexpected_error_handler
 from modelyard.server.guard import BodyLimit, RequestGuard
-from modelyard.server.local_api import add_local_routes
-from modelyard.server.messages_api import MessagesHandlers
+from modelyard.server.local_api import LocalStatus, add_local_routes
 from modelyard.server.openai_api import OpenAIHandlers
-from modelyard.server.openapi import install_openapi
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
-from modelyard.server.responses_api import ResponsesHandlers
-from modelyard.server.sections import LazyRouters
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelyard.server.sections import LazyRouters
 
 __all__ = ["AppState", "create_app"]
 
@@ -166,24 +158,50 @@ class FastPath:
     Every request first passes the :class:`~modelyard.server.guard.RequestGuard` (body size,
     authentication before a management body is read, the no-key Host/Origin/Content-Type rules).
 
+    The FastAPI app (every other endpoint, the OpenAPI documents) is built on the first request
+    that needs it, or the first read of :attr:`app`: importing FastAPI and building its routes is
+    about a fifth of a cold start (issue #20), and the hot endpoints and the lifespan (served here,
+    as Starlette's router serves it) do not need it.
+
     A hot request whose client leaves before its answer starts is cancelled (the connection
     protocol cancels the task, see :mod:`modelyard.server.protocol`); it ends here quietly.
     """
 
     def __init__(
-        self, app: FastAPI, routes: dict[tuple[str, str], Handler], gw: AppState, more: LazyRouters | None = None
+        self,
+        build: Callable[[], tuple[FastAPI, LazyRouters]],
+        routes: dict[tuple[str, str], Handler],
+        gw: AppState,
+        lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
     ) -> None:
-        self.app = app
         self.routes = routes
-        self.state = app.state
         self.gw = gw
         self.guard = RequestGuard()
-        #: the /admin API, accounting and the dashboard: built on the first request for them (server/sections.py)
-        self.more = more
+        self.lifespan = lifespan
+        self._build = build
+        self._built: tuple[FastAPI, LazyRouters] | None = None
+
+    @property
+    def app(self) -> FastAPI:
+        """The FastAPI app of the other endpoints (built now if it is not yet)."""
+        return self._fastapi()[0]
+
+    @property
+    def more(self) -> LazyRouters:
+        """The /admin API, accounting and the dashboard: built on the first request for them (server/sections.py)."""
+        return self._fastapi()[1]
+
+    def _fastapi(self) -> tuple[FastAPI, LazyRouters]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and self.more is not None:
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+                return
+            if scope["type"] == "websocket":
                 self.more.build()
             await self.app(scope, receive, send)
             return
@@ -213,10 +231,24 @@ class FastPath:
             response = await unexpected_error_handler(request, exc)
         await response(scope, receive, send)
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan protocol, as Starlette's router serves it: start-up, then shutdown when asked."""
+        started = False
+        await receive()  # lifespan.startup
+        try:
+            async with self.lifespan(self):
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+        except BaseException:
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": traceback.format_exc()})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the hot endpoints: FastAPI, after early auth and with the body limit."""
-        if self.more is not None:
-            self.more.for_path(scope["path"])
+        self.more.for_path(scope["path"])
         services = self.gw.services
         if services is not None and self.guard.needs_early_auth(scope):
             headers = self.guard.headers(scope)
@@ -265,9 +297,10 @@ def create_app(gw: AppState) -> FastPath:
     """The ASGI app for one gateway."""
     handlers = _Handlers(gw)
     api = OpenAIHandlers(gw)
+    local = LocalStatus(gw)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
@@ -321,50 +354,73 @@ def create_app(gw: AppState) -> FastPath:
             gw.tracing.shutdown()  # exports what is left
             gw.tracing = None
 
-    app = FastAPI(
-        title="modelyard",
-        version=_version(),
-        description="Self-hosted LLM gateway and model router with an OpenAI-compatible API.",
-        lifespan=lifespan,
-        docs_url=None,  # server/docs.py: the same page with assets from the package, not a CDN
-        redoc_url=None,
-    )
-    app.state.gateway = gw
-    add_docs(app)
-    install_openapi(app)
-    # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
-    chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
-    embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)
-    app.add_route("/v1/chat/completions", chat, methods=["POST"])
-    app.add_route("/chat/completions", chat, methods=["POST"])
-    responses_api = ResponsesHandlers(gw)
-    responses = cast(Callable[[Request], Awaitable[Response]], responses_api.create)
-    app.add_route("/v1/responses", responses, methods=["POST"])
-    app.add_route("/v1/responses/{response_id}", responses_api.stored, methods=["GET", "DELETE"])
-    messages_api = MessagesHandlers(gw)
-    messages = cast(Callable[[Request], Awaitable[Response]], messages_api.messages)
-    app.add_route("/v1/messages", messages, methods=["POST"])
-    app.add_route("/v1/messages/count_tokens", messages_api.count_tokens, methods=["POST"])
-    completions = cast(Callable[[Request], Awaitable[Response]], api.completions)
-    app.add_route("/v1/completions", completions, methods=["POST"])
-    app.add_route("/completions", completions, methods=["POST"])
-    app.add_route("/v1/embeddings", embeddings, methods=["POST"])
-    app.add_route("/embeddings", embeddings, methods=["POST"])
-    app.add_route("/v1/models", api.models, methods=["GET"])
-    app.add_route("/models", api.models, methods=["GET"])
-    app.add_route("/v1/models/{model_id:path}", api.model, methods=["GET"])
-    app.add_route("/models/{model_id:path}", api.model, methods=["GET"])
-    app.add_route("/metrics", handlers.metrics, methods=["GET"])
-    more = LazyRouters(app, gw)  # /admin API, accounting, dashboard: here, on first use (server/sections.py)
-    app.state.build_routes = more.build
-    app.add_route("/health", handlers.health, methods=["GET"])
-    app.add_route("/v1/status", handlers.status, methods=["GET"])
-    app.add_route("/ready", handlers.ready, methods=["GET"])
-    app.add_exception_handler(ModelyardError, modelyard_error_handler)
-    app.add_exception_handler(HTTPException, http_exception_handler)
-    app.add_exception_handler(RequestValidationError, request_validation_handler)
-    app.add_exception_handler(Exception, unexpected_error_handler)
-    add_local_routes(app, gw)
+    @asynccontextmanager
+    async def with_local_models(app: Any) -> AsyncIterator[None]:
+        async with lifespan(app):
+            await local.startup()
+            try:
+                yield
+            finally:
+                await local.shutdown()
+
+    def build() -> tuple[FastAPI, LazyRouters]:
+        """The FastAPI app of every endpoint but the hot ones (FastPath builds it on first use)."""
+        from fastapi import FastAPI
+        from fastapi.exceptions import RequestValidationError
+        from starlette.exceptions import HTTPException
+
+        from modelyard.server.docs import add_docs
+        from modelyard.server.errors import http_exception_handler, modelyard_error_handler, request_validation_handler
+        from modelyard.server.messages_api import MessagesHandlers
+        from modelyard.server.openapi import install_openapi
+        from modelyard.server.responses_api import ResponsesHandlers
+        from modelyard.server.sections import LazyRouters
+
+        app = FastAPI(
+            title="modelyard",
+            version=_version(),
+            description="Self-hosted LLM gateway and model router with an OpenAI-compatible API.",
+            docs_url=None,  # server/docs.py: the same page with assets from the package, not a CDN
+            redoc_url=None,
+        )
+        app.state.gateway = gw
+        add_docs(app)
+        install_openapi(app)
+        # Starlette runs whatever ASGI app a route returns; its type says Response (the SSE answer is not one)
+        chat = cast(Callable[[Request], Awaitable[Response]], api.chat_completions)
+        embeddings = cast(Callable[[Request], Awaitable[Response]], api.embeddings)
+        app.add_route("/v1/chat/completions", chat, methods=["POST"])
+        app.add_route("/chat/completions", chat, methods=["POST"])
+        responses_api = ResponsesHandlers(gw)
+        responses = cast(Callable[[Request], Awaitable[Response]], responses_api.create)
+        app.add_route("/v1/responses", responses, methods=["POST"])
+        app.add_route("/v1/responses/{response_id}", responses_api.stored, methods=["GET", "DELETE"])
+        messages_api = MessagesHandlers(gw)
+        messages = cast(Callable[[Request], Awaitable[Response]], messages_api.messages)
+        app.add_route("/v1/messages", messages, methods=["POST"])
+        app.add_route("/v1/messages/count_tokens", messages_api.count_tokens, methods=["POST"])
+        completions = cast(Callable[[Request], Awaitable[Response]], api.completions)
+        app.add_route("/v1/completions", completions, methods=["POST"])
+        app.add_route("/completions", completions, methods=["POST"])
+        app.add_route("/v1/embeddings", embeddings, methods=["POST"])
+        app.add_route("/embeddings", embeddings, methods=["POST"])
+        app.add_route("/v1/models", api.models, methods=["GET"])
+        app.add_route("/models", api.models, methods=["GET"])
+        app.add_route("/v1/models/{model_id:path}", api.model, methods=["GET"])
+        app.add_route("/models/{model_id:path}", api.model, methods=["GET"])
+        app.add_route("/metrics", handlers.metrics, methods=["GET"])
+        more = LazyRouters(app, gw)  # /admin API, accounting, dashboard: here, on first use (server/sections.py)
+        app.state.build_routes = more.build
+        app.add_route("/health", handlers.health, methods=["GET"])
+        app.add_route("/v1/status", handlers.status, methods=["GET"])
+        app.add_route("/ready", handlers.ready, methods=["GET"])
+        app.add_exception_handler(ModelyardError, modelyard_error_handler)
+        app.add_exception_handler(HTTPException, http_exception_handler)
+        app.add_exception_handler(RequestValidationError, request_validation_handler)
+        app.add_exception_handler(Exception, unexpected_error_handler)
+        add_local_routes(app, gw, local)
+        return app, more
+
     hot: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/chat/completions"): api.chat_completions,
         ("POST", "/chat/completions"): api.chat_completions,
@@ -373,7 +429,7 @@ def create_app(gw: AppState) -> FastPath:
         ("GET", "/v1/models"): api.models,
         ("GET", "/health"): handlers.health,
     }
-    return FastPath(app, hot, gw, more)
+    return FastPath(build, hot, gw, with_local_models)
 
 
 #: collect the youngest generation after this many net allocations (CPython's default: 700)
@@ -389,11 +445,16 @@ def tune_gc() -> None:
     exists after start-up into a generation the collector never walks again, and a higher
     threshold for the youngest generation lets request garbage (freed by reference counting
     anyway) die before a collection has to look at it.  Cycles are still collected.
+
+    No full collection first: with the collector on during start-up it found ~10 objects and took
+    about 30 ms of the cold start; ``modelyard serve`` keeps the collector off until here
+    (modelyard.cli), which leaves about 1,000 objects (~0.3 MB) of start-up cycles frozen with
+    the rest, and the collector is turned on here.
     """
-    gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    gc.enable()
 
 
 def _version() -> str:

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -112,6 +111,8 @@ async def request_validation_handler(request: Request, exc: Exception) -> Respon
     Built from each error's location and message only: the rejected input (which may be NaN, or
     large) is never echoed, so the answer always encodes.
     """
+    from fastapi.exceptions import RequestValidationError  # FastAPI is built on first use (server/app.py)
+
     assert isinstance(exc, RequestValidationError)
     errors = [e for e in exc.errors() if isinstance(e, dict)]
     if any(e.get("type") == "json_invalid" for e in errors):

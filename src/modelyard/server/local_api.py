@@ -29,13 +29,11 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -47,6 +45,8 @@ from modelyard.runtime import sync_runtime
 from modelyard.validators import check_model_name
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from modelyard.runtime import Runtime
     from modelyard.server.state import AppState
 
@@ -287,13 +287,15 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def add_local_routes(app: FastAPI, gateway: AppState, *, authorize: AdminHook | None = None) -> None:
-    """Add the local-model endpoints to ``app`` and start the managers with it.
+def add_local_routes(
+    app: FastAPI, gateway: AppState, local: LocalStatus, *, authorize: AdminHook | None = None
+) -> None:
+    """Add the local-model endpoints of ``local`` to ``app`` (the caller's lifespan starts and
+    stops ``local``: :meth:`LocalStatus.startup`, :meth:`LocalStatus.shutdown`).
 
     ``authorize`` runs before each admin action (load, unload) and raises to refuse; None means
     :func:`gateway_admin_auth` (the master key).
     """
-    local = LocalStatus(gateway)
     app.state.local_status = local
     check_admin = authorize or gateway_admin_auth(gateway)
 
@@ -336,16 +338,3 @@ def add_local_routes(app: FastAPI, gateway: AppState, *, authorize: AdminHook | 
     app.add_route("/v1/status/events", events, methods=["GET"])
     app.add_route("/admin/models/{name:path}/load", load, methods=["POST"])
     app.add_route("/admin/models/{name:path}/unload", unload, methods=["POST"])
-
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-        async with original(asgi_app) as state:
-            await local.startup()
-            try:
-                yield state
-            finally:
-                await local.shutdown()
-
-    app.router.lifespan_context = lifespan

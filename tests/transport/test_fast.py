@@ -13,6 +13,7 @@ import pytest
 
 from modelyard.errors import UpstreamConnectionError, UpstreamTimeoutError
 from modelyard.providers._http import translate_errors
+from modelyard.transport import fast
 from modelyard.transport.base import ConnectTimeout, RequestBuildError, ResponseCutOff
 from modelyard.transport.fast import HttpClient
 
@@ -322,3 +323,73 @@ async def test_unread_stream_is_not_pooled_and_bad_input_is_refused() -> None:
 
 def test_connect_timeout_is_a_timeout() -> None:
     assert issubclass(ConnectTimeout, TimeoutError)
+
+
+async def test_a_slow_reader_bounds_what_the_client_reads_ahead() -> None:
+    """An upstream that writes a big stream as fast as the socket takes it, read slowly: the client
+    buffers at most ``_HIGH_WATER`` plus one read, reads nothing more while the reader works on what
+    it took, and every byte still arrives in order (#20: slow readers)."""
+    piece = b"x" * 1000
+    total = 2000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(total):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serve(handler) as (url, _):
+        client = HttpClient()
+        resp, lease = await client.send("GET", f"{url}/s")
+        conn = resp._conn
+        chunks = resp.iter_chunks()
+        got = [await anext(chunks)]
+        async with asyncio.timeout(10):
+            while not conn._paused:  # the reader holds its piece: the socket gets paused
+                await asyncio.sleep(0.01)
+        assert conn._buffered <= fast._HIGH_WATER + fast._READ
+        got.append(await anext(chunks))  # what was buffered, in one piece
+        assert len(got[-1]) <= fast._HIGH_WATER + fast._READ
+        for _ in range(20):  # the reader has not come back: nothing more is read meanwhile
+            await asyncio.sleep(0)
+        assert conn._paused and conn._buffered == 0
+        got.extend([c async for c in chunks])
+        assert max(len(c) for c in got) <= fast._HIGH_WATER + fast._READ
+        assert b"".join(got) == piece * total
+        lease.release()
+        await client.aclose()
+
+
+async def test_a_body_that_ends_in_a_paused_read_leaves_the_connection_usable() -> None:
+    """A body whose end comes in the read that fills the buffer (the reader has not taken the
+    first read yet): the socket is paused and the message complete at once; the connection goes
+    back to the pool reading again (the next requests on it are answered)."""
+    body = b"y" * (fast._HIGH_WATER + 8192)
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            )
+            await writer.drain()
+
+    async with serve(handler) as (url, _):
+        client = HttpClient()
+        for _ in range(3):
+            async with asyncio.timeout(10):
+                resp, lease = await client.send("GET", f"{url}/s")
+                while not resp._conn._complete:  # the whole body arrives before the reader takes any
+                    await asyncio.sleep(0.01)
+                assert resp._conn._buffered > fast._HIGH_WATER
+                assert await resp.read() == body
+            lease.release()
+        await client.aclose()
+    assert connections == 1

@@ -179,23 +179,31 @@ async def _event_blocks(resp: Response) -> AsyncIterator[list[bytes]]:
     buffer = b""
     async for piece in resp.iter_chunks():
         buffer = buffer + piece if buffer else piece
+        del piece  # one copy of the read while its groups wait for the client, not two
         if b"\r" in buffer:  # "\r\n" or a lone "\r" ends a line too; a "\r" at the very end may be half a "\r\n"
             half = buffer[-1:] == b"\r"
             buffer = (buffer[:-1] if half else buffer).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if half:
                 buffer += b"\r"
-        # at most _GROUP bytes of events at a time: a big read (up to 256 KiB) is handed on in
-        # groups, each only after the client took the last (back-pressure; bounded memory per stream)
+        # at most _GROUP bytes of events at a time: a big read is handed on in groups, each only
+        # after the client took the last (back-pressure; bounded memory per stream).  The groups are
+        # taken at an offset: the rest of the piece is not copied for each group
+        start, size = 0, len(buffer)
         while True:
-            end = buffer.rfind(b"\n\n", 0, _GROUP) if len(buffer) > _GROUP else buffer.rfind(b"\n\n")
-            if end < 0:
-                end = buffer.find(b"\n\n")  # one event bigger than a group
+            if size - start > _GROUP:
+                end = buffer.rfind(b"\n\n", start, start + _GROUP)
                 if end < 0:
-                    break
-            blocks = [b for b in buffer[:end].split(b"\n\n") if b]
-            buffer = buffer[end + 2 :]
+                    end = buffer.find(b"\n\n", start)  # one event bigger than a group
+            else:
+                end = buffer.rfind(b"\n\n", start)
+            if end < 0:
+                break
+            blocks = [b for b in (buffer[start:end] if start else buffer[:end]).split(b"\n\n") if b]
+            start = end + 2
             if blocks:
                 yield blocks
+        if start:
+            buffer = buffer[start:]
     tail = buffer.replace(b"\r", b"").strip(b"\n")
     if tail:
         yield [tail]

@@ -399,7 +399,9 @@ class OpenAIProvider(Provider):
             )
 
     def _passthrough(self, raws: list[bytes], texts: list[str], done: bool, model: str) -> ChatChunk:
-        return ChatChunk.passthrough(raws, model, merged, text="".join(texts) if texts else None, finished=done)
+        text = "".join(texts) if texts else None
+        texts.clear()  # the pieces are in ``text`` now: the stream's frame does not keep a second copy
+        return ChatChunk.passthrough(raws, model, merged, text=text, finished=done)
 
     def _decode(self, data: Any, upstream_model: str) -> ChatChunk:
         """A parsed stream chunk in the internal shape (an error chunk raises it)."""

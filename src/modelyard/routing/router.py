@@ -536,7 +536,8 @@ class Router:
         validators = _validators(route, req)
         routed = await self._stream_plan(plan, req, validators, hooks, judge if validators else None)
         routed.result.choice = choice
-        if plan.fallback and (req.n or 1) == 1:
+        if plan.fallback and (req.n or 1) == 1 and any(d.config.supports_prefill for d in plan.candidates):
+            # only then is the partial answer kept (RoutedStream.chunks): it grows with the answer
             routed.continuation = self._continuation(plan, req, routed, hooks)
         return routed
 

@@ -51,19 +51,22 @@ class RoutedStream:
     _closed: bool = field(default=False)
 
     async def chunks(self) -> AsyncIterator[ChatChunk]:
-        """Every chunk, in order. A failure after content started continues or raises the original error."""
-        partial: list[str] = []
+        """Every chunk, in order. A failure after content started continues or raises the original error.
+
+        The answer's text so far is kept only when a continuation may need it (a fallback that can
+        continue a prefill): it grows with the answer, and a slow client's stream lives long."""
+        partial: list[str] | None = [] if self.continuation is not None else None
         tool_call_seen = False
         finished = False
         try:
             async for chunk in self._own_chunks():
                 if chunk.raw is not None:  # a pass-through chunk: one plain choice, read by the provider
-                    if chunk.text:
+                    if chunk.text and partial is not None:
                         partial.append(chunk.text)
                     finished = finished or chunk.finished
                 else:
                     for c in chunk.choices:
-                        if c.content:
+                        if c.content and partial is not None:
                             partial.append(c.content)
                         if c.tool_calls:
                             tool_call_seen = True
@@ -71,7 +74,7 @@ class RoutedStream:
                             finished = True
                 yield chunk
         except ModelyardError as exc:
-            if finished or tool_call_seen or self.continuation is None:
+            if finished or tool_call_seen or self.continuation is None or partial is None:
                 raise
             follow = await self.continuation(exc, "".join(partial))
             if follow is None:
@@ -92,10 +95,12 @@ class RoutedStream:
         error: BaseException | None = None
         try:
             ready = False  # the next chunk has arrived already (no stall timer needed to wait for it)
-            for chunk in self.head:
+            head, self.head = self.head, []
+            for chunk in head:
                 self._count(chunk)
                 ready = chunk.more
                 yield chunk
+            del head  # what was held back is not kept for the rest of the stream
             while True:
                 try:
                     if stall is not None and not ready:

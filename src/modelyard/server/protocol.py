@@ -13,7 +13,10 @@ This subclass adds, per connection:
   connection is closed, and the handler reading the body sees the client leave;
 - keep-alive: an idle connection is closed after ``server.keep_alive_s`` (5 s; uvicorn's own timer);
 - a request the app marked cancellable (chat, embeddings) whose client leaves before the answer
-  starts has its task cancelled: queued requests leave the queue, upstream calls stop.
+  starts has its task cancelled: queued requests leave the queue, upstream calls stop;
+- the answer's writes wait once more than ``_WRITE_HIGH`` (4 KiB) waits in user space for a client
+  that reads slowly (uvloop's default is 64 KiB, and it drains to 16 bytes before writing on): the
+  kernel's send buffer holds the rest, and a slow stream holds at most one frame more than that.
 
 The two timeouts are checked by one watchdog timer per connection, every half of the shorter one,
 so a slow client is cut off between one and one and a half timeouts.  Cost on the hot path: a few
@@ -43,6 +46,9 @@ CLIENT_GONE = "modelyard.client_gone"
 ENV_LIMITS = "MODELYARD_CONNECTION_LIMITS"
 
 _STATUS_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+#: bytes an answer may have waiting in the transport (not yet taken by the kernel) before the app's
+#: next write waits for them to drain (to a quarter of it)
+_WRITE_HIGH = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
         self._head_since = self.loop.time()  # a connection that sends nothing is a head that never ends
         lim = self.limits
         self._tick = min(lim.header_timeout_s, lim.body_timeout_s) / 2

@@ -11,7 +11,8 @@ upstream call needs, on asyncio's protocol API with httptools (the parser uvicor
 * one deadline per request (``timeout_s``: connect, send, headers and the whole body, streams
   included), plus ``connect_timeout_s`` for opening a connection;
 * ``Content-Length``, chunked and read-until-close bodies; ``gzip``/``deflate`` decoded on the fly;
-* flow control: a stream that is not read stops reading the socket (64 KiB buffered at most);
+* flow control: a stream that is not read stops reading the socket (16 KiB plus one 32 KiB read
+  buffered at most, and none while the reader still works on what it took);
 * a connection the server closed while idle is dropped from the pool as soon as the close arrives;
   an idempotent request (GET) that loses the race with such a close is sent again on a new
   connection, once, when no byte of the answer arrived.  A POST is not: the upstream may have run
@@ -52,8 +53,11 @@ __all__ = [
 #: methods sent again after a stale keep-alive failure; a POST never is (the upstream may have run it:
 #: that failure goes to the router, which retries or fails over and records the attempt)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
-#: a stream buffers at most this much before the socket is paused
-_HIGH_WATER = 64 * 1024
+#: a stream buffers at most this much (plus one read) before the socket is paused; reading resumes
+#: only when the reader has taken all of it and asks for more (so the reader's piece and the
+#: buffer are never both full: what a slow stream holds is one of them, not both).  A burst
+#: bigger than this costs one pause and resume (two cheap calls), not per chunk
+_HIGH_WATER = 16 * 1024
 #: the most one read takes from an upstream socket
 _READ = 32 * 1024
 
@@ -93,40 +97,61 @@ class UpstreamResponse:
                 raise ResponseCutOff(f"the compressed body does not decode: {exc}") from None
         return body
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The (decoded) body in the pieces it arrives in."""
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The (decoded) body in the pieces it arrives in.  The iterator keeps no reference to a
+        piece it handed out (an async generator's frame would, until the next one is asked for)."""
+        return _Chunks(self._conn) if self._decoder is None else self._decoded_chunks()
+
+    async def _decoded_chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
         decoder = self._decoder
         while True:
             chunk = await conn.next_chunk()
             if chunk is None:
-                if decoder is not None:
-                    tail = decoder.flush()
-                    if tail:
-                        yield tail
+                tail = decoder.flush()
+                if tail:
+                    yield tail
                 return
-            if decoder is not None:
-                try:
-                    chunk = decoder.decompress(chunk)
-                except zlib.error as exc:
-                    raise ResponseCutOff(f"the compressed body does not decode: {exc}") from None
-                if not chunk:
-                    continue
-            yield chunk
+            try:
+                chunk = decoder.decompress(chunk)
+            except zlib.error as exc:
+                raise ResponseCutOff(f"the compressed body does not decode: {exc}") from None
+            if chunk:
+                yield chunk
+
+
+class _Chunks:
+    """The body's pieces as they arrive (an async iterator holding nothing between pieces)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._conn.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
 
 
 class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection, one request at a time.
 
-    A buffered protocol: the event loop reads into this connection's own ``_READ``-byte buffer, so
-    one read takes at most that much (a plain protocol gets up to 256 KiB at once), which bounds
-    what a stream whose client reads slowly holds in memory (with ``_HIGH_WATER``)."""
+    A buffered protocol: the event loop reads into a ``_READ``-byte buffer, so one read takes at
+    most that much (a plain protocol gets up to 256 KiB at once), which bounds what a stream whose
+    client reads slowly holds in memory (with ``_HIGH_WATER``).  The buffer is the client's, shared
+    by its connections on one loop: the parser copies what it needs out of it in ``buffer_updated``,
+    which the loop calls right after each read, before it reads into it again."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, buffer: memoryview) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self._buffer = memoryview(bytearray(_READ))
+        self._buffer = buffer
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
@@ -225,6 +250,9 @@ class _Connection(asyncio.BufferedProtocol):
     def on_message_complete(self) -> None:
         if self._response is not None:
             self._finish()
+            if self._paused and self.transport is not None:  # nothing more to wait for: watch for a close
+                self._paused = False
+                self.transport.resume_reading()
 
     # -- request life cycle -----------------------------------------------------------------
 
@@ -279,16 +307,16 @@ class _Connection(asyncio.BufferedProtocol):
                 chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
                 self._buffered = 0
-                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return chunk
+                return chunk  # a paused socket stays paused until the reader comes back for more
             if self._complete:
                 return None
             if self._error is not None:
                 raise self._error
             if self.closed:
                 raise ResponseCutOff("the upstream connection closed before the answer was complete")
+            if self._paused and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
             self._waiter = self.loop.create_future()
             await self._waiter
 
@@ -351,6 +379,8 @@ class HttpClient:
         #: header blocks of constant mappings the caller registers (see :meth:`constant_headers`)
         self._extra_blocks: dict[int, tuple[Mapping[str, str], bytes]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: the read buffer of this client's connections on one loop (see _Connection)
+        self._read_buffer: tuple[asyncio.AbstractEventLoop, memoryview] | None = None
 
     def constant_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         """Register a mapping that will never change; its header block is then built once, not per request."""
@@ -497,10 +527,14 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         remaining = max(0.0, deadline - loop.time())
         budget = min(connect_timeout_s, remaining)
+        shared = self._read_buffer
+        if shared is None or shared[0] is not loop:  # one buffer per loop: never two reads into it at once
+            shared = self._read_buffer = (loop, memoryview(bytearray(_READ)))
+        buffer = shared[1]
         try:
             async with asyncio.timeout(budget):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: _Connection(loop, buffer),
                     pool.host,
                     pool.port,
                     ssl=pool.ssl,

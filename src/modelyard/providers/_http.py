@@ -213,6 +213,10 @@ def _fields(block: bytes) -> tuple[bytes, list[bytes]]:
     """(event name, data lines) of one event block; comments and unknown fields are skipped."""
     if block[:5] == b"data:" and b"\n" not in block:  # nearly every event: one data line
         return b"", [block[6:] if block[5:6] == b" " else block[5:]]
+    if block[:6] == b"event:" and block.count(b"\n") == 1:  # or a name and one data line (Anthropic)
+        name, line = block.split(b"\n")
+        if line[:5] == b"data:":
+            return name[7:] if name[6:7] == b" " else name[6:], [line[6:] if line[5:6] == b" " else line[5:]]
     event = b""
     data: list[bytes] = []
     for line in block.split(b"\n"):

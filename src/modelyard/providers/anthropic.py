@@ -56,7 +56,7 @@ from modelyard.errors import (
     UpstreamConnectionError,
     UpstreamStatusError,
 )
-from modelyard.providers._http import SSEEvent
+from modelyard.providers._http import SSEEvent, iter_sse
 from modelyard.providers.base import CallOptions, Provider, classify_error_message, translated_stream
 from modelyard.types import (
     ChatChunk,
@@ -522,6 +522,25 @@ class StreamTranslator:
             id=self.id, created=self.created, model=self.model, choices=[delta] if delta else [], usage=usage
         )
 
+    def more_text(self, data: dict[str, Any]) -> str | None:
+        """The text of a ``text_delta`` event (the bulk of a stream); None for any other event
+        (:meth:`feed` takes it).  :meth:`feed` makes such an event a :meth:`text_chunk`; a stream
+        merges the texts of one read into one (``translated_stream``) without those chunks."""
+        if data.get("type") != "content_block_delta":
+            return None
+        delta = data.get("delta")
+        if type(delta) is not dict or delta.get("type") != "text_delta":
+            return None
+        block = self._blocks.get(data.get("index", -1))
+        text = delta.get("text")
+        if block is None or block.kind != "text" or type(text) is not str or not text:
+            return None
+        return text
+
+    def text_chunk(self, text: str) -> ChatChunk:
+        """The chunk of answer text ``text``."""
+        return self._chunk(ChoiceDelta(content=text))
+
     def _finish(self) -> ChatChunk:
         self._finish_sent = True
         finish = decode_stop(self.stop_reason or "end_turn")
@@ -677,18 +696,22 @@ class AnthropicProvider(Provider):
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         encoded = encode_request(request, upstream_model, stream=True)
         translator = StreamTranslator(upstream_model, encoded.json_tool, provider=self.name)
+        more_text = translator.more_text
 
-        def feed(event: SSEEvent) -> list[ChatChunk]:
+        def feed(event: SSEEvent) -> list[ChatChunk] | str:
             data = orjson.loads(event.data)
             if not isinstance(data, dict):
                 raise TypeError("event data is not an object")
             data.setdefault("type", event.event)
-            return translator.feed(data)
+            return more_text(data) or translator.feed(data)
 
         async with self.request(
             "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
         ) as resp:
-            async for chunk in translated_stream(self, resp, upstream_model, feed, lambda: translator.done):
+            events = iter_sse(resp, provider=self.name, model=upstream_model)
+            async for chunk in translated_stream(
+                self, events, upstream_model, feed, translator.text_chunk, lambda: translator.done
+            ):
                 yield chunk
             if translator.done:
                 return

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -28,7 +28,7 @@ from modelyard.errors import (
     UpstreamStatusError,
 )
 from modelyard.local.manager import LocalModelManager
-from modelyard.providers._http import SSEEvent, iter_sse, retry_after_from_headers, translate_exception
+from modelyard.providers._http import SSEEvent, retry_after_from_headers, translate_exception
 from modelyard.scrub import scrub
 from modelyard.transport import Lease, Response, Transport, TransportPlan, plan_transport
 from modelyard.types import (
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+#: a server-sent event as a translated stream's ``feed`` takes it (an SSEEvent, or its data as bytes)
+E = TypeVar("E")
 
 #: the W3C ``traceparent`` of the request being served, sent with each upstream call (set by the
 #: tracer, modelyard.observability.tracing; None when tracing is off)
@@ -305,36 +307,68 @@ class Provider(ABC):
 
 async def translated_stream(
     provider: Provider,
-    resp: Response,
+    batches: AsyncIterator[list[E]],
     model: str,
-    feed: Callable[[SSEEvent], list[ChatChunk]],
-    done: Callable[[], bool] = lambda: False,
+    feed: Callable[[E], list[ChatChunk] | str],
+    text_chunk: Callable[[str], ChatChunk],
+    done: Callable[[], bool] | None = None,
 ) -> AsyncIterator[ChatChunk]:
-    """The chunks of a stream in another wire format: ``feed`` turns one server-sent event into
-    chunks. The chunks of one read go out together (:func:`coalesce`); a malformed event or an
-    in-band error is raised after the chunks that came before it; ``done`` ends the stream early."""
-    async for batch in iter_sse(resp, provider=provider.name, model=model):
+    """The chunks of a stream in another wire format, from its server-sent events (``batches``:
+    :func:`~modelyard.providers._http.iter_sse` or ``iter_sse_data``, one list per read).
+
+    ``feed`` turns one event into chunks, or into a ``str``: the event is only more answer text
+    for choice 0 (never empty), the bulk of a stream.  Consecutive texts of one read become one
+    chunk, made by ``text_chunk`` at the first of them: what :func:`coalesce` would make of one
+    chunk per text, without building those.  The chunks of one read go out together
+    (:func:`coalesce`); a malformed event or an in-band error is raised after the chunks that came
+    before it; ``done`` ends the stream early."""
+    async for batch in batches:
         chunks: list[ChatChunk] = []
+        run: ChatChunk | None = None  # the chunk of the texts in ``texts``, last in ``chunks``
+        texts: list[str] = []
         failed: Exception | None = None
         for event in batch:
             try:
-                chunks += feed(event)
+                out = feed(event)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                failed = provider.malformed(f"malformed stream event from {model!r}: {event.data[:200]!r}", model)
+                failed = provider.malformed(f"malformed stream event from {model!r}: {_excerpt(event)}", model)
                 failed.__cause__ = exc
                 break
             except ModelyardError as exc:
                 failed = exc
                 break
-            if done():
+            if isinstance(out, str):
+                if run is None:
+                    run = text_chunk(out)
+                    chunks.append(run)
+                    texts = [out]
+                else:
+                    texts.append(out)
+            else:
+                if run is not None:
+                    if len(texts) > 1:
+                        run.choices[0].content = "".join(texts)
+                    run = None
+                chunks += out
+            if done is not None and done():
                 break
-        ended = done()
+        if run is not None and len(texts) > 1:
+            run.choices[0].content = "".join(texts)
+        ended = done is not None and done()
         for chunk in coalesce(chunks, ending=ended):
             yield chunk
         if failed is not None:
             raise failed
         if ended:
             return
+
+
+def _excerpt(event: object) -> str:
+    """The start of an event's data (an SSEEvent's, or the bytes themselves), for an error message."""
+    data = event.data if isinstance(event, SSEEvent) else event
+    if isinstance(data, bytes):
+        data = data[:200].decode("utf-8", "replace")
+    return repr(data[:200]) if isinstance(data, str) else repr(data)
 
 
 def _plain(chunk: ChatChunk) -> ChoiceDelta | None:

@@ -39,7 +39,7 @@ from modelyard.errors import (
     UpstreamConnectionError,
     UpstreamStatusError,
 )
-from modelyard.providers._http import SSEEvent, retry_after_from_headers
+from modelyard.providers._http import iter_sse_data, retry_after_from_headers
 from modelyard.providers.base import CallOptions, Provider, classify_error_message, translated_stream
 from modelyard.types import (
     ChatChunk,
@@ -650,7 +650,32 @@ class StreamDecoder:
     def usage(self) -> Usage | None:
         return decode_usage(self.usage_data)
 
+    def more_text(self, data: dict[str, Any]) -> str | None:
+        """The text of an event that only continues the answer of candidate 0, already started (the
+        bulk of a stream), with the event's model version and usage noted; None for any other event
+        (:meth:`feed` takes it).  :meth:`feed` makes such an event a :meth:`text_chunk`; a stream
+        merges the texts of one read into one (``translated_stream``) without those chunks."""
+        state = self.candidates.get(0)
+        if state is None or not state.started:
+            return None
+        text = _plain_text(data.get("candidates"))
+        if not text:
+            return None
+        version = data.get("modelVersion")
+        if version and version != self.model:
+            self.model = str(version)
+        self.usage_data = data.get("usageMetadata", self.usage_data)
+        state.emitted = True
+        return text
+
+    def text_chunk(self, text: str) -> ChatChunk:
+        """The chunk of answer text ``text`` for candidate 0."""
+        return ChatChunk(self.id, self.created, self.model, [ChoiceDelta(content=text)])
+
     def feed(self, data: dict[str, Any]) -> list[ChatChunk]:
+        text = self.more_text(data)
+        if text is not None:
+            return [self.text_chunk(text)]
         if not self.id:
             self.id = str(data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}")
         version = data.get("modelVersion")
@@ -659,12 +684,6 @@ class StreamDecoder:
         if "usageMetadata" in data:
             self.usage_data = data["usageMetadata"]
         candidates = data.get("candidates") or []
-        text = _plain_text(candidates)
-        if text is not None and self.candidates:
-            state = self.candidates.get(0)
-            if state is not None and state.started:  # the common event: more text for the one candidate
-                state.emitted = True
-                return [ChatChunk(self.id, self.created, self.model, [ChoiceDelta(content=text)])]
         if not isinstance(candidates, list):
             raise ValueError("candidates is not a list")
         if not candidates or not any(s.emitted for s in self.candidates.values()):
@@ -797,14 +816,15 @@ class GeminiProvider(Provider):
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
         decoder = StreamDecoder(model=upstream_model, provider=self.name)
+        more_text = decoder.more_text
 
-        def feed(event: SSEEvent) -> list[ChatChunk]:
-            data = orjson.loads(event.data)
-            if not isinstance(data, dict):
+        def feed(raw: bytes) -> list[ChatChunk] | str:
+            data = orjson.loads(raw)  # bytes: orjson checks the UTF-8 itself
+            if type(data) is not dict:
                 raise TypeError("event is not an object")
-            if isinstance(data.get("error"), dict):
+            if "error" in data and isinstance(data["error"], dict):
                 raise self._inband_error(data, upstream_model)
-            return decoder.feed(data)
+            return more_text(data) or decoder.feed(data)
 
         async with self.request(
             "POST",
@@ -814,7 +834,8 @@ class GeminiProvider(Provider):
             body=encode_request(request, upstream_model),
             params={"alt": "sse"},
         ) as resp:
-            async for chunk in translated_stream(self, resp, upstream_model, feed):
+            # Gemini names no events: only their data is read
+            async for chunk in translated_stream(self, iter_sse_data(resp), upstream_model, feed, decoder.text_chunk):
                 yield chunk
         if not decoder.finished:
             raise UpstreamConnectionError(

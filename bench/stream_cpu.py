@@ -20,7 +20,6 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,48 +29,9 @@ import mock_upstream
 from modelyard.config.schema import AnthropicProviderConfig, GeminiProviderConfig, OpenAIProviderConfig
 from modelyard.providers import build_provider
 from modelyard.providers.base import CallOptions
+from modelyard.testing.replay import ReplayTransport
 from modelyard.types import ChatRequest, Message
 from modelyard.wire.openai import ChunkEncoder, Forwarder
-
-
-class _Replay:
-    """A response whose body is ``pieces``, one read each."""
-
-    status = 200
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-        self.headers: dict[str, str] = {"content-type": "text/event-stream"}
-
-    async def read(self) -> bytes:
-        return b"".join(self.pieces)
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        for p in self.pieces:
-            yield p
-
-
-class _Lease:
-    def release(self) -> None:
-        pass
-
-
-class _ReplayTransport:
-    """The ``Transport`` interface answering every request with the same recorded stream."""
-
-    closed = False
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    def constant_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        return headers
-
-    async def send(self, method: str, url: str, **kw: Any) -> tuple[_Replay, _Lease]:
-        return _Replay(self.pieces), _Lease()
-
-    async def aclose(self) -> None:
-        pass
 
 
 def _event_bytes(frame: bytes) -> bytes:
@@ -112,7 +72,7 @@ def _setup(kind: str, chunks: int, per_read: int) -> tuple[Any, ChatRequest]:
         config = {"kind": "gemini", "base_url": "http://127.0.0.1:9", "api_key": "k"}
     schema = {"openai": OpenAIProviderConfig, "anthropic": AnthropicProviderConfig, "gemini": GeminiProviderConfig}
     provider = build_provider(kind, schema[kind].model_validate(config))
-    provider._client = _ReplayTransport(_pieces(frames, per_read))
+    provider._client = ReplayTransport(_pieces(frames, per_read))
     return provider, ChatRequest(model="m", messages=[Message(role="user", content="hi")], stream=True)
 
 

@@ -12,7 +12,7 @@ every chunk (id, model, deltas, usage, ``more``), its frame for an OpenAI client
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -25,53 +25,16 @@ from modelyard.providers._http import _fields
 from modelyard.providers.anthropic import AnthropicProvider, StreamTranslator
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.providers.gemini import GeminiProvider, StreamDecoder
+from modelyard.testing.replay import ReplayTransport
 from modelyard.types import ChatRequest, Message
 from modelyard.wire.openai import ChunkEncoder
 
 REQUEST = ChatRequest(model="m", messages=[Message(role="user", content="hi")], stream=True)
 
 
-class _Replay:
-    status = 200
-    headers: Mapping[str, str] = {"content-type": "text/event-stream"}
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def read(self) -> bytes:
-        return b"".join(self.pieces)
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        for p in self.pieces:
-            yield p
-
-
-class _Lease:
-    def release(self) -> None:
-        pass
-
-
-class _ReplayTransport:
-    """Answers every request with the same recorded bytes, one read per piece."""
-
-    closed = False
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    def constant_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        return headers
-
-    async def send(self, method: str, url: str, **kw: Any) -> tuple[_Replay, _Lease]:
-        return _Replay(self.pieces), _Lease()
-
-    async def aclose(self) -> None:
-        pass
-
-
 async def _run(provider: Provider, pieces: list[bytes]) -> tuple[list[tuple[Any, ...]], str | None]:
     """What the stream gives: each chunk as (id, model, deltas, usage, more, frame), and the error."""
-    provider._client = _ReplayTransport(pieces)  # type: ignore[assignment]
+    provider._client = ReplayTransport(pieces)  # type: ignore[assignment]
     encoder = ChunkEncoder("client-model", "chatcmpl-1", 1)
     out: list[tuple[Any, ...]] = []
     error = None

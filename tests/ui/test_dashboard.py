@@ -69,6 +69,13 @@ def login(ui: Watched, gw: ServerProcess, key: str = MASTER) -> None:
     page.wait_for_url(re.compile(r"/ui/overview$"))
 
 
+def deployed(page: Page) -> None:
+    """Wait for the "Deployed revision N" toast, then clear it: it stays up for 8 s, and the next
+    deploy's wait must not see this one's (an edit right after an add once read the old config)."""
+    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    page.evaluate("document.getElementById('toast').textContent = ''")
+
+
 def show(page: Page, gw: ServerProcess, path: str) -> None:
     """Open a dashboard page and wait until its script has drawn it."""
     page.goto(f"{gw.url}/ui/{path}")
@@ -163,7 +170,7 @@ def test_switch_a_route_then_roll_back(ui: Watched, gateway: ServerProcess) -> N
     route = page.locator('[data-route="main"]')
     route.get_by_label("Primary model of main").select_option("claude")
     route.get_by_role("button", name="Switch main").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     assert served_by(gateway) == "claude"
     page.wait_for_selector('[data-route="main"] [data-testid="pool"]:text-is("claude")')
     show(page, gateway, "config")
@@ -172,7 +179,7 @@ def test_switch_a_route_then_roll_back(ui: Watched, gateway: ServerProcess) -> N
     page.get_by_role("button", name=f"Diff of revision {revisions[0]['id']}").click()
     page.wait_for_selector("pre.diff:has-text('claude')")
     page.get_by_role("button", name=f"Roll back to revision {before}").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     assert ui.dialogs and "Roll back" in ui.dialogs[-1]
     assert served_by(gateway) == "gpt"
     page.get_by_label("Filter by action").fill("config.rollback")
@@ -186,13 +193,13 @@ def test_reorder_a_fallback_chain_and_use_a_model_in_a_route(ui: Watched, gatewa
     assert len(before) >= 2
     show(page, gateway, "routes")
     page.get_by_role("button", name=f"Move {before[0]} down in main").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     after = admin(gateway, "GET", "/routes/main").json()["fallbacks"]
     assert after[:2] == [before[1], before[0]]
     show(page, gateway, "models")
     page.get_by_label("Route for gem").select_option("spare")
     page.get_by_role("button", name="Use gem in the chosen route").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     assert served_by(gateway, "spare") == "gem"
 
 
@@ -205,7 +212,7 @@ def test_route_and_model_limits_are_edited_in_place(ui: Watched, gateway: Server
     card.get_by_label("Timeout (s) of main").fill("42")
     card.get_by_label("Retries of main").fill("2")
     card.get_by_role("button", name="Save limits of main").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     route = admin(gateway, "GET", "/routes/main").json()["config"]
     assert route["timeout_s"] == 42 and route["retries"] == 2
     model = card.locator("fieldset", has_text="gpt-mini")
@@ -238,7 +245,7 @@ def test_switch_by_keyboard_alone(ui: Watched, gateway: ServerProcess) -> None:
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Switch main"
     page.keyboard.press("Enter")
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
 
 
 def test_load_a_local_model_and_watch_its_state(ui: Watched, gateway: ServerProcess) -> None:
@@ -335,7 +342,7 @@ def test_the_provider_form_asks_what_each_kind_needs(
     form.get_by_label("API key").fill("sk-ant-typed-in-the-browser")
     form.get_by_label("Timeout per attempt (s)").fill("12.5")
     form.get_by_role("button", name="Save and deploy").click()
-    page.wait_for_selector("#toast:has-text('Deployed revision')")
+    deployed(page)
     page.wait_for_selector('[data-provider="ui-claude"]')
     try:
         stored = admin(gateway, "GET", "/providers/ui-claude").json()
@@ -351,7 +358,7 @@ def test_the_provider_form_asks_what_each_kind_needs(
         edit.get_by_label("Kind").select_option("openai")
         edit.get_by_label("Base URL").fill(base_url(fakes["openai"]))
         edit.get_by_role("button", name="Save and deploy").click()
-        page.wait_for_selector("#toast:has-text('Deployed revision')")
+        deployed(page)
         config = admin(gateway, "GET", "/providers/ui-claude").json()["config"]
         assert config["kind"] == "openai" and "api_version" not in config
         assert config["timeout_s"] == 12.5 and str(config["api_key"]).startswith("credential:")
@@ -457,7 +464,7 @@ def test_compare_with_current_from_the_routes_page_and_apply(
         report = page.get_by_role("link", name="Report").first
         assert report.get_attribute("href") == f"/admin/comparisons/{runs[0]['id']}/report"
         page.get_by_role("button", name="Switch main to gpt-mini").click()
-        page.wait_for_selector("#toast:has-text('Deployed revision')")
+        deployed(page)
         assert served_by(gateway) == "gpt-mini"
     finally:
         fakes["openai"].reset()

@@ -284,6 +284,18 @@ def test_api_secrets_become_credentials_and_reach_the_upstream(
         == "credential:second-openai.api_key"
     )
 
+    # a credential the active config names cannot be deleted (no revision could be built without it)
+    cred = next(c for c in admin(gateway, "GET", "/credentials").json()["data"] if c["name"] == "second-openai.api_key")
+    r = admin(gateway, "DELETE", f"/credentials/{cred['id']}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "credential_in_use", r.text
+    assert "providers.second-openai.api_key" in r.json()["error"]["message"]
+    assert served_by(chat(gateway, "gpt-b")) == "gpt-b"
+    # once nothing uses it, it can go
+    assert admin(gateway, "DELETE", "/models/gpt-b", params={"base_revision": active(gateway)}).status_code == 200
+    r = admin(gateway, "DELETE", "/providers/second-openai", params={"base_revision": active(gateway)})
+    assert r.status_code == 200, r.text
+    assert admin(gateway, "DELETE", f"/credentials/{cred['id']}").status_code == 200
+
 
 def test_export_then_import_keeps_the_hash_and_file_vs_api_rule(gateway: ServerProcess) -> None:
     first = admin(gateway, "GET", "/config").json()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelyard.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
+from modelyard.errors import ConflictError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from modelyard.gateway.auth import Admin
 from modelyard.gateway.services import Services
 from modelyard.management.audit import Actor, write_audit
@@ -249,8 +249,28 @@ def admin_router(gw: AppState) -> APIRouter:
             c.who.require_org(org_id)
         return {"data": [r.public() for r in await creds(c.s).list(org_id or _org_scope(c))]}
 
+    def _not_in_use(record: Any) -> None:
+        """A gateway-wide credential the active config names (``api_key: credential:NAME``) cannot
+        go: the running config keeps its secret, but no revision could be built again (a reload, a
+        deploy, a restart) until the reference is changed.  An organisation's own copy may go: that
+        organisation falls back to the gateway's key."""
+        manager = gw.manager
+        if record is None or record.org_id is not None or manager is None or manager.revision is None:
+            return
+        from modelyard.management.document import references
+
+        rev = manager.revision
+        users = sorted(path for path, name in references(rev.document).items() if name == record.name)
+        if users:
+            raise ConflictError(
+                f"credential {record.name!r} is used by {', '.join(users)} in the active config (revision "
+                f"{rev.id}): point them at another credential or remove them first",
+                code="credential_in_use",
+            )
+
     @router.delete("/credentials/{credential_id}", summary="Delete a credential")
     async def delete_credential(credential_id: str, c: Ctx = C) -> dict[str, Any]:
+        _not_in_use(next((r for r in await creds(c.s).list(_org_scope(c)) if r.id == credential_id), None))
         await creds(c.s).delete(credential_id, org_id=_org_scope(c))
         await c.audit("credential.delete", f"credential:{credential_id}")
         if gw.manager is not None:

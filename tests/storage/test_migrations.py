@@ -72,6 +72,29 @@ async def test_migrated_schema_matches_the_table_definitions(raw_db: Database) -
         assert await conn.run_sync(diff) == []
 
 
+def _ddl(name: str, sql: str) -> str:
+    """A table's DDL as the same table reads the same: whitespace normalised (a column added by a
+    later migration is written on the line of the one before it), ``CREATE TABLE "name"`` as
+    ``CREATE TABLE name`` (alembic's batch copy, renamed back, quotes it) and the table constraints
+    in sorted order (the batch copy writes them in no fixed order); the columns keep theirs."""
+    sql = " ".join(sql.replace(f'CREATE TABLE "{name}"', f"CREATE TABLE {name}", 1).split())
+    head, paren, body = sql.partition("(")
+    if not head.startswith("CREATE TABLE") or not body.endswith(")"):
+        return sql
+    items, depth, start = [], 0, 0
+    body = body[:-1]
+    for i, ch in enumerate(body):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            items.append(body[start:i].strip())
+            start = i + 1
+    items.append(body[start:].strip())
+    columns = [item for item in items if not item.startswith("CONSTRAINT")]
+    constraints = sorted(item for item in items if item.startswith("CONSTRAINT"))
+    return f"{head}{paren} {', '.join(columns + constraints)} )"
+
+
 def _schema(conn: Connection) -> dict[str, object]:
     """Everything reflection sees of the schema, per table (and on SQLite the DDL text itself)."""
     insp = inspect(conn)
@@ -94,10 +117,7 @@ def _schema(conn: Connection) -> dict[str, object]:
         # written on the line of the one before it; and a table a migration rebuilt (alembic's batch
         # copy, renamed back) is written CREATE TABLE "name": the same table
         rows = conn.execute(text("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")).all()
-        out["ddl"] = [
-            (t, n, tbl, " ".join(sql.replace(f'CREATE TABLE "{n}"', f"CREATE TABLE {n}", 1).split()) if sql else sql)
-            for t, n, tbl, sql in rows
-        ]
+        out["ddl"] = [(t, n, tbl, _ddl(n, sql) if sql else sql) for t, n, tbl, sql in rows]
     return out
 
 

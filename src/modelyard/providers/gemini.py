@@ -673,9 +673,7 @@ class StreamDecoder:
         return ChatChunk(self.id, self.created, self.model, [ChoiceDelta(content=text)])
 
     def feed(self, data: dict[str, Any]) -> list[ChatChunk]:
-        text = self.more_text(data)
-        if text is not None:
-            return [self.text_chunk(text)]
+        """The chunks of one event (any event; the stream asks :meth:`more_text` first)."""
         if not self.id:
             self.id = str(data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}")
         version = data.get("modelVersion")

@@ -172,7 +172,7 @@ class FastPath:
         build: Callable[[], tuple[FastAPI, LazyRouters]],
         routes: dict[tuple[str, str], Handler],
         gw: AppState,
-        lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
+        lifespan: Callable[[], AbstractAsyncContextManager[None]],
     ) -> None:
         self.routes = routes
         self.gw = gw
@@ -236,7 +236,7 @@ class FastPath:
         started = False
         await receive()  # lifespan.startup
         try:
-            async with self.lifespan(self):
+            async with self.lifespan():
                 await send({"type": "lifespan.startup.complete"})
                 started = True
                 await receive()  # lifespan.shutdown
@@ -300,7 +300,7 @@ def create_app(gw: AppState) -> FastPath:
     local = LocalStatus(gw)
 
     @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan() -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
@@ -328,7 +328,11 @@ def create_app(gw: AppState) -> FastPath:
                 "no provider configured. Set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or OLLAMA_HOST, "
                 "or write modelyard.yaml (see README), then restart or send SIGHUP."
             )
-        yield
+        await local.startup()  # the local-model managers (server/local_api.py)
+        try:
+            yield
+        finally:
+            await local.shutdown()
         if listener is not None:
             listener.shutdown()
             listener.server_close()
@@ -353,15 +357,6 @@ def create_app(gw: AppState) -> FastPath:
         if gw.tracing is not None:
             gw.tracing.shutdown()  # exports what is left
             gw.tracing = None
-
-    @asynccontextmanager
-    async def with_local_models(app: Any) -> AsyncIterator[None]:
-        async with lifespan(app):
-            await local.startup()
-            try:
-                yield
-            finally:
-                await local.shutdown()
 
     def build() -> tuple[FastAPI, LazyRouters]:
         """The FastAPI app of every endpoint but the hot ones (FastPath builds it on first use)."""
@@ -429,7 +424,7 @@ def create_app(gw: AppState) -> FastPath:
         ("GET", "/v1/models"): api.models,
         ("GET", "/health"): handlers.health,
     }
-    return FastPath(build, hot, gw, with_local_models)
+    return FastPath(build, hot, gw, lifespan)
 
 
 #: collect the youngest generation after this many net allocations (CPython's default: 700)

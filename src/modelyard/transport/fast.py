@@ -247,12 +247,16 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         self._wake()
 
+    def _resume(self) -> None:
+        """Read the socket again if the stream paused it."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
     def on_message_complete(self) -> None:
         if self._response is not None:
             self._finish()
-            if self._paused and self.transport is not None:  # nothing more to wait for: watch for a close
-                self._paused = False
-                self.transport.resume_reading()
+            self._resume()  # nothing more to wait for: watch for a close
 
     # -- request life cycle -----------------------------------------------------------------
 
@@ -314,9 +318,7 @@ class _Connection(asyncio.BufferedProtocol):
                 raise self._error
             if self.closed:
                 raise ResponseCutOff("the upstream connection closed before the answer was complete")
-            if self._paused and self.transport is not None:
-                self._paused = False
-                self.transport.resume_reading()
+            self._resume()
             self._waiter = self.loop.create_future()
             await self._waiter
 

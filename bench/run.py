@@ -43,6 +43,7 @@ from targets import (
     LITELLM_KEY,
     MODELYARD_MASTER_KEY,
     Target,
+    base_from_src,
     cold_start_samples,
     ensure_litellm,
     is_modelyard,
@@ -425,6 +426,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="REF",
         help=f"git ref the base/base-w2 targets run (exported to bench/build/base-<sha>/; default {DEFAULT_BASE_REF})",
     )
+    ap.add_argument(
+        "--base-src",
+        metavar="DIR",
+        help="run the base/base-w2 targets from this src/ directory instead of --base-ref (a changed or "
+        "compiled copy of the tree, to measure a lever side by side before writing it; implies --no-docs)",
+    )
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = ap.parse_args(argv)
     q = args.quick
@@ -490,11 +497,12 @@ def main(argv: list[str] | None = None) -> int:
             log("import time of modelyard")
             result["import_time"] = sysinfo.import_time(args.import_runs)
         if any(n.startswith("base") for n in args.names):
-            result["base"] = {"ref": args.base_ref, "current": working_tree()}
+            result["base"] = {"ref": args.base_src or args.base_ref, "current": working_tree()}
             try:
-                args.base_info = prepare_base(args.base_ref)
+                args.base_info = base_from_src(args.base_src) if args.base_src else prepare_base(args.base_ref)
                 result["base"].update(args.base_info)
-                log(f"base: {args.base_ref} = {args.base_info['sha'][:12]}, imports {args.base_info['modelyard_file']}")
+                info = args.base_info
+                log(f"base: {info['ref']} ({info['sha'][:12]}), imports {info['modelyard_file']}")
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 args.base_error = f"base {args.base_ref}: {exc}"
                 result["base"]["error"] = args.base_error
@@ -564,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = {t.name: t.summary() for t in targets} or {"direct": mock.summary()}
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["bar"] = report.evaluate(result)
-    paths = report.write(result, stamp, update_docs=not args.no_docs and not result.get("interrupted"))
+    docs = not (args.no_docs or args.base_src or result.get("interrupted"))
+    paths = report.write(result, stamp, update_docs=docs)
     log("wrote " + ", ".join(str(p) for p in paths))
     print(report.markdown_bar(result["bar"]))
     return exit_code

@@ -224,6 +224,19 @@ def prepare_base(ref: str) -> dict[str, str]:
     return {"ref": ref, "sha": sha, "src": str(src), "modelyard_file": where, "subject": subject}
 
 
+def base_from_src(path: str) -> dict[str, str]:
+    """The base targets run from ``path``, a src/ directory prepared by hand (a changed copy of the
+    tree: a lever tried before it is written into the product, a compiled build).  Raises ValueError
+    when that directory is not what ``PYTHONPATH`` would import modelyard from."""
+    src = Path(path).resolve()
+    if not (src / "modelyard" / "__init__.py").is_file():
+        raise ValueError(f"{src} holds no modelyard package")
+    where = imported_from(src)
+    if not Path(where).resolve().is_relative_to(src):
+        raise ValueError(f"with PYTHONPATH={src} modelyard is imported from {where}, not from that directory")
+    return {"ref": f"src:{src}", "sha": "src-copy", "src": str(src), "modelyard_file": where, "subject": str(src)}
+
+
 def working_tree() -> dict[str, Any]:
     """What the ``modelyard`` target runs: the checkout's src/ as it is on disk (HEAD plus uncommitted edits)."""
     try:

@@ -158,6 +158,7 @@ class Runtime:
         pcfg = provider.config
         old = previous.models.get(name) if previous else None
         state = old.state if old is not None and old.config == cfg else _new_state(name, cfg)
+        capabilities = capabilities_of(cfg, pcfg.kind, cfg.model or name)
         return Deployment(
             name=name,
             provider=provider,
@@ -166,11 +167,12 @@ class Runtime:
             call=CallOptions(
                 timeout_s=cfg.timeout_s or pcfg.timeout_s,
                 connect_timeout_s=cfg.connect_timeout_s or pcfg.connect_timeout_s,
+                reasoning=capabilities["reasoning"],
             ),
             ttft_timeout_s=cfg.ttft_timeout_s,
             stall_timeout_s=cfg.stall_timeout_s,
             state=state,
-            capabilities=frozenset(k for k, v in capabilities_of(cfg, pcfg.kind, cfg.model or name).items() if v),
+            capabilities=frozenset(k for k, v in capabilities.items() if v),
         )
 
     def _route(self, name: str, cfg: RouteConfig) -> Route:

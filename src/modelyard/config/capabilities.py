@@ -32,8 +32,9 @@ _KIND: dict[str, dict[Capability, bool]] = {
     # deny: a kind's API that has no such thing, or a known model that cannot.
     # any OpenAI-compatible server: the OpenAI feature set, embeddings included (its /embeddings)
     "openai": {"vision": True, "tools": True, "json_schema": True, "multiple_choices": True, "embeddings": True},
-    # Messages API: no n > 1, no embeddings; an assistant turn at the end is continued (prefill)
-    "anthropic": {"vision": True, "tools": True, "json_schema": True, "prefill": True},
+    # Messages API: no n > 1, no embeddings; an assistant turn at the end is continued (prefill);
+    # extended thinking from Claude 3.7 on (the older models are known below)
+    "anthropic": {"vision": True, "tools": True, "json_schema": True, "prefill": True, "reasoning": True},
     "gemini": {"vision": True, "tools": True, "json_schema": True, "multiple_choices": True, "embeddings": True},
     # Ollama passes tools and images to the model (a text-only model may refuse); n > 1 is not served
     "ollama": {"vision": True, "tools": True, "json_schema": True, "embeddings": True, "prefill": True},
@@ -59,6 +60,10 @@ _KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
             ("deepseek-r1", {"reasoning": True}),
             ("qwq", {"reasoning": True}),
             ("claude-3-7-sonnet", {"reasoning": True}),
+            # no extended thinking: the API answers `thinking` with a 400 ("... does not support thinking")
+            ("claude-3", {"reasoning": False}),
+            ("claude-2", {"reasoning": False, "vision": False}),
+            ("claude-instant", {"reasoning": False, "vision": False}),
             ("claude-sonnet-4", {"reasoning": True}),
             ("claude-opus-4", {"reasoning": True}),
             ("gemini-2.5", {"reasoning": True}),

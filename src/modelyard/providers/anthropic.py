@@ -317,8 +317,9 @@ def _json_tool(rf: ResponseFormat, taken: set[str]) -> tuple[JsonTool, dict[str,
     return JsonTool(name, wrapped), tool
 
 
-def encode_request(req: ChatRequest, model: str, *, stream: bool) -> EncodedRequest:
-    """The Anthropic request body for ``req``, addressed to upstream ``model``."""
+def encode_request(req: ChatRequest, model: str, *, stream: bool, reasoning: bool = True) -> EncodedRequest:
+    """The Anthropic request body for ``req``, addressed to upstream ``model``; ``reasoning``: the
+    model can think (else a ``reasoning_effort`` is dropped rather than sent as ``thinking``)."""
     if req.n is not None and req.n > 1:
         raise _bad("Anthropic models return one choice per request: 'n' must be 1", "n")
     system, messages = encode_messages(req.messages)
@@ -327,7 +328,7 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool) -> EncodedRequ
     body["max_tokens"] = req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
     body["messages"] = messages
     effort = req.extra.get("reasoning_effort")
-    if "thinking" not in body and effort in _EFFORT_BUDGET:
+    if reasoning and "thinking" not in body and effort in _EFFORT_BUDGET:
         # OpenAI's reasoning_effort as extended thinking (LiteLLM's budgets); the budget counts
         # towards max_tokens, so an answer's own allowance is kept on top of it
         budget = _EFFORT_BUDGET[effort]
@@ -682,7 +683,7 @@ class AnthropicProvider(Provider):
         return message, classify(message, etype), None
 
     async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
-        encoded = encode_request(request, upstream_model, stream=False)
+        encoded = encode_request(request, upstream_model, stream=False, reasoning=call.reasoning)
         data = await self.request_json(
             "POST", f"{self.base_url}/v1/messages", model=upstream_model, call=call, body=encoded.body
         )
@@ -694,7 +695,7 @@ class AnthropicProvider(Provider):
             raise self.malformed(f"unexpected response shape from {upstream_model!r}: {exc}", upstream_model) from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
-        encoded = encode_request(request, upstream_model, stream=True)
+        encoded = encode_request(request, upstream_model, stream=True, reasoning=call.reasoning)
         translator = StreamTranslator(upstream_model, encoded.json_tool, provider=self.name)
         more_text = translator.more_text
 

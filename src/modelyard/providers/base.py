@@ -100,6 +100,10 @@ class CallOptions:
 
     timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
+    #: the model can reason (``models.<name>.capabilities.reasoning``): a provider that turns
+    #: OpenAI's ``reasoning_effort`` into its own thinking setting does so only then (a model that
+    #: cannot think answers that setting with a 400); False drops the hint
+    reasoning: bool = True
 
 
 class Provider(ABC):

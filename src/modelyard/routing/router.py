@@ -725,7 +725,11 @@ def _health_ordered(candidates: list[Deployment]) -> list[Deployment]:
 def _call_options(dep: Deployment, remaining: float | None) -> CallOptions:
     if remaining is None or remaining >= dep.call.timeout_s:
         return dep.call
-    return CallOptions(timeout_s=max(0.001, remaining), connect_timeout_s=min(dep.call.connect_timeout_s, remaining))
+    return CallOptions(
+        timeout_s=max(0.001, remaining),
+        connect_timeout_s=min(dep.call.connect_timeout_s, remaining),
+        reasoning=dep.call.reasoning,
+    )
 
 
 async def _aclose(iterator: AsyncIterator[ChatChunk]) -> None:

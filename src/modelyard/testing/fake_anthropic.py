@@ -19,7 +19,8 @@ Extended thinking: with ``thinking: {type: enabled, budget_tokens}`` (at least 1
 ``redacted_thinking`` block when the prompt holds Anthropic's documented trigger string
 :data:`REDACTED_TRIGGER`).  Thinking blocks sent back must carry the fake's own signature (400
 "Invalid `signature`" otherwise), and, as the real API requires, with thinking enabled the
-assistant turn answered by tool results must start with a thinking block.
+assistant turn answered by tool results must start with a thinking block. A model without
+extended thinking (Claude 3.5 and older) answers ``thinking`` with the API's 400.
 
 Prompt caching: when the request carries a ``cache_control`` marker (top level, on a system
 block, a message block or a tool) and the prompt has at least 1024 tokens, the first request
@@ -46,6 +47,8 @@ REDACTED_TRIGGER = (
     "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB"
 )
 _REDACTED_PREFIX = b"fake-redacted-thinking:"
+#: models without extended thinking (Claude 3.7 Sonnet has it): ``thinking`` is a 400 for them
+_NO_THINKING = ("claude-3", "claude-2", "claude-instant")
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -436,6 +439,9 @@ class FakeAnthropic(FakeServer):
             return
         if not isinstance(config, dict) or config.get("type") != "enabled":
             raise self.bad_request("thinking.type: Input should be 'enabled' or 'disabled'")
+        model = str(body.get("model") or "")
+        if model.startswith(_NO_THINKING) and not model.startswith("claude-3-7"):
+            raise self.bad_request(f"'{model}' does not support thinking.")  # the real API's words
         budget = config.get("budget_tokens")
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
             raise self.bad_request("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")

@@ -30,23 +30,35 @@ def _variables(config: Path) -> set[str]:
 
 
 def start_fakes(config: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [str(BIN / "modelyard"), "fake-provider", "--for", str(config), "--port", str(free_port())],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    wanted = _variables(config)
-    env: dict[str, str] = {}
-    while not wanted <= set(env):
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"fake-provider --for ended early; it printed {env}")
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").strip().partition("=")
-            env[name] = value
-    return proc, env
+    """``modelyard fake-provider --for``: one fake per provider, on consecutive ports from a free one.
+    Only the first port is known free; another process may hold a later one (seen under load in
+    CI), so a start that ends early is tried again on another port, up to three times."""
+    failures: list[str] = []
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [str(BIN / "modelyard"), "fake-provider", "--for", str(config), "--port", str(free_port())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        wanted = _variables(config)
+        env: dict[str, str] = {}
+        printed: list[str] = []
+        while not wanted <= set(env):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            printed.append(line)
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                env[name] = value
+        if wanted <= set(env):
+            return proc, env
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        failures.append("".join(printed)[-500:])
+    raise AssertionError(f"fake-provider --for ended early three times; it printed: {failures}")
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])

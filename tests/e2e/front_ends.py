@@ -11,6 +11,7 @@ once and a difference between the two front ends fails it.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import signal
 import sqlite3
@@ -56,6 +57,15 @@ class Front(Protocol):
 
     def stream(self, body: dict[str, Any], key: str | None = None, stop_after: int | None = None) -> Outcome: ...
 
+    def chat_cancelled(self, body: dict[str, Any], after_s: float) -> None:
+        """Send a chat and give up on it after ``after_s`` (the HTTP client hangs up, the SDK call
+        is cancelled), while the upstream is still working on it (a stream: before its first token)."""
+        ...
+
+    def budget(self, name: str) -> tuple[float, float]:
+        """(used, reserved) USD of budget ``name`` in its current period."""
+        ...
+
     def reload(self, config: dict[str, Any]) -> None: ...
 
     def new_key(self, **limits: Any) -> str: ...
@@ -73,6 +83,16 @@ def usage_rows(db: Path, route: str) -> list[dict[str, Any]]:
             rows = conn.execute("SELECT * FROM usage_requests WHERE route = ? ORDER BY ts", (route,)).fetchall()
         except sqlite3.OperationalError:  # the table is not there yet
             return []
+    return [dict(r) for r in rows]
+
+
+def attempt_rows(db: Path, request_id: str) -> list[dict[str, Any]]:
+    """The attempt rows of one request, in order."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM usage_attempts WHERE request_id = ? ORDER BY attempt_number", (request_id,)
+        ).fetchall()
     return [dict(r) for r in rows]
 
 
@@ -158,6 +178,27 @@ class HttpFront:
             content="".join(parts),
         )
 
+    def chat_cancelled(self, body: dict[str, Any], after_s: float) -> None:
+        messages, rest = _split(body)
+        extra = {"modelyard": rest.pop("modelyard")} if "modelyard" in rest else None
+        client = openai.OpenAI(base_url=self.server.url + "/v1", api_key=MASTER, max_retries=0, timeout=after_s)
+        try:
+            client.chat.completions.create(
+                messages=messages,  # type: ignore[arg-type]
+                extra_body=extra,
+                stream=bool(body.get("stream")),
+                **rest,
+            )
+        except openai.APITimeoutError:
+            return  # the client gave up: its connection is closed
+        raise AssertionError("the call was answered before the client gave up on it")
+
+    def budget(self, name: str) -> tuple[float, float]:
+        auth = {"Authorization": f"Bearer {MASTER}"}
+        rows = httpx.get(self.server.url + "/admin/budgets", headers=auth, timeout=10).json()["data"]
+        row = next(r for r in rows if r["budget"] == name)
+        return float(row["used_usd"]), float(row["reserved_usd"])
+
     def reload(self, config: dict[str, Any]) -> None:
         self.server.write_config(config)
         before = httpx.get(self.server.url + "/ready", timeout=5).text
@@ -235,6 +276,27 @@ class SdkFront:
             attempts=len(result.attempts) if result else 0,
             content="".join(parts),
         )
+
+    def chat_cancelled(self, body: dict[str, Any], after_s: float) -> None:
+        messages, rest = _split(body)
+
+        async def cancelled() -> None:
+            call = anext(self.gw.stream(messages, **rest)) if body.get("stream") else self.gw.chat(messages, **rest)
+            try:
+                # wait_for cancels the call when the time is up, as an application cancelling it does
+                await asyncio.wait_for(call, after_s)
+            except TimeoutError:
+                return
+            raise AssertionError("the call was answered before it was cancelled")
+
+        self.gw._run(cancelled())
+
+    def budget(self, name: str) -> tuple[float, float]:
+        services = self.gw.services
+        assert services is not None, "the SDK runs without budgets"
+        rows = self.gw._run(services.ledger.usage())
+        row = next(r for r in rows if r.budget == name)
+        return row.used_usd, row.reserved_usd
 
     def reload(self, config: dict[str, Any]) -> None:
         self.gw._run(self.gw.reload(parse_config(config)))

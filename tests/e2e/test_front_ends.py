@@ -5,7 +5,8 @@ SDK) and ``sdk`` (``modelyard.Gateway`` in-process with the same config). The ad
 ``front_ends.py``. The three SDK divergences of issue #10 are here: budgets, ``max_cost_usd``,
 usage records and the cache (``test_budget_*``, ``test_max_cost_*``, ``test_usage_*``,
 ``test_cache_*``); the route option and the ``default`` alias (``test_route_*``); a reload with a
-call in flight (``test_reload_*``).
+call in flight (``test_reload_*``); a call given up mid-flight costs its budget what its usage
+record says (``test_given_up_*``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 
 from modelyard.testing import FakeServer, Fault
 from tests.e2e.conftest import gateway_config
-from tests.e2e.front_ends import MASTER, Front, start, usage_rows, wait_rows
+from tests.e2e.front_ends import MASTER, Front, attempt_rows, start, usage_rows, wait_rows
+from tests.helpers import wait_for
 
 FRONTS = ("http", "sdk")
 
@@ -36,9 +38,18 @@ def parity_config(fakes: dict[str, FakeServer]) -> dict[str, Any]:
             "records": {"models": ["gpt-mini"]},
             "early": {"models": ["gpt-mini"]},
             "tasks": {"models": ["gpt"], "tasks": {"cheap": "records"}},
+            # each under a budget of its own name (given_up_* tests)
+            "gone": {"models": ["gpt"]},
+            "gone-failover": {"models": ["gpt"], "fallbacks": ["gpt-mini"]},
+            "late": {"models": ["gpt"]},
+            "gone-stream": {"models": ["gpt"]},
         }
     )
     cfg["budgets"] = [{"name": "tiny", "scope": "route", "target": "tiny", "limit_usd": 1e-9, "period": "total"}]
+    cfg["budgets"] += [
+        {"name": name, "scope": "route", "target": name, "limit_usd": 1000, "period": "total"}
+        for name in ("gone", "gone-failover", "late", "gone-stream")
+    ]
     cfg["usage"] = {"flush_interval_ms": 50}
     # the failover tests inject faults: keep the circuits closed so the order of tests does not matter
     for model in cfg["models"].values():
@@ -158,6 +169,70 @@ def test_usage_records_are_written(front: Front) -> None:
     row = wait_rows(db, "records", before + 1)[-1]
     assert row["model"] == "gpt-mini" and row["success"] and row["tokens_in"] > 0 and row["tokens_out"] > 0
     assert row["cost_usd"] > 0 and row["error_class"] is None
+
+
+def spent_as_recorded(front: Front, route: str, count: int) -> tuple[float, list[dict[str, Any]]]:
+    """The budget of ``route`` (a budget of the same name) once settled, and the route's usage
+    records: the budget's spend must be what the records say the requests cost."""
+    rows = wait_rows(front.workdir / "modelyard.db", route, count)
+    assert wait_for(lambda: front.budget(route)[1] == 0, timeout=10), f"still reserved: {front.budget(route)}"
+    used = front.budget(route)[0]
+    assert used > 0, "nothing was charged for a request the upstream was working on"
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(used), (used, rows)
+    return used, rows
+
+
+def test_given_up_mid_flight_costs_what_its_record_says(front: Front, fakes: dict[str, FakeServer]) -> None:
+    # the client hangs up (HTTP) or the call is cancelled (SDK) while the upstream works on it: the
+    # budget is charged the input estimate, and the usage record and its attempt row say the same
+    fakes["openai"].inject("gpt-4o", Fault(delay_s=3))
+    front.chat_cancelled(ask("x" * 400, model="gone"), after_s=0.5)
+    used, rows = spent_as_recorded(front, "gone", 1)
+    row = rows[-1]
+    assert (row["status"], row["error_class"], row["success"]) == (499, "client_closed", 0)
+    assert row["cost_estimated"] and row["tokens_in"] > 0 and row["attempts"] == 1 and row["model"] == "gpt"
+    (attempt,) = attempt_rows(front.workdir / "modelyard.db", row["request_id"])
+    assert attempt["model"] == "gpt" and not attempt["success"] and attempt["cost_estimated"]
+    assert attempt["cost_usd"] == pytest.approx(used) and attempt["tokens_in"] == row["tokens_in"]
+
+
+def test_given_up_after_a_failover_records_every_attempt(front: Front, fakes: dict[str, FakeServer]) -> None:
+    # gpt fails (retried once), the fallback is working when the caller gives up: the failed attempts
+    # cost nothing (the upstream refused), the one in flight its input estimate, all three recorded
+    fakes["openai"].inject("gpt-4o", Fault(status=500))
+    fakes["openai"].inject("gpt-4o-mini", Fault(delay_s=3))
+    front.chat_cancelled(ask("y" * 400, model="gone-failover"), after_s=1.0)
+    used, rows = spent_as_recorded(front, "gone-failover", 1)
+    row = rows[-1]
+    assert (row["status"], row["error_class"], row["attempts"]) == (499, "client_closed", 3)
+    attempts = attempt_rows(front.workdir / "modelyard.db", row["request_id"])
+    assert [(a["model"], a["status"], a["cost_usd"] > 0) for a in attempts] == [
+        ("gpt", 500, False),
+        ("gpt", 500, False),
+        ("gpt-mini", None, True),
+    ]
+    assert attempts[-1]["cost_usd"] == pytest.approx(used) and attempts[-1]["cost_estimated"]
+
+
+def test_given_up_by_its_deadline_costs_what_its_record_says(front: Front, fakes: dict[str, FakeServer]) -> None:
+    # the request's deadline passes while the upstream works on it (504): charged its input estimate
+    fakes["openai"].inject("gpt-4o", Fault(delay_s=3))
+    out = front.chat(ask("z" * 400, model="late", modelyard={"timeout_s": 1}))
+    assert out.status == 504
+    _, rows = spent_as_recorded(front, "late", 1)
+    assert rows[-1]["cost_estimated"] and rows[-1]["tokens_in"] > 0
+
+
+def test_given_up_stream_before_its_first_token_is_recorded(front: Front, fakes: dict[str, FakeServer]) -> None:
+    # a stream given up before its first token charges nothing (as an upstream error), and its
+    # record says so, with the attempt that was in flight
+    fakes["openai"].inject("gpt-4o", Fault(first_token_delay_s=3))
+    front.chat_cancelled(ask("w" * 400, model="gone-stream", stream=True), after_s=0.5)
+    row = wait_rows(front.workdir / "modelyard.db", "gone-stream", 1)[-1]
+    assert (row["status"], row["error_class"], row["cost_usd"], row["attempts"]) == (499, "client_closed", 0, 1)
+    (attempt,) = attempt_rows(front.workdir / "modelyard.db", row["request_id"])
+    assert (attempt["model"], attempt["error_class"], attempt["cost_usd"]) == ("gpt", "client_closed", 0)
+    assert wait_for(lambda: front.budget("gone-stream") == (0, 0), timeout=10), front.budget("gone-stream")
 
 
 # -- keys ----------------------------------------------------------------------------------------

@@ -21,14 +21,21 @@ from modelyard.storage.usage import UsageStore
 def seed(now: datetime) -> tuple[list[RequestRecord], list[AttemptRecord]]:
     """Route `assist`: `old` answered 400 requests, 80 of its answers rejected by the validator
     (the request then went to `new`); `new` answered 400 of its own, 8 rejected; comparison and
-    shadow traffic that must not count; `old` is slower and dearer."""
+    shadow traffic and requests their clients gave up on that must not count; `old` is slower and
+    dearer."""
     rng = random.Random(3)
     reqs: list[RequestRecord] = []
     atts: list[AttemptRecord] = []
     i = 0
 
     def add(
-        model: str, ok: bool, latency: float, cost: float, source: str = "production", rejected_first: str | None = None
+        model: str,
+        ok: bool,
+        latency: float,
+        cost: float,
+        source: str = "production",
+        rejected_first: str | None = None,
+        error_class: str | None = None,
     ) -> None:
         nonlocal i
         i += 1
@@ -43,7 +50,7 @@ def seed(now: datetime) -> tuple[list[RequestRecord], list[AttemptRecord]]:
         atts.append(AttemptRecord(ts, rid, n, "assist", model, "p", success=ok, latency_ms=latency, cost_usd=cost))
         reqs.append(
             RequestRecord(ts, rid, "assist", model, "p", cost_usd=cost, latency_ms=latency, success=ok,
-                          fallback=rejected_first is not None, attempts=n, source=source)
+                          fallback=rejected_first is not None, attempts=n, source=source, error_class=error_class)
         )  # fmt: skip
 
     for _ in range(400):
@@ -57,6 +64,8 @@ def seed(now: datetime) -> tuple[list[RequestRecord], list[AttemptRecord]]:
     for _ in range(300):  # other sources: left out
         add("old", False, 10, 0.0, source="comparison")
         add("new", False, 10, 0.0, source="shadow")
+    for _ in range(50):  # the client gave up while old was working: left out, says nothing about old
+        add("old", False, 500, 0.001, error_class="client_closed")
     return reqs, atts
 
 

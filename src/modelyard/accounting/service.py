@@ -357,9 +357,10 @@ class RequestAccounting:
             org_id=self.org_id,
             key_id=self.key_id,
             task=self.task,
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            tokens_cached=usage.cached_tokens if usage else 0,
+            # without the answer's usage (a failure, a call given up): what its attempts were charged
+            tokens_in=usage.prompt_tokens if usage else sum(r.tokens_in for r in rows),
+            tokens_out=usage.completion_tokens if usage else sum(r.tokens_out for r in rows),
+            tokens_cached=usage.cached_tokens if usage else sum(r.tokens_cached for r in rows),
             cost_usd=total_cost,
             baseline_cost_usd=baseline,
             cost_estimated=estimated or any(r.cost_estimated for r in rows),

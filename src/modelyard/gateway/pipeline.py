@@ -471,6 +471,7 @@ class Pipeline:
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
         key_slot = None
+        tried: list[Attempt] = []  # the router's attempts as they end: recorded if the caller leaves
         async with self.holder.use() as rt:
             use_scrubber(rt.scrubber)
             try:
@@ -487,15 +488,15 @@ class Pipeline:
                     return self._serve_hit(hit, route, request_id, acct, t0)
                 judge = admitted.judge(self.router, rt, req)
                 response, result = await self.router.chat(
-                    route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order
+                    route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order, attempts=tried
                 )
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
                 raise
             except asyncio.CancelledError:
-                if acct is not None:
-                    acct.finish(None, error=_closed())
+                if acct is not None:  # with the attempt in flight, charged as its budgets were
+                    acct.finish(None, attempts=tried, error=_closed())
                 raise
             finally:
                 if key_slot is not None:
@@ -618,6 +619,7 @@ class Pipeline:
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
         key_slot = None
+        tried: list[Attempt] = []  # the router's attempts as they end: recorded if the caller leaves
         holder = self.holder
         rt = holder.pin()  # until the stream's aclose: the stream outlives this call
         use_scrubber(rt.scrubber)
@@ -646,14 +648,14 @@ class Pipeline:
                 )
             judge = admitted.judge(self.router, rt, req)
             routed = await self.router.stream(
-                route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order
+                route, req, opts, acct, choice=admitted.choice, judge=judge, order=admitted.order, attempts=tried
             )
             self._mirror(rt, route, req, opts, principal, request_id, source)
         except BaseException as exc:
             if acct is not None and isinstance(exc, ModelyardError):
                 acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
             elif acct is not None and isinstance(exc, asyncio.CancelledError):
-                acct.finish(None, error=_closed())
+                acct.finish(None, attempts=tried, error=_closed())
             holder.unpin(rt)
             raise
         finally:
@@ -719,6 +721,7 @@ class Pipeline:
         request_id = request_id or self.ids.new()
         acct: RequestAccounting | None = None
         key_slot = None
+        tried: list[Attempt] = []  # the router's attempts as they end: recorded if the caller leaves
         async with self.holder.use() as rt:
             use_scrubber(rt.scrubber)
             try:
@@ -735,14 +738,14 @@ class Pipeline:
                 acct = admitted.acct
                 if self.services is not None:
                     key_slot = await self.services.auth.key_admit(principal, estimate_embedding_tokens(req))
-                response, result = await self.router.embed(admitted.route, req, opts, acct)
+                response, result = await self.router.embed(admitted.route, req, opts, acct, tried)
             except ModelyardError as exc:
                 if acct is not None:
                     acct.finish(None, attempts=getattr(exc, "records", []), error=exc)
                 raise
             except asyncio.CancelledError:
                 if acct is not None:
-                    acct.finish(None, error=_closed())
+                    acct.finish(None, attempts=tried, error=_closed())
                 raise
             finally:
                 if key_slot is not None:

@@ -192,10 +192,17 @@ class Router:
 
     # -- the attempt loop -----------------------------------------------------------------
 
-    async def run(self, plan: Plan, est_tokens: int, call: Any) -> tuple[Any, RouteResult, Slot]:
-        """Run ``call(deployment, remaining_s)`` over the candidates; return its value, the result and the held slot.
+    async def run(
+        self, plan: Plan, est_tokens: int, call: Any, attempts: list[Attempt] | None = None
+    ) -> tuple[Any, RouteResult, Slot]:
+        """Run ``call(deployment, remaining_s, attempt)`` over the candidates; return its value, the
+        result and the held slot.
 
-        The caller releases the slot (for streams, when the stream ends).
+        ``call`` may set ``attempt.usage`` when it fails: what the failed attempt was charged (the
+        same figure its budgets settled). ``attempts``: an empty list the attempts are appended to
+        as they end, for a caller that must record them when it is cancelled (the cancelled attempt
+        is appended too, as ``client_closed``); a failure carries them in its ``records``. The
+        caller releases the slot (for streams, when the stream ends).
         """
         route = plan.route
         candidates = plan.candidates
@@ -207,7 +214,12 @@ class Router:
                 )
             raise ServiceUnavailableError(f"route {route.name!r} has no model to try")
         deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else None
-        result = RouteResult(route=route.name, deployment=candidates[0], attempts=[], first_choice=candidates[0].name)
+        result = RouteResult(
+            route=route.name,
+            deployment=candidates[0],
+            attempts=[] if attempts is None else attempts,
+            first_choice=candidates[0].name,
+        )
         queue = _health_ordered(candidates)
         tries: dict[str, int] = {}
         skipped: list[str] = []
@@ -226,10 +238,10 @@ class Router:
             number = len(result.attempts) + 1
             tries[dep.name] = tries.get(dep.name, 0) + 1
             dep.state.stats.start()
-            start_ns = time.time_ns()
+            attempt = Attempt(number, dep.name, dep.provider.name, ok=False, latency_ms=0.0, start_ns=time.time_ns())
             start = time.perf_counter()
             try:
-                value = await call(dep, remaining)
+                value = await call(dep, remaining, attempt)
             except (RateLimitError, PaymentRequiredError) as exc:
                 # Refused by modelyard before any upstream call (a budget, max_cost): not an attempt; next candidate.
                 dep.state.stats.finish()
@@ -245,20 +257,12 @@ class Router:
                 dep.state.stats.finish()
                 slot.release(0)
                 last = exc
-                result.attempts.append(
-                    Attempt(
-                        number=number,
-                        model=dep.name,
-                        provider=dep.provider.name,
-                        ok=False,
-                        latency_ms=elapsed,
-                        error_class=_error_class(exc),
-                        status=_status_of(exc),
-                        message=exc.message,
-                        retry_after=getattr(exc, "retry_after", None),
-                        start_ns=start_ns,
-                    )
-                )
+                attempt.latency_ms = elapsed
+                attempt.error_class = _error_class(exc)
+                attempt.status = _status_of(exc)
+                attempt.message = exc.message
+                attempt.retry_after = getattr(exc, "retry_after", None)
+                result.attempts.append(attempt)
                 decision = self.policy.decide(exc, dep, tries[dep.name], route, deadline)
                 if isinstance(exc, UpstreamValidationError):
                     dep.state.stats.record_rejection()  # a quality figure (/v1/status), not a health signal
@@ -271,23 +275,24 @@ class Router:
                 if decision.final:
                     raise decision.final_error or exc from None
                 continue
-            except BaseException:
+            except BaseException as exc:
                 dep.state.stats.finish()
                 dep.state.breaker.release_probe()
                 slot.release(0)
+                # cancelled (the client left) with the upstream at work: recorded, with what the call
+                # charged, for the caller that passed ``attempts``
+                attempt.latency_ms = (time.perf_counter() - start) * 1000
+                if isinstance(exc, asyncio.CancelledError):
+                    attempt.error_class = "client_closed"
+                    attempt.message = "cancelled while the upstream was working on it"
+                else:
+                    attempt.error_class = type(exc).__name__
+                result.attempts.append(attempt)
                 raise
             dep.provider.traffic_ok_at = time.monotonic()  # a chat_probe health check can skip
-            elapsed = (time.perf_counter() - start) * 1000
-            result.attempts.append(
-                Attempt(
-                    number=number,
-                    model=dep.name,
-                    provider=dep.provider.name,
-                    ok=True,
-                    latency_ms=elapsed,
-                    start_ns=start_ns,
-                )
-            )
+            attempt.ok = True
+            attempt.latency_ms = (time.perf_counter() - start) * 1000
+            result.attempts.append(attempt)
             result.deployment = dep
             return value, result, slot
         if rejected is not None and not result.attempts:
@@ -487,15 +492,16 @@ class Router:
         choice: TierChoice | None = None,
         judge: Judge | None = None,
         order: Sequence[Deployment] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> tuple[ChatResponse, RouteResult]:
         """``choice``: an auto route's tier (its order replaces the strategy's); ``order``: the
         candidates' order decided by the gateway (a canary first); ``judge``: scores each answer
-        before it is served (a rejection fails over like a validator's)."""
+        before it is served (a rejection fails over like a validator's); ``attempts``: see :meth:`run`."""
         order = choice.order if choice is not None else order
         plan = plan_for(route, opts, stream=False, needs=chat_needs(req), order=order)
         validators = _validators(route, req)
 
-        async def call(dep: Deployment, remaining: float | None) -> ChatResponse:
+        async def call(dep: Deployment, remaining: float | None, attempt: Attempt) -> ChatResponse:
             token = await hooks.before(dep) if hooks is not None else None
             try:
                 response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
@@ -505,14 +511,16 @@ class Router:
                     if judge is not None and texts:
                         await judge(dep, texts)
             except BaseException as exc:
+                # one figure for the budgets and the attempt's usage record
+                attempt.usage = _unknown_usage(exc, req)
                 if hooks is not None:
-                    await hooks.after(dep, token, _unknown_usage(exc, req), ok=False)
+                    await hooks.after(dep, token, attempt.usage, ok=False)
                 raise
             if hooks is not None:
                 await hooks.after(dep, token, response.usage, ok=True)
             return response
 
-        response, result, slot = await self.run(plan, estimate_tokens(req), call)
+        response, result, slot = await self.run(plan, estimate_tokens(req), call, attempts)
         result.choice = choice
         _settle(result, slot, response.usage, latency_ms=None)
         return response, result
@@ -527,14 +535,16 @@ class Router:
         choice: TierChoice | None = None,
         judge: Judge | None = None,
         order: Sequence[Deployment] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> RoutedStream:
-        """As :meth:`chat`; the judge scores only streams held back whole (routes with validators)."""
+        """As :meth:`chat`; the judge scores only streams held back whole (routes with validators).
+        A failure before the first token charges nothing (``attempts``: see :meth:`run`)."""
         order = choice.order if choice is not None else order
         plan = plan_for(
             route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning(), order=order
         )
         validators = _validators(route, req)
-        routed = await self._stream_plan(plan, req, validators, hooks, judge if validators else None)
+        routed = await self._stream_plan(plan, req, validators, hooks, judge if validators else None, attempts)
         routed.result.choice = choice
         if plan.fallback and (req.n or 1) == 1 and any(d.config.supports_prefill for d in plan.candidates):
             # only then is the partial answer kept (RoutedStream.chunks): it grows with the answer
@@ -548,11 +558,14 @@ class Router:
         validators: list[Validator],
         hooks: AttemptHooks | None,
         judge: Judge | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> RoutedStream:
         started: dict[str, float] = {}
         tokens: dict[str, Any] = {}
 
-        async def call(dep: Deployment, remaining: float | None) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
+        async def call(
+            dep: Deployment, remaining: float | None, attempt: Attempt
+        ) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
             token = await hooks.before(dep) if hooks is not None else None
             started["t"] = time.perf_counter()
             try:
@@ -570,7 +583,7 @@ class Router:
             tokens["t"] = token
             return head, iterator
 
-        (head, tail), result, slot = await self.run(plan, estimate_tokens(req), call)
+        (head, tail), result, slot = await self.run(plan, estimate_tokens(req), call, attempts)
         ttft_ms = (time.perf_counter() - started["t"]) * 1000
         result.attempts[-1].ttft_ms = ttft_ms
         on_finish = None
@@ -612,11 +625,17 @@ class Router:
         return continue_stream
 
     async def embed(
-        self, route: Route, req: EmbeddingRequest, opts: RequestOptions, hooks: AttemptHooks | None = None
+        self,
+        route: Route,
+        req: EmbeddingRequest,
+        opts: RequestOptions,
+        hooks: AttemptHooks | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> tuple[EmbeddingResponse, RouteResult]:
+        """A failed embedding call charges nothing (``attempts``: see :meth:`run`)."""
         plan = plan_for(route, opts, stream=False, needs=EMBEDDING_NEEDS)
 
-        async def call(dep: Deployment, remaining: float | None) -> EmbeddingResponse:
+        async def call(dep: Deployment, remaining: float | None, attempt: Attempt) -> EmbeddingResponse:
             token = await hooks.before(dep) if hooks is not None else None
             try:
                 response = await dep.provider.embed(req, dep.upstream, _call_options(dep, remaining))
@@ -628,7 +647,7 @@ class Router:
                 await hooks.after(dep, token, response.usage, ok=True)
             return response
 
-        response, result, slot = await self.run(plan, estimate_embedding_tokens(req), call)
+        response, result, slot = await self.run(plan, estimate_embedding_tokens(req), call, attempts)
         _settle(result, slot, response.usage, latency_ms=None)
         return response, result
 

@@ -1,6 +1,8 @@
 """What a route's usage records say about each model that served it: the evidence production
 recommendations rest on (modelyard.compare.production).  Production and canary records only
-(contracts: usage record ``source``); cache hits are left out (no model answered them)."""
+(contracts: usage record ``source``); cache hits are left out (no model answered them), and so are
+requests the client gave up on (``client_closed``: they carry the attempt that was in flight and
+its charge, but say nothing about the model)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,13 @@ async def route_evidence(
     org_id: str | None = None,
     sources: Sequence[str] = ("production", "canary"),
 ) -> dict[str, ModelEvidence]:
-    conds = [_T.c.route == route, _T.c.ts >= since, _T.c.source.in_(tuple(sources)), _T.c.cache_hit.is_(False)]
+    conds = [
+        _T.c.route == route,
+        _T.c.ts >= since,
+        _T.c.source.in_(tuple(sources)),
+        _T.c.cache_hit.is_(False),
+        _T.c.error_class.is_distinct_from("client_closed"),
+    ]
     if org_id is not None:
         conds.append(_T.c.org_id == org_id)
     totals = (

@@ -43,12 +43,15 @@ def parity_config(fakes: dict[str, FakeServer]) -> dict[str, Any]:
             "gone-failover": {"models": ["gpt"], "fallbacks": ["gpt-mini"]},
             "late": {"models": ["gpt"]},
             "gone-stream": {"models": ["gpt"]},
+            # the validator passes gpt-mini's answers only ("gpt-4o-mini says: ..."), not gpt's
+            "rejected": {"models": ["gpt"], "fallbacks": ["gpt-mini"], "validators": ["regex:gpt-4o-mini"]},
+            "rejected-stream": {"models": ["gpt"], "fallbacks": ["gpt-mini"], "validators": ["regex:gpt-4o-mini"]},
         }
     )
     cfg["budgets"] = [{"name": "tiny", "scope": "route", "target": "tiny", "limit_usd": 1e-9, "period": "total"}]
     cfg["budgets"] += [
         {"name": name, "scope": "route", "target": name, "limit_usd": 1000, "period": "total"}
-        for name in ("gone", "gone-failover", "late", "gone-stream")
+        for name in ("gone", "gone-failover", "late", "gone-stream", "rejected", "rejected-stream")
     ]
     cfg["usage"] = {"flush_interval_ms": 50}
     # the failover tests inject faults: keep the circuits closed so the order of tests does not matter
@@ -224,15 +227,38 @@ def test_given_up_by_its_deadline_costs_what_its_record_says(front: Front, fakes
 
 
 def test_given_up_stream_before_its_first_token_is_recorded(front: Front, fakes: dict[str, FakeServer]) -> None:
-    # a stream given up before its first token charges nothing (as an upstream error), and its
-    # record says so, with the attempt that was in flight
+    # a stream given up before its first token was sent and the model was working on it: charged
+    # its input estimate as a non-streamed call is, and its record says so, with the attempt in flight
     fakes["openai"].inject("gpt-4o", Fault(first_token_delay_s=3))
     front.chat_cancelled(ask("w" * 400, model="gone-stream", stream=True), after_s=0.5)
-    row = wait_rows(front.workdir / "modelyard.db", "gone-stream", 1)[-1]
-    assert (row["status"], row["error_class"], row["cost_usd"], row["attempts"]) == (499, "client_closed", 0, 1)
+    used, rows = spent_as_recorded(front, "gone-stream", 1)
+    row = rows[-1]
+    assert (row["status"], row["error_class"], row["attempts"]) == (499, "client_closed", 1)
+    assert row["cost_estimated"] and row["tokens_in"] > 0 and row["tokens_out"] == 0
     (attempt,) = attempt_rows(front.workdir / "modelyard.db", row["request_id"])
-    assert (attempt["model"], attempt["error_class"], attempt["cost_usd"]) == ("gpt", "client_closed", 0)
-    assert wait_for(lambda: front.budget("gone-stream") == (0, 0), timeout=10), front.budget("gone-stream")
+    assert (attempt["model"], attempt["error_class"]) == ("gpt", "client_closed")
+    assert attempt["cost_usd"] == pytest.approx(used) and attempt["cost_estimated"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_rejected_answer_costs_what_the_upstream_billed(front: Front, stream: bool) -> None:
+    # an output validator rejects gpt's answer and the fallback's passes: the provider billed both,
+    # so the budget and the record carry both, the rejected one at the upstream's own usage
+    route = "rejected-stream" if stream else "rejected"
+    db = front.workdir / "modelyard.db"
+    before = len(usage_rows(db, route))
+    out = front.stream(ask(model=route)) if stream else front.chat(ask(model=route))
+    assert (out.status, out.model) == (200, "gpt-mini")
+    used, rows = spent_as_recorded(front, route, before + 1)
+    attempts = attempt_rows(db, rows[-1]["request_id"])
+    assert [(a["model"], bool(a["success"]), a["error_class"]) for a in attempts] == [
+        ("gpt", False, "validation"),
+        ("gpt-mini", True, None),
+    ]
+    rejected = attempts[0]
+    assert rejected["tokens_out"] > 0 and rejected["cost_usd"] > 0 and not rejected["cost_estimated"]
+    assert rows[-1]["cost_usd"] == pytest.approx(rejected["cost_usd"] + attempts[1]["cost_usd"])
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(used)
 
 
 # -- keys ----------------------------------------------------------------------------------------

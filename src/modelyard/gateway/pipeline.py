@@ -121,6 +121,18 @@ def _cost(dep: Deployment, usage: Usage | None) -> float:
     return cost(price_for(dep.config, dep.upstream), usage) if usage is not None else 0.0
 
 
+def _failed_usd(rt: Runtime, attempts: list[Attempt]) -> float:
+    """What the attempts that failed before the answer were charged (an answer a validator or the
+    judge rejected, ...): part of the request's cost, as in its usage record."""
+    usd = 0.0
+    for a in attempts:
+        if not a.ok and a.usage is not None:
+            dep = rt.models.get(a.model)
+            if dep is not None:
+                usd += _cost(dep, a.usage)
+    return usd
+
+
 @dataclass(slots=True)
 class Served:
     """A finished chat answer and how it was obtained."""
@@ -193,6 +205,8 @@ class ServedStream:
     tier_reason: str | None = None
     #: what judging the answer cost (strategy auto with a judge)
     _judge_usd: float = 0.0
+    #: what the attempts that failed before this one were charged
+    _failed_usd: float = 0.0
 
     @property
     def usage(self) -> Usage | None:
@@ -214,7 +228,7 @@ class ServedStream:
     def cost_usd(self) -> float:
         if self._routed is None:
             return 0.0
-        return _cost(self._routed.result.deployment, self._routed.usage) + self._judge_usd
+        return _cost(self._routed.result.deployment, self._routed.usage) + self._judge_usd + self._failed_usd
 
     async def chunks(self) -> AsyncIterator[ChatChunk]:
         """The answer's chunks in the internal shape; raises the error that ended it early."""
@@ -508,6 +522,8 @@ class Pipeline:
             if admitted.key is not None and self.services is not None and ttl:
                 await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
             served = self._served(request_id, response, result, overhead, admitted.cache)
+            if len(result.attempts) > 1:
+                served.cost_usd += _failed_usd(rt, result.attempts)
             self._mirror(rt, route, req, opts, principal, request_id, source)
             if admitted.choice is not None:
                 served.tier = admitted.choice
@@ -684,6 +700,7 @@ class Pipeline:
             tier=admitted.choice,
             tier_reason=_reason(admitted.choice, judge) if admitted.choice is not None else None,
             _judge_usd=judge.cost_usd if judge is not None else 0.0,
+            _failed_usd=_failed_usd(rt, routed.result.attempts) if len(routed.result.attempts) > 1 else 0.0,
         )
 
     # -- embeddings ---------------------------------------------------------------------------

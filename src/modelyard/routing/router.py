@@ -147,6 +147,27 @@ def _unknown_usage(exc: BaseException, req: ChatRequest) -> Usage | None:
     return Usage(n_in, 0, n_in, estimated=True)
 
 
+def _rejected_usage(req: ChatRequest, usage: Usage | None, texts: list[str]) -> Usage:
+    """What an answer the gateway did not serve (an output validator or a judge rejected it, or a
+    stream held back whole failed after its output began) is charged: the provider bills it all the
+    same.  The upstream's usage when it came, else estimated input + the output (4 characters a token)."""
+    if usage is not None:
+        return usage
+    n_in = _input_tokens(req)
+    n_out = -(-sum(len(t) for t in texts) // 4)
+    return Usage(n_in, n_out, n_in + n_out, estimated=True)
+
+
+def _held_back_usage(exc: BaseException, req: ChatRequest, head: list[ChatChunk]) -> Usage | None:
+    """What a streamed attempt that failed before anything was served is charged: as a non-streamed
+    one (:func:`_unknown_usage`) while nothing came, as a rejected answer once output came."""
+    usage = next((c.usage for c in reversed(head) if c.usage is not None), None)
+    texts = [c.content for ch in head for c in ch.choices if c.content]
+    if usage is None and not texts:
+        return _unknown_usage(exc, req)
+    return _rejected_usage(req, usage, texts)
+
+
 def estimate_tokens(req: ChatRequest) -> int:
     """A fast upper-bound estimate of a request's tokens (about 4 characters a token), for rate limits."""
     chars = 0
@@ -505,17 +526,24 @@ class Router:
             token = await hooks.before(dep) if hooks is not None else None
             try:
                 response = await dep.provider.chat(req, dep.upstream, _call_options(dep, remaining))
-                if validators or judge is not None:
-                    texts = [c.message.text() for c in response.choices if not c.message.tool_calls]
-                    _validate(validators, texts, dep)
-                    if judge is not None and texts:
-                        await judge(dep, texts)
             except BaseException as exc:
                 # one figure for the budgets and the attempt's usage record
                 attempt.usage = _unknown_usage(exc, req)
                 if hooks is not None:
                     await hooks.after(dep, token, attempt.usage, ok=False)
                 raise
+            if validators or judge is not None:
+                texts = [c.message.text() for c in response.choices if not c.message.tool_calls]
+                try:
+                    _validate(validators, texts, dep)
+                    if judge is not None and texts:
+                        await judge(dep, texts)
+                except BaseException:
+                    # rejected (or given up while judged): the model answered and its provider bills it
+                    attempt.usage = _rejected_usage(req, response.usage, texts)
+                    if hooks is not None:
+                        await hooks.after(dep, token, attempt.usage, ok=False)
+                    raise
             if hooks is not None:
                 await hooks.after(dep, token, response.usage, ok=True)
             return response
@@ -568,17 +596,20 @@ class Router:
         ) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
             token = await hooks.before(dep) if hooks is not None else None
             started["t"] = time.perf_counter()
+            head: list[ChatChunk] = []
             try:
-                head, iterator = await _open_stream(dep, req, remaining, validators, plan.route.config.ttft_timeout_s)
+                iterator = await _open_stream(dep, req, remaining, validators, plan.route.config.ttft_timeout_s, head)
                 if judge is not None and not any(c.tool_calls for ch in head for c in ch.choices):
                     try:
                         await judge(dep, ["".join(c.content or "" for ch in head for c in ch.choices)])
                     except BaseException:
                         await _aclose(iterator)
                         raise
-            except BaseException:
+            except BaseException as exc:
+                # one figure for the budgets and the attempt's usage record (as a non-streamed call)
+                attempt.usage = _held_back_usage(exc, req, head)
                 if hooks is not None:
-                    await hooks.after(dep, token, None, ok=False)
+                    await hooks.after(dep, token, attempt.usage, ok=False)
                 raise
             tokens["t"] = token
             return head, iterator
@@ -669,17 +700,24 @@ async def _open_stream(
     req: ChatRequest,
     remaining: float | None,
     validators: list[Validator],
-    route_ttft: float | None = None,
-) -> tuple[list[ChatChunk], AsyncIterator[ChatChunk]]:
-    """Open the upstream stream and hold it back until its first content (or whole, with validators)."""
+    route_ttft: float | None,
+    head: list[ChatChunk],
+) -> AsyncIterator[ChatChunk]:
+    """Open the upstream stream and hold it back in ``head`` until its first content (or whole, with
+    validators); the rest of the stream.  ``head`` keeps what came when it fails."""
     iterator = dep.provider.stream(req, dep.upstream, _call_options(dep, remaining)).__aiter__()
     ttft: float | None = first_token_limit(dep, reasoning=req.asks_for_reasoning(), route_override=route_ttft).seconds
     if remaining is not None:
         ttft = min(ttft, remaining) if ttft is not None else remaining
-    head: list[ChatChunk] = []
+    opened = time.monotonic()
     try:
         async with asyncio.timeout(ttft):
-            await _read_head(iterator, head, whole=bool(validators))
+            ended = await _read_head(iterator, head)
+        if validators and not ended:
+            # held back whole: only the first token is bound by the first-token limit, the rest by
+            # the stall timeout and the request's time left (a long answer is not "no first token")
+            left = None if remaining is None else max(0.0, remaining - (time.monotonic() - opened))
+            await _read_rest(iterator, head, dep, left)
     except TimeoutError:
         await _aclose(iterator)
         raise UpstreamTimeoutError(
@@ -693,20 +731,54 @@ async def _open_stream(
         raise
     if validators and not any(c.tool_calls for ch in head for c in ch.choices):
         # Validated streams are held back whole: nothing reaches the client until the answer passed.
-        _validate(validators, ["".join(c.content or "" for ch in head for c in ch.choices)], dep)
-    return head, iterator
+        try:
+            _validate(validators, ["".join(c.content or "" for ch in head for c in ch.choices)], dep)
+        except BaseException:
+            await _aclose(iterator)
+            raise
+    return iterator
 
 
-async def _read_head(iterator: AsyncIterator[ChatChunk], head: list[ChatChunk], *, whole: bool) -> None:
-    """Read until the first chunk with output (or the whole stream when ``whole``)."""
+async def _read_head(iterator: AsyncIterator[ChatChunk], head: list[ChatChunk]) -> bool:
+    """Read until the first chunk with output; whether the stream ended (before or with it)."""
     while True:
         try:
             chunk = await anext(iterator)
         except StopAsyncIteration:
-            return
+            return True
         head.append(chunk)
-        if not whole and chunk.has_output():
-            return
+        if chunk.has_output():
+            return False
+
+
+async def _read_rest(
+    iterator: AsyncIterator[ChatChunk], head: list[ChatChunk], dep: Deployment, left: float | None
+) -> None:
+    """Read the rest of a stream held back whole: each chunk within the model's stall timeout, the
+    whole within ``left`` (the request's time left; None: unbounded)."""
+    stall = dep.stall_timeout_s
+    try:
+        async with asyncio.timeout(left):
+            while True:
+                try:
+                    async with asyncio.timeout(stall):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise UpstreamTimeoutError(
+                        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
+                        provider=dep.provider.name,
+                        model=dep.name,
+                        phase="stall",
+                    ) from None
+                head.append(chunk)
+    except TimeoutError:
+        raise UpstreamTimeoutError(
+            f"{dep.provider.name}: the answer of {dep.name!r} did not end within the request's time left",
+            provider=dep.provider.name,
+            model=dep.name,
+        ) from None
 
 
 def _validators(route: Route, req: ChatRequest) -> list[Validator]:

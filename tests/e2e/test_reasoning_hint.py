@@ -5,9 +5,11 @@ does; a request that merely asks for some reasoning effort is served by them wit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -28,7 +30,10 @@ def gateway(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFacto
         "model": "claude-sonnet-4-5",
         "capabilities": {"reasoning": False},
     }
+    config["models"]["opus-47"] = {"provider": "anthropic", "model": "claude-opus-4-7"}
+    config["models"]["sonnet-46"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
     config["routes"]["mixed"] = {"models": ["claude"], "fallbacks": ["haiku"]}
+    config["routes"]["new-to-old"] = {"models": ["opus-47"], "fallbacks": ["claude"]}
     proc = ServerProcess(config, Path(tmp_path_factory.mktemp("reasoning-hint")))
     try:
         yield proc
@@ -100,3 +105,111 @@ def test_who_can_think_by_default() -> None:
     assert not reasons("claude-3-opus-20240229") and not reasons("claude-2.1")
     assert not reasons("claude-sonnet-4-5", reasoning=False)
     assert not reasons("anthropic/claude-3-5-haiku", kind="openai")
+
+
+# -- adaptive thinking (Claude 4.6 and later) and what thinking cannot be combined with ----------
+
+
+@pytest.mark.parametrize("stream", (False, True))
+@pytest.mark.parametrize(
+    ("model", "effort", "thinking", "level"),
+    (
+        ("opus-47", "xhigh", {"type": "adaptive"}, "xhigh"),
+        ("sonnet-46", "xhigh", {"type": "adaptive"}, "max"),
+        ("claude", "high", {"type": "enabled", "budget_tokens": 4096}, None),
+    ),
+)
+def test_reasoning_effort_takes_each_models_way_of_thinking(
+    gateway: ServerProcess,
+    fakes: dict[str, FakeServer],
+    model: str,
+    effort: str,
+    thinking: dict[str, object],
+    level: str | None,
+    stream: bool,
+) -> None:
+    """Claude Opus 4.7 refuses a thinking budget (only adaptive thinking with an effort), Claude 4.6
+    predates the xhigh effort, 4.5 knows only budgets; and thinking refuses a temperature (which
+    LangChain and many SDK users always send): the request is served on each, and thinks."""
+    ask = {"model": model, "messages": [{"role": "user", "content": "think hard"}], "reasoning_effort": effort}
+    with _client(gateway) as c:
+        if stream:
+            chunks = list(c.chat.completions.create(**ask, temperature=0.7, top_p=0.5, stream=True))  # type: ignore[call-overload]
+            reasoning = "".join(
+                getattr(ch.choices[0].delta, "reasoning_content", None) or "" for ch in chunks if ch.choices
+            )
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        else:
+            answer = c.chat.completions.create(**ask, temperature=0.7, top_p=0.5)  # type: ignore[call-overload]
+            reasoning = getattr(answer.choices[0].message, "reasoning_content", None) or ""
+            text = answer.choices[0].message.content or ""
+    assert text and reasoning
+    sent = fakes["anthropic"].requests[-1]["body"]
+    assert sent["thinking"] == thinking and sent.get("output_config") == ({"effort": level} if level else None)
+    assert "temperature" not in sent and sent["top_p"] == 0.95
+
+
+def test_json_mode_with_reasoning_effort_is_served_without_thinking(
+    gateway: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
+    """JSON mode forces a tool call on Anthropic models, which thinking refuses: the hint gives way."""
+    with _client(gateway) as c:
+        answer = c.chat.completions.create(
+            model="opus-47",
+            messages=[{"role": "user", "content": "a colour as JSON"}],
+            response_format={"type": "json_object"},
+            reasoning_effort="high",
+        )
+    assert isinstance(json.loads(answer.choices[0].message.content or ""), dict)
+    sent = fakes["anthropic"].requests[-1]["body"]
+    assert "thinking" not in sent and sent["tool_choice"]["type"] == "tool"
+
+
+def test_a_fallback_from_adaptive_to_budget_thinking_answers(
+    gateway: ServerProcess, fakes: dict[str, FakeServer]
+) -> None:
+    """Each attempt is encoded for its own model: adaptive for Opus 4.7, a budget for Sonnet 4.5."""
+    fakes["anthropic"].inject("claude-opus-4-7", status=529, code="overloaded_error")
+    with _client(gateway) as c:
+        answer = c.chat.completions.with_raw_response.create(
+            model="new-to-old", messages=[{"role": "user", "content": "hello"}], reasoning_effort="low"
+        )
+    assert answer.headers["x-modelyard-model"] == "claude"
+    *tried, served = (r["body"] for r in fakes["anthropic"].requests)
+    assert tried and all(
+        b["thinking"] == {"type": "adaptive"} and b["output_config"] == {"effort": "low"} for b in tried
+    )
+    assert served["thinking"] == {"type": "enabled", "budget_tokens": 1024} and "output_config" not in served
+
+
+def test_messages_api_takes_output_config(gateway: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    """Anthropic's own SDK: ``output_config.effort`` reaches the model, ``output_config.format`` is
+    a structured output served by any model, a bad effort is a 400 in Anthropic's error shape."""
+    with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as c:
+        answer = c.messages.create(
+            model="opus-47",
+            max_tokens=2000,
+            messages=[{"role": "user", "content": "think"}],
+            thinking={"type": "adaptive"},
+            output_config={"effort": "low"},
+        )
+        assert [b.type for b in answer.content] == ["thinking", "text"]
+        assert fakes["anthropic"].requests[-1]["body"]["output_config"] == {"effort": "low"}
+        schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
+        for model in ("opus-47", "gpt"):
+            shaped = c.messages.create(
+                model=model,
+                max_tokens=500,
+                messages=[{"role": "user", "content": "a colour"}],
+                output_config={"format": {"type": "json_schema", "schema": schema}},
+            )
+            text = "".join(b.text for b in shaped.content if b.type == "text")
+            assert isinstance(json.loads(text)["colour"], str), model
+        with pytest.raises(anthropic.BadRequestError) as err:
+            c.messages.create(
+                model="opus-47",
+                max_tokens=100,
+                messages=[{"role": "user", "content": "x"}],
+                output_config={"effort": "extreme"},  # type: ignore[typeddict-item]
+            )
+        assert err.value.status_code == 400 and "output_config.effort" in str(err.value)

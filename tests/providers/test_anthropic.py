@@ -29,6 +29,7 @@ from modelyard.providers.anthropic import (
     encode_tool_choice,
     error_status,
     parse_error,
+    thinking_style,
 )
 from modelyard.providers.base import CallOptions
 from modelyard.testing.fake_anthropic import FakeAnthropic
@@ -792,3 +793,129 @@ async def test_embeddings_are_not_supported(provider: AnthropicProvider) -> None
 
     with pytest.raises(InvalidRequestError):
         await provider.embed(EmbeddingRequest(model="x", input=["a"]), MODEL, CALL)
+
+
+# -- reasoning_effort: adaptive thinking on Claude 4.6 and later, a budget before ----------------
+
+
+def thinking_body(model: str, effort: str = "high", **kw: Any) -> dict[str, Any]:
+    messages = kw.pop("messages", [user("think")])
+    extra = {"reasoning_effort": effort, **kw.pop("extra", {})}
+    return encode_request(ChatRequest(model=model, messages=messages, extra=extra, **kw), model, stream=False).body
+
+
+@pytest.mark.parametrize(
+    ("model", "style"),
+    [
+        ("claude-3-7-sonnet-20250219", "budget"),
+        ("claude-sonnet-4-20250514", "budget"),
+        ("claude-opus-4-1-20250805", "budget"),
+        ("claude-sonnet-4-5", "budget"),
+        ("claude-haiku-4-5-20251001", "budget"),
+        ("claude-opus-4-5-20251101", "budget"),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", "budget"),  # a Bedrock id
+        ("claude-opus-4-6", "adaptive"),
+        ("claude-sonnet-4-6", "adaptive"),
+        ("anthropic.claude-opus-4-6-v1", "adaptive"),
+        ("claude-opus-4-7", "adaptive"),
+        ("claude-some-future-model", "adaptive"),
+    ],
+)
+def test_thinking_style_by_model(model: str, style: str) -> None:
+    assert thinking_style(model) == style
+
+
+@pytest.mark.parametrize(
+    ("effort", "level", "budget"),
+    [
+        ("minimal", "low", 1024),
+        ("low", "low", 1024),
+        ("medium", "medium", 2048),
+        ("high", "high", 4096),
+        ("xhigh", "xhigh", 8192),
+    ],
+)
+def test_reasoning_effort_is_adaptive_thinking_on_new_models(effort: str, level: str, budget: int) -> None:
+    body = thinking_body("claude-opus-4-7", effort, max_tokens=500)
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": level}
+    assert body["max_tokens"] == 500 + budget  # the answer keeps its own allowance
+    assert thinking_body("claude-opus-4-7", effort, max_tokens=50_000)["max_tokens"] == 50_000
+
+
+def test_xhigh_is_max_on_claude_4_6_which_predates_it() -> None:
+    assert thinking_body("claude-sonnet-4-6", "xhigh")["output_config"] == {"effort": "max"}
+    assert thinking_body("claude-opus-4-6", "high")["output_config"] == {"effort": "high"}
+
+
+def test_reasoning_effort_is_a_budget_on_older_models() -> None:
+    body = thinking_body("claude-sonnet-4-5", "medium")
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and "output_config" not in body
+
+
+def test_none_effort_and_explicit_thinking_are_left_alone() -> None:
+    assert "thinking" not in thinking_body("claude-opus-4-7", "none")
+    body = thinking_body("claude-opus-4-7", "high", extra={"thinking": {"type": "disabled"}})
+    assert body["thinking"] == {"type": "disabled"} and "output_config" not in body
+    own = thinking_body("claude-opus-4-7", "high", extra={"output_config": {"effort": "max"}})
+    assert own["output_config"] == {"effort": "max"}  # the client's own effort wins
+
+
+def test_thinking_takes_the_default_sampling() -> None:
+    body = thinking_body("claude-opus-4-7", temperature=0.7, top_p=0.5, extra={"top_k": 40})
+    assert "temperature" not in body and "top_k" not in body and body["top_p"] == 0.95
+    plain = body_of(req(user("x"), temperature=0.7, top_p=0.5, extra={"top_k": 40}))
+    assert (plain["temperature"], plain["top_p"], plain["top_k"]) == (0.7, 0.5, 40)
+
+
+def test_no_thinking_where_the_api_refuses_it() -> None:
+    # a forced tool call (JSON mode is one) and a prefilled answer cannot be combined with thinking
+    json_mode = thinking_body("claude-opus-4-7", response_format=ResponseFormat(type="json_object"), temperature=0.2)
+    assert "thinking" not in json_mode and json_mode["tool_choice"]["type"] == "tool"
+    assert json_mode["temperature"] == 0.2
+    forced = thinking_body("claude-sonnet-4-5", tools=[WEATHER], tool_choice="required")
+    assert "thinking" not in forced
+    auto = thinking_body("claude-sonnet-4-5", tools=[WEATHER], tool_choice="auto")
+    assert auto["thinking"]["type"] == "enabled"
+    prefill = thinking_body("claude-opus-4-7", messages=[user("go on"), Message("assistant", "Once upon")])
+    assert "thinking" not in prefill
+
+
+def test_a_clients_effort_is_dropped_for_models_before_adaptive_thinking() -> None:
+    body = encode_request(
+        ChatRequest(model="m", messages=[user("x")], extra={"output_config": {"effort": "low"}}),
+        "claude-sonnet-4-5",
+        stream=False,
+    ).body
+    assert "output_config" not in body
+    kept = encode_request(
+        ChatRequest(model="m", messages=[user("x")], extra={"output_config": {"effort": "low"}}),
+        "claude-opus-4-6",
+        stream=False,
+    ).body
+    assert kept["output_config"] == {"effort": "low"}
+    xhigh = encode_request(
+        ChatRequest(model="m", messages=[user("x")], extra={"output_config": {"effort": "xhigh"}}),
+        "claude-sonnet-4-6",
+        stream=False,
+    ).body
+    assert xhigh["output_config"] == {"effort": "max"}  # 4.6 predates xhigh
+
+
+async def test_the_fake_refuses_what_the_api_refuses(provider: AnthropicProvider) -> None:
+    """The fake keeps the API's thinking rules, so the translation above is checked against them."""
+    for model, effort in [("claude-opus-4-7", "xhigh"), ("claude-sonnet-4-6", "xhigh"), ("claude-sonnet-4-5", "low")]:
+        request = ChatRequest(
+            model=model, messages=[user("x")], temperature=0.5, extra={"reasoning_effort": effort, "top_k": 3}
+        )
+        answer = await provider.chat(request, model, CALL)
+        assert answer.choices[0].message.reasoning, model  # it thought
+    bad = [
+        ("claude-opus-4-7", {"thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking.type.enabled"),
+        ("claude-sonnet-4-5", {"thinking": {"type": "adaptive"}}, "adaptive"),
+        ("claude-opus-4-7", {"thinking": {"type": "adaptive"}, "top_k": 5}, "top_k"),
+    ]
+    for model, extra, words in bad:
+        with pytest.raises(UpstreamStatusError) as err:
+            await provider.chat(ChatRequest(model=model, messages=[user("x")], extra=extra), model, CALL)
+        assert err.value.upstream_status == 400 and words in str(err.value), (model, extra)

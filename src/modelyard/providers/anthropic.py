@@ -12,8 +12,9 @@ Translation choices, where the OpenAI vocabulary has no exact Anthropic counterp
 * ``max_tokens`` is required by Anthropic: the request's value, else ``DEFAULT_MAX_TOKENS``.
 * ``temperature`` is clamped to Anthropic's range [0, 1] (OpenAI accepts up to 2).
 * ``n`` > 1 is rejected (one answer per call); ``seed``, penalties and ``logprobs`` have no
-  Anthropic equivalent and are ignored.  From ``extra`` only Anthropic's own ``top_k``,
-  ``service_tier`` and top-level ``cache_control`` (automatic prompt caching) are passed on.
+  Anthropic equivalent and are ignored.  From ``extra`` only Anthropic's own ``top_k``, ``thinking``,
+  ``output_config``, ``service_tier`` and top-level ``cache_control`` (automatic prompt caching)
+  are passed on.
 * ``response_format`` (``json_object`` / ``json_schema``): the base Messages API has no JSON
   mode that every model supports (``output_config.format`` structured outputs exist only on
   recent models), so JSON mode is done with a tool, which works on every model: a system
@@ -34,9 +35,12 @@ Translation choices, where the OpenAI vocabulary has no exact Anthropic counterp
   (``reasoning_blocks``, streamed as ``reasoning_signature`` / ``redacted_reasoning`` deltas), so
   an assistant turn sent back replays them unchanged: Anthropic verifies the signatures, and
   requires them in a tool-use loop with thinking enabled.  OpenAI's ``reasoning_effort`` turns
-  thinking on (budget 1024 for minimal/low, 2048 medium, 4096 high, 8192 xhigh; ``max_tokens``
-  grows by the budget when it would not exceed it).  ``thinking`` and ``cache_control``
-  (top level, and on system, content, tool_use and tool blocks) are passed through.
+  thinking on for a model that can think (:func:`_reasoning_hint`): adaptive thinking with
+  ``output_config.effort`` (low for minimal/low, medium, high, xhigh; ``max`` for xhigh on 4.6)
+  on Claude 4.6 and later, a fixed budget on Claude 3.7 to 4.5 (1024 for minimal/low, 2048
+  medium, 4096 high, 8192 xhigh); ``max_tokens`` grows by that budget when it would not exceed
+  it.  ``thinking``, ``output_config`` and ``cache_control`` (top level, and on system, content,
+  tool_use and tool blocks) are passed through.
 * Server-tool blocks in answers are skipped (OpenAI's format cannot carry them).
 """
 
@@ -121,10 +125,28 @@ _ERROR_STATUS: dict[str, int] = {
 }
 
 #: request fields from ``ChatRequest.extra`` that are Anthropic's own and passed on unchanged
-_EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control", "thinking")
+_EXTRA_PASSTHROUGH = ("top_k", "service_tier", "cache_control", "thinking", "output_config")
 
-#: reasoning_effort -> thinking budget_tokens
+#: reasoning_effort -> thinking budget_tokens (models before adaptive thinking); also the answer
+#: allowance kept on top of the thinking in ``max_tokens`` (both styles)
 _EFFORT_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
+#: reasoning_effort -> output_config.effort (adaptive thinking)
+_EFFORT_LEVEL = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+#: models that think only with a fixed budget (``thinking.type: "enabled"``): Claude 3.7 to 4.5.
+#: Every other model that can think (4.6 and later) takes adaptive thinking; the newest only that.
+_BUDGET_THINKING = (
+    "claude-3-7",
+    "claude-sonnet-4-5",
+    "claude-opus-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-0",
+    "claude-sonnet-4-0",
+    "claude-opus-4-2025",
+    "claude-sonnet-4-2025",
+)
+#: adaptive models that predate the ``xhigh`` effort (it becomes ``max`` for them)
+_NO_XHIGH = ("claude-opus-4-6", "claude-sonnet-4-6")
 
 _TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -327,14 +349,6 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool, reasoning: boo
     body["model"] = model
     body["max_tokens"] = req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
     body["messages"] = messages
-    effort = req.extra.get("reasoning_effort")
-    if reasoning and "thinking" not in body and effort in _EFFORT_BUDGET:
-        # OpenAI's reasoning_effort as extended thinking (LiteLLM's budgets); the budget counts
-        # towards max_tokens, so an answer's own allowance is kept on top of it
-        budget = _EFFORT_BUDGET[effort]
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if body["max_tokens"] <= budget:
-            body["max_tokens"] += budget
     if req.temperature is not None:
         body["temperature"] = min(1.0, max(0.0, req.temperature))
     if req.top_p is not None:
@@ -374,9 +388,71 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool, reasoning: boo
         body["system"] = system[0]["text"]
     elif system:
         body["system"] = system
+    config = body.get("output_config")
+    if isinstance(config, dict) and "effort" in config:
+        # the effort parameter is for adaptive models (Sonnet 4.5 refuses it): there it is dropped,
+        # as a fallback's request would otherwise fail; Claude 4.6 predates xhigh: max for it
+        if thinking_style(model) == "budget":
+            config = {k: v for k, v in config.items() if k != "effort"}
+        elif config["effort"] == "xhigh" and _claude_name(model).startswith(_NO_XHIGH):
+            config = {**config, "effort": "max"}
+        if config:
+            body["output_config"] = config
+        else:
+            del body["output_config"]
+    if reasoning:
+        _reasoning_hint(body, req.extra.get("reasoning_effort"), model)
     if stream:
         body["stream"] = True
     return EncodedRequest(body, json_tool)
+
+
+def thinking_style(model: str) -> str:
+    """How ``model`` is asked to think: ``"budget"`` (``thinking.type: "enabled"`` with
+    ``budget_tokens``: Claude 3.7 to 4.5) or ``"adaptive"`` (``thinking.type: "adaptive"`` with
+    ``output_config.effort``: Claude 4.6 and later, the only way for the newest models)."""
+    return "budget" if _claude_name(model).startswith(_BUDGET_THINKING) else "adaptive"
+
+
+def _claude_name(model: str) -> str:
+    """The model's name from ``claude`` on (Bedrock's ``anthropic.claude-...`` ids too)."""
+    return model[model.find("claude") :] if "claude" in model else model
+
+
+def _reasoning_hint(body: dict[str, Any], effort: Any, model: str) -> None:
+    """OpenAI's ``reasoning_effort`` as Anthropic thinking, where the request allows thinking.
+
+    It is a hint: an explicit ``thinking`` wins, and it is dropped where the API refuses thinking
+    (a forced tool call, which JSON mode is; a prefilled answer, which a continuation is).  Thinking
+    takes the default sampling, so ``temperature`` and ``top_k`` are dropped and ``top_p`` is kept
+    at 0.95 or more.  ``max_tokens`` grows by the effort's budget when it would not exceed it, so
+    the answer keeps an allowance of its own."""
+    if "thinking" in body or not isinstance(effort, str) or effort not in _EFFORT_BUDGET:
+        return
+    choice = body.get("tool_choice")
+    if choice is not None and choice.get("type") in ("any", "tool"):
+        return
+    if body["messages"] and body["messages"][-1].get("role") == "assistant":
+        return
+    budget = _EFFORT_BUDGET[effort]
+    if thinking_style(model) == "budget":
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    else:
+        body["thinking"] = {"type": "adaptive"}
+        level = _EFFORT_LEVEL[effort]
+        if level == "xhigh" and _claude_name(model).startswith(_NO_XHIGH):
+            level = "max"
+        config = body.get("output_config")
+        if not isinstance(config, dict):
+            body["output_config"] = {"effort": level}
+        elif "effort" not in config:
+            body["output_config"] = {**config, "effort": level}
+    if body["max_tokens"] <= budget:
+        body["max_tokens"] += budget
+    body.pop("temperature", None)
+    body.pop("top_k", None)
+    if "top_p" in body and body["top_p"] < 0.95:
+        body["top_p"] = 0.95
 
 
 # -- Anthropic -> internal ---------------------------------------------------------------

@@ -113,8 +113,10 @@ class Prompt:
     image_count: int = 0
     #: the partial answer of a trailing assistant message (assistant prefill), which the reply continues
     prefill: str = ""
-    #: extended thinking asked for (Anthropic ``thinking.budget_tokens``); 0 when not
+    #: extended thinking asked for (Anthropic ``thinking.budget_tokens``; 1 for adaptive); 0 when not
     thinking_budget: int = 0
+    #: Anthropic ``output_config.effort`` asked for
+    effort: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -49,6 +49,21 @@ REDACTED_TRIGGER = (
 _REDACTED_PREFIX = b"fake-redacted-thinking:"
 #: models without extended thinking (Claude 3.7 Sonnet has it): ``thinking`` is a 400 for them
 _NO_THINKING = ("claude-3", "claude-2", "claude-instant")
+#: models that think only with a budget (``type: "enabled"``; no adaptive thinking, no effort)
+_BUDGET_ONLY = (
+    "claude-3-7",
+    "claude-sonnet-4-5",
+    "claude-opus-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-0",
+    "claude-sonnet-4-0",
+    "claude-opus-4-2025",
+    "claude-sonnet-4-2025",
+)
+#: models with both: Claude 4.6 (``enabled`` deprecated there); any other model is adaptive only
+_BOTH = ("claude-opus-4-6", "claude-sonnet-4-6")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -437,11 +452,37 @@ class FakeAnthropic(FakeServer):
         config = body.get("thinking")
         if config is None or (isinstance(config, dict) and config.get("type") == "disabled"):
             return
-        if not isinstance(config, dict) or config.get("type") != "enabled":
-            raise self.bad_request("thinking.type: Input should be 'enabled' or 'disabled'")
+        kind = config.get("type") if isinstance(config, dict) else None
+        if kind not in ("enabled", "adaptive"):
+            raise self.bad_request("thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'")
+        assert isinstance(config, dict)
         model = str(body.get("model") or "")
         if model.startswith(_NO_THINKING) and not model.startswith("claude-3-7"):
             raise self.bad_request(f"'{model}' does not support thinking.")  # the real API's words
+        if kind == "adaptive" and model.startswith(_BUDGET_ONLY):
+            raise self.bad_request(f"'{model}' does not support adaptive thinking.")
+        if kind == "enabled" and not model.startswith(_BUDGET_ONLY + _BOTH):
+            raise self.bad_request(
+                '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" and '
+                '"output_config.effort" to control thinking behavior.'
+            )
+        # what thinking cannot be combined with (the API's feature compatibility)
+        temperature = body.get("temperature")
+        if temperature is not None and temperature != 1:
+            raise self.bad_request("`temperature` may only be set to 1 when thinking is enabled.")
+        if body.get("top_k") is not None:
+            raise self.bad_request("`top_k` is not supported when thinking is enabled.")
+        top_p = body.get("top_p")
+        if isinstance(top_p, int | float) and top_p < 0.95:
+            raise self.bad_request("`top_p` must be greater than or equal to 0.95 when thinking is enabled.")
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+            raise self.bad_request("Thinking may not be enabled when tool_choice forces tool use.")
+        if turns and turns[-1][0] == "assistant":
+            raise self.bad_request("Prefilling the assistant message is not supported when thinking is enabled.")
+        if kind == "adaptive":
+            prompt.thinking_budget = 1  # the model decides how much
+            return
         budget = config.get("budget_tokens")
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
             raise self.bad_request("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
@@ -460,7 +501,22 @@ class FakeAnthropic(FakeServer):
                 )
 
     def _output_config(self, body: dict[str, Any], prompt: Prompt) -> None:
-        fmt = (body.get("output_config") or {}).get("format")
+        config = body.get("output_config") or {}
+        effort = config.get("effort")
+        if effort is not None:
+            model = str(body.get("model") or "")
+            if effort not in _EFFORTS:
+                raise self.bad_request(
+                    "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+                )
+            if model.startswith(_BUDGET_ONLY) or (
+                model.startswith(_NO_THINKING) and not model.startswith("claude-3-7")
+            ):
+                raise self.bad_request(f"'{model}' does not support the effort parameter.")
+            if effort == "xhigh" and model.startswith(_BOTH):
+                raise self.bad_request(f"output_config.effort: 'xhigh' is not supported by '{model}'.")
+            prompt.effort = effort
+        fmt = config.get("format")
         if fmt is None:
             return
         if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):

@@ -15,7 +15,10 @@ pipeline as chat completions, to any provider.  Going in:
 * ``cache_control`` markers (top level, system, text, image, tool_use, tool_result blocks and
   tools) are validated and passed on to Anthropic upstreams, whose cache reads and writes are
   priced (``usage.cache_read_input_tokens`` / ``cache_creation_input_tokens``); ``thinking`` is
-  validated and passed on too.
+  validated and passed on too;
+* ``output_config``: its ``effort`` (low ... max) is passed on to Anthropic upstreams (others
+  ignore it); its ``format`` (a ``json_schema`` structured output) becomes the request's
+  ``response_format``, which every provider serves (Anthropic ones by a forced tool).
 
 Any other block type is a 400 naming it.  Coming out, the answer is a ``message`` with
 ``thinking``, ``text`` and ``tool_use`` blocks, or the event sequence ``message_start`` ...
@@ -37,6 +40,7 @@ from modelyard.types import (
     FinishReason,
     ForcedTool,
     Message,
+    ResponseFormat,
     Tool,
     ToolCall,
     Usage,
@@ -57,7 +61,29 @@ ANTHROPIC_VERSION = "2023-06-01"
 _KNOWN = {
     "model", "max_tokens", "messages", "system", "stop_sequences", "temperature", "top_p", "top_k",
     "stream", "tools", "tool_choice", "metadata", "thinking", "modelyard", "service_tier", "cache_control",
+    "output_config",
 }  # fmt: skip
+
+#: ``output_config.effort`` values, lowest first (``xhigh``: Claude Opus 4.7 and later)
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+def _output_config(value: Any) -> tuple[str | None, ResponseFormat | None]:
+    """``output_config``: its ``effort`` (passed on to Anthropic models) and its ``format`` (the
+    structured-output JSON schema, served as ``response_format`` by every provider)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or set(value) - {"effort", "format"}:
+        raise _bad("output_config", "expected an object with 'effort' and/or 'format'")
+    effort = value.get("effort")
+    if effort is not None and effort not in _EFFORTS:
+        raise _bad("output_config.effort", f"expected one of {', '.join(_EFFORTS)}")
+    fmt = value.get("format")
+    if fmt is None:
+        return effort, None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _bad("output_config.format", "expected {type: 'json_schema', schema: {...}}")
+    return effort, ResponseFormat(type="json_schema", schema=fmt["schema"])
 
 
 def _thinking(value: Any, max_tokens: int) -> dict[str, Any] | None:
@@ -279,6 +305,9 @@ def parse_messages_request(body: Any) -> ChatRequest:
         if tier not in ("auto", "standard_only"):
             raise _bad("service_tier", "expected 'auto' or 'standard_only'")
         extra["service_tier"] = tier
+    effort, response_format = _output_config(body.get("output_config"))
+    if effort is not None:
+        extra["output_config"] = {"effort": effort}
     return ChatRequest(
         model=model,
         messages=_messages(body.get("messages"), body.get("system")),
@@ -291,6 +320,7 @@ def parse_messages_request(body: Any) -> ChatRequest:
         user=user if isinstance(user, str) else None,
         tools=_tools(body.get("tools")),
         tool_choice=_tool_choice(body.get("tool_choice")),
+        response_format=response_format,
         extra=extra,
         options=_options(body),
     )

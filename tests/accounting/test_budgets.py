@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,17 @@ from modelyard.accounting.budgets import (
     period_of,
 )
 from modelyard.accounting.budgets_redis import RedisLedger
-from modelyard.config.schema import BudgetConfig
+from modelyard.config.schema import BudgetConfig, Config
 from modelyard.errors import RateLimitError
+from modelyard.gateway.services import Services
+from modelyard.runtime import RuntimeHolder
+from modelyard.storage.db import Database
+from modelyard.storage.migrate import migrate
+from modelyard.storage.records import RequestRecord
 from modelyard.storage.redis import StateUnavailableError, check_redis, redis_client
+from modelyard.storage.usage import UsageStore
 from tests.accounting.conftest import LedgerFactory
+from tests.storage.records import request as record
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 ANY = Scope(org_id="acme", key_id="k1", route="chat", model="gpt")
@@ -409,3 +418,91 @@ def test_a_non_finite_usd_limit_caps_nothing_instead_of_crashing() -> None:
 
     assert _cap_usd(BudgetConfig(name="k", limit_usd=float("inf"))) == -1
     assert _cap_usd(BudgetConfig(name="k", limit_usd=2.0)) == 2 * NANO
+
+
+# -- counters start from the recorded spend (the gateway's start and config reloads) ----------------
+
+
+async def recorded(path: Path, *records: RequestRecord) -> None:
+    """Write usage records to the SQLite file at ``path`` (the database the gateway will use)."""
+    db = Database(f"sqlite:///{path}")
+    try:
+        await migrate(db)
+        await UsageStore(db).insert(list(records), [])
+    finally:
+        await db.aclose()
+
+
+async def served(ledger: BudgetLedger, i: int, usd: float, *, route: str = "chat") -> RequestRecord:
+    """One request served live: reserve, settle, and the record it leaves (ending after the settle)."""
+    started = datetime.now(UTC)
+    scope = Scope(org_id="acme", key_id="k1", route=route, model="gpt")
+    await ledger.settle(await ledger.reserve(scope, usd=usd, tokens=10), usd=usd, tokens=10)
+    ms = (datetime.now(UTC) - started).total_seconds() * 1000 + 1
+    return record(i, ts=started, route=route, cost_usd=usd, tokens_in=5, tokens_out=5, latency_ms=ms)
+
+
+def gateway_config(path: Path, state: str, budgets: list[dict[str, Any]]) -> Config:
+    return Config.model_validate({"database": {"url": f"sqlite:///{path}"}, "state": state, "budgets": budgets})
+
+
+async def test_start_adds_recorded_spend_to_a_counter_a_request_made_first(redis_url: str, tmp_path: Path) -> None:
+    """The race: a request (here on another replica) reserves and settles before the starting
+    gateway seeds the counter, so the counter exists; the seed used to skip it and the spend
+    recorded before was lost (0.1 instead of 0.6, and a hard $1 budget let 0.45 more through)."""
+    name = f"seed-{uuid.uuid4().hex[:8]}"  # the gateway's own key prefix: a budget of this test's own
+    budgets = [{"name": name, "scope": "route", "target": "chat", "limit_usd": 1.0, "period": "total"}]
+    path = tmp_path / "usage.db"
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    await recorded(path, *(record(i, ts=before + timedelta(seconds=i), route="chat", cost_usd=0.25) for i in (1, 2)))
+    cfg = gateway_config(path, redis_url, budgets)
+    replica = make_ledger(cfg.budgets, redis_url)
+    raw = redis.Redis.from_url(redis_url)
+    services = None
+    try:
+        live = await served(replica, 3, 0.1)
+        await recorded(path, live)  # counted live already: never added again
+        services = await Services.start(cfg, lambda: RuntimeHolder(cfg).current)
+        assert (await status(services.ledger, name, now=datetime.now(UTC))).used_usd == pytest.approx(0.6)
+        with pytest.raises(BudgetExceededError):
+            await replica.reserve(ANY, usd=0.45, tokens=0)
+        await services.refresh_budgets()  # again (a reload): nothing is added twice
+        assert (await status(replica, name, now=datetime.now(UTC))).used_usd == pytest.approx(0.6)
+    finally:
+        if services is not None:
+            await services.aclose()
+        await replica.aclose()
+        keys = list(raw.scan_iter(match=f"*{name}*"))
+        if keys:
+            raw.delete(*keys)
+        raw.close()
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+async def test_a_budget_added_by_a_reload_counts_spend_recorded_before_it(
+    state: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A reload adds a budget; a request counts against it before its counter is seeded."""
+    url = "memory" if state == "memory" else request.getfixturevalue("redis_url")
+    name = f"added-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "usage.db"
+    today = datetime.now(UTC)
+    await recorded(path, record(1, ts=today - timedelta(seconds=30), cost_usd=0.3))
+    cfg = gateway_config(path, url, [])
+    services = await Services.start(cfg, lambda: RuntimeHolder(cfg).current)
+    raw = None if state == "memory" else redis.Redis.from_url(url)
+    try:
+        added = (BudgetConfig(name=name, scope="global", limit_usd=1.0, period="month"),)
+        services.ledger.reconfigure(added)  # what refresh_budgets does first, then the seed awaits the database
+        await recorded(path, await served(services.ledger, 2, 0.2))
+        await services.rebuild_budgets(added)
+        now = datetime.now(UTC)
+        expected = 0.5 if period_of("month", now).start <= today - timedelta(seconds=30) else 0.2
+        assert (await status(services.ledger, name, now=now)).used_usd == pytest.approx(expected)
+    finally:
+        await services.aclose()
+        if raw is not None:
+            keys = list(raw.scan_iter(match=f"*{name}*"))
+            if keys:
+                raw.delete(*keys)
+            raw.close()

@@ -17,10 +17,12 @@ from modelyard.accounting.budgets import (
     BudgetLedger,
     MemoryLedger,
     Scope,
+    SeedResult,
     make_ledger,
     period_of,
 )
 from modelyard.accounting.budgets_redis import RedisLedger
+from modelyard.accounting.seeding import seed_budgets
 from modelyard.config.schema import BudgetConfig, Config
 from modelyard.errors import RateLimitError
 from modelyard.gateway.services import Services
@@ -506,3 +508,116 @@ async def test_a_budget_added_by_a_reload_counts_spend_recorded_before_it(
             if keys:
                 raw.delete(*keys)
             raw.close()
+
+
+def ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+async def test_seed_creates_or_adds_once_and_says_which_counter_it_found(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("a", limit_usd=10.0, period="day"), budget("b", limit_usd=10.0, period="day")])
+    # no counter: created at the whole period's spend, then seeded for good
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(True)
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(False)
+    assert (await status(ledger, "a")).used_usd == 1.0
+    # a request created the counter first: the seed is told when, and adds what was recorded before
+    await ledger.settle(await ledger.reserve(ANY, usd=0.5, tokens=1, now=NOW), usd=0.5, tokens=1)
+    assert await ledger.seed("b", "global", usd=2.0, tokens=9, now=NOW) == SeedResult(False, ms(NOW))
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW) - 1, now=NOW) == SeedResult(False, ms(NOW))
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW), now=NOW) == SeedResult(True)
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW), now=NOW) == SeedResult(False)
+    s = await status(ledger, "b")
+    assert (s.used_usd, s.used_tokens) == (0.75, 4)
+    assert (await status(ledger, "a")).used_usd == 1.5  # the live request counts on seeded counters too
+    # the counter of the next day is a new one, not seeded yet
+    tomorrow = NOW + timedelta(days=1)
+    await ledger.settle(await ledger.reserve(ANY, usd=0.5, tokens=1, now=tomorrow), usd=0.5, tokens=1)
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=tomorrow) == SeedResult(False, ms(tomorrow))
+    assert await ledger.seed("gone", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(False)
+
+
+async def test_a_redis_counter_from_before_seeding_had_born_is_never_added_to(
+    redis_url: str, redis_prefix: str
+) -> None:
+    ledger = RedisLedger(
+        [budget("old", limit_usd=1.0, period="total")], redis_client(redis_url), key_prefix=redis_prefix
+    )
+    raw = redis.Redis.from_url(redis_url)
+    try:  # a counter an older version created (no born): as before, the seed leaves it alone
+        raw.hset(f"{redis_prefix}c|old|global|total", mapping={"uusd": 10**8, "utok": 1, "rusd": 0, "rtok": 0})
+        assert await ledger.seed("old", "global", usd=0.5, tokens=1, now=NOW) == SeedResult(False)
+        assert (await status(ledger, "old")).used_usd == 0.1
+    finally:
+        raw.close()
+        await ledger.client.aclose()
+
+
+async def usage_store(path: Path) -> UsageStore:
+    db = Database(f"sqlite:///{path}")
+    await migrate(db)
+    return UsageStore(db)
+
+
+async def test_seed_adds_what_ended_before_the_counter_was_born_in_its_period(
+    new_ledger: LedgerFactory, tmp_path: Path
+) -> None:
+    """Per route, each counter its own birth: the spend of the requests that ended before it, of
+    this day only; a request that ended after it was counted live and is not added again."""
+    usage = await usage_store(tmp_path / "usage.db")
+    per_route = budget("routes", scope="route", limit_usd=10.0, period="day")
+    ledger = new_ledger([per_route])
+    born = {"chat": NOW, "code": NOW + timedelta(minutes=5)}
+    hour = timedelta(hours=1)
+    await usage.insert(
+        [
+            record(1, ts=NOW - timedelta(days=1), route="chat", cost_usd=4.0),  # yesterday: another period
+            record(2, ts=NOW - hour, route="chat", cost_usd=0.5, latency_ms=1000.0),
+            record(3, ts=NOW - timedelta(seconds=2), route="chat", cost_usd=0.25, latency_ms=1500.0),
+            record(4, ts=NOW - timedelta(seconds=1), route="chat", cost_usd=2.0, latency_ms=1500.0),  # ended after
+            record(5, ts=NOW, route="code", cost_usd=0.125, latency_ms=100.0),  # ended before code's counter
+            record(6, ts=NOW + timedelta(minutes=4, seconds=59), route="code", cost_usd=1.0, latency_ms=2000.0),
+            record(7, ts=NOW + hour, route="chat", cost_usd=3.0),  # after the seed's "now": still this day
+        ],
+        [],
+    )
+    for route, at in born.items():  # the live requests that created the counters (records 4 and 6)
+        scope = Scope(route=route, model="gpt")
+        await ledger.settle(await ledger.reserve(scope, usd=0.0, tokens=0, now=at), usd=1.0, tokens=0)
+    try:
+        assert await seed_budgets(ledger, usage, [per_route], now=NOW + timedelta(minutes=10)) == 2
+        assert await seed_budgets(ledger, usage, [per_route], now=NOW + timedelta(minutes=10)) == 0
+        assert (await status(ledger, "routes", "route:chat")).used_usd == pytest.approx(1.0 + 0.5 + 0.25)
+        assert (await status(ledger, "routes", "route:code")).used_usd == pytest.approx(1.0 + 0.125)
+    finally:
+        await usage.db.aclose()
+
+
+async def test_replicas_seeding_at_once_add_the_recorded_spend_once(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    usage = await usage_store(tmp_path / "usage.db")
+    budgets = [budget(f"t{i}", scope="key", limit_usd=100.0, period="month") for i in range(8)]
+    await usage.insert([record(i, ts=NOW - timedelta(minutes=i + 1), key_id=f"k{i % 3}") for i in range(30)], [])
+    replicas = [
+        RedisLedger(budgets, redis_client(redis_url), key_prefix=redis_prefix, owns_client=True) for _ in range(3)
+    ]
+    try:
+        # half the budgets have counters that requests created (on a replica with only those), the others none
+        early = RedisLedger(budgets[:4], redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+        replicas.append(early)
+        for key in ("k0", "k1", "k2"):
+            await early.reserve(Scope(key_id=key), usd=0.0, tokens=0, now=NOW)
+        assert {(s.budget, s.used_usd) for s in await early.usage(NOW)} == {(b.name, 0.0) for b in budgets[:4]}
+        rounds = [seed_budgets(r, usage, budgets, now=NOW) for r in replicas[:3] for _ in range(3)]
+        assert sum(await asyncio.gather(*rounds)) == 8 * 3
+        for b in budgets:
+            rows = [s for s in await replicas[1].usage(NOW) if s.budget == b.name]
+            assert sorted((s.scope, round(s.used_usd, 9), s.used_tokens) for s in rows) == [
+                ("key:k0", 0.01, 1200),
+                ("key:k1", 0.01, 1200),
+                ("key:k2", 0.01, 1200),
+            ]
+    finally:
+        for ledger in replicas:
+            await ledger.aclose()
+        await usage.db.aclose()

@@ -11,7 +11,10 @@ holder died are given back after ``reservation_ttl_s``.
 Money is counted in integer nano-dollars, so both backends add up exactly.  Counters are per
 period: the UTC calendar day, the UTC calendar month, or ``total``.  Crossing an ``alert_at``
 fraction (or ``stop_at``) returns a :class:`BudgetEvent`, once per threshold per period; the caller
-logs it, records it and calls the webhook.
+logs it, records it and calls the webhook.  Counters start from the spend recorded in the usage
+database (:mod:`modelyard.accounting.seeding`, on start and whenever the budgets change): a
+counter a request creates keeps when (``born``) until it is seeded, so that the spend recorded
+before it is added once.
 
 :class:`MemoryLedger` serves one process (its critical sections never await);
 :class:`~modelyard.accounting.budgets_redis.RedisLedger` serves several replicas through atomic Lua

@@ -42,7 +42,9 @@ async def seed_budgets(
     """Seed the counters of ``budgets`` in their current period (at ``now``) from the recorded spend.
 
     One grouped query per budget, then one seed per target with spend, and one more query for each
-    counter a request created first.  Returns the number of counters seeded now.  A database or a
+    counter a request created first (once: it is seeded then, even with nothing to add; the first
+    request of each day or month creates its counters, so a refresh later in the period makes one
+    such query per target with spend).  Returns the number of counters seeded now.  A database or a
     Redis that is down is logged, not raised: the counters then count from 0 (requests say so
     themselves when Redis is down)."""
     at = now or datetime.now(UTC)

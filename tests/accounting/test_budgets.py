@@ -592,6 +592,32 @@ async def test_seed_adds_what_ended_before_the_counter_was_born_in_its_period(
         await usage.db.aclose()
 
 
+async def test_seeding_keeps_shadow_spend_to_shadow_budgets(new_ledger: LedgerFactory, tmp_path: Path) -> None:
+    """Shadow requests count towards shadow budgets only when served (target_of); a seed does the
+    same, so a restart neither adds shadow traffic to the global budget nor forgets it in its own."""
+    usage = await usage_store(tmp_path / "usage.db")
+    everything = budget("all", limit_usd=100.0, period="day")
+    shadows = budget("shadows", scope="shadow", limit_usd=100.0, period="day")
+    chat_shadow = budget("chat-shadow", scope="shadow", target="chat", limit_usd=100.0, period="day")
+    ledger = new_ledger([everything, shadows, chat_shadow])
+    await usage.insert(
+        [
+            record(1, ts=NOW - timedelta(minutes=3), route="chat", cost_usd=1.0),
+            record(2, ts=NOW - timedelta(minutes=2), route="chat", cost_usd=0.5, source="shadow"),
+            record(3, ts=NOW - timedelta(minutes=1), route="code", cost_usd=0.25, source="shadow"),
+            record(4, ts=NOW - timedelta(minutes=1), route="code", cost_usd=2.0, source="canary"),
+        ],
+        [],
+    )
+    try:
+        assert await seed_budgets(ledger, usage, [everything, shadows, chat_shadow], now=NOW) == 3
+        assert (await status(ledger, "all")).used_usd == pytest.approx(3.0)
+        assert (await status(ledger, "shadows")).used_usd == pytest.approx(0.75)
+        assert (await status(ledger, "chat-shadow")).used_usd == pytest.approx(0.5)
+    finally:
+        await usage.db.aclose()
+
+
 async def test_replicas_seeding_at_once_add_the_recorded_spend_once(
     redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:

@@ -57,7 +57,7 @@ async def seed_budgets(
             log.warning("budget %s: cannot read the recorded spend (%s); its counter starts at 0", b.name, exc)
             continue
         for value, usd, tokens in rows:
-            if b.scope != "global" and value is None:
+            if b.scope not in ("global", "shadow") and value is None:
                 continue
             if not (usd or tokens):
                 continue
@@ -81,7 +81,7 @@ async def _seed_one(
     tokens: int,
     at: datetime,
 ) -> bool:
-    label = "global" if b.scope == "global" else f"{b.scope}:{value}"
+    label = _label(b, value)
     whole = (usd, tokens)  # the period's spend, for a counter that does not exist
     born = 0
     for _ in range(_TRIES):
@@ -92,8 +92,17 @@ async def _seed_one(
         if born == 0:
             usd, tokens = whole
             continue
-        target = None if b.scope == "global" else value
+        target = b.target if b.scope == "shadow" else None if b.scope == "global" else value
         rows = await usage.spend_by(b.scope, since=period.start, until=period.end, target=target, ended_before_ms=born)
         usd, tokens = (rows[0][1], rows[0][2]) if rows else (0.0, 0)
     log.warning("budget %s: its counter for %s kept changing while being seeded; left as it is", b.name, label)
     return False
+
+
+def _label(b: BudgetConfig, value: str | None) -> str:
+    """The counter's scope label, as ``budgets.target_of`` names it for a request."""
+    if b.scope == "global":
+        return "global"
+    if b.scope == "shadow":
+        return "shadow" if b.target is None else f"shadow:{b.target}"
+    return f"{b.scope}:{value}"

@@ -503,13 +503,21 @@ class UsageStore:
         ended_before_ms: int | None = None,
     ) -> list[tuple[str | None, float, int]]:
         """Cost (USD) and tokens (in + out) of the requests that started in [``since``, ``until``),
-        per value of a budget scope's column (``global``: one row; ``organization``/``key``/
-        ``route``/``model``: one per value), for seeding budget counters: one grouped query.
+        per value of a budget scope's column (``global``, ``shadow``: one row; ``organization``/``key``/
+        ``route``/``model``: one per value), for seeding budget counters: one grouped query.  As the
+        budgets count it: shadow requests only for ``shadow`` (of route ``target``), else all but them.
 
         ``ended_before_ms``: only the requests that ended (``ts`` + ``latency_ms``, Unix ms) before
         then: those whose budgets were settled before a counter created at that time existed."""
         column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route, "model": _T.c.model}.get(scope)
         conds = self._filters(None, since, until)
+        # shadow spend counts towards shadow budgets only (target_of): the others never see it
+        if scope == "shadow":
+            conds.append(_T.c.source == "shadow")
+            if target is not None:
+                conds.append(_T.c.route == target)
+        else:
+            conds.append(_T.c.source != "shadow")
         if column is not None and target is not None:
             conds.append(column == target)
         if ended_before_ms is not None:

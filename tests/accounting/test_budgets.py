@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,14 +17,23 @@ from modelyard.accounting.budgets import (
     BudgetLedger,
     MemoryLedger,
     Scope,
+    SeedResult,
     make_ledger,
     period_of,
 )
 from modelyard.accounting.budgets_redis import RedisLedger
-from modelyard.config.schema import BudgetConfig
+from modelyard.accounting.seeding import seed_budgets
+from modelyard.config.schema import BudgetConfig, Config
 from modelyard.errors import RateLimitError
+from modelyard.gateway.services import Services
+from modelyard.runtime import RuntimeHolder
+from modelyard.storage.db import Database
+from modelyard.storage.migrate import migrate
+from modelyard.storage.records import RequestRecord
 from modelyard.storage.redis import StateUnavailableError, check_redis, redis_client
+from modelyard.storage.usage import UsageStore
 from tests.accounting.conftest import LedgerFactory
+from tests.storage.records import request as record
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 ANY = Scope(org_id="acme", key_id="k1", route="chat", model="gpt")
@@ -409,3 +420,230 @@ def test_a_non_finite_usd_limit_caps_nothing_instead_of_crashing() -> None:
 
     assert _cap_usd(BudgetConfig(name="k", limit_usd=float("inf"))) == -1
     assert _cap_usd(BudgetConfig(name="k", limit_usd=2.0)) == 2 * NANO
+
+
+# -- counters start from the recorded spend (the gateway's start and config reloads) ----------------
+
+
+async def recorded(path: Path, *records: RequestRecord) -> None:
+    """Write usage records to the SQLite file at ``path`` (the database the gateway will use)."""
+    db = Database(f"sqlite:///{path}")
+    try:
+        await migrate(db)
+        await UsageStore(db).insert(list(records), [])
+    finally:
+        await db.aclose()
+
+
+async def served(ledger: BudgetLedger, i: int, usd: float, *, route: str = "chat") -> RequestRecord:
+    """One request served live: reserve, settle, and the record it leaves (ending after the settle)."""
+    started = datetime.now(UTC)
+    scope = Scope(org_id="acme", key_id="k1", route=route, model="gpt")
+    await ledger.settle(await ledger.reserve(scope, usd=usd, tokens=10), usd=usd, tokens=10)
+    ms = (datetime.now(UTC) - started).total_seconds() * 1000 + 1
+    return record(i, ts=started, route=route, cost_usd=usd, tokens_in=5, tokens_out=5, latency_ms=ms)
+
+
+def gateway_config(path: Path, state: str, budgets: list[dict[str, Any]]) -> Config:
+    return Config.model_validate({"database": {"url": f"sqlite:///{path}"}, "state": state, "budgets": budgets})
+
+
+async def test_start_adds_recorded_spend_to_a_counter_a_request_made_first(redis_url: str, tmp_path: Path) -> None:
+    """The race: a request (here on another replica) reserves and settles before the starting
+    gateway seeds the counter, so the counter exists; the seed used to skip it and the spend
+    recorded before was lost (0.1 instead of 0.6, and a hard $1 budget let 0.45 more through)."""
+    name = f"seed-{uuid.uuid4().hex[:8]}"  # the gateway's own key prefix: a budget of this test's own
+    budgets = [{"name": name, "scope": "route", "target": "chat", "limit_usd": 1.0, "period": "total"}]
+    path = tmp_path / "usage.db"
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    await recorded(path, *(record(i, ts=before + timedelta(seconds=i), route="chat", cost_usd=0.25) for i in (1, 2)))
+    cfg = gateway_config(path, redis_url, budgets)
+    replica = make_ledger(cfg.budgets, redis_url)
+    raw = redis.Redis.from_url(redis_url)
+    services = None
+    try:
+        live = await served(replica, 3, 0.1)
+        await recorded(path, live)  # counted live already: never added again
+        services = await Services.start(cfg, lambda: RuntimeHolder(cfg).current)
+        assert (await status(services.ledger, name, now=datetime.now(UTC))).used_usd == pytest.approx(0.6)
+        with pytest.raises(BudgetExceededError):
+            await replica.reserve(ANY, usd=0.45, tokens=0)
+        await services.refresh_budgets()  # again (a reload): nothing is added twice
+        assert (await status(replica, name, now=datetime.now(UTC))).used_usd == pytest.approx(0.6)
+    finally:
+        if services is not None:
+            await services.aclose()
+        await replica.aclose()
+        keys = list(raw.scan_iter(match=f"*{name}*"))
+        if keys:
+            raw.delete(*keys)
+        raw.close()
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+async def test_a_budget_added_by_a_reload_counts_spend_recorded_before_it(
+    state: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A reload adds a budget; a request counts against it before its counter is seeded."""
+    url = "memory" if state == "memory" else request.getfixturevalue("redis_url")
+    name = f"added-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "usage.db"
+    today = datetime.now(UTC)
+    await recorded(path, record(1, ts=today - timedelta(seconds=30), cost_usd=0.3))
+    cfg = gateway_config(path, url, [])
+    services = await Services.start(cfg, lambda: RuntimeHolder(cfg).current)
+    raw = None if state == "memory" else redis.Redis.from_url(url)
+    try:
+        added = (BudgetConfig(name=name, scope="global", limit_usd=1.0, period="month"),)
+        services.ledger.reconfigure(added)  # what refresh_budgets does first, then the seed awaits the database
+        await recorded(path, await served(services.ledger, 2, 0.2))
+        await services.rebuild_budgets(added)
+        now = datetime.now(UTC)
+        expected = 0.5 if period_of("month", now).start <= today - timedelta(seconds=30) else 0.2
+        assert (await status(services.ledger, name, now=now)).used_usd == pytest.approx(expected)
+    finally:
+        await services.aclose()
+        if raw is not None:
+            keys = list(raw.scan_iter(match=f"*{name}*"))
+            if keys:
+                raw.delete(*keys)
+            raw.close()
+
+
+def ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+async def test_seed_creates_or_adds_once_and_says_which_counter_it_found(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger([budget("a", limit_usd=10.0, period="day"), budget("b", limit_usd=10.0, period="day")])
+    # no counter: created at the whole period's spend, then seeded for good
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(True)
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(False)
+    assert (await status(ledger, "a")).used_usd == 1.0
+    # a request created the counter first: the seed is told when, and adds what was recorded before
+    await ledger.settle(await ledger.reserve(ANY, usd=0.5, tokens=1, now=NOW), usd=0.5, tokens=1)
+    assert await ledger.seed("b", "global", usd=2.0, tokens=9, now=NOW) == SeedResult(False, ms(NOW))
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW) - 1, now=NOW) == SeedResult(False, ms(NOW))
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW), now=NOW) == SeedResult(True)
+    assert await ledger.seed("b", "global", usd=0.25, tokens=3, born=ms(NOW), now=NOW) == SeedResult(False)
+    s = await status(ledger, "b")
+    assert (s.used_usd, s.used_tokens) == (0.75, 4)
+    assert (await status(ledger, "a")).used_usd == 1.5  # the live request counts on seeded counters too
+    # the counter of the next day is a new one, not seeded yet
+    tomorrow = NOW + timedelta(days=1)
+    await ledger.settle(await ledger.reserve(ANY, usd=0.5, tokens=1, now=tomorrow), usd=0.5, tokens=1)
+    assert await ledger.seed("a", "global", usd=1.0, tokens=5, now=tomorrow) == SeedResult(False, ms(tomorrow))
+    assert await ledger.seed("gone", "global", usd=1.0, tokens=5, now=NOW) == SeedResult(False)
+
+
+async def test_a_redis_counter_from_before_seeding_had_born_is_never_added_to(
+    redis_url: str, redis_prefix: str
+) -> None:
+    ledger = RedisLedger(
+        [budget("old", limit_usd=1.0, period="total")], redis_client(redis_url), key_prefix=redis_prefix
+    )
+    raw = redis.Redis.from_url(redis_url)
+    try:  # a counter an older version created (no born): as before, the seed leaves it alone
+        raw.hset(f"{redis_prefix}c|old|global|total", mapping={"uusd": 10**8, "utok": 1, "rusd": 0, "rtok": 0})
+        assert await ledger.seed("old", "global", usd=0.5, tokens=1, now=NOW) == SeedResult(False)
+        assert (await status(ledger, "old")).used_usd == 0.1
+    finally:
+        raw.close()
+        await ledger.client.aclose()
+
+
+async def usage_store(path: Path) -> UsageStore:
+    db = Database(f"sqlite:///{path}")
+    await migrate(db)
+    return UsageStore(db)
+
+
+async def test_seed_adds_what_ended_before_the_counter_was_born_in_its_period(
+    new_ledger: LedgerFactory, tmp_path: Path
+) -> None:
+    """Per route, each counter its own birth: the spend of the requests that ended before it, of
+    this day only; a request that ended after it was counted live and is not added again."""
+    usage = await usage_store(tmp_path / "usage.db")
+    per_route = budget("routes", scope="route", limit_usd=10.0, period="day")
+    ledger = new_ledger([per_route])
+    born = {"chat": NOW, "code": NOW + timedelta(minutes=5)}
+    hour = timedelta(hours=1)
+    await usage.insert(
+        [
+            record(1, ts=NOW - timedelta(days=1), route="chat", cost_usd=4.0),  # yesterday: another period
+            record(2, ts=NOW - hour, route="chat", cost_usd=0.5, latency_ms=1000.0),
+            record(3, ts=NOW - timedelta(seconds=2), route="chat", cost_usd=0.25, latency_ms=1500.0),
+            record(4, ts=NOW - timedelta(seconds=1), route="chat", cost_usd=2.0, latency_ms=1500.0),  # ended after
+            record(5, ts=NOW, route="code", cost_usd=0.125, latency_ms=100.0),  # ended before code's counter
+            record(6, ts=NOW + timedelta(minutes=4, seconds=59), route="code", cost_usd=1.0, latency_ms=2000.0),
+            record(7, ts=NOW + hour, route="chat", cost_usd=3.0),  # after the seed's "now": still this day
+        ],
+        [],
+    )
+    for route, at in born.items():  # the live requests that created the counters (records 4 and 6)
+        scope = Scope(route=route, model="gpt")
+        await ledger.settle(await ledger.reserve(scope, usd=0.0, tokens=0, now=at), usd=1.0, tokens=0)
+    try:
+        assert await seed_budgets(ledger, usage, [per_route], now=NOW + timedelta(minutes=10)) == 2
+        assert await seed_budgets(ledger, usage, [per_route], now=NOW + timedelta(minutes=10)) == 0
+        assert (await status(ledger, "routes", "route:chat")).used_usd == pytest.approx(1.0 + 0.5 + 0.25)
+        assert (await status(ledger, "routes", "route:code")).used_usd == pytest.approx(1.0 + 0.125)
+    finally:
+        await usage.db.aclose()
+
+
+async def test_seeding_keeps_shadow_spend_to_shadow_budgets(new_ledger: LedgerFactory, tmp_path: Path) -> None:
+    """Shadow requests count towards shadow budgets only when served (target_of); a seed does the
+    same, so a restart neither adds shadow traffic to the global budget nor forgets it in its own."""
+    usage = await usage_store(tmp_path / "usage.db")
+    everything = budget("all", limit_usd=100.0, period="day")
+    shadows = budget("shadows", scope="shadow", limit_usd=100.0, period="day")
+    chat_shadow = budget("chat-shadow", scope="shadow", target="chat", limit_usd=100.0, period="day")
+    ledger = new_ledger([everything, shadows, chat_shadow])
+    await usage.insert(
+        [
+            record(1, ts=NOW - timedelta(minutes=3), route="chat", cost_usd=1.0),
+            record(2, ts=NOW - timedelta(minutes=2), route="chat", cost_usd=0.5, source="shadow"),
+            record(3, ts=NOW - timedelta(minutes=1), route="code", cost_usd=0.25, source="shadow"),
+            record(4, ts=NOW - timedelta(minutes=1), route="code", cost_usd=2.0, source="canary"),
+        ],
+        [],
+    )
+    try:
+        assert await seed_budgets(ledger, usage, [everything, shadows, chat_shadow], now=NOW) == 3
+        assert (await status(ledger, "all")).used_usd == pytest.approx(3.0)
+        assert (await status(ledger, "shadows")).used_usd == pytest.approx(0.75)
+        assert (await status(ledger, "chat-shadow")).used_usd == pytest.approx(0.5)
+    finally:
+        await usage.db.aclose()
+
+
+async def test_replicas_seeding_at_once_add_the_recorded_spend_once(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    usage = await usage_store(tmp_path / "usage.db")
+    budgets = [budget(f"t{i}", scope="key", limit_usd=100.0, period="month") for i in range(8)]
+    await usage.insert([record(i, ts=NOW - timedelta(minutes=i + 1), key_id=f"k{i % 3}") for i in range(30)], [])
+    replicas = [
+        RedisLedger(budgets, redis_client(redis_url), key_prefix=redis_prefix, owns_client=True) for _ in range(3)
+    ]
+    try:
+        # half the budgets have counters that requests created (on a replica with only those), the others none
+        early = RedisLedger(budgets[:4], redis_client(redis_url), key_prefix=redis_prefix, owns_client=True)
+        replicas.append(early)
+        for key in ("k0", "k1", "k2"):
+            await early.reserve(Scope(key_id=key), usd=0.0, tokens=0, now=NOW)
+        assert {(s.budget, s.used_usd) for s in await early.usage(NOW)} == {(b.name, 0.0) for b in budgets[:4]}
+        rounds = [seed_budgets(r, usage, budgets, now=NOW) for r in replicas[:3] for _ in range(3)]
+        assert sum(await asyncio.gather(*rounds)) == 8 * 3
+        for b in budgets:
+            rows = [s for s in await replicas[1].usage(NOW) if s.budget == b.name]
+            assert sorted((s.scope, round(s.used_usd, 9), s.used_tokens) for s in rows) == [
+                ("key:k0", 0.01, 1200),
+                ("key:k1", 0.01, 1200),
+                ("key:k2", 0.01, 1200),
+            ]
+    finally:
+        for ledger in replicas:
+            await ledger.aclose()
+        await usage.db.aclose()

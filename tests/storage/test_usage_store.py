@@ -277,3 +277,26 @@ def test_group_by_parsing() -> None:
     for bad in ("model,day", "day,day", "week", "day,failed_model", "day,model,org"):
         with pytest.raises(ValueError, match="group_by"):
             parse_group_by(bad)
+
+
+async def test_spend_by_counts_requests_in_the_period_and_those_that_ended_before(db: Database) -> None:
+    """Seeding a budget counter: per value of the scope's column, the spend of the requests that
+    started in the period, or only of those that ended (ts + latency_ms) before a time."""
+    store = UsageStore(db)
+    rows = [
+        request(1, ts=T0 - timedelta(days=1), key_id="a", cost_usd=8.0, tokens_in=1, tokens_out=0),  # before the period
+        request(2, ts=T0, key_id="a", cost_usd=1.0, latency_ms=999.5),  # ends at T0 + 999.5 ms
+        request(3, ts=T0, key_id="a", cost_usd=2.0, latency_ms=1000.5),  # ends at T0 + 1000.5 ms
+        request(
+            4, ts=T0 + timedelta(milliseconds=500), key_id="b", cost_usd=4.0, latency_ms=250.5
+        ),  # ends at T0 + 750.5 ms
+        request(5, ts=T0 + timedelta(hours=2), key_id="a", cost_usd=16.0),  # after the period
+    ]
+    await store.insert(rows, [])
+    since, until = T0 - timedelta(minutes=1), T0 + timedelta(hours=1)
+    assert sorted(await store.spend_by("key", since=since, until=until)) == [("a", 3.0, 240), ("b", 4.0, 120)]
+    ended = int((T0 + timedelta(seconds=1)).timestamp() * 1000)
+    assert await store.spend_by("key", since=since, target="a", ended_before_ms=ended) == [("a", 1.0, 120)]
+    assert await store.spend_by("global", since=since, ended_before_ms=ended) == [(None, 5.0, 240)]
+    assert await store.spend_by("global", since=since, ended_before_ms=ended - 1) == [(None, 4.0, 120)]
+    assert await store.spend_by("global", since=since, ended_before_ms=ended - 250) == [(None, 0.0, 0)]

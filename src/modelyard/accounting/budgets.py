@@ -11,7 +11,10 @@ holder died are given back after ``reservation_ttl_s``.
 Money is counted in integer nano-dollars, so both backends add up exactly.  Counters are per
 period: the UTC calendar day, the UTC calendar month, or ``total``.  Crossing an ``alert_at``
 fraction (or ``stop_at``) returns a :class:`BudgetEvent`, once per threshold per period; the caller
-logs it, records it and calls the webhook.
+logs it, records it and calls the webhook.  Counters start from the spend recorded in the usage
+database (:mod:`modelyard.accounting.seeding`, on start and whenever the budgets change): a
+counter a request creates keeps when (``born``) until it is seeded, so that the spend recorded
+before it is added once.
 
 :class:`MemoryLedger` serves one process (its critical sections never await);
 :class:`~modelyard.accounting.budgets_redis.RedisLedger` serves several replicas through atomic Lua
@@ -42,6 +45,7 @@ __all__ = [
     "Period",
     "Reservation",
     "Scope",
+    "SeedResult",
     "make_ledger",
     "period_of",
 ]
@@ -117,6 +121,21 @@ class BudgetEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SeedResult:
+    """What :meth:`BudgetLedger.seed` did with the recorded spend it was given.
+
+    ``applied``: the counter was created at that spend, or had it added.  Otherwise ``born`` is
+    None when there is nothing to do (the counter was seeded already, by this process or another
+    replica), or the ``born`` to seed again with: the counter is not the one the spend was
+    computed for (0: there is no counter, seed with all the spend of the period; else the time,
+    in ms, an unseeded counter was created: seed with the spend of the requests that ended before).
+    """
+
+    applied: bool
+    born: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetStatus:
     budget: str
     scope: str
@@ -144,8 +163,17 @@ class BudgetLedger(Protocol):
 
     def reconfigure(self, budgets: Sequence[BudgetConfig]) -> None: ...
 
-    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
-        """Create a missing counter at recorded spend (never touches an existing one)."""
+    async def seed(
+        self, budget: str, scope: str, *, usd: float, tokens: int, born: int = 0, now: datetime | None = None
+    ) -> SeedResult:
+        """Start the counter of ``budget`` for ``scope`` in its period (at ``now``) from recorded spend.
+
+        ``born=0``: ``usd``/``tokens`` are all the spend recorded in the period, for a counter that
+        does not exist; it is created at that spend.  ``born=<ms>``: they are the spend of the
+        requests that ended before that time, for the unseeded counter created then (by a request,
+        which counted everything after that live); they are added to it.  Either way the counter is
+        then seeded, and never added to again; any other state is left alone and reported (see
+        :class:`SeedResult`).  Atomic: of several replicas seeding at once, one adds."""
         ...
 
     async def aclose(self) -> None: ...
@@ -355,11 +383,17 @@ class _Counter:
     reserved_tokens: int = 0
     expires: datetime | None = None
     alerted: set[str] = field(default_factory=set)
+    #: when a request created the counter (ms), until it is seeded; None: seeded
+    born: int | None = None
 
 
-def _new_counter(ref: CounterRef) -> _Counter:
+def _ms(t: datetime) -> int:
+    return max(1, int(t.timestamp() * 1000))
+
+
+def _new_counter(ref: CounterRef, born: int | None) -> _Counter:
     end = ref.period.end
-    return _Counter(ref.budget, ref.scope, ref.period.id, expires=None if end is None else end + GRACE)
+    return _Counter(ref.budget, ref.scope, ref.period.id, expires=None if end is None else end + GRACE, born=born)
 
 
 class MemoryLedger(_LedgerBase):
@@ -395,25 +429,29 @@ class MemoryLedger(_LedgerBase):
             # a new counter is rare (once per target per period): drop the ones past their grace
             for key in [k for k, v in self._counters.items() if v.expires is not None and v.expires < now]:
                 del self._counters[key]
-            c = self._counters[ref.key] = _new_counter(ref)
+            c = self._counters[ref.key] = _new_counter(ref, _ms(now))
         return c
 
-    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
-        """Start the counter of ``budget`` for ``scope`` (``global``, ``key:<id>``...) in its current
-        period at ``usd``/``tokens`` (recorded spend) if it does not exist yet; never adds to one
-        that does.  True when it was created."""
+    async def seed(
+        self, budget: str, scope: str, *, usd: float, tokens: int, born: int = 0, now: datetime | None = None
+    ) -> SeedResult:
         b = self._budgets.get(budget)
         if b is None:
-            return False
+            return SeedResult(False)
         at = _utc(now)
         period = period_of(b.period, at)
         key = self._counter_key(b.name, scope, period.id)
-        if key in self._counters:
-            return False
-        c = self._counters[key] = _new_counter(CounterRef(b.name, scope, period, key))
-        c.used_usd = max(0, round(usd * NANO))
-        c.used_tokens = max(0, int(tokens))
-        return True
+        c = self._counters.get(key)
+        if c is not None and c.born is None:
+            return SeedResult(False)  # seeded already: never added to again
+        if (0 if c is None else c.born) != born:
+            return SeedResult(False, 0 if c is None else c.born)
+        if c is None:
+            c = self._counters[key] = _new_counter(CounterRef(b.name, scope, period, key), None)
+        c.used_usd += max(0, round(usd * NANO))
+        c.used_tokens += max(0, int(tokens))
+        c.born = None
+        return SeedResult(True)
 
     async def reserve(self, scope: Scope, *, usd: float, tokens: int, now: datetime | None = None) -> Reservation:
         at = _utc(now)
@@ -446,7 +484,7 @@ class MemoryLedger(_LedgerBase):
         for ref in reservation.counters:
             c = self._counters.get(ref.key)
             if c is None:
-                c = self._counters[ref.key] = _new_counter(ref)
+                c = self._counters[ref.key] = _new_counter(ref, _ms(datetime.now(UTC)))
             c.used_usd += usd_nano
             c.used_tokens += tokens
             b = self._budgets.get(ref.budget)

@@ -24,9 +24,11 @@ from modelyard.accounting.budgets import (
     Period,
     Reservation,
     Scope,
+    SeedResult,
     _cap_tokens,
     _cap_usd,
     _LedgerBase,
+    _ms,
     _thresholds,
     _ttl_ms,
     _utc,
@@ -60,22 +62,27 @@ class RedisLedger(_LedgerBase):
         self._settle = LuaScript(SETTLE_LUA)
         self._seed = LuaScript(SEED_LUA)
 
-    async def seed(self, budget: str, scope: str, *, usd: float, tokens: int, now: datetime | None = None) -> bool:
-        """Create the counter of ``budget`` for ``scope`` in its current period at recorded spend,
-        only when Redis does not have it (it was lost); never adds to a live counter."""
+    async def seed(
+        self, budget: str, scope: str, *, usd: float, tokens: int, born: int = 0, now: datetime | None = None
+    ) -> SeedResult:
+        """See :meth:`~modelyard.accounting.budgets.BudgetLedger.seed`: one ``SEED_LUA``, atomic in Redis."""
         b = self._budgets.get(budget)
         if b is None:
-            return False
+            return SeedResult(False)
         at = _utc(now)
         period = period_of(b.period, at)
         spec = {
-            "usd": max(0, round(usd * NANO)),
-            "tok": max(0, int(tokens)),
+            "usd": str(max(0, round(usd * NANO))),
+            "tok": str(max(0, int(tokens))),
+            "born": str(born),
             "target": scope,
             "ttl": _ttl_ms(period, at),
         }
         keys = [self._counter_key(b.name, scope, period.id), self._targets_key(b.name, period.id)]
-        return bool(await self._run(self._seed, keys, spec))
+        status, found = await self._run(self._seed, keys, spec)
+        if int(status) == 2:
+            return SeedResult(False, int(found))
+        return SeedResult(int(status) == 1)
 
     def _res_key(self, rid: str) -> str:
         return f"{self.prefix}r|{rid}"
@@ -98,6 +105,7 @@ class RedisLedger(_LedgerBase):
         spec = {
             "id": res.id,
             "now": wall_ms,
+            "born": str(_ms(at)),
             "deadline": wall_ms + ttl_ms,
             "rttl": ttl_ms + int(GRACE.total_seconds() * 1000),
             "rp": self._res_key(""),
@@ -136,6 +144,7 @@ class RedisLedger(_LedgerBase):
         spec = {
             "id": reservation.id,
             "settle": 1 if settle else 0,
+            "born": str(int(time.time() * 1000)),
             "usds": str(usd_nano),
             "toks": str(tokens),
             "nusds": str(-reservation.usd_nano),

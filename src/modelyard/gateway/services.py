@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger, period_of
+from modelyard.accounting.budgets import BudgetEvent, BudgetLedger, make_ledger
+from modelyard.accounting.seeding import seed_budgets
 from modelyard.accounting.service import Accountant
 from modelyard.accounting.writer import UsageWriter
 from modelyard.cache.base import ResponseCache, make_cache
 from modelyard.config.schema import BudgetConfig, Config
-from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import Authenticator
 from modelyard.observability.metrics import Metrics
 from modelyard.runtime import Runtime
@@ -181,35 +181,14 @@ class Services:
         await self.rebuild_budgets(budgets)
 
     async def rebuild_budgets(self, budgets: Sequence[BudgetConfig]) -> int:
-        """Counters of an in-memory ledger start from the recorded spend of their period.
+        """Seed the budget counters from the spend recorded in their period (see
+        :mod:`modelyard.accounting.seeding`): on start, and after every change of the budgets.
 
-        A process that starts (or a budget that is added) with ``state: memory``, or a Redis that
-        lost its keys, would otherwise begin every budget at 0: a ``total`` budget would start
-        again after each restart.  One
-        grouped query per budget over the usage records; a counter that exists is never touched
-        (nothing is added twice, however often this runs): with Redis the counters live on in
-        Redis, and are rebuilt only when Redis lost them.  Returns the number of counters created."""
-        ledger = self.ledger
-        now = datetime.now(UTC)
-        created = 0
-        for b in budgets:
-            period = period_of(b.period, now)
-            try:
-                rows = await self.usage.spend_by(b.scope, since=period.start, target=b.target)
-            except Exception as exc:  # the store is down: start from 0 rather than not at all
-                log.warning("budget %s: cannot read the recorded spend (%s); its counter starts at 0", b.name, exc)
-                continue
-            for value, usd, tokens in rows:
-                if b.scope != "global" and value is None:
-                    continue
-                label = "global" if b.scope == "global" else f"{b.scope}:{value}"
-                try:
-                    if (usd or tokens) and await ledger.seed(b.name, label, usd=usd, tokens=tokens, now=now):
-                        created += 1
-                except ModelyardError as exc:  # Redis down: the requests will say so themselves
-                    log.warning("budget %s: cannot rebuild its counter (%s)", b.name, exc.message)
-                    return created
-        return created
+        Without it a process that starts (or a budget that is added) with ``state: memory``, or a
+        Redis that lost its keys, would begin every budget at 0, and a ``total`` budget would start
+        again after each restart.  Nothing is added twice, however often this runs, on however
+        many replicas.  Returns the number of counters seeded now."""
+        return await seed_budgets(self.ledger, self.usage, budgets)
 
     def _store_event(self, event: BudgetEvent) -> None:
         for listener in self.budget_listeners:

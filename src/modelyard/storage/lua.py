@@ -3,8 +3,11 @@
 Budget keys (``P`` is the ledger's key prefix, hash-tagged so one Redis Cluster slot holds them all):
 
 * ``P c|<budget>|<scope>|<period>`` — a counter hash: ``uusd``/``utok`` used (nano-dollars, tokens),
-  ``rusd``/``rtok`` reserved by calls in flight, ``a:<threshold>`` alerts already sent.  Expires when
-  its period (plus a grace day) is over; ``total`` counters never expire.
+  ``rusd``/``rtok`` reserved by calls in flight, ``a:<threshold>`` alerts already sent, and ``born``
+  (ms) while it is not seeded: a counter that ``reserve`` or ``settle`` creates counts live from
+  then on, and ``SEED`` adds the spend recorded before ``born`` once (then deletes ``born``); a
+  counter ``SEED`` creates is seeded from the start.  Expires when its period (plus a grace day)
+  is over; ``total`` counters never expire.
 * ``P t|<budget>|<period>`` — the set of scope labels seen in a period (for untargeted budgets).
 * ``P r|<id>`` — one open reservation: ``usd``/``tok``, their negations ``nusd``/``ntok``, and a
   ``k:<counter key>`` field per counter it holds.
@@ -57,6 +60,7 @@ for i = 1, n do
   local c = spec.c[i]
   local k = KEYS[2 + i]
   local tk = KEYS[2 + n + i]
+  if redis.call('EXISTS', k) == 0 then redis.call('HSET', k, 'born', spec.born) end
   redis.call('HINCRBY', k, 'rusd', spec.usds)
   redis.call('HINCRBY', k, 'rtok', spec.toks)
   redis.call('SADD', tk, c.t)
@@ -89,6 +93,7 @@ for i = 1, #spec.c do
     redis.call('HINCRBY', k, 'rtok', spec.ntoks)
   end
   if spec.settle == 1 then
+    if redis.call('EXISTS', k) == 0 then redis.call('HSET', k, 'born', spec.born) end
     local uusd = redis.call('HINCRBY', k, 'uusd', spec.usds)
     local utok = redis.call('HINCRBY', k, 'utok', spec.toks)
     if c.ttl > 0 and redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, c.ttl) end
@@ -105,20 +110,36 @@ end
 return events
 """
 
-#: Start a budget counter at recorded spend, only if it does not exist (a rebuild never adds to a
-#: live counter). KEYS: counter hash, targets set. ARGV[1]: JSON {usd, tok, target, ttl}.
+#: Seed a budget counter with recorded spend, once.  ``born`` says which counter the spend was
+#: computed for: 0, none (the whole period's spend: the counter is created at it); else the
+#: unseeded counter a request created at that time (the spend of the requests that ended before:
+#: it is added).  The counter is then seeded (no ``born``); a seeded counter, or one made before
+#: counters had ``born``, is never added to.  KEYS: counter hash, targets set.
+#: ARGV[1]: JSON {usd, tok, born, target, ttl} (amounts as decimal strings).
+#: Returns {1, 0} when seeded now, {0, 0} when it was seeded already, {2, born} when the counter is
+#: not the one expected (seed again with the spend for that ``born``; 0: there is none).
 SEED_LUA = """
 local spec = cjson.decode(ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+local born = redis.call('HGET', KEYS[1], 'born')
+if exists and not born then
+  return {0, 0}
 end
-redis.call('HSET', KEYS[1], 'uusd', spec.usd, 'utok', spec.tok, 'rusd', 0, 'rtok', 0)
+if not exists then born = '0' end
+if born ~= spec.born then
+  return {2, born}
+end
+if exists then
+  redis.call('HINCRBY', KEYS[1], 'uusd', spec.usd)
+  redis.call('HINCRBY', KEYS[1], 'utok', spec.tok)
+  redis.call('HDEL', KEYS[1], 'born')
+else
+  redis.call('HSET', KEYS[1], 'uusd', spec.usd, 'utok', spec.tok, 'rusd', 0, 'rtok', 0)
+  if spec.ttl > 0 then redis.call('PEXPIRE', KEYS[1], spec.ttl) end
+end
 redis.call('SADD', KEYS[2], spec.target)
-if spec.ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], spec.ttl)
-  redis.call('PEXPIRE', KEYS[2], spec.ttl)
-end
-return 1
+if spec.ttl > 0 then redis.call('PEXPIRE', KEYS[2], spec.ttl) end
+return {1, 0}
 """
 
 #: Shared admission for one scope (a model or a key; storage/coordinator.py), after ending the

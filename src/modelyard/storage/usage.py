@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Integer, Select, case, cast, extract, func, literal, select
 
 from modelyard.storage.db import Database, placeholders
 from modelyard.storage.records import ATTEMPT_FIELDS, REQUEST_FIELDS, AttemptRecord, RequestRecord
@@ -494,15 +494,40 @@ class UsageStore:
         return float(cost), int(tokens)
 
     async def spend_by(
-        self, scope: str, *, since: datetime | None = None, target: str | None = None
+        self,
+        scope: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        target: str | None = None,
+        ended_before_ms: int | None = None,
     ) -> list[tuple[str | None, float, int]]:
-        """Cost (USD) and tokens (in + out) since ``since``, per value of a budget scope's column
-        (``global``: one row; ``organization``/``key``/``route``/``model``: one per value), for
-        rebuilding budget counters: one grouped query per budget."""
+        """Cost (USD) and tokens (in + out) of the requests that started in [``since``, ``until``),
+        per value of a budget scope's column (``global``, ``shadow``: one row; ``organization``/``key``/
+        ``route``/``model``: one per value), for seeding budget counters: one grouped query.  As the
+        budgets count it: shadow requests only for ``shadow`` (of route ``target``), else all but them.
+
+        ``ended_before_ms``: only the requests that ended (``ts`` + ``latency_ms``, Unix ms) before
+        then: those whose budgets were settled before a counter created at that time existed."""
         column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route, "model": _T.c.model}.get(scope)
-        conds = self._filters(None, since, None)
+        conds = self._filters(None, since, until)
+        # shadow spend counts towards shadow budgets only (target_of): the others never see it
+        if scope == "shadow":
+            conds.append(_T.c.source == "shadow")
+            if target is not None:
+                conds.append(_T.c.route == target)
+        else:
+            conds.append(_T.c.source != "shadow")
         if column is not None and target is not None:
             conds.append(column == target)
+        if ended_before_ms is not None:
+            if self.db.is_sqlite:  # ts is stored as text: julianday() reads it (days since 4714 BC)
+                start_ms = (func.julianday(_T.c.ts) - _UNIX_EPOCH_JULIAN_DAY) * 86_400_000.0
+            else:
+                start_ms = extract("epoch", _T.c.ts) * 1000
+            # a request ends after it starts: the plain bound on ts lets the index narrow the rows
+            conds.append(_T.c.ts < datetime.fromtimestamp(ended_before_ms / 1000, UTC))
+            conds.append(start_ms + _T.c.latency_ms < ended_before_ms)
         sums = (
             func.coalesce(func.sum(_T.c.cost_usd), 0.0),
             func.coalesce(func.sum(_T.c.tokens_in + _T.c.tokens_out), 0),
@@ -514,6 +539,10 @@ class UsageStore:
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(None if r[0] is None else str(r[0]), float(r[1]), int(r[2])) for r in rows]
+
+
+#: julianday() of 1970-01-01T00:00:00Z
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
 
 
 @functools.cache

@@ -32,6 +32,8 @@ def gateway(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFacto
     }
     config["models"]["opus-47"] = {"provider": "anthropic", "model": "claude-opus-4-7"}
     config["models"]["sonnet-46"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
+    config["models"]["gem-pro"] = {"provider": "gemini", "model": "gemini-2.5-pro"}
+    config["models"]["gem-20"] = {"provider": "gemini", "model": "gemini-2.0-flash"}
     config["routes"]["mixed"] = {"models": ["claude"], "fallbacks": ["haiku"]}
     config["routes"]["new-to-old"] = {"models": ["opus-47"], "fallbacks": ["claude"]}
     proc = ServerProcess(config, Path(tmp_path_factory.mktemp("reasoning-hint")))
@@ -213,3 +215,26 @@ def test_messages_api_takes_output_config(gateway: ServerProcess, fakes: dict[st
                 output_config={"effort": "extreme"},  # type: ignore[typeddict-item]
             )
         assert err.value.status_code == 400 and "output_config.effort" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "sent"),
+    (
+        ("gem-pro", "none", {"thinkingBudget": 128}),  # 2.5 Pro cannot stop thinking (0 is a 400)
+        ("gem-pro", "xhigh", {"thinkingBudget": 32768}),
+        ("gem", "xhigh", {"thinkingBudget": 24576}),  # 2.5 Flash's most
+        ("gem-20", "high", None),  # Gemini 2.0 does not think: the hint is dropped
+    ),
+)
+def test_reasoning_effort_on_gemini_stays_in_each_models_range(
+    gateway: ServerProcess, fakes: dict[str, FakeServer], model: str, effort: str, sent: dict[str, int] | None
+) -> None:
+    with _client(gateway) as c:
+        answer = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "think"}],
+            reasoning_effort=effort,  # type: ignore[arg-type]
+        )
+    assert answer.choices[0].message.content
+    body = fakes["gemini"].requests[-1]["body"]
+    assert (body.get("generationConfig") or {}).get("thinkingConfig") == sent

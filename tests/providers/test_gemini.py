@@ -882,3 +882,51 @@ async def test_fake_accepts_snake_case_and_serves_embed_content(fake: FakeGemini
         embed = {"content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 4}
         async with session.post(f"{fake.url}/v1beta/models/text-embedding-004:embedContent", json=embed) as resp:
             assert len((await resp.json())["embedding"]["values"]) == 4
+
+
+# -- reasoning_effort: each model's way of thinking, in its range --------------------------------
+
+THINKING_CASES = [
+    ("gemini-2.5-pro", "none", {"thinkingBudget": 128}),  # 2.5 Pro cannot stop thinking: its least
+    ("gemini-2.5-pro", "xhigh", {"thinkingBudget": 32768}),
+    ("gemini-2.5-flash", "none", {"thinkingBudget": 0}),
+    ("gemini-2.5-flash", "xhigh", {"thinkingBudget": 24576}),
+    ("gemini-2.5-flash-lite", "none", {"thinkingBudget": 0}),
+    ("gemini-2.5-flash-lite", "minimal", {"thinkingBudget": 512}),
+    ("gemini-3-pro-preview", "xhigh", {"thinkingLevel": "high"}),
+    ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "low"}),
+    ("gemini-flash-latest", "medium", {"thinkingBudget": 8192}),  # an alias: a budget works on 2.5 and 3
+]
+
+
+@pytest.mark.parametrize(("model", "effort", "expected"), THINKING_CASES)
+def test_reasoning_effort_is_each_models_thinking_config(model: str, effort: str, expected: dict[str, Any]) -> None:
+    body = encode_request(req(user("x"), extra={"reasoning_effort": effort}), model)
+    assert body["generationConfig"]["thinkingConfig"] == expected
+
+
+def test_reasoning_effort_is_dropped_for_a_model_that_cannot_think() -> None:
+    body = encode_request(req(user("x"), extra={"reasoning_effort": "high"}), "gemini-2.0-flash", reasoning=False)
+    assert "generationConfig" not in body
+    own = encode_request(
+        req(user("x"), extra={"thinking_config": {"thinkingBudget": 0}}), "gemini-2.0-flash", reasoning=False
+    )
+    assert own["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}  # an explicit config is sent as given
+
+
+async def test_the_fake_takes_every_mapped_config_and_refuses_what_the_api_refuses(provider: GeminiProvider) -> None:
+    for model, effort, _ in THINKING_CASES:
+        if model == "gemini-flash-latest":
+            continue
+        answer = await provider.chat(req(user("x"), extra={"reasoning_effort": effort}), model, CALL)
+        assert answer.choices[0].message.content, (model, effort)
+    refused = [
+        ("gemini-2.5-pro", {"thinkingBudget": 0}, "only works in thinking mode"),
+        ("gemini-2.5-flash", {"thinkingBudget": 40000}, "between 1 and 24576"),
+        ("gemini-2.5-flash", {"thinkingLevel": "high"}, "Thinking level"),
+        ("gemini-2.0-flash", {"thinkingBudget": 1024}, "not supported"),
+    ]
+    for model, config, words in refused:
+        with pytest.raises(UpstreamStatusError) as err:
+            await provider.chat(req(user("x"), extra={"thinking_config": config}), model, CALL)
+        assert err.value.upstream_status == 400 and words in str(err.value), (model, config)

@@ -35,7 +35,15 @@ _KIND: dict[str, dict[Capability, bool]] = {
     # Messages API: no n > 1, no embeddings; an assistant turn at the end is continued (prefill);
     # extended thinking from Claude 3.7 on (the older models are known below)
     "anthropic": {"vision": True, "tools": True, "json_schema": True, "prefill": True, "reasoning": True},
-    "gemini": {"vision": True, "tools": True, "json_schema": True, "multiple_choices": True, "embeddings": True},
+    # thinking from Gemini 2.5 on (the older models are known below)
+    "gemini": {
+        "vision": True,
+        "tools": True,
+        "json_schema": True,
+        "multiple_choices": True,
+        "embeddings": True,
+        "reasoning": True,
+    },
     # Ollama passes tools and images to the model (a text-only model may refuse); n > 1 is not served
     "ollama": {"vision": True, "tools": True, "json_schema": True, "embeddings": True, "prefill": True},
     # the in-process llama.cpp engine: text in, text out, one choice, no embeddings
@@ -67,6 +75,11 @@ _KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
             ("claude-sonnet-4", {"reasoning": True}),
             ("claude-opus-4", {"reasoning": True}),
             ("gemini-2.5", {"reasoning": True}),
+            # no thinking: a thinkingConfig is refused or ignored
+            ("gemini-1", {"reasoning": False}),
+            ("gemini-pro", {"reasoning": False}),
+            ("gemini-2.0", {"reasoning": False}),
+            ("gemini-2.0-flash-thinking", {"reasoning": True}),
             ("gemma3", {"vision": True}),
         ),
         key=lambda item: -len(item[0]),

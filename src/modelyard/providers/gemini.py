@@ -93,9 +93,20 @@ _TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT",
 #: ``format`` values Gemini accepts, per type
 _FORMATS = {"STRING": {"enum", "date-time"}, "NUMBER": {"float", "double"}, "INTEGER": {"int32", "int64"}}
 
-#: OpenAI ``reasoning_effort`` -> Gemini 2.5 thinking budget (Gemini's own OpenAI-compatible mapping)
-_EFFORT_BUDGET = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+#: OpenAI ``reasoning_effort`` -> Gemini 2.5 thinking budget (Gemini's own OpenAI-compatible
+#: mapping; ``xhigh``: the model's most), clamped to each model's range (_BUDGET_RANGE)
+_EFFORT_BUDGET = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+#: thinking budget ranges by model prefix (longest first): (least, most, can thinking be off)
+_BUDGET_RANGE = (
+    ("gemini-2.5-flash-lite", (512, 24576, True)),
+    ("gemini-2.5-flash", (1, 24576, True)),
+    ("gemini-2.5-pro", (128, 32768, False)),
+)
+#: OpenAI ``reasoning_effort`` -> Gemini 3 ``thinkingLevel`` (every Gemini 3 model takes low and
+#: high; thinking cannot be turned off)
+_EFFORT_LEVEL = {"none": "low", "minimal": "low", "low": "low", "medium": "high", "high": "high", "xhigh": "high"}
 
+_MAJOR = re.compile(r"^gemini-(\d+)")
 _VERSIONED = re.compile(r"/v1(?:alpha|beta)?$")
 _RETRY_DELAY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)s\s*$")
 
@@ -350,16 +361,27 @@ def encode_tool(tool: Tool) -> dict[str, Any]:
 
 
 def _thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
+    """OpenAI's ``reasoning_effort`` as the model's ``thinkingConfig``: a ``thinkingLevel`` for
+    Gemini 3 and later, else a ``thinkingBudget`` in the model's range (Gemini 2.5 Pro cannot stop
+    thinking: ``none`` is its least budget)."""
     if not isinstance(effort, str) or effort not in _EFFORT_BUDGET:
         return None
-    if "gemini-3" in model:
-        level = {"none": "low", "minimal": "low", "low": "low", "medium": "high", "high": "high"}[effort]
-        return {"thinkingLevel": level}
-    return {"thinkingBudget": _EFFORT_BUDGET[effort]}
+    name = model.rsplit("/", 1)[-1]
+    version = _MAJOR.match(name)
+    if version is not None and int(version.group(1)) >= 3:
+        return {"thinkingLevel": _EFFORT_LEVEL[effort]}
+    # 2.5, and any name without a version (an alias such as gemini-flash-latest): a budget, which
+    # Gemini 3 accepts too, where a level is refused by 2.5
+    budget = _EFFORT_BUDGET[effort]
+    least, most, can_stop = next((r for prefix, r in _BUDGET_RANGE if name.startswith(prefix)), (1, 24576, True))
+    if budget == 0 and can_stop:
+        return {"thinkingBudget": 0}
+    return {"thinkingBudget": min(most, max(least, budget))}
 
 
-def encode_request(req: ChatRequest, model: str) -> dict[str, Any]:
-    """The ``GenerateContentRequest`` body for ``req`` (the model goes in the URL)."""
+def encode_request(req: ChatRequest, model: str, *, reasoning: bool = True) -> dict[str, Any]:
+    """The ``GenerateContentRequest`` body for ``req`` (the model goes in the URL); ``reasoning``:
+    the model can think (else a ``reasoning_effort`` is dropped rather than sent as thinking)."""
     system, contents = encode_contents(req.messages)
     body: dict[str, Any] = {"contents": contents}
     if system is not None:
@@ -401,7 +423,7 @@ def encode_request(req: ChatRequest, model: str) -> dict[str, Any]:
     thinking = extra.get("thinking_config") or extra.get("thinkingConfig")
     if isinstance(thinking, dict):
         gen["thinkingConfig"] = thinking
-    elif (effort := _thinking_config(extra.get("reasoning_effort"), model)) is not None:
+    elif reasoning and (effort := _thinking_config(extra.get("reasoning_effort"), model)) is not None:
         gen["thinkingConfig"] = effort
     if gen:
         body["generationConfig"] = gen
@@ -803,7 +825,7 @@ class GeminiProvider(Provider):
             self.url(upstream_model, "generateContent"),
             model=upstream_model,
             call=call,
-            body=encode_request(request, upstream_model),
+            body=encode_request(request, upstream_model, reasoning=call.reasoning),
         )
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             raise self._inband_error(data, upstream_model)
@@ -829,7 +851,7 @@ class GeminiProvider(Provider):
             self.url(upstream_model, "streamGenerateContent"),
             model=upstream_model,
             call=call,
-            body=encode_request(request, upstream_model),
+            body=encode_request(request, upstream_model, reasoning=call.reasoning),
             params={"alt": "sse"},
         ) as resp:
             # Gemini names no events: only their data is read

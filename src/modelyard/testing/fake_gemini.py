@@ -634,6 +634,7 @@ class FakeGemini(FakeServer):
         thinking = self._object(
             gen.get("thinkingConfig") or {}, {"includeThoughts", "thinkingBudget", "thinkingLevel"}, "thinking_config"
         )
+        self._thinking_rules(thinking, model)
         thoughts = 0 if thinking.get("thinkingBudget") == 0 or not _thinks(model) else 12
         return {
             "n": n,
@@ -642,6 +643,30 @@ class FakeGemini(FakeServer):
             "thoughts": thoughts,
             "include_thoughts": bool(thinking.get("includeThoughts")) and thoughts > 0,
         }
+
+    def _thinking_rules(self, thinking: dict[str, Any], model: str) -> None:
+        """What the API refuses in a thinkingConfig: a level before Gemini 3, a budget outside the
+        model's range (Gemini 2.5 Pro cannot stop thinking), any thinking on a model without it."""
+        level, budget = thinking.get("thinkingLevel"), thinking.get("thinkingBudget")
+        if level is None and budget is None:
+            return
+        if not _thinks(model):
+            raise self.bad_request("Thinking is not supported for this model.")
+        if level is not None:
+            if not model.startswith("gemini-3"):
+                raise self.bad_request("Thinking level is not supported for this model.")
+            if level not in ("minimal", "low", "medium", "high"):
+                raise self.bad_request(
+                    f"* GenerateContentRequest.generation_config.thinking_config.thinking_level: {level!r}"
+                )
+        if budget is not None and model.startswith("gemini-2.5"):
+            least, most, off = next((r for p, r in _BUDGETS if model.startswith(p)), (1, 24576, True))
+            if budget == 0 and not off:
+                raise self.bad_request("Budget 0 is invalid. This model only works in thinking mode.")
+            if budget != -1 and budget != 0 and not least <= budget <= most:
+                raise self.bad_request(
+                    f"The thinking budget {budget} is invalid. Please choose a value between {least} and {most}."
+                )
 
     def _validate(self, body: dict[str, Any], model: str) -> tuple[Prompt, dict[str, Any]]:
         raw_contents = body.get("contents")
@@ -743,3 +768,11 @@ def _bytes(value: Any) -> bytes | None:
 
 def _thinks(model: str) -> bool:
     return model.startswith(("gemini-2.5", "gemini-3")) or "thinking" in model
+
+
+#: thinking budget ranges (least, most, 0 allowed), longest prefix first, as the API documents them
+_BUDGETS = (
+    ("gemini-2.5-flash-lite", (512, 24576, True)),
+    ("gemini-2.5-flash", (1, 24576, True)),
+    ("gemini-2.5-pro", (128, 32768, False)),
+)

@@ -34,7 +34,9 @@ def gateway(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFacto
     config["models"]["sonnet-46"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
     config["models"]["gem-pro"] = {"provider": "gemini", "model": "gemini-2.5-pro"}
     config["models"]["gem-20"] = {"provider": "gemini", "model": "gemini-2.0-flash"}
+    config["models"]["gpt5"] = {"provider": "openai", "model": "gpt-5"}
     config["routes"]["mixed"] = {"models": ["claude"], "fallbacks": ["haiku"]}
+    config["routes"]["4o-to-5"] = {"models": ["gpt"], "fallbacks": ["gpt5"]}
     config["routes"]["new-to-old"] = {"models": ["opus-47"], "fallbacks": ["claude"]}
     proc = ServerProcess(config, Path(tmp_path_factory.mktemp("reasoning-hint")))
     try:
@@ -148,7 +150,9 @@ def test_reasoning_effort_takes_each_models_way_of_thinking(
     assert text and reasoning
     sent = fakes["anthropic"].requests[-1]["body"]
     assert sent["thinking"] == thinking and sent.get("output_config") == ({"effort": level} if level else None)
-    assert "temperature" not in sent and sent["top_p"] == 0.95
+    assert "temperature" not in sent
+    # Opus 4.7 takes no sampling parameters at all; the others a top_p of 0.95 or more with thinking
+    assert sent.get("top_p") == (None if model == "opus-47" else 0.95)
 
 
 def test_json_mode_with_reasoning_effort_is_served_without_thinking(
@@ -238,3 +242,62 @@ def test_reasoning_effort_on_gemini_stays_in_each_models_range(
     assert answer.choices[0].message.content
     body = fakes["gemini"].requests[-1]["body"]
     assert (body.get("generationConfig") or {}).get("thinkingConfig") == sent
+
+
+# -- OpenAI's reasoning models take max_completion_tokens and the default sampling ----------------
+
+
+def test_a_claude_sdk_call_served_by_gpt_5(gateway: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    """The Messages API requires max_tokens, and its callers often set a temperature: GPT-5
+    refuses both ("Use 'max_completion_tokens' instead"; "Only the default (1) value is supported")."""
+    with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as c:
+        answer = c.messages.create(
+            model="gpt5",
+            max_tokens=300,
+            messages=[{"role": "user", "content": "hello"}],
+            extra_body={"temperature": 0.3},  # this SDK's create() no longer takes it as an argument
+        )
+    assert answer.content and answer.content[0].type == "text"
+    sent = fakes["openai"].requests[-1]["body"]
+    assert sent["model"] == "gpt-5" and sent["max_completion_tokens"] == 300
+    assert "max_tokens" not in sent and "temperature" not in sent
+
+
+@pytest.mark.parametrize("stream", (False, True))
+def test_a_fallback_from_gpt_4o_to_gpt_5_answers(
+    gateway: ServerProcess, fakes: dict[str, FakeServer], stream: bool
+) -> None:
+    """Each attempt is encoded for its own model: gpt-4o keeps max_tokens and the temperature."""
+    fakes["openai"].inject("gpt-4o", status=503)
+    with _client(gateway) as c:
+        ask = {
+            "model": "4o-to-5",
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 50,
+            "temperature": 0.2,
+        }
+        if stream:
+            text = "".join(
+                ch.choices[0].delta.content or ""
+                for ch in c.chat.completions.create(**ask, stream=True)
+                if ch.choices  # type: ignore[call-overload]
+            )
+        else:
+            text = c.chat.completions.create(**ask).choices[0].message.content or ""  # type: ignore[call-overload]
+    assert text.startswith("gpt-5")
+    tried = [r["body"] for r in fakes["openai"].requests if r["body"]["model"] == "gpt-4o"]
+    served = fakes["openai"].requests[-1]["body"]
+    assert tried and all(b["max_tokens"] == 50 and b["temperature"] == 0.2 for b in tried)
+    assert served["max_completion_tokens"] == 50 and "temperature" not in served
+
+
+def test_opus_4_7_gets_no_sampling_parameters(gateway: ServerProcess, fakes: dict[str, FakeServer]) -> None:
+    """Claude Opus 4.7 refuses temperature, top_p and top_k ("`temperature` is deprecated for this
+    model"): they are left out for it, kept for Sonnet 4.5."""
+    ask = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.2, "top_p": 0.5}
+    with _client(gateway) as c:
+        for model, kept in (("opus-47", False), ("claude", True)):
+            answer = c.chat.completions.create(model=model, **ask)  # type: ignore[call-overload]
+            assert answer.choices[0].message.content
+            sent = fakes["anthropic"].requests[-1]["body"]
+            assert ("temperature" in sent, "top_p" in sent) == (kept, kept), model

@@ -862,15 +862,36 @@ def test_none_effort_and_explicit_thinking_are_left_alone() -> None:
 
 
 def test_thinking_takes_the_default_sampling() -> None:
-    body = thinking_body("claude-opus-4-7", temperature=0.7, top_p=0.5, extra={"top_k": 40})
+    body = thinking_body("claude-opus-4-6", temperature=0.7, top_p=0.5, extra={"top_k": 40})
     assert "temperature" not in body and "top_k" not in body and body["top_p"] == 0.95
+
+
+@pytest.mark.parametrize(
+    ("model", "removed"),
+    [
+        ("claude-opus-4-7", True),
+        ("claude-some-future-model", True),
+        ("anthropic.claude-opus-4-7", True),
+        ("claude-opus-4-6", False),
+        ("claude-sonnet-4-5", False),
+        ("claude-3-5-haiku-20241022", False),
+        ("claude-3-7-sonnet-20250219", False),
+    ],
+)
+def test_opus_4_7_and_later_get_no_sampling_parameters(model: str, removed: bool) -> None:
+    body = encode_request(
+        ChatRequest(model="m", messages=[user("x")], temperature=0.2, top_p=0.5, extra={"top_k": 4}),
+        model,
+        stream=False,
+    ).body
+    assert bool({"temperature", "top_p", "top_k"} & set(body)) is not removed
     plain = body_of(req(user("x"), temperature=0.7, top_p=0.5, extra={"top_k": 40}))
     assert (plain["temperature"], plain["top_p"], plain["top_k"]) == (0.7, 0.5, 40)
 
 
 def test_no_thinking_where_the_api_refuses_it() -> None:
     # a forced tool call (JSON mode is one) and a prefilled answer cannot be combined with thinking
-    json_mode = thinking_body("claude-opus-4-7", response_format=ResponseFormat(type="json_object"), temperature=0.2)
+    json_mode = thinking_body("claude-opus-4-6", response_format=ResponseFormat(type="json_object"), temperature=0.2)
     assert "thinking" not in json_mode and json_mode["tool_choice"]["type"] == "tool"
     assert json_mode["temperature"] == 0.2
     forced = thinking_body("claude-sonnet-4-5", tools=[WEATHER], tool_choice="required")
@@ -913,7 +934,7 @@ async def test_the_fake_refuses_what_the_api_refuses(provider: AnthropicProvider
     bad = [
         ("claude-opus-4-7", {"thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking.type.enabled"),
         ("claude-sonnet-4-5", {"thinking": {"type": "adaptive"}}, "adaptive"),
-        ("claude-opus-4-7", {"thinking": {"type": "adaptive"}, "top_k": 5}, "top_k"),
+        ("claude-opus-4-6", {"thinking": {"type": "adaptive"}, "top_k": 5}, "top_k"),
     ]
     for model, extra, words in bad:
         with pytest.raises(UpstreamStatusError) as err:

@@ -14,6 +14,7 @@ from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -27,7 +28,13 @@ from modelyard.errors import (
     UpstreamTimeoutError,
 )
 from modelyard.providers import CallOptions, Provider, build_provider
-from modelyard.providers.openai import OpenAIProvider, decode_chunk, decode_response, encode_request
+from modelyard.providers.openai import (
+    OpenAIProvider,
+    decode_chunk,
+    decode_response,
+    encode_request,
+    openai_reasoning_model,
+)
 from modelyard.testing._fake_base import fake_embedding
 from modelyard.testing.fake_openai import FakeOpenAI
 from modelyard.types import (
@@ -1190,3 +1197,62 @@ async def test_non_json_error_body_keeps_status_and_text() -> None:
     assert info.value.upstream_status == 503
     assert "upstream overloaded" in info.value.message
     assert info.value.retry_after == 1.5
+
+
+# -- OpenAI's reasoning models: max_completion_tokens, the default sampling ---------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "reasons"),
+    [
+        ("o1", True),
+        ("o1-mini", True),
+        ("o3-mini-2025-01-31", True),
+        ("o4-mini", True),
+        ("gpt-5", True),
+        ("gpt-5-mini-2025-08-07", True),
+        ("gpt-5.1", True),
+        ("openai/gpt-5", True),
+        ("gpt-4o", False),
+        ("gpt-4.1-mini", False),
+        ("gpt-5-chat-latest", False),
+        ("gpt-5.1-chat-latest", False),
+        ("omni-moderation-latest", False),
+        ("llama3.2:latest", False),
+    ],
+)
+def test_which_models_are_openai_reasoning_models(model: str, reasons: bool) -> None:
+    assert openai_reasoning_model(model) is reasons
+
+
+def test_a_reasoning_model_gets_what_it_takes() -> None:
+    ask = req(max_tokens=300, temperature=0.7, top_p=0.9, presence_penalty=0.5, frequency_penalty=0.1)
+    body = encode_request(ask, "gpt-5", stream=False)
+    assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
+    assert not {"temperature", "top_p", "presence_penalty", "frequency_penalty"} & set(body)
+    off = encode_request(
+        req(max_tokens=300, temperature=0.7, extra={"reasoning_effort": "none"}), "gpt-5.1", stream=False
+    )
+    assert off["temperature"] == 0.7  # reasoning off: gpt-5.1 takes a temperature
+    one = encode_request(req(temperature=1.0), "o3", stream=False)
+    assert one["temperature"] == 1.0
+    plain = encode_request(ask, "gpt-4o", stream=False)
+    assert (plain["max_tokens"], plain["temperature"], plain["presence_penalty"]) == (300, 0.7, 0.5)
+
+
+async def test_the_fake_refuses_what_a_reasoning_model_refuses(fake: FakeOpenAI, prov: Provider) -> None:
+    async with aiohttp.ClientSession() as session:
+        for body, param in (
+            ({"max_tokens": 10}, "max_tokens"),
+            ({"temperature": 0.5}, "temperature"),
+            ({"presence_penalty": 0.5}, "presence_penalty"),
+        ):
+            payload = {"model": "gpt-5", "messages": [{"role": "user", "content": "x"}], **body}
+            async with session.post(f"{fake.base_url}/chat/completions", json=payload) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["param"] == param
+    # the provider sends what the model takes
+    ask = req(max_tokens=30, temperature=0.2, presence_penalty=0.5)
+    answer = await prov.chat(ask, "gpt-5", CallOptions(timeout_s=10, connect_timeout_s=2))
+    assert answer.choices[0].message.content
+    assert fake.requests[-1]["body"]["max_completion_tokens"] == 30

@@ -147,6 +147,8 @@ _BUDGET_THINKING = (
 )
 #: adaptive models that predate the ``xhigh`` effort (it becomes ``max`` for them)
 _NO_XHIGH = ("claude-opus-4-6", "claude-sonnet-4-6")
+#: models without thinking (and with the sampling parameters)
+_NO_THINKING = ("claude-3-", "claude-2", "claude-instant")
 
 _TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -402,6 +404,9 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool, reasoning: boo
             del body["output_config"]
     if reasoning:
         _reasoning_hint(body, req.extra.get("reasoning_effort"), model)
+    if sampling_removed(model):
+        for key in ("temperature", "top_p", "top_k"):
+            body.pop(key, None)
     if stream:
         body["stream"] = True
     return EncodedRequest(body, json_tool)
@@ -412,6 +417,14 @@ def thinking_style(model: str) -> str:
     ``budget_tokens``: Claude 3.7 to 4.5) or ``"adaptive"`` (``thinking.type: "adaptive"`` with
     ``output_config.effort``: Claude 4.6 and later, the only way for the newest models)."""
     return "budget" if _claude_name(model).startswith(_BUDGET_THINKING) else "adaptive"
+
+
+def sampling_removed(model: str) -> bool:
+    """Whether ``model`` refuses ``temperature``, ``top_p`` and ``top_k`` (a 400 "`temperature` is
+    deprecated for this model"): Claude Opus 4.7 and the adaptive-only models after it.  They are
+    not sent to it (a route falling back from GPT-4o to Opus 4.7 would fail on them)."""
+    name = _claude_name(model)
+    return name.startswith("claude-") and not name.startswith(_BUDGET_THINKING + _NO_XHIGH + _NO_THINKING)
 
 
 def _claude_name(model: str) -> str:

@@ -8,6 +8,7 @@ fields modelyard does not know (``ChatRequest.extra``) are passed through unchan
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -83,6 +84,40 @@ def encode_message(m: Message) -> dict[str, Any]:
     return out
 
 
+#: OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and later; not the gpt-5 chat models), by the
+#: upstream name's last segment: they take ``max_completion_tokens`` only, and the default sampling
+_REASONING_MODEL = re.compile(r"^(o[1-9](?![0-9])|gpt-([5-9]|\d{2,})(?![0-9])(?!.*-chat))")
+#: sampling fields those models refuse unless at their default (1 for these two; the penalties
+#: are refused outright), while thinking
+_REASONING_REFUSES = ("temperature", "top_p")
+_REASONING_REFUSES_ALWAYS = ("presence_penalty", "frequency_penalty")
+
+
+def openai_reasoning_model(model: str) -> bool:
+    """Whether ``model`` is one of OpenAI's reasoning models (see ``_REASONING_MODEL``)."""
+    return _REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()) is not None
+
+
+def _fit_reasoning_model(body: dict[str, Any], model: str) -> None:
+    """What OpenAI's reasoning models refuse with a 400, made what they take: ``max_tokens``
+    ("Use 'max_completion_tokens' instead") becomes ``max_completion_tokens``; ``temperature`` and
+    ``top_p`` other than 1 are dropped unless the request turned reasoning off
+    (``reasoning_effort: none``, gpt-5.1 and later), the penalties always.  A client that picks the
+    model needs none of this; a route that falls back from gpt-4o to gpt-5, or a Claude SDK call
+    served by o3, does."""
+    if not openai_reasoning_model(model):
+        return
+    if "max_tokens" in body:
+        value = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", value)
+    if body.get("reasoning_effort") != "none":
+        for key in _REASONING_REFUSES:
+            if key in body and body[key] != 1:
+                del body[key]
+    for key in _REASONING_REFUSES_ALWAYS:
+        body.pop(key, None)
+
+
 def encode_request(req: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The OpenAI request body for ``req``, addressed to upstream ``model``."""
     body: dict[str, Any] = dict(req.extra)
@@ -140,6 +175,7 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool) -> dict[str, A
     else:
         body.pop("stream", None)
         body.pop("stream_options", None)
+    _fit_reasoning_model(body, model)
     return body
 
 

@@ -573,6 +573,11 @@ class FakeServer:
         """An exception a handler raises to answer with a validation error."""
         return _ErrorResponse(self.error_response(status, message, code))
 
+    @staticmethod
+    def answer_with(response: web.Response) -> Exception:
+        """An exception a handler raises to answer with ``response`` (an error shaped by hand)."""
+        return _ErrorResponse(response)
+
     # -- internals -----------------------------------------------------------------------
 
     def _take_fault(self, model: str) -> Fault | None:

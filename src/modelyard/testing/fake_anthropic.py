@@ -329,6 +329,12 @@ class FakeAnthropic(FakeServer):
             if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
                 raise self.bad_request("stop_sequences: Input should be a valid list of strings")
             prompt.stop = stops
+        model = str(body.get("model") or "")
+        if not model.startswith(_BUDGET_ONLY + _BOTH + _NO_THINKING):  # Claude Opus 4.7 and later
+            for key in ("temperature", "top_p", "top_k"):
+                value = body.get(key)
+                if value is not None and (key == "top_k" or value != 1):
+                    raise self.bad_request(f"`{key}` is deprecated for this model.")
         for key, high in (("temperature", 1.0), ("top_p", 1.0)):
             value = body.get(key)
             if value is not None and (not isinstance(value, int | float) or not 0 <= value <= high):

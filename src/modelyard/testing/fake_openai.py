@@ -6,6 +6,7 @@ the real response and chunk shapes, and applies injected faults (see :mod:`._fak
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -26,6 +27,8 @@ from modelyard.testing._fake_base import (
 __all__ = ["FakeOpenAI"]
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+#: OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and later, not the gpt-5 chat models)
+_REASONING = re.compile(r"^(o[1-9](?![0-9])|gpt-([5-9]|\d{2,})(?![0-9])(?!.*-chat))")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -135,6 +138,37 @@ class FakeOpenAI(FakeServer):
 
     # -- validation ----------------------------------------------------------------------
 
+    def _reasoning_rules(self, body: dict[str, Any]) -> None:
+        """What OpenAI's reasoning models refuse, in the API's words."""
+        if "max_tokens" in body:
+            raise self.unsupported(
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+                "max_tokens",
+                "unsupported_parameter",
+            )
+        for key in ("presence_penalty", "frequency_penalty"):
+            if key in body:
+                raise self.unsupported(
+                    f"Unsupported parameter: '{key}' is not supported with this model.", key, "unsupported_parameter"
+                )
+        if body.get("reasoning_effort") == "none":
+            return
+        for key in ("temperature", "top_p"):
+            value = body.get(key)
+            if value is not None and value != 1:
+                raise self.unsupported(
+                    f"Unsupported value: '{key}' does not support {value} with this model. "
+                    "Only the default (1) value is supported.",
+                    key,
+                    "unsupported_value",
+                )
+
+    def unsupported(self, message: str, param: str, code: str) -> Exception:
+        """A 400 naming the parameter, as the API's ``unsupported_*`` errors do."""
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+        return self.answer_with(self.json(body, status=400))
+
     def _validate_chat(self, body: Any) -> Prompt:
         if not isinstance(body, dict):
             raise self.bad_request("request body must be a JSON object")
@@ -179,6 +213,8 @@ class FakeOpenAI(FakeServer):
         last = messages[-1]
         if last.get("role") == "assistant" and isinstance(last.get("content"), str) and not last.get("tool_calls"):
             prompt.prefill = last["content"]
+        if _REASONING.match(model.rsplit("/", 1)[-1].lower()):
+            self._reasoning_rules(body)
         for key in ("max_tokens", "max_completion_tokens"):
             value = body.get(key)
             if value is not None:

@@ -35,6 +35,8 @@ def gateway(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFacto
     config["models"]["gem-pro"] = {"provider": "gemini", "model": "gemini-2.5-pro"}
     config["models"]["gem-20"] = {"provider": "gemini", "model": "gemini-2.0-flash"}
     config["models"]["gpt5"] = {"provider": "openai", "model": "gpt-5"}
+    config["models"]["qwen3"] = {"provider": "ollama", "model": "qwen3:8b"}
+    config["models"]["oss"] = {"provider": "ollama", "model": "gpt-oss:20b"}
     config["routes"]["mixed"] = {"models": ["claude"], "fallbacks": ["haiku"]}
     config["routes"]["4o-to-5"] = {"models": ["gpt"], "fallbacks": ["gpt5"]}
     config["routes"]["new-to-old"] = {"models": ["opus-47"], "fallbacks": ["claude"]}
@@ -301,3 +303,33 @@ def test_opus_4_7_gets_no_sampling_parameters(gateway: ServerProcess, fakes: dic
             assert answer.choices[0].message.content
             sent = fakes["anthropic"].requests[-1]["body"]
             assert ("temperature" in sent, "top_p" in sent) == (kept, kept), model
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "think", "reasons"),
+    (
+        ("qwen3", "high", True, True),
+        ("qwen3", "none", False, False),  # a local thinking model answers at once
+        ("oss", "medium", "medium", True),
+        ("llama", "high", None, False),  # Llama 3.2 does not think: the hint is dropped
+    ),
+)
+def test_reasoning_effort_on_ollama_is_think(
+    gateway: ServerProcess,
+    fakes: dict[str, FakeServer],
+    model: str,
+    effort: str,
+    think: bool | str | None,
+    reasons: bool,
+) -> None:
+    for name in ("qwen3:8b", "gpt-oss:20b"):  # installed after each test's reset of the fakes
+        fakes["ollama"].install(name)  # type: ignore[attr-defined]
+    with _client(gateway) as c:
+        answer = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "think"}],
+            reasoning_effort=effort,  # type: ignore[arg-type]
+        )
+    assert answer.choices[0].message.content
+    assert bool(getattr(answer.choices[0].message, "reasoning_content", None)) is reasons
+    assert fakes["ollama"].requests[-1]["body"].get("think") == think

@@ -968,3 +968,49 @@ async def test_pull_cut_short_is_a_connection_error() -> None:
         finally:
             await p.aclose()
     assert "qwen2.5:0.5b" not in fake.installed
+
+
+# -- reasoning_effort -> think ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "think"),
+    [
+        ("qwen3:8b", "none", False),
+        ("qwen3:8b", "high", True),
+        ("deepseek-r1:7b", "minimal", True),
+        ("gpt-oss:20b", "none", "low"),  # gpt-oss cannot stop thinking, and ignores true/false
+        ("gpt-oss:20b", "medium", "medium"),
+        ("gpt-oss:20b", "xhigh", "high"),
+    ],
+)
+def test_reasoning_effort_becomes_think(model: str, effort: str, think: bool | str) -> None:
+    assert encode_chat_request(req(extra={"reasoning_effort": effort}), model, stream=False)["think"] == think
+
+
+def test_think_is_not_sent_to_a_model_that_cannot_think_and_an_explicit_one_wins() -> None:
+    body = encode_chat_request(req(extra={"reasoning_effort": "high"}), "llama3.2", stream=False, reasoning=False)
+    assert "think" not in body
+    own = encode_chat_request(req(extra={"reasoning_effort": "high", "think": False}), "qwen3:8b", stream=False)
+    assert own["think"] is False
+
+
+async def test_the_fake_thinks_as_ollama_does() -> None:
+    async with FakeOllama(models=["qwen3:8b", "gpt-oss:20b", "llama3.2:latest"]) as fake:
+        p = provider(fake)
+        try:
+            thought = await p.chat(req(extra={"reasoning_effort": "high"}), "qwen3:8b", CALL)
+            assert thought.choices[0].message.reasoning and last_body(fake)["think"] is True
+            plain = await p.chat(req(extra={"reasoning_effort": "none"}), "qwen3:8b", CALL)
+            assert plain.choices[0].message.reasoning is None
+            chunks = [c async for c in p.stream(req(extra={"reasoning_effort": "low"}), "gpt-oss:20b", CALL)]
+            assert any(d.reasoning for c in chunks for d in c.choices)
+            for model, think, words in (
+                ("qwen3:8b", "medium", 'think value "medium" is not supported'),
+                ("llama3.2:latest", True, "does not support thinking"),
+            ):
+                with pytest.raises(UpstreamStatusError) as err:
+                    await p.chat(req(extra={"think": think}), model, CALL)
+                assert words in str(err.value)
+        finally:
+            await p.aclose()

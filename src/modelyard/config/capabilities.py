@@ -67,6 +67,10 @@ _KNOWN: tuple[tuple[str, dict[Capability, bool]], ...] = tuple(
             ("deepseek-reasoner", {"reasoning": True, "tools": False}),
             ("deepseek-r1", {"reasoning": True}),
             ("qwq", {"reasoning": True}),
+            ("qwen3", {"reasoning": True}),
+            ("qwen3-coder", {"reasoning": False}),
+            ("gpt-oss", {"reasoning": True}),
+            ("magistral", {"reasoning": True}),
             ("claude-3-7-sonnet", {"reasoning": True}),
             # no extended thinking: the API answers `thinking` with a 400 ("... does not support thinking")
             ("claude-3", {"reasoning": False}),

@@ -425,6 +425,7 @@ class FakeOllama(FakeServer):
         if info.embedding_only:
             raise self.bad_request(f'"{body["model"]}" does not support chat')
         prompt = self._chat_prompt(model, messages, body)
+        thinking = self._thinking(model, body.get("think"), prompt)
         fault = await self.begin(request, model, body)
         load_s = await self._ensure_loaded(model)
         reply = make_reply(prompt, script=self.scripted(prompt))
@@ -434,6 +435,8 @@ class FakeOllama(FakeServer):
         calls = self._tool_calls(reply)
         if body.get("stream") is False:
             final["message"] = {"role": "assistant", "content": reply.text or ""}
+            if thinking:
+                final["message"]["thinking"] = thinking
             if calls:
                 final["message"]["tool_calls"] = calls
             return self.json(final)
@@ -446,6 +449,16 @@ class FakeOllama(FakeServer):
             }
             for p in reply.pieces()
         ]
+        if thinking:
+            lines.insert(
+                0,
+                {
+                    "model": model,
+                    "created_at": _rfc3339(created),
+                    "message": {"role": "assistant", "content": "", "thinking": thinking},
+                    "done": False,
+                },
+            )
         if calls:
             lines.append(
                 {
@@ -479,6 +492,7 @@ class FakeOllama(FakeServer):
             {"role": "user", "content": text, **({"images": body["images"]} if body.get("images") else {})}
         ]
         prompt = self._chat_prompt(model, messages, body)
+        self._thinking(model, body.get("think"), prompt)  # validated (generate answers carry no thinking here)
         fault = await self.begin(request, model, body)
         load_s = await self._ensure_loaded(model)
         prompt.tools = []  # /api/generate has no tools
@@ -581,6 +595,30 @@ class FakeOllama(FakeServer):
         await self._ensure_loaded(model)
         self._touch(model, keep_alive)
         return self.json({**out, "done": True, "done_reason": "load"})
+
+    def _thinking(self, model: str, think: Any, prompt: Prompt) -> str | None:
+        """The reasoning the model writes for ``think``, refusing what Ollama refuses: a level for
+        a model other than gpt-oss, thinking for a model that cannot think.  gpt-oss always thinks
+        (it ignores true/false)."""
+        name = model.split("/")[-1]
+        oss = name.startswith("gpt-oss")
+        thinks = oss or (name.startswith(_THINKERS) and not name.startswith("qwen3-coder"))
+        if isinstance(think, str):
+            if not oss:
+                raise self.bad_request(f'think value "{think}" is not supported for this model')
+            if think not in ("low", "medium", "high"):
+                raise self.bad_request(
+                    f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
+                )
+        elif think is not None and not isinstance(think, bool):
+            raise self.bad_request(
+                "json: cannot unmarshal " + _go_type(think) + " into Go struct field ChatRequest.think"
+            )
+        if think is True and not thinks:
+            raise self.bad_request(f'"{model}" does not support thinking')
+        if not (oss or think is True):
+            return None
+        return f"The user asks: {prompt.last_user_text or 'a follow-up'}. I will answer briefly."
 
     def _chat_prompt(self, model: str, messages: list[Any], body: dict[str, Any]) -> Prompt:
         prompt = Prompt(model=model, message_count=len(messages))
@@ -695,6 +733,10 @@ def _final(model: str, created: float, reply: Reply, load_s: float) -> dict[str,
         "eval_count": reply.output_tokens,
         "eval_duration": eval_ns,
     }
+
+
+#: models that can think (besides gpt-oss, which always does)
+_THINKERS = ("qwen3", "deepseek-r1", "qwq", "magistral")
 
 
 def _go_type(value: Any) -> str:

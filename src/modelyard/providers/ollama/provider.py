@@ -16,6 +16,9 @@ Translation notes:
 * ``tool_choice``: Ollama cannot force a tool.  ``"none"`` drops the tools from the request, a
   forced function keeps only that tool; ``"required"`` sends the tools unchanged.
 * ``message.thinking`` (reasoning models) is the answer's reasoning (out as ``reasoning_content``).
+  OpenAI's ``reasoning_effort`` becomes ``think`` for a model that can think
+  (``capabilities.reasoning``): ``low``/``medium``/``high`` for gpt-oss, else ``false`` for
+  ``none`` and ``true`` for the others.  An explicit ``think`` is sent as given.
 * Ollama options without an OpenAI equivalent (``num_ctx``, ``top_k`` ...) may be given as request
   fields or in an ``options`` object; they are passed on in ``options``.
 
@@ -199,10 +202,31 @@ def _encode_tool(t: Tool) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
+#: OpenAI ``reasoning_effort`` -> gpt-oss's ``think`` level (it cannot stop thinking)
+_GPT_OSS_THINK = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+
+
+def _think(effort: Any, model: str) -> bool | str | None:
+    """OpenAI's ``reasoning_effort`` as Ollama's ``think``: a level for gpt-oss (which ignores
+    true/false), else on or off (other models refuse a level: 'think value "medium" is not
+    supported for this model')."""
+    if not isinstance(effort, str) or effort not in _GPT_OSS_THINK:
+        return None
+    if model.rsplit("/", 1)[-1].lower().startswith("gpt-oss"):
+        return _GPT_OSS_THINK[effort]
+    return effort != "none"
+
+
 def encode_chat_request(
-    req: ChatRequest, model: str, *, stream: bool, keep_alive: str | int | float | None = None
+    req: ChatRequest,
+    model: str,
+    *,
+    stream: bool,
+    keep_alive: str | int | float | None = None,
+    reasoning: bool = True,
 ) -> dict[str, Any]:
-    """The ``/api/chat`` body for ``req``, addressed to upstream ``model``."""
+    """The ``/api/chat`` body for ``req``, addressed to upstream ``model``; ``reasoning``: the model
+    can think (else a ``reasoning_effort`` is dropped rather than sent as ``think``)."""
     if req.n is not None and req.n > 1:
         raise InvalidRequestError("Ollama generates one choice per request: 'n' must be 1", param="n")
     body: dict[str, Any] = {"model": model, "messages": encode_messages(req.messages), "stream": stream}
@@ -238,6 +262,8 @@ def encode_chat_request(
             body["format"] = rf.schema
     if "think" in req.extra:
         body["think"] = req.extra["think"]
+    elif reasoning and (think := _think(req.extra.get("reasoning_effort"), model)) is not None:
+        body["think"] = think
     ka = keep_alive_value(keep_alive)
     if ka is not None:
         body["keep_alive"] = ka
@@ -482,7 +508,9 @@ class OllamaProvider(Provider):
     # -- chat ----------------------------------------------------------------------------
 
     async def chat(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> ChatResponse:
-        body = encode_chat_request(request, upstream_model, stream=False, keep_alive=self._keep_alive(upstream_model))
+        body = encode_chat_request(
+            request, upstream_model, stream=False, keep_alive=self._keep_alive(upstream_model), reasoning=call.reasoning
+        )
         async with self._use(upstream_model, call):
             data = await self.request_json(
                 "POST", f"{self.base_url}/api/chat", model=upstream_model, call=call, body=body
@@ -495,7 +523,9 @@ class OllamaProvider(Provider):
             raise self._malformed(upstream_model, f"unexpected response shape ({exc})") from exc
 
     async def stream(self, request: ChatRequest, upstream_model: str, call: CallOptions) -> AsyncIterator[ChatChunk]:
-        body = encode_chat_request(request, upstream_model, stream=True, keep_alive=self._keep_alive(upstream_model))
+        body = encode_chat_request(
+            request, upstream_model, stream=True, keep_alive=self._keep_alive(upstream_model), reasoning=call.reasoning
+        )
         state = StreamDecoder(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=upstream_model)
         async with (
             self._use(upstream_model, call),

@@ -300,3 +300,25 @@ async def test_spend_by_counts_requests_in_the_period_and_those_that_ended_befor
     assert await store.spend_by("global", since=since, ended_before_ms=ended) == [(None, 5.0, 240)]
     assert await store.spend_by("global", since=since, ended_before_ms=ended - 1) == [(None, 4.0, 120)]
     assert await store.spend_by("global", since=since, ended_before_ms=ended - 250) == [(None, 0.0, 0)]
+
+
+async def test_spend_by_model_counts_each_attempt_to_its_own_model(db: Database) -> None:
+    """A model budget is charged per attempt: a request whose first answer (gpt, $0.3) a validator
+    rejected and whose fallback (gpt-mini, $0.1) answered is $0.3 to gpt and $0.1 to gpt-mini, not
+    $0.4 to gpt-mini; shadow requests count towards no model budget."""
+    store = UsageStore(db)
+    failed_over = request(1, ts=T0, model="gpt-mini", cost_usd=0.4, tokens_in=10, tokens_out=10)
+    plain = request(2, ts=T0, model="gpt", cost_usd=1.0, tokens_in=5, tokens_out=5)
+    shadow = request(3, ts=T0, model="gpt", cost_usd=8.0, source="shadow")
+    attempts = [
+        attempt(failed_over, 1, model="gpt", cost_usd=0.3, tokens_in=10, tokens_out=6, success=False),
+        attempt(failed_over, 2, model="gpt-mini", cost_usd=0.1, tokens_in=10, tokens_out=4),
+        attempt(plain),
+        attempt(shadow),
+    ]
+    await store.insert([failed_over, plain, shadow], attempts)
+    since = T0 - timedelta(minutes=1)
+    assert sorted(await store.spend_by("model", since=since)) == [("gpt", 1.3, 26), ("gpt-mini", 0.1, 14)]
+    assert await store.spend_by("model", since=since, target="gpt-mini") == [("gpt-mini", 0.1, 14)]
+    ended = int((T0 + timedelta(seconds=1)).timestamp() * 1000)
+    assert await store.spend_by("model", since=since, target="gpt", ended_before_ms=ended) == [("gpt", 1.3, 26)]

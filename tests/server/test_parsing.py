@@ -89,6 +89,8 @@ def test_full_request_round_trip() -> None:
         (chat(tool_choice="sometimes"), "tool_choice"),
         (chat(response_format={"type": "yaml"}), "response_format.type"),
         (chat(modelyard=[1]), "modelyard"),
+        (chat(reasoning_effort="extreme"), "reasoning_effort"),
+        (chat(reasoning_effort=3), "reasoning_effort"),
     ],
 )
 def test_invalid_params_name_the_param(body: dict[str, Any], param: str) -> None:
@@ -175,3 +177,8 @@ def test_parser_never_crashes(body: dict[str, Any], messages: list[dict[str, Any
 def test_a_chat_body_without_a_model_parses_for_the_default_route() -> None:
     """The pipeline sends it to ``default_route`` (or answers 400 missing_required_parameter)."""
     assert parse_chat_request({"messages": [{"role": "user", "content": "x"}]}).model == ""
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", None])
+def test_reasoning_efforts_openai_defines_pass(effort: str | None) -> None:
+    assert parse_chat_request(chat(reasoning_effort=effort)).extra == {"reasoning_effort": effort}

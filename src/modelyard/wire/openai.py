@@ -35,6 +35,7 @@ from modelyard.validators import check_model_name
 
 __all__ = [
     "DONE",
+    "REASONING_EFFORTS",
     "ChunkEncoder",
     "Forwarder",
     "decode_body",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+#: OpenAI's ``reasoning_effort`` values (chat) and ``reasoning.effort`` (Responses)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _CHAT_KNOWN = frozenset(
     {
         "model",
@@ -390,6 +393,10 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
             code="invalid_value" if messages is not None else "missing_required_parameter",
         )
     stream = _bool(body, "stream") or False
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        # translated for Anthropic, Gemini and Ollama models, where an unknown one would be dropped
+        raise _bad("reasoning_effort", f"expected one of {', '.join(REASONING_EFFORTS)}")
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise _bad("stream_options", "expected an object")

@@ -40,7 +40,7 @@ from modelyard.types import (
     ToolCall,
     Usage,
 )
-from modelyard.wire.openai import _bad, _int, _model, _num, _options, signed_reasoning
+from modelyard.wire.openai import REASONING_EFFORTS, _bad, _int, _model, _num, _options, signed_reasoning
 
 __all__ = ["ResponsesStream", "encode_response_object", "input_items", "parse_responses_request", "response_object"]
 
@@ -251,9 +251,6 @@ def parse_responses_request(body: Any) -> ChatRequest:
     )
 
 
-_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-
-
 def _reasoning(value: Any) -> dict[str, Any]:
     """``reasoning.effort`` becomes chat's ``reasoning_effort`` (OpenAI-compatible and Gemini
     upstreams read it); ``reasoning.summary`` needs no translation: summaries come when the
@@ -265,8 +262,8 @@ def _reasoning(value: Any) -> dict[str, Any]:
     effort = value.get("effort")
     if effort is None:
         return {}
-    if effort not in _EFFORTS:
-        raise _bad("reasoning.effort", f"expected one of {', '.join(_EFFORTS)}")
+    if effort not in REASONING_EFFORTS:
+        raise _bad("reasoning.effort", f"expected one of {', '.join(REASONING_EFFORTS)}")
     return {"reasoning_effort": effort}
 
 

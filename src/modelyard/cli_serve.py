@@ -142,6 +142,13 @@ def serve(
     problem = _startup_problem(bind_host, bind_port, cfg)
     if problem is not None:
         _fail(console(stderr=True), problem, debug=debug)
+    if workers == 1:  # (the workers build their own, and report what fails)
+        from modelyard.runtime import RuntimeHolder
+
+        try:
+            holder = RuntimeHolder(cfg, source=source_.describe())  # TLS files are loaded here
+        except ConfigError as exc:
+            _fail(console(stderr=True), exc, debug=debug)
     source = str(path.resolve()) if path else "environment (no modelyard.yaml)"
     print(
         f"modelyard on http://{bind_host}:{bind_port}  config: {source}  database: {_database_label(cfg)}  "
@@ -181,15 +188,10 @@ def serve(
     from modelyard.server.factory import ENV_CONFIG, ENV_WATCH
 
     if workers == 1:
-        from modelyard.runtime import RuntimeHolder
         from modelyard.server.app import create_app
         from modelyard.server.drain import run
         from modelyard.server.state import AppState
 
-        try:
-            holder = RuntimeHolder(cfg, source=source_.describe())  # TLS files are loaded here
-        except ConfigError as exc:
-            _fail(console(stderr=True), exc, debug=debug)
         gateway = AppState(holder=holder, source=source_, watch=watch)
         try:
             run(create_app(gateway), gateway, cfg.server.drain_s, **common)

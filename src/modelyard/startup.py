@@ -9,7 +9,8 @@ exit cause
 0    stopped (SIGTERM, SIGINT)
 1    an unexpected error outside the start-up (a traceback)
 2    the config: invalid, unreadable, a file it names missing or unreadable (TLS files),
-     or a public address without a master key (``config error: ...``)
+     a public address without a master key (``config error: ...``), or a master key that
+     is not the one the stored credentials were encrypted with
 3    an unexpected exception while starting (uvicorn's code; the traceback is printed)
 4    cannot listen: the port (or ``server.metrics_port``) is in use or cannot be bound
 5    the database cannot be reached, opened or created
@@ -29,7 +30,7 @@ import errno
 import os
 from pathlib import Path
 
-from modelyard.errors import ConfigError, StartupError
+from modelyard.errors import ConfigError, ModelyardError, StartupError
 from modelyard.scrub import redact_url, scrub
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "database_path_error",
     "describe",
     "listen_error",
+    "master_key_error",
     "read_report",
     "report",
 ]
@@ -102,6 +104,11 @@ def database_path_error(file: Path, url: str) -> StartupError | None:
             exit_code=EXIT_DATABASE,
         )
     return None
+
+
+def master_key_error(exc: ModelyardError) -> StartupError:
+    """The master key is not the one the stored credentials were sealed with (``exc`` says so)."""
+    return StartupError(exc.message, exit_code=EXIT_CONFIG)
 
 
 def describe(exc: ConfigError | StartupError) -> tuple[str, str, int]:

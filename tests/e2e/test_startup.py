@@ -226,6 +226,24 @@ def test_an_unreachable_redis_is_a_warning_naming_it_and_the_gateway_serves(tmp_
     assert "hunter2pass" not in log and "Traceback" not in log
 
 
+def test_a_master_key_that_is_not_the_one_used_is_a_clear_error(tmp_path: Path) -> None:
+    conf = write(tmp_path, {**CONFIG, "database": "sqlite:///./gw.db"})
+    first = ServerProcess(None, tmp_path, args=["--config", conf], env={"MODELYARD_MASTER_KEY": "sk-first-4c1d9e7a2b"})
+    first.stop()
+    out = subprocess.run(
+        [str(BIN / "modelyard"), "serve", "--config", conf, "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_env(), "MODELYARD_MASTER_KEY": "sk-second-8f3e6b0c1a"},
+    )
+    text = one_line(out)
+    assert out.returncode == EXIT_CONFIG, text
+    assert "master key" in text and "previous master key" in text and "Traceback" not in text
+    assert "sk-first" not in text and "sk-second" not in text
+
+
 def test_an_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     out = serve(tmp_path, "--config", "missing.yaml", "--port", str(free_port()))
     text = one_line(out)

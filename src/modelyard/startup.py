@@ -79,6 +79,12 @@ def database_error(url: str, exc: BaseException) -> StartupError:
     password = _password(url)
     if password:
         reason = reason.replace(password, "***")
+    if url.startswith("sqlite"):
+        return StartupError(
+            f"the database {shown} cannot be opened: {reason}; check the path and its permissions, "
+            "or point database at a writable place",
+            exit_code=EXIT_DATABASE,
+        )
     return StartupError(
         f"the database {shown} cannot be reached: {reason}; check that it is running and accepts "
         "connections, or point database at another one",
@@ -88,6 +94,12 @@ def database_error(url: str, exc: BaseException) -> StartupError:
 
 def database_path_error(file: Path, url: str) -> StartupError | None:
     """Why the SQLite file ``file`` (of ``url``) could not be created or written, or None."""
+    if file.is_dir():
+        return StartupError(
+            f"the database {file.resolve()} is a folder, not a file (database: {url}); "
+            "point database at a file, e.g. sqlite:///./modelyard.db",
+            exit_code=EXIT_DATABASE,
+        )
     folder = file.resolve().parent
     while not folder.exists() and folder != folder.parent:  # missing folders are created
         folder = folder.parent

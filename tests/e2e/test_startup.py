@@ -126,6 +126,15 @@ def test_a_database_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> N
     assert "Traceback" not in text and "modelyard on http" not in text
 
 
+def test_a_database_path_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    conf = write(tmp_path, {**CONFIG, "database": "sqlite:///./data"})
+    out = serve(tmp_path, "--config", conf, "--port", str(free_port()))
+    text = one_line(out)
+    assert out.returncode == EXIT_DATABASE and "is a folder, not a file" in text, text
+    assert "Traceback" not in text and "modelyard on http" not in text
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_unreachable_postgres_is_a_clear_error_without_its_password(tmp_path: Path, workers: str) -> None:
     port = closed_port()

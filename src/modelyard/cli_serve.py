@@ -225,8 +225,6 @@ def _serve_workers(workers: int, options: dict[str, Any]) -> None:
         uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **options)
     finally:
         reported = read_report(report_path)
-        if os.path.exists(report_path):
-            os.unlink(report_path)
     if reported is not None:
         label, message, code = reported
         console(stderr=True).print(f"[bold red]{label}[/]: {message}", highlight=False, soft_wrap=True)

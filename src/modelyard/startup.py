@@ -43,6 +43,7 @@ __all__ = [
     "database_path_error",
     "describe",
     "listen_error",
+    "mark_started",
     "master_key_error",
     "read_report",
     "report",
@@ -130,11 +131,15 @@ def describe(exc: ConfigError | StartupError) -> tuple[str, str, int]:
     return "cannot start", exc.message, exc.exit_code
 
 
-def report(exc: BaseException) -> None:
-    """A worker's start-up failure, for its parent (nothing without :data:`ENV_REPORT`)."""
+def report(exc: BaseException) -> bool:
+    """A worker's start-up failure, for its parent; False when nobody else will print it: a worker
+    started again (SIGHUP) after the first start, which the parent keeps serving through (the
+    caller logs it then).  A single process (no :data:`ENV_REPORT`) prints its own: True."""
     path = os.environ.get(ENV_REPORT)
     if not path:
-        return
+        return True
+    if Path(f"{path}.started").exists():
+        return False
     if isinstance(exc, ConfigError | StartupError):
         label, message, code = describe(exc)
     else:
@@ -146,15 +151,26 @@ def report(exc: BaseException) -> None:
     tmp = Path(f"{path}.{os.getpid()}")
     tmp.write_text(f"{code}\n{label}\n{message}", encoding="utf-8")
     tmp.replace(path)  # whole, whichever worker wrote last
+    return True
+
+
+def mark_started() -> None:
+    """A worker is up: a later failing start (a restart on SIGHUP) is not the parent's to report."""
+    path = os.environ.get(ENV_REPORT)
+    if path:
+        Path(f"{path}.started").touch()
 
 
 def read_report(path: str) -> tuple[str, str, int] | None:
-    """``(label, message, exit code)`` a worker reported in ``path``, or None."""
+    """``(label, message, exit code)`` a worker reported in ``path``, or None; removes the files."""
     try:
         code, label, message = Path(path).read_text(encoding="utf-8").split("\n", 2)
-        return label, message, int(code)
+        reported: tuple[str, str, int] | None = (label, message, int(code))
     except (OSError, ValueError):
-        return None
+        reported = None
+    for file in (Path(path), Path(f"{path}.started")):
+        file.unlink(missing_ok=True)
+    return reported
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ restarted forever.  An unexpected exception still shows its traceback."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import yaml
 
 from modelyard.config import load_config
 from modelyard.startup import EXIT_CONFIG, EXIT_DATABASE, EXIT_LISTEN, EXIT_UNEXPECTED
-from tests.helpers import BIN, ServerProcess, free_port
+from tests.helpers import BIN, ServerProcess, free_port, wait_for
 
 CONFIG = {
     "providers": {"o": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "x"}},
@@ -233,6 +234,23 @@ def test_an_unreachable_redis_is_a_warning_naming_it_and_the_gateway_serves(tmp_
         srv.stop()
     assert f"redis://:***@127.0.0.1:{port}/0" in log and "unreachable" in log, log
     assert "hunter2pass" not in log and "Traceback" not in log
+
+
+def test_a_worker_restart_that_fails_after_the_start_is_logged_and_a_stop_still_exits_0(tmp_path: Path) -> None:
+    """With --workers, SIGHUP starts new workers; one that cannot start (a broken config) is a logged
+    line, the old workers keep serving, and a later SIGTERM still ends the parent with 0."""
+    srv = ServerProcess({**CONFIG, "database": "sqlite:///./gw.db"}, tmp_path, args=["--workers", "2"])
+    try:
+        with srv.config_path.open("a") as f:
+            f.write("bogus_key: 1\n")
+        srv.signal(signal.SIGHUP)
+        assert wait_for(lambda: "aborting the restart" in srv.log(), timeout=30), srv.log()
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+    finally:
+        code = srv.stop()
+    log = srv.log()
+    assert code == 0, log
+    assert "config error" in log and "bogus_key" in log and "Traceback" not in log
 
 
 def test_a_master_key_that_is_not_the_one_used_is_a_clear_error(tmp_path: Path) -> None:

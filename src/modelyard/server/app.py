@@ -37,7 +37,7 @@ from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
-from modelyard.startup import listen_error, report
+from modelyard.startup import describe, listen_error, mark_started, report
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -240,13 +240,15 @@ class FastPath:
             async with self.lifespan():
                 await send({"type": "lifespan.startup.complete"})
                 started = True
+                mark_started()
                 await receive()  # lifespan.shutdown
         except BaseException as exc:
             if not started and isinstance(exc, StartupError | ConfigError):
                 # an operator's problem (a database away, a port in use): `modelyard serve` prints
                 # one line and exits with its code (modelyard.startup); uvicorn logs no traceback
                 self.gw.startup_error = exc
-                report(exc)
+                if not report(exc):  # a worker restarted on SIGHUP: nobody else prints it
+                    log.error("%s: %s", *describe(exc)[:2])
                 await send({"type": "lifespan.startup.failed", "message": ""})
                 return
             if not started and isinstance(exc, Exception):

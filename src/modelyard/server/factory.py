@@ -12,7 +12,7 @@ from modelyard.errors import ConfigError, StartupError
 from modelyard.runtime import RuntimeHolder
 from modelyard.server.app import FastPath, create_app
 from modelyard.server.state import AppState
-from modelyard.startup import EXIT_UNEXPECTED, report
+from modelyard.startup import EXIT_UNEXPECTED, describe, report
 
 __all__ = ["ENV_CONFIG", "ENV_WATCH", "app_from_env", "build_gateway"]
 
@@ -35,7 +35,9 @@ def app_from_env() -> FastPath:
     except (ConfigError, StartupError) as exc:
         # the parent prints the line (modelyard.startup); uvicorn's start-up code stops it rather
         # than starting this worker again and again
-        report(exc)
-        logging.getLogger("modelyard.server").debug("worker start-up failed", exc_info=exc)
+        log = logging.getLogger("modelyard.server")
+        if not report(exc):  # a worker started again on SIGHUP: nobody else prints it
+            log.error("%s: %s", *describe(exc)[:2])
+        log.debug("worker start-up failed", exc_info=exc)
         sys.exit(EXIT_UNEXPECTED)
     return create_app(gateway)

@@ -209,26 +209,33 @@ def serve(
 
 
 def _serve_workers(workers: int, options: dict[str, Any]) -> None:
-    """uvicorn's supervisor and ``workers`` processes; a worker that cannot start stops it, and
-    its reason (modelyard.startup.report) is this process's line and exit code."""
+    """uvicorn's supervisor and ``workers`` processes (as ``uvicorn.run`` starts them).  A worker
+    that cannot start stops the supervisor (uvicorn's rule); its reason (modelyard.startup.report)
+    is then this process's line and exit code, and never a 0."""
     import tempfile
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from modelyard.startup import ENV_REPORT, read_report
+    from modelyard.startup import ENV_REPORT, EXIT_UNEXPECTED, read_report
 
     fd, report_path = tempfile.mkstemp(prefix="modelyard-startup-")
     os.close(fd)
-    os.unlink(report_path)  # a worker writes it only when it cannot start
+    os.unlink(report_path)  # a worker writes it when it cannot start
     os.environ[ENV_REPORT] = report_path
+    config = uvicorn.Config("modelyard.server.factory:app_from_env", factory=True, workers=workers, **options)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     try:
-        uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **options)
+        supervisor.run()
     finally:
         reported = read_report(report_path)
-    if reported is not None:
-        label, message, code = reported
-        console(stderr=True).print(f"[bold red]{label}[/]: {message}", highlight=False, soft_wrap=True)
-        raise SystemExit(code)
+    # a worker still in the supervisor's list that ended with uvicorn's start-up code stopped it;
+    # a SIGTERM ends them otherwise, and a restart (SIGHUP) that failed keeps the old ones
+    if not any(getattr(getattr(p, "process", p), "exitcode", None) == EXIT_UNEXPECTED for p in supervisor.processes):
+        return
+    label, message, code = reported or ("cannot start", "a worker failed to start (see above)", EXIT_UNEXPECTED)
+    console(stderr=True).print(f"[bold red]{label}[/]: {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
 
 
 def _database_label(cfg: Config) -> str:

@@ -21,7 +21,9 @@ The errors are :class:`~modelyard.errors.StartupError` (made here) and
 Each error keeps its cause (``raise ... from exc``): ``--log-level debug`` prints its traceback.
 With ``--workers N`` a worker that cannot start writes its line to the file named by
 :data:`ENV_REPORT` (:func:`report`) and exits with uvicorn's start-up code, which stops the
-parent; the parent prints the line and exits with its code (:func:`read_report`).
+parent; the parent prints the line and exits with its code (:func:`read_report`).  Once a worker
+is up (:func:`mark_started`), a worker that fails also logs its line: a restart on SIGHUP that
+fails leaves the running workers serving, and the parent prints nothing.
 """
 
 from __future__ import annotations
@@ -132,14 +134,12 @@ def describe(exc: ConfigError | StartupError) -> tuple[str, str, int]:
 
 
 def report(exc: BaseException) -> bool:
-    """A worker's start-up failure, for its parent; False when nobody else will print it: a worker
-    started again (SIGHUP) after the first start, which the parent keeps serving through (the
-    caller logs it then).  A single process (no :data:`ENV_REPORT`) prints its own: True."""
+    """A worker's start-up failure, for its parent (nothing without :data:`ENV_REPORT`: a single
+    process prints its own).  False when the caller should log the line itself: a worker started
+    after the first one was up (a restart on SIGHUP, which the parent survives: it prints nothing)."""
     path = os.environ.get(ENV_REPORT)
     if not path:
         return True
-    if Path(f"{path}.started").exists():
-        return False
     if isinstance(exc, ConfigError | StartupError):
         label, message, code = describe(exc)
     else:
@@ -151,7 +151,7 @@ def report(exc: BaseException) -> bool:
     tmp = Path(f"{path}.{os.getpid()}")
     tmp.write_text(f"{code}\n{label}\n{message}", encoding="utf-8")
     tmp.replace(path)  # whole, whichever worker wrote last
-    return True
+    return not Path(f"{path}.started").exists()
 
 
 def mark_started() -> None:

@@ -236,16 +236,24 @@ def test_an_unreachable_redis_is_a_warning_naming_it_and_the_gateway_serves(tmp_
     assert "hunter2pass" not in log and "Traceback" not in log
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:  # a connection the aborted restart's worker took down with it
+        return False
+
+
 def test_a_worker_restart_that_fails_after_the_start_is_logged_and_a_stop_still_exits_0(tmp_path: Path) -> None:
     """With --workers, SIGHUP starts new workers; one that cannot start (a broken config) is a logged
     line, the old workers keep serving, and a later SIGTERM still ends the parent with 0."""
     srv = ServerProcess({**CONFIG, "database": "sqlite:///./gw.db"}, tmp_path, args=["--workers", "2"])
     try:
+        assert wait_for(lambda: srv.log().count("Application startup complete") == 2, timeout=30), srv.log()
         with srv.config_path.open("a") as f:
             f.write("bogus_key: 1\n")
         srv.signal(signal.SIGHUP)
         assert wait_for(lambda: "aborting the restart" in srv.log(), timeout=30), srv.log()
-        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+        assert wait_for(lambda: _healthy(srv.url), timeout=10), srv.log()
     finally:
         code = srv.stop()
     log = srv.log()

@@ -25,6 +25,7 @@ from modelyard.cli_serve import _config_warnings, _default_config, _fail
 from modelyard.cli_serve import console as _console
 from modelyard.cli_serve import serve as _serve
 from modelyard.errors import ConfigError
+from modelyard.startup import listen_error
 
 if TYPE_CHECKING:
     from modelyard.config.schema import Config
@@ -373,7 +374,11 @@ def fake_provider(
     fake = fake_class(kind)(host, port)
 
     async def run() -> None:
-        await fake.start()
+        try:
+            await fake.start()
+        except OSError as exc:
+            await fake.stop()
+            _fail(_console(stderr=True), listen_error(host, port, exc, change=f"--port {port + 1}"))
         base = getattr(fake, "base_url", fake.url)
         _console().print(
             f"fake {kind} provider on {fake.url}  (base_url for modelyard: {base}; faults: POST /_fake/faults)"
@@ -423,8 +428,15 @@ def _fakes_for(config: Path, host: str, first_port: int) -> None:
 
     async def run() -> None:
         fakes = [fake_class(kind)(host, first_port + i) for i, (_, kind, _, _) in enumerate(plan)]
-        for fake in fakes:
-            await fake.start()
+        for i, fake in enumerate(fakes):
+            try:
+                await fake.start()
+            except OSError as exc:
+                for started in fakes[: i + 1]:
+                    await started.stop()
+                taken = first_port + i
+                change = f"--port {taken + 1} (the fakes take {len(fakes)} consecutive ports from --port)"
+                _fail(_console(stderr=True), listen_error(host, taken, exc, change=change))
         lines = [f"# fakes for {config} (Ctrl-C stops them); then: modelyard serve --config {config}", *notes]
         for (name, kind, url_var, key_var), fake in zip(plan, fakes, strict=True):
             base = getattr(fake, "base_url", fake.url)

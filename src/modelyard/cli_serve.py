@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, StartupError
 
 if TYPE_CHECKING:  # rich is imported where it prints: `serve` prints its banner without it (~3 MB, 25 ms)
     from rich.console import Console
@@ -96,9 +96,18 @@ def _default_config(path: Path | None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def _fail(out: Console, exc: ConfigError) -> None:
-    out.print(f"[bold red]config error[/]: {exc.message}", highlight=False)
-    raise SystemExit(2)
+def _fail(out: Console, exc: ConfigError | StartupError, *, debug: bool = False) -> NoReturn:
+    """One line saying what failed and what to do, and its exit code (modelyard.startup); the
+    cause's traceback only with ``--log-level debug``."""
+    from modelyard.startup import describe
+
+    label, message, code = describe(exc)
+    if debug and exc.__cause__ is not None:
+        import traceback
+
+        print("".join(traceback.format_exception(exc.__cause__)), file=sys.stderr, end="", flush=True)
+    out.print(f"[bold red]{label}[/]: {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
 
 
 def serve(
@@ -109,19 +118,18 @@ def serve(
     watch: bool = False,
     log_level: str = "info",
 ) -> None:
-    """Start the gateway (``modelyard serve``; exit 2 on a config or start-up problem)."""
-    import uvicorn
-
+    """Start the gateway (``modelyard serve``). An operator's problem (the config, a port in use,
+    the database away) is one line and its own exit code (modelyard.startup), not a traceback."""
     from modelyard.config.source import ConfigSource
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    debug = log_level.lower() == "debug"
     path = _default_config(config)
     source_ = ConfigSource(path)
     try:
         cfg = source_.load()  # validate before binding; the workers build the gateway themselves
     except ConfigError as exc:
-        _fail(console(stderr=True), exc)
-        return
+        _fail(console(stderr=True), exc, debug=debug)
     bind_host = host or cfg.server.host
     bind_port = port or cfg.server.port
     if not _is_loopback(bind_host) and not cfg.master_key():
@@ -133,8 +141,14 @@ def serve(
         raise SystemExit(2)
     problem = _startup_problem(bind_host, bind_port, cfg)
     if problem is not None:
-        console(stderr=True).print(f"[bold red]cannot start[/]: {problem}", highlight=False, soft_wrap=True)
-        raise SystemExit(2)
+        _fail(console(stderr=True), problem, debug=debug)
+    if workers == 1:  # (the workers build their own, and report what fails)
+        from modelyard.runtime import RuntimeHolder
+
+        try:
+            holder = RuntimeHolder(cfg, source=source_.describe())  # TLS files are loaded here
+        except ConfigError as exc:
+            _fail(console(stderr=True), exc, debug=debug)
     source = str(path.resolve()) if path else "environment (no modelyard.yaml)"
     print(
         f"modelyard on http://{bind_host}:{bind_port}  config: {source}  database: {_database_label(cfg)}  "
@@ -174,20 +188,54 @@ def serve(
     from modelyard.server.factory import ENV_CONFIG, ENV_WATCH
 
     if workers == 1:
-        from modelyard.runtime import RuntimeHolder
         from modelyard.server.app import create_app
         from modelyard.server.drain import run
         from modelyard.server.state import AppState
 
-        gateway = AppState(holder=RuntimeHolder(cfg, source=source_.describe()), source=source_, watch=watch)
-        run(create_app(gateway), gateway, cfg.server.drain_s, **common)
+        gateway = AppState(holder=holder, source=source_, watch=watch)
+        try:
+            run(create_app(gateway), gateway, cfg.server.drain_s, **common)
+        except SystemExit:
+            if gateway.startup_error is not None:  # the lifespan stopped on an operator's problem
+                _fail(console(stderr=True), gateway.startup_error, debug=debug)
+            raise
         return
     gc.enable()  # this process only supervises the workers (main() turned the collector off for the start-up)
     os.environ[ENV_CONFIG] = str(path.resolve()) if path else ""
     os.environ[ENV_WATCH] = "1" if watch else "0"
     os.environ[ENV_LIMITS] = limits.to_env()
     common["http"] = "modelyard.server.protocol:EnvLimitedProtocol"  # a class cannot cross to a spawned worker
-    uvicorn.run("modelyard.server.factory:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    _serve_workers(workers, common)
+
+
+def _serve_workers(workers: int, options: dict[str, Any]) -> None:
+    """uvicorn's supervisor and ``workers`` processes (as ``uvicorn.run`` starts them).  A worker
+    that cannot start stops the supervisor (uvicorn's rule); its reason (modelyard.startup.report)
+    is then this process's line and exit code, and never a 0."""
+    import tempfile
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from modelyard.startup import ENV_REPORT, EXIT_UNEXPECTED, read_report
+
+    fd, report_path = tempfile.mkstemp(prefix="modelyard-startup-")
+    os.close(fd)
+    os.unlink(report_path)  # a worker writes it when it cannot start
+    os.environ[ENV_REPORT] = report_path
+    config = uvicorn.Config("modelyard.server.factory:app_from_env", factory=True, workers=workers, **options)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    try:
+        supervisor.run()
+    finally:
+        reported = read_report(report_path)
+    # a worker still in the supervisor's list that ended with uvicorn's start-up code stopped it;
+    # a SIGTERM ends them otherwise, and a restart (SIGHUP) that failed keeps the old ones
+    if not any(getattr(getattr(p, "process", p), "exitcode", None) == EXIT_UNEXPECTED for p in supervisor.processes):
+        return
+    label, message, code = reported or ("cannot start", "a worker failed to start (see above)", EXIT_UNEXPECTED)
+    console(stderr=True).print(f"[bold red]{label}[/]: {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
 
 
 def _database_label(cfg: Config) -> str:
@@ -199,12 +247,25 @@ def _database_label(cfg: Config) -> str:
     return cfg.database.url.split("@")[-1]  # host/database of a server URL, without credentials
 
 
-def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
+def _startup_problem(host: str, port: int, cfg: Config) -> StartupError | None:
     """What would make the server fail right after saying it started: checked before."""
-    import errno
+    from modelyard.config.paths import sqlite_file
+    from modelyard.startup import database_path_error
+
+    problem = _cannot_bind(host, port, f"modelyard serve --port {port + 1}")
+    metrics = cfg.server.metrics_port
+    if problem is None and metrics is not None:
+        problem = _cannot_bind("127.0.0.1", metrics, "set server.metrics_port to a free port")
+    if problem is not None:
+        return problem
+    file = sqlite_file(cfg.database.url)
+    return database_path_error(file, cfg.database.url) if file is not None else None
+
+
+def _cannot_bind(host: str, port: int, change: str) -> StartupError | None:
     import socket
 
-    from modelyard.config.paths import sqlite_file
+    from modelyard.startup import listen_error
 
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -212,27 +273,7 @@ def _startup_problem(host: str, port: int, cfg: Config) -> str | None:
         try:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return (
-                    f"port {port} on {host} is already in use (another modelyard or program is listening); "
-                    f"stop it, or start on another port: modelyard serve --port {port + 1}"
-                )
-            return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
-    file = sqlite_file(cfg.database.url)
-    if file is not None:
-        folder = file.resolve().parent
-        while not folder.exists() and folder != folder.parent:  # missing folders are created
-            folder = folder.parent
-        if not folder.is_dir():
-            return (
-                f"the database {file.resolve()} cannot be created: {folder} is a file, not a folder "
-                f"(database: {cfg.database.url}); point database at a writable place"
-            )
-        if not os.access(folder, os.W_OK) or (file.exists() and not os.access(file, os.W_OK)):
-            return (
-                f"the database {file.resolve()} is not writable (database: {cfg.database.url}); "
-                "fix its permissions or point database at a writable place"
-            )
+            return listen_error(host, port, exc, change=change)
     return None
 
 

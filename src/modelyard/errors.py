@@ -21,6 +21,8 @@ The tree (status in brackets)::
     │   └── WrongMasterKeyError [500]          ... because the master key is not the one used
     ├── ServiceUnavailableError [503]          nothing can serve the request right now
     │   └── StateUnavailableError [503]        the shared-state store (Redis) is unreachable
+    ├── StartupError [500]                     the gateway cannot start (a port in use, a database away);
+    │                                          carries the exit code (modelyard.startup)
     ├── AllAttemptsFailedError [502/503/504]   every candidate failed; lists each attempt
     └── UpstreamError [502]                    one upstream attempt failed
         ├── UpstreamStatusError [502]          the upstream answered with an error status
@@ -68,6 +70,7 @@ __all__ = [
     "PreconditionRequiredError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "StartupError",
     "StateUnavailableError",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -483,3 +486,15 @@ class ConfigRejectedError(ModelyardError):
     @classmethod
     def of(cls, exc: ConfigError) -> ConfigRejectedError:
         return cls(exc.reason, param=exc.path or None)
+
+
+class StartupError(ModelyardError):
+    """The gateway cannot start for an operator's reason: a port in use, a database that cannot be
+    reached or created.  ``message`` says what failed and what to do (never a password),
+    ``exit_code`` is the exit status of ``modelyard serve``; :mod:`modelyard.startup` makes them."""
+
+    default_code = "startup_error"
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -24,8 +24,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["MARK", "Scrubber", "current", "scrub", "use"]
+__all__ = ["MARK", "Scrubber", "current", "redact_url", "scrub", "use"]
 
 #: what a secret is replaced with
 MARK = "[redacted]"
@@ -89,3 +90,19 @@ def current() -> Scrubber:
 def use(scrubber: Scrubber) -> Token[Scrubber]:
     """Make ``scrubber`` current for this task (and the tasks it starts)."""
     return _CURRENT.set(scrubber)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (``postgresql://user:***@host:5432/db``): safe
+    for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a URL (a port that is not a number): keep nothing after the scheme's "@"
+        return url.rsplit("@", 1)[-1]
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))

@@ -636,6 +636,24 @@ class Config(_Strict):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
+    @field_validator("state")
+    @classmethod
+    def _state_files(cls, value: str) -> str:
+        """The TLS files of a ``rediss://`` URL exist (else Redis would look unreachable forever)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            query = parse_qs(urlsplit(value).query)
+        except ValueError:
+            return value
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            for file in query.get(name, []):
+                if not os.path.isfile(file):
+                    raise PydanticCustomError(
+                        "file_not_found", "{name}: file not found: {path}", {"name": name, "path": file}
+                    )
+        return value
+
     @field_validator("database", mode="before")
     @classmethod
     def _database_url(cls, value: Any) -> Any:

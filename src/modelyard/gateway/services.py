@@ -19,9 +19,11 @@ from modelyard.accounting.service import Accountant
 from modelyard.accounting.writer import UsageWriter
 from modelyard.cache.base import ResponseCache, make_cache
 from modelyard.config.schema import BudgetConfig, Config
+from modelyard.errors import WrongMasterKeyError
 from modelyard.gateway.auth import Authenticator
 from modelyard.observability.metrics import Metrics
 from modelyard.runtime import Runtime
+from modelyard.startup import master_key_error
 from modelyard.storage.db import Database
 from modelyard.storage.events import BudgetEvent as StoredEvent
 from modelyard.storage.events import BudgetEventStore
@@ -121,6 +123,7 @@ class Services:
     async def start(cls, config: Config, runtime: Callable[[], Runtime]) -> Services:
         database = Database(config.database.url, statement_cache=config.database.statement_cache)
         try:
+            await database.check()  # unreachable: one line and exit 5 (modelyard.startup), not a traceback
             await migrate(database)
         except Exception:
             await database.aclose()
@@ -133,7 +136,11 @@ class Services:
         if master:
             from modelyard.storage.credentials import CredentialStore
 
-            credentials = await CredentialStore.open(database, master)
+            try:
+                credentials = await CredentialStore.open(database, master)
+            except WrongMasterKeyError as exc:
+                await database.aclose()
+                raise master_key_error(exc) from exc
         ledger = make_ledger(config.budgets, config.state)
         cache = make_cache(config.cache, config.state)
         writer = UsageWriter.from_config(usage, config.usage)

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.errors import AuthenticationError, ModelyardError, PayloadTooLargeError
+from modelyard.errors import AuthenticationError, ConfigError, ModelyardError, PayloadTooLargeError, StartupError
 from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
 from modelyard.observability.tracing import make_tracing
@@ -37,6 +37,7 @@ from modelyard.server.openai_api import OpenAIHandlers
 from modelyard.server.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from modelyard.server.state import AppState
 from modelyard.server.status import status_payload
+from modelyard.startup import describe, listen_error, mark_started, report
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -239,8 +240,19 @@ class FastPath:
             async with self.lifespan():
                 await send({"type": "lifespan.startup.complete"})
                 started = True
+                mark_started()
                 await receive()  # lifespan.shutdown
-        except BaseException:
+        except BaseException as exc:
+            if not started and isinstance(exc, StartupError | ConfigError):
+                # an operator's problem (a database away, a port in use): `modelyard serve` prints
+                # one line and exits with its code (modelyard.startup); uvicorn logs no traceback
+                self.gw.startup_error = exc
+                if not report(exc):  # a worker restarted on SIGHUP: nobody else prints it
+                    log.error("%s: %s", *describe(exc)[:2])
+                await send({"type": "lifespan.startup.failed", "message": ""})
+                return
+            if not started and isinstance(exc, Exception):
+                report(exc)  # a worker's parent then exits 3 (as one process does), not 0
             failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
             await send({"type": failed, "message": traceback.format_exc()})
             raise
@@ -288,7 +300,10 @@ def _metrics_listener(gw: AppState) -> WSGIServer | None:
     port = gw.holder.current.config.server.metrics_port
     if port is None or gw.services is None:
         return None
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=gw.services.metrics.registry)
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=gw.services.metrics.registry)
+    except OSError as exc:
+        raise listen_error("127.0.0.1", port, exc, change="set server.metrics_port to a free port") from exc
     log.info("metrics without authentication on http://127.0.0.1:%d/metrics (server.metrics_port)", port)
     return server
 
@@ -302,15 +317,21 @@ def create_app(gw: AppState) -> FastPath:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        listener: WSGIServer | None = None
         if gw.with_services:
             gw.services = await Services.start(gw.holder.current.config, lambda: gw.holder.current)
             gw.tracing = make_tracing(gw.holder.current.config.tracing)
             gw.router.shared = gw.services.shared
             gw.start_pipeline()
             try:
+                listener = _metrics_listener(gw)
                 await gw.start_manager()
                 await gw.start_comparisons()
             except BaseException:
+                if listener is not None:
+                    listener.shutdown()
+                    listener.server_close()
+                await gw.stop_manager()
                 await gw.services.aclose()
                 raise
         _install_reload(gw, tasks)
@@ -320,7 +341,6 @@ def create_app(gw: AppState) -> FastPath:
         if shared is not None:
             shared.on_health = monitor.apply  # another replica's check
         monitor.start()
-        listener = _metrics_listener(gw)
         tune_gc()
         rt = gw.holder.current
         if not rt.providers:

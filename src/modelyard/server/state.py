@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelyard.config.source import ConfigSource
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, StartupError
 from modelyard.gateway.pipeline import Pipeline
 from modelyard.gateway.services import Services
 from modelyard.management.alerts import AlertWatcher
@@ -56,6 +56,8 @@ class AppState:
     alerts: AlertWatcher | None = None
     #: set on SIGTERM: /ready answers 503 while requests in flight finish (see cli.serve)
     draining: bool = False
+    #: why the start-up stopped, when it was an operator's problem (``modelyard serve`` prints it)
+    startup_error: StartupError | ConfigError | None = None
     #: comparison runs (POST /admin/comparisons; with the database): made by :meth:`comparison_service`
     comparisons: ComparisonService | None = None
     #: the comparisons' store and Python graders, set at start-up (None: no database, no comparisons)

@@ -39,7 +39,7 @@ from modelyard.providers.base import Provider
 from modelyard.routing.breaker import BreakerState, CircuitBreaker
 from modelyard.routing.deployment import Deployment
 from modelyard.routing.shared import Admission
-from modelyard.scrub import scrub
+from modelyard.scrub import redact_url, scrub
 from modelyard.storage.lua import ADMIT_LUA
 from modelyard.storage.redis import LuaScript, RedisError
 from modelyard.types import HealthResult
@@ -378,8 +378,9 @@ class RedisCoordinator:
             self._down_since = now
             self._outages += 1
             log.warning(
-                "shared state: Redis unreachable (%s); limits, breakers and health checks hold per process "
+                "shared state: Redis at %s unreachable (%s); limits, breakers and health checks hold per process "
                 "until it is back",
+                redact_url(self.url),
                 type(exc).__name__,
             )
 

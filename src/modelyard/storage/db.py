@@ -22,11 +22,12 @@ from typing import Any
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
 from modelyard.errors import ConfigError
+from modelyard.startup import database_error
 from modelyard.storage.aio import AsyncConnection, AsyncEngine, create_async_engine
 from modelyard.storage.sketch import install_sqlite_functions
 from modelyard.storage.sqlite_direct import SqliteDirect
@@ -90,6 +91,8 @@ class Database:
         statement_cache: int | None = None,
         echo: bool = False,
     ) -> None:
+        #: the URL as configured (it may hold a password: shown only through redact_url)
+        self.configured_url = url
         try:
             self.url = async_url(url)
         except ArgumentError as exc:
@@ -105,7 +108,10 @@ class Database:
             if _is_memory(self.url):
                 kwargs["poolclass"] = StaticPool
             else:
-                Path(str(self.url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(str(self.url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise database_error(url, exc) from exc
                 kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s)
             kwargs["connect_args"].setdefault("timeout", sqlite_busy_timeout_ms / 1000)
         else:
@@ -197,6 +203,16 @@ class Database:
                 await conn.execution_options(**{_IMMEDIATE: True})
             async with conn.begin():
                 yield conn
+
+    async def check(self) -> None:
+        """Connect and run ``SELECT 1``, at start-up: a database that cannot be reached or opened
+        (refused, unknown host or database, wrong password, a SQLite file that cannot be opened) is
+        a :class:`~modelyard.errors.StartupError` that names it without its password."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, TimeoutError, DBAPIError) as exc:
+            raise database_error(self.configured_url, exc) from exc
 
     async def ping(self, timeout_s: float = 5.0) -> bool:
         """True when the database answers ``SELECT 1`` within ``timeout_s``."""

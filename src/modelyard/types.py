@@ -437,3 +437,7 @@ class HealthResult:
     ok: bool
     latency_ms: float
     detail: str = ""
+    #: a chat probe's upstream model (None: the check asked no model, e.g. a model listing)
+    probe_model: str | None = None
+    #: what the chat probe's answer used (a probe is billed like any call)
+    usage: Usage | None = None

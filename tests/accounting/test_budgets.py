@@ -606,6 +606,7 @@ async def test_seeding_keeps_shadow_spend_to_shadow_budgets(new_ledger: LedgerFa
             record(2, ts=NOW - timedelta(minutes=2), route="chat", cost_usd=0.5, source="shadow"),
             record(3, ts=NOW - timedelta(minutes=1), route="code", cost_usd=0.25, source="shadow"),
             record(4, ts=NOW - timedelta(minutes=1), route="code", cost_usd=2.0, source="canary"),
+            record(5, ts=NOW - timedelta(minutes=1), route="health", cost_usd=4.0, source="probe"),  # no budget's
         ],
         [],
     )

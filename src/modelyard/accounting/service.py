@@ -39,7 +39,37 @@ if TYPE_CHECKING:
     from modelyard.routing.router import Attempt, RouteResult
     from modelyard.runtime import Runtime
 
-__all__ = ["Accountant", "MaxCostExceededError", "MetricsSink", "RequestAccounting"]
+__all__ = ["Accountant", "MaxCostExceededError", "MetricsSink", "RequestAccounting", "probe_record"]
+
+
+def probe_record(
+    dep: Deployment | None,
+    provider: str,
+    upstream: str,
+    usage: Usage | None,
+    latency_ms: float,
+    *,
+    ok: bool,
+    route: str,
+) -> RequestRecord:
+    """A probe as a usage record (``source: probe``, charged to no organisation and no budget): a
+    model's probe before a config change (``route: probe``) or a provider's chat probe, its health
+    check (``route: health``).  Priced as the configured model ``dep`` (None: not configured, $0)."""
+    return RequestRecord(
+        ts=datetime.now(UTC),
+        request_id=f"probe-{uuid.uuid4().hex[:20]}",
+        route=route,
+        model=dep.name if dep is not None else upstream,
+        provider=provider,
+        tokens_in=usage.prompt_tokens if usage else 0,
+        tokens_out=usage.completion_tokens if usage else 0,
+        cost_usd=cost(price_for(dep.config, dep.upstream), usage) if dep is not None and usage else 0.0,
+        latency_ms=latency_ms,
+        success=ok,
+        error_class=None if ok else "probe_failed",
+        source="probe",
+    )
+
 
 log = logging.getLogger("modelyard.accounting")
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelyard.accounting.pricing import cost, price_for
+from modelyard.accounting.service import probe_record
 from modelyard.config.defaults import env_document
 from modelyard.config.loader import parse_config, read_document
 from modelyard.config.paths import resolve_paths
@@ -536,21 +534,9 @@ class ConfigManager:
         """A probe is a usage record (``source: probe``, charged to no organisation)."""
         if self.usage_sink is None or result.method == "presence":
             return
-        usage = result.usage
         self.usage_sink(
-            RequestRecord(
-                ts=datetime.now(UTC),
-                request_id=f"probe-{uuid.uuid4().hex[:20]}",
-                route="probe",
-                model=dep.name,
-                provider=dep.provider.name,
-                tokens_in=usage.prompt_tokens if usage else 0,
-                tokens_out=usage.completion_tokens if usage else 0,
-                cost_usd=cost(price_for(dep.config, dep.upstream), usage) if usage else 0.0,
-                latency_ms=result.latency_ms,
-                success=result.ok,
-                error_class=None if result.ok else "probe_failed",
-                source="probe",
+            probe_record(
+                dep, dep.provider.name, dep.upstream, result.usage, result.latency_ms, ok=result.ok, route="probe"
             )
         )
 

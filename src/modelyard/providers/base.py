@@ -181,8 +181,15 @@ class Provider(ABC):
         if model is None:
             return HealthResult(False, 0.0, "chat_probe: the provider has no configured model to ask")
         req = ChatRequest(model=model, messages=[Message(role="user", content="ping")], max_tokens=1)
-        await self.chat(req, model, CallOptions(timeout_s=self.config.timeout_s))
-        return HealthResult(True, (time.perf_counter() - start) * 1000, f"{note}1-token chat probe on {model!r} ok")
+        try:
+            answer = await self.chat(req, model, CallOptions(timeout_s=self.config.timeout_s))
+        except Exception as exc:  # a probe reports, it does not raise
+            detail = scrub(f"{note}{type(exc).__name__}: {exc}")
+            return HealthResult(False, (time.perf_counter() - start) * 1000, detail, probe_model=model)
+        ms = (time.perf_counter() - start) * 1000
+        return HealthResult(
+            True, ms, f"{note}1-token chat probe on {model!r} ok", probe_model=model, usage=answer.usage
+        )
 
     async def aclose(self) -> None:
         self._closed = True

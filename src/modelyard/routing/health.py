@@ -62,6 +62,8 @@ class HealthMonitor:
         self.shared = shared
         #: called with (provider, before, after, detail) when a check changes a provider's health
         self.on_change = on_change
+        #: called with (provider, result) after this replica's chat probe (a billed call: recorded)
+        self.on_probe: Callable[[Provider, HealthResult], None] | None = None
         self._tick_s = tick_s
         self._next: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +107,11 @@ class HealthMonitor:
         if self.shared is not None and not await self.shared.claim_health(provider.name, interval):
             return  # another replica checks it this time, and announces the result (apply)
         result = await provider.health()
+        if result.probe_model is not None and self.on_probe is not None:
+            try:
+                self.on_probe(provider, result)
+            except Exception:  # recording a probe never stops the checks
+                log.exception("cannot record the health probe of provider %s", provider.name)
         if self.shared is not None:
             self.shared.share_health(provider.name, result)
         self.apply(provider, result)

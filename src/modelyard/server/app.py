@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelyard.accounting.service import probe_record
 from modelyard.errors import AuthenticationError, ConfigError, ModelyardError, PayloadTooLargeError, StartupError
 from modelyard.gateway.services import Services
 from modelyard.observability.metrics import CONTENT_TYPE
@@ -42,7 +43,9 @@ from modelyard.startup import describe, listen_error, mark_started, report
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from modelyard.providers.base import Provider
     from modelyard.server.sections import LazyRouters
+    from modelyard.types import HealthResult
 
 __all__ = ["AppState", "create_app"]
 
@@ -338,6 +341,7 @@ def create_app(gw: AppState) -> FastPath:
         alerts = gw.start_alerts()
         shared = gw.services.shared if gw.services is not None else None
         monitor = HealthMonitor(lambda: gw.holder.current.providers, on_change=alerts.provider_health, shared=shared)
+        monitor.on_probe = _probe_recorder(gw)
         if shared is not None:
             shared.on_health = monitor.apply  # another replica's check
         monitor.start()
@@ -476,3 +480,21 @@ def _version() -> str:
     from modelyard.version import __version__
 
     return __version__
+
+
+def _probe_recorder(gw: AppState) -> Callable[[Provider, HealthResult], None]:
+    """A provider's chat probe is a call its upstream bills: a usage record (``source: probe``,
+    ``route: health``), priced as the configured model it asked."""
+
+    def record(provider: Provider, result: HealthResult) -> None:
+        services = gw.services
+        model = result.probe_model
+        if services is None or model is None:
+            return
+        deps = gw.holder.current.models.values()
+        dep = next((d for d in deps if d.provider is provider and d.upstream == model), None)
+        services.writer.submit(
+            probe_record(dep, provider.name, model, result.usage, result.latency_ms, ok=result.ok, route="health")
+        )
+
+    return record

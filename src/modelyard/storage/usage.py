@@ -513,13 +513,14 @@ class UsageStore:
         then: those whose budgets were settled before a counter created at that time existed."""
         column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route}.get(scope)
         conds = self._filters(None, since, until)
-        # shadow spend counts towards shadow budgets only (target_of): the others never see it
+        # shadow spend counts towards shadow budgets only (target_of): the others never see it;
+        # probes (health checks, a model's probe before a change) count towards no budget
         if scope == "shadow":
             conds.append(_T.c.source == "shadow")
             if target is not None:
                 conds.append(_T.c.route == target)
         else:
-            conds.append(_T.c.source != "shadow")
+            conds.append(_T.c.source.not_in(("shadow", "probe")))
         if column is not None and target is not None:
             conds.append(column == target)
         if scope == "model" and target is not None:

@@ -70,3 +70,17 @@ def test_a_config_error_names_the_yaml_path_on_the_fast_path(tmp_path: Path) -> 
         cwd=tmp_path,
     )
     assert out.returncode == 2 and "config error" in out.stderr and "server.port" in out.stderr
+
+
+def test_python_dash_m_modelyard_is_the_cli(tmp_path: Path) -> None:
+    """``python -m modelyard`` runs the same CLI (where the console script is not on PATH)."""
+    config = tmp_path / "modelyard.yaml"
+    config.write_text("models: {a: {provider: nowhere}}\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "modelyard", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "models.a.provider: unknown provider 'nowhere'" in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr

@@ -38,7 +38,7 @@ from modelyard.routing.options import RequestOptions
 from modelyard.routing.plan import Plan, plan_for
 from modelyard.routing.policy import Decision, RetryPolicy
 from modelyard.routing.shared import Admission, Coordinator
-from modelyard.routing.streams import Continuation, RoutedStream
+from modelyard.routing.streams import Continuation, RoutedStream, stalled
 from modelyard.routing.ttft import first_token_limit
 from modelyard.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Message, Usage
 from modelyard.validators import ValidationFailed, Validator, build_validators
@@ -766,12 +766,7 @@ async def _read_rest(
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise UpstreamTimeoutError(
-                        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
-                        provider=dep.provider.name,
-                        model=dep.name,
-                        phase="stall",
-                    ) from None
+                    raise stalled(dep, stall) from None
                 head.append(chunk)
     except TimeoutError:
         raise UpstreamTimeoutError(

@@ -19,10 +19,22 @@ from modelyard.errors import ModelyardError, UpstreamError, UpstreamTimeoutError
 from modelyard.types import ChatChunk, Usage
 
 if TYPE_CHECKING:
+    from modelyard.routing.deployment import Deployment
     from modelyard.routing.limiter import Slot
     from modelyard.routing.router import RouteResult
 
-__all__ = ["Continuation", "RoutedStream"]
+__all__ = ["Continuation", "RoutedStream", "stalled"]
+
+
+def stalled(dep: Deployment, stall: float | None) -> UpstreamTimeoutError:
+    """The error of a stream that sent nothing for the model's ``stall_timeout_s``."""
+    return UpstreamTimeoutError(
+        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
+        provider=dep.provider.name,
+        model=dep.name,
+        phase="stall",
+    )
+
 
 #: given the error and the partial answer, a stream that continues it (or None)
 Continuation = Callable[[ModelyardError, str], Awaitable["RoutedStream | None"]]
@@ -111,12 +123,7 @@ class RoutedStream:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise UpstreamTimeoutError(
-                        f"{dep.provider.name}: stream from {dep.name!r} stalled for {stall:g} s",
-                        provider=dep.provider.name,
-                        model=dep.name,
-                        phase="stall",
-                    ) from None
+                    raise stalled(dep, stall) from None
                 self._count(chunk)
                 ready = chunk.more
                 yield chunk

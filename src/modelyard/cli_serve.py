@@ -250,7 +250,7 @@ def _database_label(cfg: Config) -> str:
 def _startup_problem(host: str, port: int, cfg: Config) -> StartupError | None:
     """What would make the server fail right after saying it started: checked before."""
     from modelyard.config.paths import sqlite_file
-    from modelyard.startup import database_path_error
+    from modelyard.startup import database_path_error, spill_path_error
 
     problem = _cannot_bind(host, port, f"modelyard serve --port {port + 1}")
     metrics = cfg.server.metrics_port
@@ -259,7 +259,8 @@ def _startup_problem(host: str, port: int, cfg: Config) -> StartupError | None:
     if problem is not None:
         return problem
     file = sqlite_file(cfg.database.url)
-    return database_path_error(file, cfg.database.url) if file is not None else None
+    problem = database_path_error(file, cfg.database.url) if file is not None else None
+    return problem or spill_path_error(Path(cfg.usage.spill_path).expanduser())
 
 
 def _cannot_bind(host: str, port: int, change: str) -> StartupError | None:

@@ -9,8 +9,9 @@ exit cause
 0    stopped (SIGTERM, SIGINT)
 1    an unexpected error outside the start-up (a traceback)
 2    the config: invalid, unreadable, a file it names missing or unreadable (TLS files),
-     a public address without a master key (``config error: ...``), or a master key that
-     is not the one the stored credentials were encrypted with
+     a public address without a master key (``config error: ...``), a master key that
+     is not the one the stored credentials were encrypted with, or a ``usage.spill_path``
+     that cannot be written
 3    an unexpected exception while starting (uvicorn's code; the traceback is printed)
 4    cannot listen: the port (or ``server.metrics_port``) is in use or cannot be bound
 5    the database cannot be reached, opened or created
@@ -49,6 +50,7 @@ __all__ = [
     "master_key_error",
     "read_report",
     "report",
+    "spill_path_error",
 ]
 
 EXIT_CONFIG = 2
@@ -97,28 +99,46 @@ def database_error(url: str, exc: BaseException) -> StartupError:
 
 def database_path_error(file: Path, url: str) -> StartupError | None:
     """Why the SQLite file ``file`` (of ``url``) could not be created or written, or None."""
+    reason = _not_writable(file)
+    if reason is None:
+        return None
     if file.is_dir():
-        return StartupError(
-            f"the database {file.resolve()} is a folder, not a file (database: {url}); "
-            "point database at a file, e.g. sqlite:///./modelyard.db",
-            exit_code=EXIT_DATABASE,
-        )
+        advice = "point database at a file, e.g. sqlite:///./modelyard.db"
+    elif reason == _NOT_WRITABLE:
+        advice = "fix its permissions or point database at a writable place"
+    else:
+        advice = "point database at a writable place"
+    return StartupError(f"the database {file.resolve()} {reason} (database: {url}); {advice}", exit_code=EXIT_DATABASE)
+
+
+def spill_path_error(file: Path) -> StartupError | None:
+    """Why the usage spill file ``file`` (``usage.spill_path``) could not be written, or None.  The
+    usage records a database outage leaves are kept there: found out at start, not in the outage."""
+    reason = _not_writable(file)
+    if reason is None:
+        return None
+    return StartupError(
+        f"usage.spill_path: the spill file {file.resolve()} {reason}; point usage.spill_path at a "
+        "writable file (the usage records a database outage leaves are kept there)",
+        exit_code=EXIT_CONFIG,
+    )
+
+
+def _not_writable(file: Path) -> str | None:
+    """Why ``file`` cannot be created or appended to (missing folders are created), or None."""
+    if file.is_dir():
+        return "is a folder, not a file"
     folder = file.resolve().parent
     while not folder.exists() and folder != folder.parent:  # missing folders are created
         folder = folder.parent
     if not folder.is_dir():
-        return StartupError(
-            f"the database {file.resolve()} cannot be created: {folder} is a file, not a folder "
-            f"(database: {url}); point database at a writable place",
-            exit_code=EXIT_DATABASE,
-        )
+        return f"cannot be created: {folder} is a file, not a folder"
     if not os.access(folder, os.W_OK) or (file.exists() and not os.access(file, os.W_OK)):
-        return StartupError(
-            f"the database {file.resolve()} is not writable (database: {url}); "
-            "fix its permissions or point database at a writable place",
-            exit_code=EXIT_DATABASE,
-        )
+        return _NOT_WRITABLE
     return None
+
+
+_NOT_WRITABLE = "is not writable"
 
 
 def master_key_error(exc: ModelyardError) -> StartupError:

@@ -136,6 +136,20 @@ def test_a_database_path_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> No
     assert "Traceback" not in text and "modelyard on http" not in text
 
 
+@pytest.mark.parametrize("spill", ["data/spill.jsonl", "folder"])
+def test_a_spill_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path, spill: str) -> None:
+    """The usage records a database outage leaves go to usage.spill_path: a path that cannot be
+    written is found at start (exit 2, naming the YAML key), not during the outage."""
+    (tmp_path / "data").write_text("a file where the spill folder should be")
+    (tmp_path / "folder").mkdir()
+    conf = write(tmp_path, {**CONFIG, "usage": {"spill_path": f"./{spill}"}})
+    out = serve(tmp_path, "--config", conf, "--port", str(free_port()))
+    text = one_line(out)
+    assert out.returncode == 2 and "usage.spill_path" in text, text
+    assert ("is a file, not a folder" if spill.startswith("data") else "is a folder, not a file") in text, text
+    assert "Traceback" not in text and "modelyard on http" not in text
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_unreachable_postgres_is_a_clear_error_without_its_password(tmp_path: Path, workers: str) -> None:
     port = closed_port()

@@ -41,6 +41,9 @@ def test_the_compose_file_matches_the_compose_schema() -> None:
 def test_the_mounted_config_is_valid() -> None:
     check = run(str(BIN / "modelyard"), "config", "check", str(DEPLOY / "modelyard.yaml"), "--allow-missing-env")
     assert check.returncode == 0, check.stdout + check.stderr
+    # mounted read-only at /etc/modelyard: the spill file goes to the image's working directory
+    config = yaml.safe_load((DEPLOY / "modelyard.yaml").read_text())
+    assert config["usage"]["spill_path"].startswith("/var/lib/modelyard/")
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -77,3 +80,6 @@ def test_the_kubernetes_manifests_field_by_field() -> None:
     assert {"/etc/modelyard", "/var/lib/modelyard", "/tmp"} <= mounts  # a read-only root still spills usage
     config = yaml.safe_load(docs["ConfigMap"]["data"]["modelyard.yaml"])
     assert config["state"].startswith("redis://") and config["database"].startswith("postgresql://")
+    # relative paths are relative to the config file, on the read-only config volume: the spill
+    # file must be on the data volume (modelyard serve refuses to start otherwise)
+    assert config["usage"]["spill_path"].startswith("/var/lib/modelyard/")

@@ -125,6 +125,8 @@ def _failed_usd(rt: Runtime, attempts: list[Attempt]) -> float:
     """What the attempts that failed before the answer were charged (an answer a validator or the
     judge rejected, ...): part of the request's cost, as in its usage record."""
     usd = 0.0
+    if len(attempts) < 2:  # the answer's own attempt only: the common case
+        return usd
     for a in attempts:
         if not a.ok and a.usage is not None:
             dep = rt.models.get(a.model)
@@ -522,8 +524,7 @@ class Pipeline:
             if admitted.key is not None and self.services is not None and ttl:
                 await self.services.cache.set(admitted.key, CachedResponse.of(response, result.deployment.name), ttl)
             served = self._served(request_id, response, result, overhead, admitted.cache)
-            if len(result.attempts) > 1:
-                served.cost_usd += _failed_usd(rt, result.attempts)
+            served.cost_usd += _failed_usd(rt, result.attempts)
             self._mirror(rt, route, req, opts, principal, request_id, source)
             if admitted.choice is not None:
                 served.tier = admitted.choice
@@ -700,7 +701,7 @@ class Pipeline:
             tier=admitted.choice,
             tier_reason=_reason(admitted.choice, judge) if admitted.choice is not None else None,
             _judge_usd=judge.cost_usd if judge is not None else 0.0,
-            _failed_usd=_failed_usd(rt, routed.result.attempts) if len(routed.result.attempts) > 1 else 0.0,
+            _failed_usd=_failed_usd(rt, routed.result.attempts),
         )
 
     # -- embeddings ---------------------------------------------------------------------------

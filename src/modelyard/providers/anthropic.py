@@ -390,20 +390,9 @@ def encode_request(req: ChatRequest, model: str, *, stream: bool, reasoning: boo
         body["system"] = system[0]["text"]
     elif system:
         body["system"] = system
-    config = body.get("output_config")
-    if isinstance(config, dict) and "effort" in config:
-        # the effort parameter is for adaptive models (Sonnet 4.5 refuses it): there it is dropped,
-        # as a fallback's request would otherwise fail; Claude 4.6 predates xhigh: max for it
-        if thinking_style(model) == "budget":
-            config = {k: v for k, v in config.items() if k != "effort"}
-        elif config["effort"] == "xhigh" and _claude_name(model).startswith(_NO_XHIGH):
-            config = {**config, "effort": "max"}
-        if config:
-            body["output_config"] = config
-        else:
-            del body["output_config"]
     if reasoning:
         _reasoning_hint(body, req.extra.get("reasoning_effort"), model)
+    _fit_effort(body, model)
     if sampling_removed(model):
         for key in ("temperature", "top_p", "top_k"):
             body.pop(key, None)
@@ -432,6 +421,23 @@ def _claude_name(model: str) -> str:
     return model[model.find("claude") :] if "claude" in model else model
 
 
+def _fit_effort(body: dict[str, Any], model: str) -> None:
+    """``output_config.effort`` (the client's, or the reasoning hint's) as ``model`` takes it: dropped
+    for a model before adaptive thinking (Sonnet 4.5 refuses it, and a fallback's request would
+    fail), ``xhigh`` as ``max`` on Claude 4.6, which predates it."""
+    config = body.get("output_config")
+    if not isinstance(config, dict) or "effort" not in config:
+        return
+    if thinking_style(model) == "budget":
+        config = {k: v for k, v in config.items() if k != "effort"}
+    elif config["effort"] == "xhigh" and _claude_name(model).startswith(_NO_XHIGH):
+        config = {**config, "effort": "max"}
+    if config:
+        body["output_config"] = config
+    else:
+        del body["output_config"]
+
+
 def _reasoning_hint(body: dict[str, Any], effort: Any, model: str) -> None:
     """OpenAI's ``reasoning_effort`` as Anthropic thinking, where the request allows thinking.
 
@@ -452,14 +458,11 @@ def _reasoning_hint(body: dict[str, Any], effort: Any, model: str) -> None:
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     else:
         body["thinking"] = {"type": "adaptive"}
-        level = _EFFORT_LEVEL[effort]
-        if level == "xhigh" and _claude_name(model).startswith(_NO_XHIGH):
-            level = "max"
         config = body.get("output_config")
         if not isinstance(config, dict):
-            body["output_config"] = {"effort": level}
+            body["output_config"] = {"effort": _EFFORT_LEVEL[effort]}
         elif "effort" not in config:
-            body["output_config"] = {**config, "effort": level}
+            body["output_config"] = {**config, "effort": _EFFORT_LEVEL[effort]}
     if body["max_tokens"] <= budget:
         body["max_tokens"] += budget
     body.pop("temperature", None)

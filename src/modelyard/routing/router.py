@@ -566,7 +566,8 @@ class Router:
         attempts: list[Attempt] | None = None,
     ) -> RoutedStream:
         """As :meth:`chat`; the judge scores only streams held back whole (routes with validators).
-        A failure before the first token charges nothing (``attempts``: see :meth:`run`)."""
+        An attempt that fails before anything is served is charged as a non-streamed one, or as a
+        rejected answer once output came (``_held_back_usage``; ``attempts``: see :meth:`run`)."""
         order = choice.order if choice is not None else order
         plan = plan_for(
             route, opts, stream=True, needs=chat_needs(req), reasoning=req.asks_for_reasoning(), order=order

@@ -511,7 +511,10 @@ class UsageStore:
         a judge's calls are not among them (their cost is the request's ``judge_cost_usd``).
         ``ended_before_ms``: only the requests that ended (``ts`` + ``latency_ms``, Unix ms) before
         then: those whose budgets were settled before a counter created at that time existed."""
-        column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route}.get(scope)
+        # a model budget is charged per attempt, to the attempt's model (a rejected answer, or one
+        # given up, to the model that produced it): its attempts' records, not the requests'
+        spent = _A if scope == "model" else _T
+        column = {"organization": _T.c.org_id, "key": _T.c.key_id, "route": _T.c.route, "model": _A.c.model}.get(scope)
         conds = self._filters(None, since, until)
         # shadow spend counts towards shadow budgets only (target_of): the others never see it;
         # probes (health checks, a model's probe before a change) count towards no budget
@@ -523,8 +526,6 @@ class UsageStore:
             conds.append(_T.c.source.not_in(("shadow", "probe")))
         if column is not None and target is not None:
             conds.append(column == target)
-        if scope == "model" and target is not None:
-            conds.append(_A.c.model == target)
         if ended_before_ms is not None:
             if self.db.is_sqlite:  # ts is stored as text: julianday() reads it (days since 4714 BC)
                 start_ms = (func.julianday(_T.c.ts) - _UNIX_EPOCH_JULIAN_DAY) * 86_400_000.0
@@ -533,25 +534,15 @@ class UsageStore:
             # a request ends after it starts: the plain bound on ts lets the index narrow the rows
             conds.append(_T.c.ts < datetime.fromtimestamp(ended_before_ms / 1000, UTC))
             conds.append(start_ms + _T.c.latency_ms < ended_before_ms)
-        query: Select[Any]
-        if scope == "model":
-            # a model budget is charged per attempt, to the attempt's model (a rejected answer, or
-            # one given up, to the model that produced it): its attempts' records, not the requests'
-            joined = _A.join(_T, _A.c.request_id == _T.c.request_id)
-            a_sums = (
-                func.coalesce(func.sum(_A.c.cost_usd), 0.0),
-                func.coalesce(func.sum(_A.c.tokens_in + _A.c.tokens_out), 0),
-            )
-            query = select(_A.c.model, *a_sums).select_from(joined).where(*conds).group_by(_A.c.model)
+        sums = (
+            func.coalesce(func.sum(spent.c.cost_usd), 0.0),
+            func.coalesce(func.sum(spent.c.tokens_in + spent.c.tokens_out), 0),
+        )
+        source = _A.join(_T, _A.c.request_id == _T.c.request_id) if spent is _A else _T
+        if column is None:
+            query = select(literal(None), *sums).select_from(source).where(*conds)
         else:
-            sums = (
-                func.coalesce(func.sum(_T.c.cost_usd), 0.0),
-                func.coalesce(func.sum(_T.c.tokens_in + _T.c.tokens_out), 0),
-            )
-            if column is None:
-                query = select(literal(None), *sums).where(*conds)
-            else:
-                query = select(column, *sums).where(*conds, column.is_not(None)).group_by(column)
+            query = select(column, *sums).select_from(source).where(*conds, column.is_not(None)).group_by(column)
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(None if r[0] is None else str(r[0]), float(r[1]), int(r[2])) for r in rows]

@@ -143,6 +143,8 @@ class ChatRequest:
         ``thinking`` (enabled or adaptive), OpenAI ``reasoning_effort`` other than ``none``,
         OpenRouter's ``reasoning`` object, Gemini's ``thinking_config`` with a non-zero budget."""
         extra = self.extra
+        if not extra:  # the common case: no vendor field at all
+            return False
         thinking = extra.get("thinking")
         if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
             return True

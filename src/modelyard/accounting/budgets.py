@@ -28,9 +28,9 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from modelyard.config.schema import BudgetConfig
 from modelyard.errors import BudgetExceededError
@@ -94,6 +94,15 @@ class CounterRef:
     key: str
     #: how long the counter must be kept, from when the reservation was made (0: forever)
     ttl_ms: int = 0
+
+
+class _Match(NamedTuple):
+    """A budget a request counts against, its counter, and its caps (nano-USD, tokens; -1: none)."""
+
+    budget: BudgetConfig
+    ref: CounterRef
+    cap_usd: int
+    cap_tokens: int
 
 
 @dataclass(slots=True)
@@ -282,9 +291,8 @@ class _LedgerBase:
         """Use a new set of budgets (after a config reload); counters of unchanged names carry on."""
         self._budgets = {b.name: b for b in budgets}
         self._thresholds = {b.name: _thresholds(b) for b in budgets}
-        #: scope -> (valid from, until, [(budget, label, period, counter key)]): the budgets a request
-        #: counts against change only with the config or when a period ends, not per request
-        self._match_cache: dict[Scope, tuple[datetime, datetime, list[tuple[BudgetConfig, str, Period, str]]]] = {}
+        #: scope -> (valid from, until, matches): see :meth:`_parts`
+        self._match_cache: dict[Scope, tuple[datetime, datetime, list[_Match]]] = {}
 
     @property
     def budgets(self) -> list[BudgetConfig]:
@@ -296,25 +304,31 @@ class _LedgerBase:
     def _targets_key(self, budget: str, period: str) -> str:
         return f"{self.prefix}t|{budget}|{period}"
 
-    def _matching(self, scope: Scope, now: datetime) -> list[tuple[BudgetConfig, CounterRef]]:
+    def _parts(self, scope: Scope, now: datetime) -> list[_Match]:
+        """The budgets a request of ``scope`` counts against now, with their counters (cached: they
+        change only with the config or when a period ends, not per request)."""
         cached = self._match_cache.get(scope)
         if cached is not None and cached[0] <= now < cached[1]:
-            parts = cached[2]
-        else:
-            parts = []
-            since, until = now, now + _MAX_CACHED_PERIOD
-            for b in self._budgets.values():
-                label = target_of(b, scope)
-                if label is None:
-                    continue
-                period = period_of(b.period, now)
-                parts.append((b, label, period, self._counter_key(b.name, label, period.id)))
-                if period.end is not None and period.end < until:
-                    until = period.end
-            if len(self._match_cache) >= 4096:
-                self._match_cache.clear()
-            self._match_cache[scope] = (since, until, parts)
-        return [(b, CounterRef(b.name, label, period, key, _ttl_ms(period, now))) for b, label, period, key in parts]
+            return cached[2]
+        parts = []
+        since, until = now, now + _MAX_CACHED_PERIOD
+        for b in self._budgets.values():
+            label = target_of(b, scope)
+            if label is None:
+                continue
+            period = period_of(b.period, now)
+            key = self._counter_key(b.name, label, period.id)
+            parts.append(_Match(b, CounterRef(b.name, label, period, key), _cap_usd(b), _cap_tokens(b)))
+            if period.end is not None and period.end < until:
+                until = period.end
+        if len(self._match_cache) >= 4096:
+            self._match_cache.clear()
+        self._match_cache[scope] = (since, until, parts)
+        return parts
+
+    def _matching(self, scope: Scope, now: datetime) -> list[tuple[BudgetConfig, CounterRef]]:
+        """:meth:`_parts` with each counter's time to live from ``now`` (the shared ledger's keys)."""
+        return [(m.budget, replace(m.ref, ttl_ms=_ttl_ms(m.ref.period, now))) for m in self._parts(scope, now)]
 
     def _exceeded(
         self,
@@ -457,18 +471,17 @@ class MemoryLedger(_LedgerBase):
         at = _utc(now)
         usd_nano, tokens = max(0, round(usd * NANO)), max(0, int(tokens))
         self._purge_stale()
-        matched = self._matching(scope, at)
-        counters = [self._counter(ref, at) for _, ref in matched]
-        for (b, ref), c in zip(matched, counters, strict=True):
-            cap_usd, cap_tok = _cap_usd(b), _cap_tokens(b)
-            if cap_usd >= 0 and c.used_usd + c.reserved_usd + usd_nano > cap_usd:
-                raise self._exceeded(b, ref, "usd", c.used_usd, c.reserved_usd, usd_nano, tokens, at)
-            if cap_tok >= 0 and c.used_tokens + c.reserved_tokens + tokens > cap_tok:
-                raise self._exceeded(b, ref, "tokens", c.used_tokens, c.reserved_tokens, usd_nano, tokens, at)
+        matched = self._parts(scope, at)
+        counters = [self._counter(m.ref, at) for m in matched]
+        for m, c in zip(matched, counters, strict=True):
+            if m.cap_usd >= 0 and c.used_usd + c.reserved_usd + usd_nano > m.cap_usd:
+                raise self._exceeded(m.budget, m.ref, "usd", c.used_usd, c.reserved_usd, usd_nano, tokens, at)
+            if m.cap_tokens >= 0 and c.used_tokens + c.reserved_tokens + tokens > m.cap_tokens:
+                raise self._exceeded(m.budget, m.ref, "tokens", c.used_tokens, c.reserved_tokens, usd_nano, tokens, at)
         for c in counters:
             c.reserved_usd += usd_nano
             c.reserved_tokens += tokens
-        res = Reservation(f"r{next(self._ids)}", usd, tokens, tuple(ref for _, ref in matched), usd_nano)
+        res = Reservation(f"r{next(self._ids)}", usd, tokens, tuple(m.ref for m in matched), usd_nano)
         if res.counters:
             self._open[res.id] = (time.monotonic() + self.reservation_ttl_s, res)
         return res

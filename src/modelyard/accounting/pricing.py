@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.config.prices import PRICE_TABLE, Price, lookup_price, normalize_model_name
+from modelyard.config.prices import PRICE_TABLE, Price, lookup_price, normalize_model_name, price_for
 from modelyard.config.schema import ModelConfig
 from modelyard.types import ChatRequest, EmbeddingRequest, Usage
 
@@ -43,33 +43,12 @@ CACHE_WRITE_1H_MULTIPLIER = 2.0
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
-def price_for(model_cfg: ModelConfig | None, upstream_model: str) -> Price | None:
-    """The price of a model: the table's, with each field the config sets taking precedence.
-
-    None when neither the table nor the config knows anything (the call is then free: local models).
-    """
-    base = lookup_price(upstream_model)
-    if model_cfg is None:
-        return base
-    inp, out = model_cfg.input_cost_per_mtok, model_cfg.output_cost_per_mtok
-    cached = model_cfg.cached_input_cost_per_mtok
-    if inp is None and out is None and cached is None:
-        return base
-    if base is None:
-        return Price(input=inp or 0.0, output=out or 0.0, cached_input=cached)
-    return Price(
-        input=base.input if inp is None else inp,
-        output=base.output if out is None else out,
-        cached_input=base.cached_input if cached is None else cached,
-        # not a config field: follows the input price when that is overridden (1.25x)
-        cache_write=base.cache_write if inp is None else None,
-    )
-
-
 def cost(price: Price | None, usage: Usage) -> float:
     """USD for one call. ``prompt_tokens`` includes cached reads and cache writes (OpenAI's convention)."""
     if price is None:
         return 0.0
+    if usage.cached_tokens <= 0 and usage.cache_write_tokens <= 0:  # most calls: the same sum, shorter
+        return (max(0, usage.prompt_tokens) * price.input + max(0, usage.completion_tokens) * price.output) / 1_000_000
     cached = max(0, usage.cached_tokens)
     written = max(0, usage.cache_write_tokens)
     written_1h = min(written, max(0, usage.cache_write_1h_tokens))

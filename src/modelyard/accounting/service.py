@@ -24,7 +24,6 @@ from modelyard.accounting.pricing import (
     Price,
     cost,
     estimate_input_tokens,
-    price_for,
     worst_case_cost,
     worst_case_output_tokens,
 )
@@ -63,7 +62,7 @@ def probe_record(
         provider=provider,
         tokens_in=usage.prompt_tokens if usage else 0,
         tokens_out=usage.completion_tokens if usage else 0,
-        cost_usd=cost(price_for(dep.config, dep.upstream), usage) if dep is not None and usage else 0.0,
+        cost_usd=cost(dep.price, usage) if dep is not None and usage else 0.0,
         latency_ms=latency_ms,
         success=ok,
         error_class=None if ok else "probe_failed",
@@ -102,7 +101,6 @@ class Accountant:
         self.writer = writer
         self.metrics = metrics
         self.event_sink = event_sink
-        self._prices: dict[int, tuple[Deployment, Price | None]] = {}
         self._http: Transport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: list[BudgetEvent] = []
@@ -118,14 +116,7 @@ class Accountant:
         return None
 
     def price(self, dep: Deployment) -> Price | None:
-        cached = self._prices.get(id(dep))
-        if cached is not None and cached[0] is dep:
-            return cached[1]
-        price = price_for(dep.config, dep.upstream)
-        if len(self._prices) > 4096:
-            self._prices.clear()
-        self._prices[id(dep)] = (dep, price)
-        return price
+        return dep.price
 
     def request(
         self,

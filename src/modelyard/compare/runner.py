@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from modelyard.accounting.pricing import estimate_input_tokens, price_for, worst_case_cost, worst_case_output_tokens
+from modelyard.accounting.pricing import estimate_input_tokens, worst_case_cost, worst_case_output_tokens
 from modelyard.compare.figures import Sample, figures, recommend, summary
 from modelyard.compare.graders import Grade, PythonGrader, grade
 from modelyard.compare.spec import ComparisonSpec, PromptItem, SpecError
@@ -92,7 +92,7 @@ class ComparisonRun:
         n_in = estimate_input_tokens(req)
         most = worst_case_output_tokens(req, dep.config, n_in)
         n_out = most if worst else min(most, self.spec.max_tokens or _EXPECTED_OUTPUT)
-        return worst_case_cost(price_for(dep.config, dep.upstream), n_in, n_out)
+        return worst_case_cost(dep.price, n_in, n_out)
 
     def check(self) -> float:
         """Raise SpecError for an unknown model, an unloadable grader or an expected cost over the

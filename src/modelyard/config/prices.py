@@ -24,6 +24,7 @@ __all__ = [
     "is_priced",
     "lookup_price",
     "normalize_model_name",
+    "price_for",
     "unpriced_models",
     "unpriced_under_budgets",
 ]
@@ -178,6 +179,29 @@ def lookup_price(upstream_model: str) -> Price | None:
         else:
             return None
     return None
+
+
+def price_for(model_cfg: ModelConfig | None, upstream_model: str) -> Price | None:
+    """The price of a model: the table's, with each field the config sets taking precedence.
+
+    None when neither the table nor the config knows anything (the call is then free: local models).
+    """
+    base = lookup_price(upstream_model)
+    if model_cfg is None:
+        return base
+    inp, out = model_cfg.input_cost_per_mtok, model_cfg.output_cost_per_mtok
+    cached = model_cfg.cached_input_cost_per_mtok
+    if inp is None and out is None and cached is None:
+        return base
+    if base is None:
+        return Price(input=inp or 0.0, output=out or 0.0, cached_input=cached)
+    return Price(
+        input=base.input if inp is None else inp,
+        output=base.output if out is None else out,
+        cached_input=base.cached_input if cached is None else cached,
+        # not a config field: follows the input price when that is overridden (1.25x)
+        cache_write=base.cache_write if inp is None else None,
+    )
 
 
 def is_priced(model: ModelConfig, upstream: str) -> bool:

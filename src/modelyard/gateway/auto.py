@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from modelyard.accounting.pricing import cost, price_for
+from modelyard.accounting.pricing import cost
 from modelyard.accounting.service import RequestAccounting
 from modelyard.config.schema import JudgeConfig
 from modelyard.errors import ModelyardError, UpstreamValidationError
@@ -194,7 +194,7 @@ class RequestJudge:
     def _charge(self, dep: Deployment, usage: Usage | None) -> None:
         if usage is None:
             return
-        usd = cost(price_for(dep.config, dep.upstream), usage)
+        usd = cost(dep.price, usage)
         self.cost_usd += usd
         if self.acct is not None:
             self.acct.add_judge_cost(usd)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelyard.accounting.budgets import Scope
-from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens, price_for
+from modelyard.accounting.pricing import cost, estimate_embedding_input_tokens
 from modelyard.accounting.service import Accountant, RequestAccounting
 from modelyard.cache.base import CachedResponse, ResponseCache, assemble_response, cache_key, replay_chunks
 from modelyard.config.schema import JudgeConfig
@@ -90,7 +90,7 @@ def _refuse_unpriced_adhoc(route: Route, accountant: Accountant, principal: Prin
     served and counted as $0, walking around the budget: refuse it (400) before anything is sent."""
     dep = route.pool[0]
     free = dep.config.free if dep.config.free is not None else dep.provider.is_local
-    if free or price_for(dep.config, dep.upstream) is not None:
+    if free or dep.price is not None:
         return
     budget = accountant.usd_budget_for(Scope(principal.org_id, principal.key_id, route.name, dep.name))
     if budget is not None:
@@ -118,7 +118,7 @@ def _closed() -> ClientClosedError:
 
 
 def _cost(dep: Deployment, usage: Usage | None) -> float:
-    return cost(price_for(dep.config, dep.upstream), usage) if usage is not None else 0.0
+    return cost(dep.price, usage) if usage is not None else 0.0
 
 
 def _failed_usd(rt: Runtime, attempts: list[Attempt]) -> float:
@@ -499,7 +499,7 @@ class Pipeline:
                 route = admitted.route
                 if self.services is not None and source != "shadow":  # the gateway's own mirror: not the key's
                     key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
-                hit = await self._cached(admitted)
+                hit = await self._cached(admitted) if admitted.key is not None else None
                 if hit is not None:
                     return self._serve_hit(hit, route, request_id, acct, t0)
                 judge = admitted.judge(self.router, rt, req)
@@ -646,7 +646,7 @@ class Pipeline:
             route = admitted.route
             if self.services is not None:
                 key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
-            hit = await self._cached(admitted)
+            hit = await self._cached(admitted) if admitted.key is not None else None
             if hit is not None:
                 served = self._serve_hit(hit, route, request_id, acct, t0)
                 holder.unpin(rt)

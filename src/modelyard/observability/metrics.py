@@ -8,12 +8,14 @@ registry: scrape each worker, or run one worker per replica.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from modelyard.routing.health import model_health
 from modelyard.runtime import Runtime
@@ -80,56 +82,94 @@ class _LiveCollector(Collector):
 ADHOC = "adhoc"
 
 
+class _Counts(Collector):
+    """The per-request counters and histograms, kept as plain numbers and rendered at scrape time.
+
+    prometheus_client's own Counter and Histogram take a lock and check their state on every
+    increment; with eleven increments per request that was about 6 % of a request's CPU (measured:
+    see docs/performance.md, round five).  Here an increment is one dict update on the event loop's
+    thread; a scrape (another thread) copies each dict first, which the GIL makes atomic.
+    """
+
+    def __init__(self) -> None:
+        #: name -> labels -> value
+        self.counters: dict[str, dict[tuple[str, ...], float]] = {}
+        #: name -> labels -> [count per bucket (not cumulative; the last is +Inf)..., sum]
+        self.histograms: dict[str, dict[tuple[str, ...], list[float]]] = {}
+        self._meta: list[tuple[str, str, str, tuple[str, ...], tuple[float, ...]]] = []
+
+    def counter(self, name: str, doc: str, labels: Sequence[str]) -> dict[tuple[str, ...], float]:
+        self._meta.append(("counter", name, doc, tuple(labels), ()))
+        return self.counters.setdefault(name, {})
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str], buckets: tuple[float, ...]
+    ) -> dict[tuple[str, ...], list[float]]:
+        self._meta.append(("histogram", name, doc, tuple(labels), buckets))
+        return self.histograms.setdefault(name, {})
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        for kind, name, doc, labels, bounds in self._meta:
+            if kind == "counter":
+                family = CounterMetricFamily(name, doc, labels=list(labels))
+                for values, total in list(self.counters[name].items()):
+                    family.add_metric(list(values), total)
+                yield family
+                continue
+            hist = HistogramMetricFamily(name, doc, labels=list(labels))
+            names = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+            for values, counts in list(self.histograms[name].items()):
+                counts = list(counts)
+                cumulative, running = [], 0.0
+                for le, n in zip(names, counts, strict=False):
+                    running += n
+                    cumulative.append((le, running))
+                hist.add_metric(list(values), cumulative, counts[-1])
+            yield hist
+
+
+def _observe(
+    series: dict[tuple[str, ...], list[float]], labels: tuple[str, ...], bounds: tuple[float, ...], v: float
+) -> None:
+    counts = series.get(labels)
+    if counts is None:
+        counts = series[labels] = [0.0] * (len(bounds) + 2)
+    counts[bisect_left(bounds, v)] += 1  # the first bucket whose bound is >= v (Prometheus' le)
+    counts[-1] += v
+
+
 class Metrics:
     def __init__(self, runtime: Callable[[], Runtime], extra: Callable[[], dict[str, Any]] | None = None) -> None:
         #: called with every finished request's record (the alert watcher's error rates and latencies)
         self.listeners: list[Callable[[RequestRecord], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         self._runtime = runtime
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        r = self.registry
-        self.requests = Counter(
-            "modelyard_requests", "Client requests", ["route", "model", "status", "fallback", "cache"], registry=r
+        c = self._counts = _Counts()
+        self.requests = c.counter(
+            "modelyard_requests", "Client requests", ["route", "model", "status", "fallback", "cache"]
         )
-        self.attempts = Counter("modelyard_attempts", "Upstream attempts", ["model", "provider", "outcome"], registry=r)
-        self.latency = Histogram(
-            "modelyard_request_latency_seconds",
-            "Request latency",
-            ["route", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.attempts = c.counter("modelyard_attempts", "Upstream attempts", ["model", "provider", "outcome"])
+        self.latency = c.histogram(
+            "modelyard_request_latency_seconds", "Request latency", ["route", "model"], _LATENCY_BUCKETS
         )
-        self.ttft = Histogram(
-            "modelyard_ttft_seconds",
-            "Time to first token (streams)",
-            ["route", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.ttft = c.histogram(
+            "modelyard_ttft_seconds", "Time to first token (streams)", ["route", "model"], _LATENCY_BUCKETS
         )
-        self.overhead = Histogram(
-            "modelyard_overhead_seconds", "Time spent in modelyard itself", buckets=_OVERHEAD_BUCKETS, registry=r
+        self.overhead = c.histogram(
+            "modelyard_overhead_seconds", "Time spent in modelyard itself", [], _OVERHEAD_BUCKETS
         )
-        self.tokens = Counter("modelyard_tokens", "Tokens", ["model", "type"], registry=r)
-        self.cost = Counter("modelyard_cost_usd", "Cost in USD", ["model", "route", "org"], registry=r)
-        self.savings = Counter(
-            "modelyard_savings_usd", "Savings against the route's baseline model", ["route"], registry=r
-        )
-        self.fallbacks = Counter("modelyard_fallbacks", "Answers not from the first choice", ["route"], registry=r)
-        r.register(_LiveCollector(runtime, extra or dict))
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(...)``, memoised: label lookups take a lock and build a tuple each time."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) > 50_000:
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.tokens = c.counter("modelyard_tokens", "Tokens", ["model", "type"])
+        self.cost = c.counter("modelyard_cost_usd", "Cost in USD", ["model", "route", "org"])
+        self.savings = c.counter("modelyard_savings_usd", "Savings against the route's baseline model", ["route"])
+        self.fallbacks = c.counter("modelyard_fallbacks", "Answers not from the first choice", ["route"])
+        self.registry.register(c)
+        self.registry.register(_LiveCollector(runtime, extra or dict))
 
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord], overhead_ms: float | None) -> None:
         status = str(rec.status or (200 if rec.success else 500))
-        child = self._child
         rt = self._runtime()
         # labels are bounded: configured names, or one "adhoc" bucket for provider:model requests
         # (every client-chosen string would be a new time series forever)
@@ -137,27 +177,39 @@ class Metrics:
         route = rec.route if rec.route in rt.routes or rec.route in rt.models else ADHOC
         org = (rec.org_id or "") if rt.config.server.metrics_org_labels else ""
         fallback = "true" if rec.fallback else "false"
-        child(self.requests, route, model, status, fallback, "hit" if rec.cache_hit else "miss").inc()
-        child(self.latency, route, model).observe(rec.latency_ms / 1000)
+        key: tuple[str, ...] = (route, model, status, fallback, "hit" if rec.cache_hit else "miss")
+        counter = self.requests
+        counter[key] = counter.get(key, 0.0) + 1
+        pair = (route, model)
+        _observe(self.latency, pair, _LATENCY_BUCKETS, rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
-            child(self.ttft, route, model).observe(rec.ttft_ms / 1000)
+            _observe(self.ttft, pair, _LATENCY_BUCKETS, rec.ttft_ms / 1000)
         if overhead_ms is not None:
-            self.overhead.observe(max(0.0, overhead_ms) / 1000)
-        if rec.tokens_in:
-            child(self.tokens, model, "input").inc(rec.tokens_in)
-        if rec.tokens_out:
-            child(self.tokens, model, "output").inc(rec.tokens_out)
-        if rec.tokens_cached:
-            child(self.tokens, model, "cached").inc(rec.tokens_cached)
-        if rec.cost_usd:
-            child(self.cost, model, route, org).inc(rec.cost_usd)
+            _observe(self.overhead, (), _OVERHEAD_BUCKETS, max(0.0, overhead_ms) / 1000)
+        tokens = self.tokens
+        if rec.tokens_in > 0:
+            key = (model, "input")
+            tokens[key] = tokens.get(key, 0.0) + rec.tokens_in
+        if rec.tokens_out > 0:
+            key = (model, "output")
+            tokens[key] = tokens.get(key, 0.0) + rec.tokens_out
+        if rec.tokens_cached > 0:
+            key = (model, "cached")
+            tokens[key] = tokens.get(key, 0.0) + rec.tokens_cached
+        if rec.cost_usd > 0:
+            key = (model, route, org)
+            self.cost[key] = self.cost.get(key, 0.0) + rec.cost_usd
         if rec.baseline_cost_usd is not None and rec.baseline_cost_usd > rec.cost_usd:
-            child(self.savings, route).inc(rec.baseline_cost_usd - rec.cost_usd)
+            key = (route,)
+            self.savings[key] = self.savings.get(key, 0.0) + rec.baseline_cost_usd - rec.cost_usd
         if rec.fallback:
-            child(self.fallbacks, route).inc()
+            key = (route,)
+            self.fallbacks[key] = self.fallbacks.get(key, 0.0) + 1
+        counter = self.attempts
         for a in attempts:
             a_model = a.model if a.model in rt.models else ADHOC
-            child(self.attempts, a_model, a.provider, "ok" if a.success else (a.error_class or "error")).inc()
+            key = (a_model, a.provider, "ok" if a.success else (a.error_class or "error"))
+            counter[key] = counter.get(key, 0.0) + 1
         for listener in self.listeners:
             listener(rec)
 

@@ -8,6 +8,7 @@ fields modelyard does not know (``ChatRequest.extra``) are passed through unchan
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import struct
 import time
@@ -93,6 +94,7 @@ _REASONING_REFUSES = ("temperature", "top_p")
 _REASONING_REFUSES_ALWAYS = ("presence_penalty", "frequency_penalty")
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of the name, asked per request
 def openai_reasoning_model(model: str) -> bool:
     """Whether ``model`` is one of OpenAI's reasoning models (see ``_REASONING_MODEL``)."""
     return _REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()) is not None

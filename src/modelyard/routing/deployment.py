@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from modelyard.config.prices import Price, price_for
 from modelyard.config.schema import ModelConfig, ProviderConfigBase, RouteConfig
 from modelyard.providers.base import CallOptions, Provider
 from modelyard.routing.breaker import CircuitBreaker
@@ -48,6 +49,11 @@ class Deployment:
     capabilities: frozenset[str] = frozenset(
         ("vision", "tools", "json_schema", "multiple_choices", "embeddings", "reasoning", "prefill")
     )
+    #: its price (the table's, with the config's fields over it), worked out once, not per request
+    price: Price | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.price = price_for(self.config, self.upstream)
 
     # -- the view a routing strategy reads (see routing.strategies.Candidate) --------------
 

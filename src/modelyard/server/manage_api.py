@@ -19,7 +19,6 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from modelyard.accounting.pricing import price_for
 from modelyard.config.capabilities import CAPABILITIES
 from modelyard.errors import (
     InvalidRequestError,
@@ -723,7 +722,7 @@ def _view(gw: AppState, section: str, name: str, entry: dict[str, Any]) -> dict[
     elif section == "models":
         dep = rt.models.get(name)
         if dep is not None:
-            price = price_for(dep.config, dep.upstream)  # what accounting charges
+            price = dep.price  # what accounting charges
             out.update(
                 provider=dep.provider.name,
                 upstream=dep.upstream,

@@ -1,8 +1,9 @@
-"""Per-request work of the json path, counted in one process: Python calls and CPU per request.
+"""Per-request work of the json (or streamed) path, counted in one process: Python calls and CPU per request.
 
     .venv/bin/python bench/calls.py                      # this checkout, with cProfile
     .venv/bin/python bench/calls.py --base               # the tree `make bench` exported for --base-ref
     .venv/bin/python bench/calls.py --no-profile -n 16000
+    .venv/bin/python bench/calls.py --stream --chunks 200 -n 2000
 
 Starts the mock upstream, builds the gateway from ``bench/modelyard.bench.yaml`` (usage records on a
 SQLite file, budgets, a virtual key made through ``/admin`` as the bench does) and drives ``POST
@@ -93,7 +94,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
 
     port = _free_port()
     mock = subprocess.Popen(  # noqa: ASYNC220 - once, before anything is measured
-        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(port)],
+        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(port), "--chunks", str(args.chunks)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -129,6 +130,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             "model": "bench",
             "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
             "max_tokens": 16,
+            "stream": args.stream,
         })  # fmt: skip
 
         async def worker(n: int) -> None:
@@ -175,6 +177,8 @@ def main() -> int:
     ap.add_argument("-n", "--requests", type=int, default=8000)
     ap.add_argument("-c", "--concurrency", type=int, default=64)
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="CPU per request, without cProfile")
+    ap.add_argument("--stream", action="store_true", help="streamed answers (SSE) instead of json")
+    ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (the mock's)")
     ap.add_argument("--top", type=int, default=40, help="functions to list")
     ap.add_argument("--dump", help="write the cProfile stats to this file")
     ap.add_argument("--base", action="store_true", help="run the newest tree under bench/build/base-*/src")

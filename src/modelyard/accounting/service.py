@@ -115,9 +115,6 @@ class Accountant:
                 return str(b.name)
         return None
 
-    def price(self, dep: Deployment) -> Price | None:
-        return dep.price
-
     def request(
         self,
         req: ChatRequest | None,
@@ -241,7 +238,7 @@ class RequestAccounting:
     # -- attempt hooks (the router calls these) --------------------------------------------------
 
     def _estimate(self, dep: Deployment) -> tuple[Price | None, int, int, float]:
-        price = self.acct.price(dep)
+        price = dep.price
         if self._input_estimate is None:
             self._input_estimate = estimate_input_tokens(self.req) if self.req is not None else 0
         n_in = self._input_estimate
@@ -283,9 +280,7 @@ class RequestAccounting:
             # settled whenever there is usage: the upstream's, or (ok=False) the estimate of what a
             # call that ended early produced (see RoutedStream and the router); released otherwise
             if usage is not None:
-                events = await self.acct.ledger.settle(
-                    token, usd=cost(self.acct.price(dep), usage), tokens=usage.total_tokens
-                )
+                events = await self.acct.ledger.settle(token, usd=cost(dep.price, usage), tokens=usage.total_tokens)
                 if events:
                     self.acct.on_events(events)
             else:
@@ -308,7 +303,7 @@ class RequestAccounting:
         dep = self._dep(a.model)
         usage = a.usage
         estimated = bool(usage and usage.estimated)
-        usd = cost(self.acct.price(dep), usage) if dep is not None and usage is not None else 0.0
+        usd = cost(dep.price, usage) if dep is not None and usage is not None else 0.0
         return AttemptRecord(
             ts=self.ts,
             request_id=self.request_id,
@@ -361,7 +356,7 @@ class RequestAccounting:
         if error is None and rows and usage is not None and not rows[-1].tokens_in and not rows[-1].tokens_out:
             dep = self._dep(rows[-1].model)
             rows[-1].tokens_in, rows[-1].tokens_out = usage.prompt_tokens, usage.completion_tokens
-            rows[-1].cost_usd = cost(self.acct.price(dep), usage) if dep is not None else 0.0
+            rows[-1].cost_usd = cost(dep.price, usage) if dep is not None else 0.0
             rows[-1].cost_estimated = estimated
         answering = result.deployment if result is not None and error is None else None
         model = cache_hit_model or (answering.name if answering else (rows[-1].model if rows else ""))
@@ -413,4 +408,4 @@ class RequestAccounting:
         if name is None:
             return None
         dep = self.rt.models.get(name)
-        return cost(self.acct.price(dep), usage) if dep is not None else None
+        return cost(dep.price, usage) if dep is not None else None

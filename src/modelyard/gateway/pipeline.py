@@ -430,10 +430,8 @@ class Pipeline:
             return _Admitted(route, acct, "bypass", None, choice, order, score_with)
         return _Admitted(route, acct, "miss", cache_key(req, route.name, principal.org_id), choice, order, score_with)
 
-    async def _cached(self, admitted: _Admitted) -> CachedResponse | None:
-        if admitted.key is None or self.services is None:
-            return None
-        return await self.services.cache.get(admitted.key)
+    async def _cached(self, key: str) -> CachedResponse | None:
+        return await self.services.cache.get(key) if self.services is not None else None
 
     # -- chat ---------------------------------------------------------------------------------
 
@@ -499,7 +497,7 @@ class Pipeline:
                 route = admitted.route
                 if self.services is not None and source != "shadow":  # the gateway's own mirror: not the key's
                     key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
-                hit = await self._cached(admitted) if admitted.key is not None else None
+                hit = await self._cached(admitted.key) if admitted.key is not None else None
                 if hit is not None:
                     return self._serve_hit(hit, route, request_id, acct, t0)
                 judge = admitted.judge(self.router, rt, req)
@@ -646,7 +644,7 @@ class Pipeline:
             route = admitted.route
             if self.services is not None:
                 key_slot = await self.services.auth.key_admit(principal, estimate_tokens(req))
-            hit = await self._cached(admitted) if admitted.key is not None else None
+            hit = await self._cached(admitted.key) if admitted.key is not None else None
             if hit is not None:
                 served = self._serve_hit(hit, route, request_id, acct, t0)
                 holder.unpin(rt)

@@ -9,6 +9,7 @@ registry: scrape each worker, or run one worker per replica.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -82,58 +83,58 @@ class _LiveCollector(Collector):
 ADHOC = "adhoc"
 
 
+#: one counter's series: labels -> value (a missing series starts at 0)
+_Series = defaultdict[tuple[str, ...], float]
+#: one histogram's series: labels -> [count per bucket (not cumulative; the last is +Inf)..., sum]
+_Buckets = dict[tuple[str, ...], list[float]]
+
+
 class _Counts(Collector):
     """The per-request counters and histograms, kept as plain numbers and rendered at scrape time.
 
     prometheus_client's own Counter and Histogram take a lock and check their state on every
-    increment; with eleven increments per request that was about 6 % of a request's CPU (measured:
-    see docs/performance.md, round five).  Here an increment is one dict update on the event loop's
-    thread; a scrape (another thread) copies each dict first, which the GIL makes atomic.
+    update, about eleven a request (docs/performance.md, round five).  Here an update is one dict
+    operation on the event loop's thread; a scrape (another thread) copies each dict first, which
+    the GIL makes atomic.
     """
 
     def __init__(self) -> None:
-        #: name -> labels -> value
-        self.counters: dict[str, dict[tuple[str, ...], float]] = {}
-        #: name -> labels -> [count per bucket (not cumulative; the last is +Inf)..., sum]
-        self.histograms: dict[str, dict[tuple[str, ...], list[float]]] = {}
-        self._meta: list[tuple[str, str, str, tuple[str, ...], tuple[float, ...]]] = []
+        self._counters: list[tuple[str, str, list[str], _Series]] = []
+        self._histograms: list[tuple[str, str, list[str], list[str], _Buckets]] = []
 
-    def counter(self, name: str, doc: str, labels: Sequence[str]) -> dict[tuple[str, ...], float]:
-        self._meta.append(("counter", name, doc, tuple(labels), ()))
-        return self.counters.setdefault(name, {})
+    def counter(self, name: str, doc: str, labels: Sequence[str]) -> _Series:
+        series: _Series = defaultdict(float)
+        self._counters.append((name, doc, list(labels), series))
+        return series
 
-    def histogram(
-        self, name: str, doc: str, labels: Sequence[str], buckets: tuple[float, ...]
-    ) -> dict[tuple[str, ...], list[float]]:
-        self._meta.append(("histogram", name, doc, tuple(labels), buckets))
-        return self.histograms.setdefault(name, {})
+    def histogram(self, name: str, doc: str, labels: Sequence[str], buckets: tuple[float, ...]) -> _Buckets:
+        series: _Buckets = {}
+        names = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+        self._histograms.append((name, doc, list(labels), names, series))
+        return series
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        for kind, name, doc, labels, bounds in self._meta:
-            if kind == "counter":
-                family = CounterMetricFamily(name, doc, labels=list(labels))
-                for values, total in list(self.counters[name].items()):
-                    family.add_metric(list(values), total)
-                yield family
-                continue
-            hist = HistogramMetricFamily(name, doc, labels=list(labels))
-            names = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-            for values, counts in list(self.histograms[name].items()):
+        for name, doc, labels, series in self._counters:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for values, total in list(series.items()):
+                family.add_metric(list(values), total)
+            yield family
+        for name, doc, labels, les, buckets in self._histograms:
+            hist = HistogramMetricFamily(name, doc, labels=labels)
+            for values, counts in list(buckets.items()):
                 counts = list(counts)
                 cumulative, running = [], 0.0
-                for le, n in zip(names, counts, strict=False):
+                for le, n in zip(les, counts, strict=False):
                     running += n
                     cumulative.append((le, running))
                 hist.add_metric(list(values), cumulative, counts[-1])
             yield hist
 
 
-def _observe(
-    series: dict[tuple[str, ...], list[float]], labels: tuple[str, ...], bounds: tuple[float, ...], v: float
-) -> None:
+def _observe(series: _Buckets, labels: tuple[str, ...], bounds: tuple[float, ...], v: float) -> None:
     counts = series.get(labels)
     if counts is None:
         counts = series[labels] = [0.0] * (len(bounds) + 2)
@@ -147,7 +148,7 @@ class Metrics:
         self.listeners: list[Callable[[RequestRecord], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         self._runtime = runtime
-        c = self._counts = _Counts()
+        c = _Counts()
         self.requests = c.counter(
             "modelyard_requests", "Client requests", ["route", "model", "status", "fallback", "cache"]
         )
@@ -177,39 +178,28 @@ class Metrics:
         route = rec.route if rec.route in rt.routes or rec.route in rt.models else ADHOC
         org = (rec.org_id or "") if rt.config.server.metrics_org_labels else ""
         fallback = "true" if rec.fallback else "false"
-        key: tuple[str, ...] = (route, model, status, fallback, "hit" if rec.cache_hit else "miss")
-        counter = self.requests
-        counter[key] = counter.get(key, 0.0) + 1
+        self.requests[(route, model, status, fallback, "hit" if rec.cache_hit else "miss")] += 1
         pair = (route, model)
         _observe(self.latency, pair, _LATENCY_BUCKETS, rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
             _observe(self.ttft, pair, _LATENCY_BUCKETS, rec.ttft_ms / 1000)
         if overhead_ms is not None:
             _observe(self.overhead, (), _OVERHEAD_BUCKETS, max(0.0, overhead_ms) / 1000)
-        tokens = self.tokens
         if rec.tokens_in > 0:
-            key = (model, "input")
-            tokens[key] = tokens.get(key, 0.0) + rec.tokens_in
+            self.tokens[(model, "input")] += rec.tokens_in
         if rec.tokens_out > 0:
-            key = (model, "output")
-            tokens[key] = tokens.get(key, 0.0) + rec.tokens_out
+            self.tokens[(model, "output")] += rec.tokens_out
         if rec.tokens_cached > 0:
-            key = (model, "cached")
-            tokens[key] = tokens.get(key, 0.0) + rec.tokens_cached
+            self.tokens[(model, "cached")] += rec.tokens_cached
         if rec.cost_usd > 0:
-            key = (model, route, org)
-            self.cost[key] = self.cost.get(key, 0.0) + rec.cost_usd
+            self.cost[(model, route, org)] += rec.cost_usd
         if rec.baseline_cost_usd is not None and rec.baseline_cost_usd > rec.cost_usd:
-            key = (route,)
-            self.savings[key] = self.savings.get(key, 0.0) + rec.baseline_cost_usd - rec.cost_usd
+            self.savings[(route,)] += rec.baseline_cost_usd - rec.cost_usd
         if rec.fallback:
-            key = (route,)
-            self.fallbacks[key] = self.fallbacks.get(key, 0.0) + 1
-        counter = self.attempts
+            self.fallbacks[(route,)] += 1
         for a in attempts:
             a_model = a.model if a.model in rt.models else ADHOC
-            key = (a_model, a.provider, "ok" if a.success else (a.error_class or "error"))
-            counter[key] = counter.get(key, 0.0) + 1
+            self.attempts[(a_model, a.provider, "ok" if a.success else (a.error_class or "error"))] += 1
         for listener in self.listeners:
             listener(rec)
 

@@ -118,7 +118,7 @@ def accounting_router(gw: AppState) -> APIRouter:
         n_in = estimate_input_tokens(req)
         candidates = []
         for dep in plan.candidates:
-            price = s.accountant.price(dep)
+            price = dep.price
             n_out = worst_case_output_tokens(req, dep.config, n_in)
             worst = worst_case_cost(price, n_in, n_out)
             fits_budget = await _fits(s, principal, route.name, dep.name, worst, n_in + n_out)

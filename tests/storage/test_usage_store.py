@@ -77,6 +77,48 @@ async def test_sqlite_file_batches_go_through_the_direct_connection(tmp_path: Pa
         await db.aclose()
 
 
+async def test_sqlite_stores_booleans_as_integers_and_none_as_null(tmp_path: Path) -> None:
+    """The SQLite insert binds booleans as 0/1 and None through a registered adapter (both to skip
+    sqlite3's slow adapter lookup): the stored types are SQLAlchemy Boolean's integers and NULLs,
+    and every field reads back as written, on the writer's connection and on the engine's."""
+    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+    await migrate(db)
+    try:
+        store = UsageStore(db)
+        flags = {"cost_estimated": True, "success": False, "fallback": True, "cache_hit": True, "stream": True}
+        full = request(1, **flags, reasoning=True, ttft_ms=3.5, error_class="timeout", status=504, tier="small",
+                       complexity=0.25, tier_reason="short", judge_score=0.5, baseline_cost_usd=0.002)  # fmt: skip
+        bare = request(2, org_id=None, key_id=None)
+        for memory in (False, True):
+            target = store if not memory else UsageStore(Database("sqlite:///:memory:"))
+            if memory:
+                await migrate(target.db)
+            att_flags = {k: v for k, v in flags.items() if k != "cache_hit"}
+            await target.insert([full, bare], [attempt(full, **att_flags), attempt(bare)])
+            async with target.db.engine.connect() as conn:
+                types = (await conn.exec_driver_sql(
+                    "SELECT typeof(success), success, typeof(cost_estimated), typeof(error_class), typeof(tier), "
+                    "typeof(org_id) FROM usage_requests ORDER BY request_id"
+                )).all()  # fmt: skip
+                assert [tuple(r) for r in types] == [
+                    ("integer", 0, "integer", "text", "text", "text"),
+                    ("integer", 1, "integer", "null", "null", "null"),
+                ]
+                rows = (await conn.execute(select(usage_requests).order_by(usage_requests.c.request_id))).all()
+                stored = [RequestRecord(**dict(row._mapping)) for row in rows]
+                att = (await conn.execute(select(usage_attempts).order_by(usage_attempts.c.request_id))).all()
+            assert stored == [full, bare]
+            assert [(r.success, r.fallback, r.stream, r.error_message) for r in att] == [
+                (False, True, True, None),
+                (True, False, False, None),
+            ]
+            assert all(type(r.success) is bool for r in stored)
+            if memory:
+                await target.db.aclose()
+    finally:
+        await db.aclose()
+
+
 async def test_sqlite_in_memory_has_no_direct_connection() -> None:
     db = Database("sqlite:///:memory:")
     try:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import URL, Connection, make_url
@@ -51,6 +52,19 @@ def async_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg")
     return parsed
+
+
+def _bind_none_directly() -> None:
+    """Make sqlite3 bind ``None`` through its adapter registry's fast path.
+
+    For any value that is not an exact int, float, str or bytearray, sqlite3 looks up an adapter
+    for its type, then asks the protocol for ``__adapt__`` and the value for ``__conform__``, and
+    only then binds it: 0.71 us per ``None`` on Python 3.11 (0.10 us for an int), about thirteen
+    of them in a request's two usage rows.  With an adapter registered for ``NoneType`` the lookup
+    finds it at once (0.28 us).  The adapter is ``{}.get``, a C callable that maps ``None`` to
+    ``None``, so what is stored does not change (NULL).  sqlite3's registry is process-wide; the
+    registration is idempotent and changes no value any other user of sqlite3 binds."""
+    sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 
 
 def placeholders(paramstyle: str, count: int) -> str:
@@ -146,6 +160,7 @@ class Database:
 
     def _install_sqlite_hooks(self, *, memory: bool, busy_timeout_ms: int) -> None:
         sync_engine = self.engine.sync_engine
+        _bind_none_directly()
 
         def configure(dbapi_connection: Any) -> None:
             # SQLAlchemy, not the sqlite3 module, decides when a transaction begins (see _on_begin)

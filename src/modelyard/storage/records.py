@@ -15,7 +15,15 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-__all__ = ["ATTEMPT_FIELDS", "REQUEST_FIELDS", "AttemptRecord", "RequestRecord", "record_from_dict", "to_row"]
+__all__ = [
+    "ATTEMPT_FIELDS",
+    "BOOL_FIELDS",
+    "REQUEST_FIELDS",
+    "AttemptRecord",
+    "RequestRecord",
+    "record_from_dict",
+    "to_row",
+]
 
 
 @dataclass(slots=True)
@@ -94,6 +102,11 @@ class AttemptRecord:
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
 ATTEMPT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttemptRecord))
+
+#: the fields of either record that are booleans (the SQLite insert binds them as 0/1)
+BOOL_FIELDS: frozenset[str] = frozenset(
+    f.name for cls in (RequestRecord, AttemptRecord) for f in fields(cls) if f.type in ("bool", bool)
+)
 
 _R = TypeVar("_R", RequestRecord, AttemptRecord)
 

@@ -42,9 +42,11 @@ from targets import (
     DEFAULT_BASE_REF,
     LITELLM_KEY,
     MODELYARD_MASTER_KEY,
+    WRITER_TARGETS,
     Target,
     base_from_src,
     cold_start_samples,
+    drain_writer,
     ensure_litellm,
     is_modelyard,
     launch,
@@ -65,6 +67,8 @@ MEDIAN_FIELDS = (
     "ttft_p50_ms",
     "ttft_p99_ms",
     "target_cpu_ms_per_req",
+    "settled_cpu_ms_per_req",
+    "catchup_s",
     "target_cpu_util",
     "loadgen_cpu_ms_per_req",
     "machine_busy",
@@ -247,6 +251,19 @@ def revive(t: Target, where: str, args: argparse.Namespace, mock: Target, logdir
     return True
 
 
+def settle(t: Target, res: dict[str, Any]) -> None:
+    """Wait for ``t``'s usage writer to catch up after a window; add ``settled_cpu_ms_per_req`` (the
+    window's CPU plus the catch-up's, per request of the window) and ``catchup_s`` to ``res``.  The
+    next window then starts with nothing left over from this one."""
+    drained = drain_writer(t)
+    done = int(res.get("requests", 0)) + int(res.get("errors", 0))
+    cpu = res.get("target_cpu_ms_per_req")
+    if drained is None or "error" in res or cpu is None or not done:
+        return
+    res["settled_cpu_ms_per_req"] = round(cpu + drained["catchup_cpu_s"] * 1000 / done, 4)
+    res["catchup_s"] = round(drained["catchup_s"], 2)
+
+
 def start_timeout(name: str) -> float:
     return START_TIMEOUT[name.split("-")[0]]
 
@@ -279,6 +296,8 @@ def run_matrix(targets: list[Target], cells: list[Cell], args: argparse.Namespac
                     continue
                 with alone(t, targets):
                     res = run_loadgen(t, cell, args, logdir)
+                    if t.name in WRITER_TARGETS:
+                        settle(t, res)
                 runs[cell.key][t.name].append(res)
                 if not t.alive():
                     revive(t, f"during {cell.key}", args, mock, logdir)

@@ -59,6 +59,13 @@ CHAT_PATH = "/v1/chat/completions"
 PROBE_BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}],"max_tokens":8}'
 
 
+#: the targets whose usage writer the bench waits for after each window (one process each: with
+#: ``--workers 2`` ``/v1/status`` would answer for one worker only)
+WRITER_TARGETS = ("modelyard", "base")
+#: how often ``drain_writer`` asks ``/v1/status`` (each call costs the target well under 1 ms)
+DRAIN_POLL_S = 0.2
+
+
 @dataclass
 class Target:
     name: str
@@ -437,3 +444,33 @@ def cold_start_samples(t: Target, upstream: str, logdir: Path, extra: list[str],
         if took is None:
             break
         t.cold_start_s.append(round(took, 3))
+
+
+def usage_writer(t: Target) -> dict[str, Any]:
+    """The usage writer's figures from ``/v1/status`` (modelyard and base)."""
+    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=10)
+    try:
+        conn.request("GET", "/v1/status", headers={"Authorization": f"Bearer {MODELYARD_MASTER_KEY}"})
+        data: dict[str, Any] = json.loads(conn.getresponse().read())["usage_writer"]
+    finally:
+        conn.close()
+    return data
+
+
+def drain_writer(t: Target, timeout: float = 60.0) -> dict[str, float] | None:
+    """Wait until the target's usage writer has every record in the database (``backlog`` 0: nothing
+    queued, being inserted or spilled and not yet replayed) and say what that took: ``catchup_s`` and
+    ``catchup_cpu_s`` (the target's processes).  None when it cannot tell (no status, or ``timeout``).
+
+    A writer that falls behind under load spills records to a file and replays them later; the
+    bench's window ends before that work is done, so CPU per request in the window undercounts such
+    a target.  ``settled_cpu_ms_per_req`` adds this catch-up (bench/README.md)."""
+    cpu0, t0 = procs.tree_cpu_seconds(t.pid), time.monotonic()
+    try:
+        while usage_writer(t).get("backlog", 0) > 0:
+            if time.monotonic() - t0 > timeout:
+                return None
+            time.sleep(DRAIN_POLL_S)
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
+        return None
+    return {"catchup_s": time.monotonic() - t0, "catchup_cpu_s": procs.tree_cpu_seconds(t.pid) - cpu0}

@@ -18,14 +18,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procs
 import sysinfo
-from targets import BENCH, BUILD, MODELYARD_MASTER_KEY, Target, launch
+from targets import BENCH, BUILD, MODELYARD_MASTER_KEY, Target, launch, usage_writer
 
 DURATION_S = 15
 
@@ -34,16 +33,6 @@ def cpu(pid: int) -> float:
     """utime + stime of a process, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def writer(t: Target) -> dict[str, Any]:
-    """The usage writer's figures from ``/v1/status``."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{t.port}/v1/status", headers={"Authorization": f"Bearer {MODELYARD_MASTER_KEY}"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        data: dict[str, Any] = json.loads(resp.read())["usage_writer"]
-    return data
 
 
 def run(name: str) -> dict[str, Any]:
@@ -69,11 +58,11 @@ def run(name: str) -> dict[str, Any]:
         load = [sys.executable, str(BENCH / "loadgen.py"), "--url", t.url, "-c", "64", "-d", str(DURATION_S)]
         load += ["-w", "0", "--pid", str(t.pid), "--api-key", t.api_key]
         result = json.loads(subprocess.run(load, capture_output=True, timeout=DURATION_S + 120, check=True).stdout)
-        at_end = writer(t)
-        while writer(t)["backlog"] > 0:
+        at_end = usage_writer(t)
+        while usage_writer(t)["backlog"] > 0:
             time.sleep(0.2)
         cpu1, t1 = cpu(t.pid), time.monotonic()
-        done = writer(t)
+        done = usage_writer(t)
         return {
             "target": name,
             "rps": result["rps"],

@@ -136,7 +136,7 @@ class UsageStore:
             row = list(values)
             # the exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree
             row[0] = ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-            for i in _bool_positions(names):  # 0/1 as SQLAlchemy's Boolean stores them (see _bool_positions)
+            for i in _bool_positions(names):
                 row[i] = 1 if row[i] else 0
             return row
         return (ts, *values[1:])
@@ -562,11 +562,9 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 @functools.cache
 def _bool_positions(names: tuple[str, ...]) -> tuple[int, ...]:
-    """Where the boolean fields are among ``names``.
-
-    sqlite3 binds an exact ``int`` directly but looks a ``bool`` up in its adapter registry first
-    (and asks the object for ``__conform__``): 0.74 against 0.10 us a value on Python 3.11, ten
-    booleans a request.  Passing 0/1 stores the same integers."""
+    """Where the boolean fields are among ``names``: bound as 0/1 (the integers sqlite3 would store),
+    since a ``bool`` takes sqlite3's slow adapter search (see ``storage.db._bind_none_directly``)
+    and an exact ``int`` does not (about ten booleans a request)."""
     return tuple(i for i, name in enumerate(names) if name in BOOL_FIELDS)
 
 

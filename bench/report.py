@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sysinfo import SERVE_IMPORTS
-from targets import BENCH, ROOT
+from targets import BENCH, LADDER, LADDER_LAST, ROOT
 
 from classify import markdown as classify_markdown
 from compare import markdown as compare_markdown
@@ -379,6 +379,56 @@ def translated_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def ladder_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The feature ladder (``--ladder``): per step and cell, CPU per request with its records written (the
+    window's when the catch-up was not measured), what the step added to the one before, and the ratio to the
+    minimal proxy's CPU in the same cell."""
+    steps = [n for n in (*LADDER, "modelyard") if n in r.get("targets", {})]
+    if not any(n in LADDER for n in steps):
+        return []
+    rows = []
+    for key in ("json/0ms/c64", "stream/0ms/c64"):
+        med = _cell(r, key)
+        minimal = (med.get("minimal") or {}).get("target_cpu_ms_per_req")
+        before = minimal
+        for n in steps:
+            m = med.get(n) or {}
+            cpu = m.get("settled_cpu_ms_per_req") or m.get("target_cpu_ms_per_req")
+            rows.append(
+                {
+                    "cell": key,
+                    "step": n,
+                    "adds": LADDER.get(n, LADDER_LAST),
+                    "rps": m.get("rps"),
+                    "cpu_ms_per_req": cpu,
+                    "added_us": (cpu - before) * 1000 if cpu is not None and before is not None else None,
+                    "vs_minimal": cpu / minimal if cpu and minimal else None,
+                }
+            )
+            before = cpu
+    return rows
+
+
+def markdown_ladder(r: dict[str, Any]) -> str:
+    lines = [
+        "#### What each feature of the bench config costs (`--ladder`)",
+        "",
+        "The bench config with its per-request features added one at a time, each step a target of its own in "
+        "the same interleaved matrix. CPU ms/req includes the usage writer's catch-up after the window (every "
+        "step writes its records: the server always has its database). added us: over the step before (the "
+        "first step: over the minimal proxy).",
+        "",
+        "| cell | target | what it adds | RPS | CPU ms/req | added us | vs minimal |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for x in ladder_rows(r):
+        lines.append(
+            f"| {x['cell']} | {x['step']} | {x['adds']} | {_fmt(x['rps'], nd=0)} | {_fmt(x['cpu_ms_per_req'], nd=3)} | "
+            f"{_fmt(x['added_us'], nd=1)} | {_ratio(x['vs_minimal'])} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_translated(r: dict[str, Any]) -> str:
     lines = [
         f"#### Translated streams (`{TRANSLATED}`: bench/translated.bench.yaml)",
@@ -662,6 +712,8 @@ def markdown(r: dict[str, Any]) -> str:
         parts += [compare_markdown(r["compare"]), ""]
     if translated_rows(r):
         parts += [markdown_translated(r), ""]
+    if ladder_rows(r):
+        parts += [markdown_ladder(r), ""]
     if r.get("slow_readers"):
         parts += [markdown_slow(r), ""]
     soak = r.get("soak") or {}

@@ -9,6 +9,8 @@ side by side in one run, repeats interleaved round-robin so drift cancels, media
     .venv/bin/python bench/run.py --soak 10 --repeats 0 --targets modelyard
     .venv/bin/python bench/run.py --targets modelyard,base --skip-litellm --connections 1,64 --delays 0 \
         --modes json,stream --repeats 3 --no-docs       # regression check against --base-ref (wave2-base)
+    .venv/bin/python bench/run.py --targets direct,minimal --ladder --skip-litellm --connections 64 --delays 0 \
+        --no-long --no-translated --no-slow-readers --no-docs     # what each feature of the bench config costs
 
 Writes bench/results/<timestamp>.json and bench/results/latest.md and refreshes the block between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in docs/performance.md. See bench/README.md.
@@ -40,6 +42,7 @@ from targets import (
     BENCH,
     BUILD,
     DEFAULT_BASE_REF,
+    LADDER,
     LITELLM_KEY,
     MODELYARD_MASTER_KEY,
     WRITER_TARGETS,
@@ -87,6 +90,8 @@ START_TIMEOUT = {"minimal": 20.0, "modelyard": 30.0, "base": 30.0, "litellm": 24
 LONG_TARGETS = ("direct", "minimal", "modelyard", "base")
 #: the target of the translated-streams cells: modelyard with bench/translated.bench.yaml
 TRANSLATED = "modelyard-tr"
+#: the connections of the cells the feature ladder (``--ladder``) runs in
+LADDER_CONNS = 64
 #: its routes, one per upstream wire format (the load generator's "model")
 ROUTES = ("openai", "anthropic", "gemini")
 
@@ -107,6 +112,8 @@ class Cell:
         return key + (f"/{self.model}" if self.model else "")
 
     def runs_on(self, name: str) -> bool:
+        if name in LADDER:  # the feature ladder: the main matrix's cells at 64 connections, no upstream delay
+            return not self.only and self.conns == LADDER_CONNS and self.delay_ms == 0
         return name in self.only if self.only else name != TRANSLATED
 
 
@@ -215,7 +222,7 @@ def start_targets(out: list[Target], args: argparse.Namespace, mock: Target, log
                 t.status, t.reason = "unavailable", args.litellm_unavailable
                 continue
         timeout = start_timeout(name)
-        if is_modelyard(name) and args.cold_starts > 0 and name != TRANSLATED:
+        if is_modelyard(name) and args.cold_starts > 0 and name != TRANSLATED and name not in LADDER:
             log(f"{name}: {args.cold_starts} cold-start samples")
             cold_start_samples(t, upstream, logdir, extra, args.cold_starts, timeout)
         log(f"starting {name}")
@@ -452,6 +459,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "compiled copy of the tree, to measure a lever side by side before writing it; implies --no-docs)",
     )
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
+    ap.add_argument(
+        "--ladder",
+        action="store_true",
+        help="add the feature ladder: modelyard-master, -key, -budgets (the bench config's features one at a time; "
+        f"json and stream cells at {LADDER_CONNS} connections, 0 ms)",
+    )
     args = ap.parse_args(argv)
     q = args.quick
     args.duration = args.duration if args.duration is not None else (3.0 if q else 5.0)
@@ -468,9 +481,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         long = [args.long_chunks] if args.long_chunks > 0 else []
         args.translated_chunks = ",".join(str(c) for c in (long if q and long else [args.chunks, *long]))
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_TARGETS]
+    if args.ladder:
+        names += [n for n in LADDER if n not in names]
+        names += [] if "modelyard" in names else ["modelyard"]  # the ladder's last step
+    unknown = [n for n in names if n not in ALL_TARGETS and n not in LADDER]
     if unknown:
-        ap.error(f"unknown targets {unknown}; choose from {ALL_TARGETS}")
+        ap.error(f"unknown targets {unknown}; choose from {ALL_TARGETS + tuple(LADDER)}")
     if args.skip_litellm:
         names = [n for n in names if not n.startswith("litellm")]
     if args.no_translated:

@@ -6,8 +6,9 @@ a Python gateway), ``modelyard`` / ``modelyard-w2`` (``modelyard serve``, 1 and 
 through Redis, ``MODELYARD_BENCH_REDIS``), ``modelyard-tr`` (1 worker with bench/translated.bench.yaml: one route
 per upstream wire format, for the translated-streams cells), ``base`` / ``base-w2``
 (``modelyard serve`` from an exported tree of an earlier commit, ``--base-ref``, default ``wave2-base``: the
-regression check) and ``litellm`` / ``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2
-workers).
+regression check), ``litellm`` / ``litellm-w2`` (the LiteLLM proxy from its own venv under bench/build/, 1 and 2
+workers) and, with ``--ladder``, ``modelyard-master`` / ``modelyard-key`` / ``modelyard-budgets`` (the bench config
+with its per-request features added one at a time: ``LADDER``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ ALL_TARGETS = (
     "litellm",
     "litellm-w2",
 )
+#: the feature ladder (``--ladder``): ``modelyard.bench.yaml`` with its per-request features added one at a
+#: time, each step a target of its own, in the order they are added; the last step is ``modelyard`` itself.
+#: Every step writes usage records: the server always has its database (their share is the writer thread's,
+#: measured by bench/calls.py --no-profile).
+LADDER = {
+    "modelyard-master": "the master key, a route of one model, no budgets",
+    "modelyard-key": "+ a virtual key with rpm/tpm limits (made through /admin)",
+    "modelyard-budgets": "+ a global and a per-key budget, and the key's own budget",
+}
+#: what the last step, ``modelyard`` (the bench config unchanged), adds to the step before it
+LADDER_LAST = "+ a pool of two models with a fallback (bench/modelyard.bench.yaml unchanged)"
 #: the Redis of the ``modelyard-redis`` target (``state:``): the machine's, in a database of its own
 BENCH_REDIS = os.environ.get("MODELYARD_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 #: the ref the ``base`` targets run by default (the commit before the change being checked)
@@ -61,7 +73,7 @@ PROBE_BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}],"m
 
 #: the targets whose usage writer the bench waits for after each window (one process each: with
 #: ``--workers 2`` ``/v1/status`` would answer for one worker only)
-WRITER_TARGETS = ("modelyard", "base")
+WRITER_TARGETS = ("modelyard", "base", *LADDER)
 #: how often ``drain_writer`` asks ``/v1/status`` (each call costs the target well under 1 ms)
 DRAIN_POLL_S = 0.2
 
@@ -147,15 +159,22 @@ def admin(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def virtual_key(port: int) -> str:
-    """An organisation and a virtual key with rate limits and its own budget, made through /admin."""
+def virtual_key(port: int, *, budget: bool = True) -> str:
+    """An organisation and a virtual key with rate limits and (``budget``) its own budget, made through /admin."""
     org = admin(port, "/admin/orgs", {"name": f"bench-{port}"})
-    key = admin(
-        port,
-        "/admin/keys",
-        {"org_id": org["id"], "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd": 100_000},
-    )
+    body: dict[str, Any] = {"org_id": org["id"], "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000}
+    if budget:
+        body["budget_usd"] = 100_000
+    key = admin(port, "/admin/keys", body)
     return str(key["key"])
+
+
+def ladder_config(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The rendered bench config of a ladder step: ``modelyard.bench.yaml`` without what later steps add."""
+    data["routes"]["bench"] = {"models": ["m1"]}
+    if name != "modelyard-budgets":
+        data.pop("budgets", None)
+    return data
 
 
 def answers(port: int, api_key: str) -> bool:
@@ -334,6 +353,8 @@ def command(t: Target, upstream: str, workdir: Path, extra_modelyard: list[str])
             for model in data["models"].values():  # every admission goes through the shared limits
                 model.update(rpm=100_000_000, max_concurrency=100_000)
             cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        if t.name in LADDER:
+            cfg.write_text(yaml.safe_dump(ladder_config(t.name, yaml.safe_load(cfg.read_text())), sort_keys=False))
         cmd = [str(modelyard_bin())]
         if t.name.startswith("base"):
             if t.src is None:
@@ -394,9 +415,9 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
                 t.fail(f"does not run the base's code: {t.log} has no '{BASE_MARKER}{t.src}/...' line")
                 procs.stop(t.proc)
                 return None
-            if is_modelyard(t.name):
+            if is_modelyard(t.name) and t.name != "modelyard-master":
                 try:
-                    t.api_key = virtual_key(t.port)
+                    t.api_key = virtual_key(t.port, budget=t.name != "modelyard-key")
                 except (OSError, ValueError, KeyError) as exc:
                     t.fail(f"cannot create the virtual key: {exc}")
                     procs.stop(t.proc)

@@ -50,25 +50,32 @@ log = logging.getLogger("modelyard.server")
 _JSON = "application/json"
 
 
-def _headers(served: Served | ServedStream | ServedEmbeddings, cache: str | None = None) -> dict[str, str]:
-    headers = {
-        "X-Request-Id": served.request_id,
-        "X-Modelyard-Model": served.model,
-        "X-Modelyard-Provider": served.provider,
-        "X-Modelyard-Route": served.route,
-        "X-Modelyard-Attempts": str(len(served.attempts)),
-        "X-Modelyard-Fallback": "true" if served.fallback else "false",
-        "X-Modelyard-Overhead-Ms": f"{served.overhead_ms:.2f}",
-    }
+#: a response header's ASGI pair: its lower-case name and its value, latin-1 bytes
+Header = tuple[bytes, bytes]
+
+
+def _headers(served: Served | ServedStream | ServedEmbeddings, cache: str | None = None) -> list[Header]:
+    """The routing headers of an answer, as ASGI pairs (built once: no dict, no per-name lower())."""
+    headers = [
+        (b"x-request-id", served.request_id.encode("latin-1")),
+        (b"x-modelyard-model", served.model.encode("latin-1")),
+        (b"x-modelyard-provider", served.provider.encode("latin-1")),
+        (b"x-modelyard-route", served.route.encode("latin-1")),
+        (b"x-modelyard-attempts", str(len(served.attempts)).encode()),
+        (b"x-modelyard-fallback", b"true" if served.fallback else b"false"),
+        (b"x-modelyard-overhead-ms", f"{served.overhead_ms:.2f}".encode()),
+    ]
     if cache is not None:
-        headers["X-Modelyard-Cache"] = cache
+        headers.append((b"x-modelyard-cache", cache.encode("latin-1")))
     tier = getattr(served, "tier", None)
     if tier is not None:  # strategy auto: what the classifier saw and why this tier
-        headers["X-Modelyard-Tier"] = tier.tier
-        headers["X-Modelyard-Complexity"] = f"{tier.complexity:.4f}"
-        headers["X-Modelyard-Task"] = tier.task
         reason = getattr(served, "tier_reason", None) or tier.reason
-        headers["X-Modelyard-Tier-Reason"] = reason.encode("ascii", "replace").decode()[:200]
+        headers += [
+            (b"x-modelyard-tier", tier.tier.encode("latin-1")),
+            (b"x-modelyard-complexity", f"{tier.complexity:.4f}".encode()),
+            (b"x-modelyard-task", tier.task.encode("latin-1")),
+            (b"x-modelyard-tier-reason", reason.encode("ascii", "replace")[:200]),
+        ]
     return headers
 
 
@@ -77,9 +84,9 @@ def json_answer(
 ) -> _JSONAnswer:
     """A served answer: the routing headers, the cost header, and ``extra`` (an API's own)."""
     headers = _headers(served, cache)
-    headers["X-Modelyard-Cost-Usd"] = _usd(served.cost_usd)
+    headers.append((b"x-modelyard-cost-usd", _usd(served.cost_usd).encode()))
     if extra:
-        headers.update(extra)
+        headers += _raw_headers(extra)
     return _JSONAnswer(body, headers)
 
 
@@ -90,10 +97,9 @@ async def sse_answer(
     answer cannot even start."""
     try:
         headers = _headers(stream, stream.cache)
-        headers["Cache-Control"] = "no-cache"
-        headers["X-Accel-Buffering"] = "no"
+        headers += _SSE_HEADERS
         if extra:
-            headers.update(extra)
+            headers += _raw_headers(extra)
         return _SSEResponse(events(), stream.aclose, headers)
     except BaseException:
         await stream.aclose()
@@ -105,7 +111,11 @@ def _usd(value: float) -> str:
     return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
 
 
-def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+#: what every stream's answer says besides its routing headers
+_SSE_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+
+
+def _raw_headers(headers: dict[str, str]) -> list[Header]:
     """ASGI header pairs (lower-case names) for a dict of response headers."""
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
@@ -115,13 +125,10 @@ class _JSONAnswer:
 
     __slots__ = ("body", "raw_headers")
 
-    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+    def __init__(self, body: bytes, headers: list[Header]) -> None:
         self.body = body
-        self.raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *_raw_headers(headers),
-        ]
+        self.raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        self.raw_headers += headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -137,11 +144,12 @@ class _SSEResponse:
     """
 
     def __init__(
-        self, content: AsyncGenerator[bytes, None], on_close: Callable[[], Awaitable[None]], headers: dict[str, str]
+        self, content: AsyncGenerator[bytes, None], on_close: Callable[[], Awaitable[None]], headers: list[Header]
     ) -> None:
         self.content = content
         self._on_close = on_close
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), *_raw_headers(headers)]
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        self.raw_headers += headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         me = asyncio.current_task()

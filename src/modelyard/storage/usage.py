@@ -73,6 +73,18 @@ _R = usage_rollups
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+def _utc(ts: datetime) -> datetime:
+    """A record's timestamp in UTC (a naive one is taken as UTC)."""
+    if ts.tzinfo is UTC:
+        return ts
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _sqlite_ts(ts: datetime) -> str:
+    """The exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree."""
+    return _utc(ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 def _rate(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
@@ -95,8 +107,9 @@ class UsageStore:
         """
         if not requests and not attempts:
             return
+        stamps: dict[datetime, str] = {}  # a request's attempts share its timestamp: formatted once
         tables = [
-            (table, names, [self._values(r, names) for r in records])
+            (table, names, [self._values(r, names, stamps) for r in records])
             for table, names, records in (
                 ("usage_requests", REQUEST_FIELDS, requests),
                 ("usage_attempts", ATTEMPT_FIELDS, attempts),
@@ -128,18 +141,20 @@ class UsageStore:
             return {row[0][:13] + ":00:00.000000" for row in rows}
         return {floor_hour(row[0]) for row in rows}
 
-    def _values(self, record: RequestRecord | AttemptRecord, names: tuple[str, ...]) -> Sequence[Any]:
+    def _values(
+        self, record: RequestRecord | AttemptRecord, names: tuple[str, ...], stamps: dict[datetime, str]
+    ) -> Sequence[Any]:
         values = _getter(names)(record)  # one C call for every field (the timestamp is first)
-        ts = values[0]
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
         if self.db.is_sqlite:
             row = list(values)
-            # the exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree
-            row[0] = ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            text = stamps.get(row[0])
+            if text is None:
+                text = stamps[row[0]] = _sqlite_ts(row[0])
+            row[0] = text
             for i in _bool_positions(names):
                 row[i] = 1 if row[i] else 0
             return row
-        return (ts, *values[1:])
+        return (_utc(values[0]), *values[1:])
 
     async def count(self) -> tuple[int, int]:
         """Rows in usage_requests and usage_attempts."""

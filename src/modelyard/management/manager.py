@@ -70,6 +70,10 @@ class ChangeResult:
 Mutation = Callable[[dict[str, Any]], None]
 
 
+#: how often an import is decided again when another process activated a revision meanwhile
+_IMPORT_TRIES = 5
+
+
 class ConfigManager:
     def __init__(
         self,
@@ -162,6 +166,20 @@ class ConfigManager:
             origin = "env"
         doc, _ = await externalise_secrets(raw, self._store_secret)
         digest = content_hash(doc)
+        for attempt in range(_IMPORT_TRIES):
+            try:
+                return await self._import_document(doc, digest, origin, reason)
+            except StaleRevisionError:
+                # Another process activated a revision between this one's read and its write: the
+                # workers of one `modelyard serve --workers N`, or replicas, starting together on a
+                # fresh database or after the file changed, each import the same document.  Decide
+                # again against what is active now (usually: that document, so nothing to do).
+                if attempt == _IMPORT_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _import_document(self, doc: dict[str, Any], digest: str, origin: str, reason: str) -> bool:
+        """Import ``doc`` (the file's or the environment's document) under the ``config.source`` rule."""
         active = await self.revisions.active()
         last = await self.revisions.last(origin)
         if active is not None and active.content_hash == digest:

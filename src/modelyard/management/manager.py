@@ -166,7 +166,7 @@ class ConfigManager:
             origin = "env"
         doc, _ = await externalise_secrets(raw, self._store_secret)
         digest = content_hash(doc)
-        for attempt in range(_IMPORT_TRIES):
+        for _ in range(_IMPORT_TRIES - 1):
             try:
                 return await self._import_document(doc, digest, origin, reason)
             except StaleRevisionError:
@@ -174,9 +174,8 @@ class ConfigManager:
                 # workers of one `modelyard serve --workers N`, or replicas, starting together on a
                 # fresh database or after the file changed, each import the same document.  Decide
                 # again against what is active now (usually: that document, so nothing to do).
-                if attempt == _IMPORT_TRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+                continue
+        return await self._import_document(doc, digest, origin, reason)  # the last try's error stands
 
     async def _import_document(self, doc: dict[str, Any], digest: str, origin: str, reason: str) -> bool:
         """Import ``doc`` (the file's or the environment's document) under the ``config.source`` rule."""

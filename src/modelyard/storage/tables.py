@@ -39,6 +39,7 @@ from sqlalchemy import (
 __all__ = [
     "UtcDateTime",
     "api_keys",
+    "as_utc",
     "audit_log",
     "budget_events",
     "comparisons",
@@ -55,6 +56,13 @@ __all__ = [
 ]
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive one is taken as UTC."""
+    if value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend (naive input is taken as UTC)."""
 
@@ -64,7 +72,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -73,7 +81,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 NAMING = {

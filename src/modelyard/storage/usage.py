@@ -39,7 +39,7 @@ from modelyard.storage.rollup import (
     within,
 )
 from modelyard.storage.sketch import counted, decode, quantiles
-from modelyard.storage.tables import usage_attempts, usage_requests, usage_rollups
+from modelyard.storage.tables import as_utc, usage_attempts, usage_requests, usage_rollups
 
 __all__ = ["GroupBy", "UsageStore"]
 
@@ -73,16 +73,9 @@ _R = usage_rollups
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def _utc(ts: datetime) -> datetime:
-    """A record's timestamp in UTC (a naive one is taken as UTC)."""
-    if ts.tzinfo is UTC:
-        return ts
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _sqlite_ts(ts: datetime) -> str:
     """The exact text UtcDateTime/DateTime store on SQLite, so reads and range filters agree."""
-    return _utc(ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return as_utc(ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _rate(part: float, whole: float) -> float:
@@ -154,7 +147,7 @@ class UsageStore:
             for i in _bool_positions(names):
                 row[i] = 1 if row[i] else 0
             return row
-        return (_utc(values[0]), *values[1:])
+        return (as_utc(values[0]), *values[1:])
 
     async def count(self) -> tuple[int, int]:
         """Rows in usage_requests and usage_attempts."""

@@ -42,17 +42,19 @@ async def test_insert_writes_requests_and_attempts_and_is_idempotent(db: Databas
 
 def test_sqlite_inserts_take_few_statement_sizes() -> None:
     """#19: the sqlite3 module keeps each distinct statement compiled per connection, so a batch is
-    cut into power-of-two statements (a table has at most seven sizes), covering every row once."""
+    cut into power-of-two statements (a table has at most nine sizes), covering every row once."""
     sizes: set[int] = set()
-    for rows in range(700):
+    for rows in range(1100):
         for columns in (22, 30, 2000):
             chunks = _sqlite_chunks(rows, columns)
             assert [start for start, _ in chunks] == [sum(n for _, n in chunks[:i]) for i in range(len(chunks))]
             assert sum(n for _, n in chunks) == rows
             assert all(n * columns <= 32766 or n == 1 for _, n in chunks)
             sizes |= {n for _, n in chunks if columns == 30}
-    assert sizes == {1, 2, 4, 8, 16, 32, 64}
+    assert sizes == {1, 2, 4, 8, 16, 32, 64, 128, 256}
     assert len(_sqlite_chunks(37, 30)) == 3  # 32 + 4 + 1
+    assert _sqlite_chunks(340, 30) == [(0, 256), (256, 64), (320, 16), (336, 4)]
+    assert [n for _, n in _sqlite_chunks(600, 2000)] == [16] * 37 + [8]  # 16 rows of 2000 columns fit
 
 
 async def test_sqlite_file_batches_go_through_the_direct_connection(tmp_path: Path) -> None:
@@ -73,6 +75,11 @@ async def test_sqlite_file_batches_go_through_the_direct_connection(tmp_path: Pa
         async with db.engine.connect() as conn:
             dirty = (await conn.exec_driver_sql("SELECT count(*) FROM usage_rollup_dirty")).scalar_one()
         assert dirty >= 1
+        # the batch's statement journals stay in memory (no temporary file per statement); the
+        # engine's connections keep the default
+        assert await db.direct.write(lambda c: c.execute("PRAGMA temp_store").fetchone()[0]) == 2
+        async with db.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA temp_store")).scalar_one() == 0
     finally:
         await db.aclose()
 

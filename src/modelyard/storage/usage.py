@@ -581,7 +581,7 @@ _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 
 
 
 #: the most rows in one SQLite insert statement (a power of two)
-_SQLITE_MAX_ROWS = 64
+_SQLITE_MAX_ROWS = 256
 
 
 def _sqlite_chunks(rows: int, columns: int) -> list[tuple[int, int]]:
@@ -590,9 +590,12 @@ def _sqlite_chunks(rows: int, columns: int) -> list[tuple[int, int]]:
     The sqlite3 module keeps every statement it ran compiled, per connection (the last 128), and a
     compiled multi-row insert takes about 2.5 KiB a row.  One statement per batch size made that
     cache grow for as long as new batch sizes turned up (the fault soak, #19: about 10 MB a
-    connection after ten minutes, the RSS growth it measured).  With sizes 1, 2, 4 ... 64 a table
-    has at most seven statements, about 300 KiB a connection, and a batch of n rows takes
-    ``n // 64`` statements plus one per bit of the remainder.
+    connection after ten minutes, the RSS growth it measured).  With sizes 1, 2, 4 ... 256 a table
+    has at most nine statements (a 256-row one is about 430 KiB: 0.9 MB a table, once), and a
+    batch of n rows takes ``n // 256`` statements plus one per bit of the remainder.  The cap was
+    64 until round eight (docs/performance.md): every statement is a hand-over of the GIL to the
+    writer's thread and back, which the event loop pays for under load (a 340-row batch took 14
+    statements, now 8; the writer thread's context switches fell from 0.5 to 0.36 a request).
     """
     most = min(_SQLITE_MAX_ROWS, max(1, _SQLITE_MAX_VARIABLES // columns))
     most = 1 << (most.bit_length() - 1)  # a power of two (fewer variables allowed before SQLite 3.32)

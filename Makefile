@@ -10,7 +10,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 # flags but does not enable them. Pip caches the wheel it builds, so this decides the first build.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install install-local install-dev run test lint format typecheck audit fuzz bench soak bench-local bench-ui bench-stats bench-classify bench-compare classifier compat-matrix screenshots clean
+.PHONY: install install-local install-dev run test lint format typecheck audit fuzz bench soak bench-local bench-instructions bench-ui bench-stats bench-classify bench-compare classifier compat-matrix screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ soak: $(DEVSTAMP)
 
 bench-local: $(DEVSTAMP)
 	$(BIN)/python bench/local.py $(ARGS)
+
+# instructions per request under valgrind's callgrind, modelyard beside the base tree (bench/README.md)
+bench-instructions: $(DEVSTAMP)
+	$(BIN)/python bench/instructions.py $(ARGS)
 
 bench-ui: $(DEVSTAMP)
 	$(BIN)/python bench/ui.py $(ARGS)

@@ -97,6 +97,8 @@ class Target:
     peak_rss_mb: float | None = None
     processes: int = 0
     deaths: list[dict[str, Any]] = field(default_factory=list)
+    #: put in front of the command line (bench/instructions.py: ``valgrind --tool=callgrind ...``)
+    wrap: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -396,6 +398,8 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
     except (OSError, KeyError, ValueError) as exc:
         t.fail(f"cannot build command: {exc}")
         return None
+    if t.wrap:  # a wrapper runs an executable: the console script goes through its interpreter
+        cmd = [*t.wrap, *([sys.executable] if cmd[0] != sys.executable else []), *cmd]
     with t.log.open("a") as fh:
         fh.write(f"\n# {shlex.join(cmd)}\n")
     t0 = time.perf_counter()

@@ -117,7 +117,7 @@ class Client:
                     count.connects += 1
                 try:
                     status, ok = await asyncio.wait_for(conn.request(self.payload), REQUEST_TIMEOUT_S)
-                except (OSError, TimeoutError, ValueError) as exc:
+                except Exception as exc:  # reset, timeout, a malformed answer: counted, not fatal
                     kind = type(exc).__name__
                     count.errors += 1
                     count.error_kinds[kind] = count.error_kinds.get(kind, 0) + 1

@@ -259,8 +259,8 @@ def _writer_configure(configure: Callable[[Any], None]) -> Callable[[sqlite3.Con
     (to undo that statement alone if it fails midway).  Past 64 KiB it spills to a temporary file:
     with the default ``temp_store`` that is a new file in /var/tmp per statement, opened, written
     page by page and deleted: about two writes per request, two thirds of the writer's ``pwrite``
-    calls.  A statement's journal is at most the pages one 64-row insert touches (a few hundred
-    KiB), and it is freed when the statement ends.
+    calls.  A statement's journal is at most the pages one insert of up to 256 rows touches (a few
+    hundred KiB), and it is freed when the statement ends.
     """
 
     def writer(conn: sqlite3.Connection) -> None:

@@ -595,7 +595,7 @@ def _sqlite_chunks(rows: int, columns: int) -> list[tuple[int, int]]:
     batch of n rows takes ``n // 256`` statements plus one per bit of the remainder.  The cap was
     64 until round eight (docs/performance.md): every statement is a hand-over of the GIL to the
     writer's thread and back, which the event loop pays for under load (a 340-row batch took 14
-    statements, now 8; the writer thread's context switches fell from 0.5 to 0.36 a request).
+    statements, now 8; the writer thread's context switches fell from 0.47 to 0.36 a request).
     """
     most = min(_SQLITE_MAX_ROWS, max(1, _SQLITE_MAX_VARIABLES // columns))
     most = 1 << (most.bit_length() - 1)  # a power of two (fewer variables allowed before SQLite 3.32)

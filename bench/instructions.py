@@ -44,7 +44,7 @@ from typing import Any
 import procs
 import sysinfo
 import targets
-from loadgen import RawConn, build_request
+from loadgen import RawConn, build_request, request_body
 from targets import BUILD, CHAT_PATH, Target
 
 BENCH = Path(__file__).resolve().parent
@@ -71,9 +71,13 @@ class Count:
     errors: int = 0
     connects: int = 0
     instructions: int = 0
-    catchup_polls: int = 0
+    catchup_s: float = 0.0
     dump: str = ""
     error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     @property
     def per_request(self) -> float | None:
@@ -84,20 +88,8 @@ class Client:
     """``conns`` keep-alive connections to one target, kept from the warm-up through the window."""
 
     def __init__(self, port: int, api_key: str, stream: bool, conns: int) -> None:
-        body: dict[str, Any] = {
-            "model": "bench",
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Say hello in a short sentence, please."},
-            ],
-            "stream": stream,
-            "max_tokens": 64,
-        }
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        self.host, self.port, self.payload = build_request(
-            f"http://127.0.0.1:{port}{CHAT_PATH}", json.dumps(body).encode(), api_key
-        )
+        url = f"http://127.0.0.1:{port}{CHAT_PATH}"
+        self.host, self.port, self.payload = build_request(url, request_body("bench", stream), api_key)
         self.stream = stream
         self.pool: list[RawConn | None] = [None] * conns
 
@@ -118,18 +110,14 @@ class Client:
                 try:
                     status, ok = await asyncio.wait_for(conn.request(self.payload), REQUEST_TIMEOUT_S)
                 except Exception as exc:  # reset, timeout, a malformed answer: counted, not fatal
-                    kind = type(exc).__name__
-                    count.errors += 1
-                    count.error_kinds[kind] = count.error_kinds.get(kind, 0) + 1
+                    count.error(type(exc).__name__)
                     conn.abort()
                     self.pool[slot] = None
                     continue
                 if status == 200 and ok:
                     count.requests += 1
                 else:
-                    kind = f"http {status}" if status != 200 else "incomplete answer"
-                    count.errors += 1
-                    count.error_kinds[kind] = count.error_kinds.get(kind, 0) + 1
+                    count.error(f"http {status}" if status != 200 else "incomplete answer")
 
         await asyncio.gather(*(worker(i) for i in range(len(self.pool))))
 
@@ -143,18 +131,14 @@ def callgrind_control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def drain(t: Target) -> int:
-    """Wait for the usage writer's backlog to reach 0 (targets without one: nothing); the polls made."""
+def drain(t: Target) -> float:
+    """Wait until the usage writer has every record in (targets without one: at once); the seconds."""
     if t.name not in targets.WRITER_TARGETS:
-        return 0
-    polls = 0
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        polls += 1
-        if targets.usage_writer(t).get("backlog", 0) == 0:
-            return polls
-        time.sleep(0.5)
-    raise RuntimeError(f"{t.name}: the usage writer did not catch up within 300 s")
+        return 0.0
+    drained = targets.drain_writer(t, timeout=300.0)
+    if drained is None:
+        raise RuntimeError(f"{t.name}: the usage writer did not catch up within 300 s")
+    return drained["catchup_s"]
 
 
 def total_instructions(path: Path) -> int:
@@ -180,7 +164,7 @@ async def _measure(t: Target, cell: Cell, n: int, warmup: int, outdir: Path) -> 
         await asyncio.to_thread(callgrind_control, t.pid, "--instr=on")
         await asyncio.to_thread(callgrind_control, t.pid, "--zero")
         await client.run(n, count)
-        count.catchup_polls = await asyncio.to_thread(drain, t)
+        count.catchup_s = await asyncio.to_thread(drain, t)
         await asyncio.to_thread(callgrind_control, t.pid, f"--dump={t.name} {cell.key}")
         await asyncio.to_thread(callgrind_control, t.pid, "--instr=off")
     finally:
@@ -265,13 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                         "errors": c.errors,
                         "error_kinds": c.error_kinds,
                         "connects": c.connects,
-                        "catchup_polls": c.catchup_polls,
+                        "catchup_s": round(c.catchup_s, 2),
                         "dump": c.dump,
                     }
                     per = f"{c.per_request:,.0f}" if c.per_request else "-"
                     print(
                         f"{name:<18} {cell.key:<10} {per:>12} instructions/request  ({c.requests} ok, "
-                        f"{c.errors} errors, {c.connects} connects, {c.catchup_polls} status polls)",
+                        f"{c.errors} errors, {c.connects} connects, writer caught up in {c.catchup_s:.1f} s)",
                         file=sys.stderr,
                     )
             finally:

@@ -236,19 +236,24 @@ def own_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    body_obj: dict[str, Any] = {
-        "model": args.model,
+def request_body(model: str, stream: bool) -> bytes:
+    """The chat completion every bench client sends (a short prompt, a 64-token cap)."""
+    body: dict[str, Any] = {
+        "model": model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Say hello in a short sentence, please."},
         ],
-        "stream": args.stream,
+        "stream": stream,
         "max_tokens": 64,
     }
-    if args.stream:
-        body_obj["stream_options"] = {"include_usage": True}
-    body = orjson.dumps(body_obj)
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    body = request_body(args.model, args.stream)
     now = time.perf_counter()
     stats = Stats(win_start=now + args.warmup, win_end=now + args.warmup + args.duration)
     edges: dict[str, Any] = {}

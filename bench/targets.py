@@ -398,8 +398,8 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
     except (OSError, KeyError, ValueError) as exc:
         t.fail(f"cannot build command: {exc}")
         return None
-    if t.wrap:  # a wrapper runs an executable: the console script goes through its interpreter
-        cmd = [*t.wrap, *([sys.executable] if cmd[0] != sys.executable else []), *cmd]
+    if t.wrap:
+        cmd = [*t.wrap, *_interpreter(cmd[0]), *cmd]
     with t.log.open("a") as fh:
         fh.write(f"\n# {shlex.join(cmd)}\n")
     t0 = time.perf_counter()
@@ -431,6 +431,14 @@ def launch(t: Target, upstream: str, logdir: Path, extra_modelyard: list[str], t
     t.fail(f"no 200 answer within {timeout:.0f}s: {procs.tail(t.log, 6)}")
     procs.stop(t.proc)
     return None
+
+
+def _interpreter(program: str) -> list[str]:
+    """What a wrapper (valgrind) must run before ``program``: a script's ``#!`` interpreter (a console
+    script of this venv or of LiteLLM's), nothing for an executable."""
+    with open(program, "rb") as fh:
+        head = fh.readline(512)
+    return head[2:].decode().split() if head.startswith(b"#!") else []
 
 
 def _base_imported(log: Path, src: Path) -> bool:
